@@ -1,0 +1,40 @@
+//! Generates the C headers from `src/ffi` with cbindgen: `cmr.h`, and
+//! `cmr_cdef.h` (no preprocessor lines, no comments) for LuaJIT's
+//! `ffi.cdef`. They go to OUT_DIR, and also to `$CMR_HEADER_DIR` when set,
+//! which is how the Makefile refreshes `include/` and checks it is current.
+//! Also gives the cdylib its soname, `libcmr.so.0`.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-env-changed=CMR_HEADER_DIR");
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libcmr.so.0");
+    }
+
+    let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let config =
+        cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let cdef_config = cbindgen::Config {
+        header: None,
+        include_guard: None,
+        sys_includes: Vec::new(),
+        cpp_compat: false,
+        documentation: false,
+        ..config.clone()
+    };
+    let mut dirs = vec![PathBuf::from(env::var("OUT_DIR").unwrap())];
+    if let Some(dir) = env::var_os("CMR_HEADER_DIR") {
+        dirs.push(PathBuf::from(dir));
+    }
+    for (name, config) in [("cmr.h", config), ("cmr_cdef.h", cdef_config)] {
+        let bindings = cbindgen::generate_with_config(&crate_dir, config)
+            .expect("cbindgen could not read src/ffi");
+        for dir in &dirs {
+            bindings.write_to_file(dir.join(name));
+        }
+    }
+}

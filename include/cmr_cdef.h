@@ -1,0 +1,106 @@
+typedef enum {
+  CMR_STATUS_OK = 0,
+  CMR_STATUS_NOT_ROUTED = 1,
+  CMR_STATUS_NOT_MINE = 2,
+  CMR_STATUS_BUFFER_TOO_SMALL = 3,
+  CMR_STATUS_NOT_FOUND = 4,
+  CMR_STATUS_NULL_PARAMETER = 100,
+  CMR_STATUS_INVALID_UTF8 = 101,
+  CMR_STATUS_INVALID_JID = 102,
+  CMR_STATUS_INVALID_XML = 103,
+  CMR_STATUS_INVALID_ARGUMENT = 104,
+  CMR_STATUS_UNKNOWN_ALGORITHM = 105,
+  CMR_STATUS_NOT_OFFERED = 106,
+  CMR_STATUS_INVALID_OPTION = 107,
+  CMR_STATUS_PANIC = 200,
+} cmr_status;
+
+typedef struct cmr_router cmr_router;
+
+typedef struct {
+  const char *recipient;
+  size_t recipient_len;
+  const char *message_type;
+  size_t message_type_len;
+  const char *sender;
+  size_t sender_len;
+  const char *hint;
+  size_t hint_len;
+  bool sender_is_local;
+} cmr_message;
+
+
+
+const char *cmr_version(void);
+
+const char *cmr_status_message(uint32_t status);
+
+cmr_status cmr_last_error(char *buf, size_t cap, size_t *out_len);
+
+cmr_status cmr_router_new(const char *options, size_t options_len, cmr_router **out_router);
+
+void cmr_router_free(cmr_router *router);
+
+cmr_status cmr_router_register(const cmr_router *router,
+                               const char *full_jid,
+                               size_t full_jid_len,
+                               uint64_t token,
+                               int32_t priority,
+                               const char *show,
+                               size_t show_len,
+                               bool available);
+
+cmr_status cmr_router_unregister(const cmr_router *router,
+                                 const char *full_jid,
+                                 size_t full_jid_len,
+                                 uint64_t token);
+
+cmr_status cmr_router_touch(const cmr_router *router,
+                            const char *full_jid,
+                            size_t full_jid_len,
+                            uint64_t token);
+
+cmr_status cmr_router_set_load(const cmr_router *router,
+                               const char *full_jid,
+                               size_t full_jid_len,
+                               uint64_t token,
+                               uint32_t load);
+
+cmr_status cmr_router_pick(const cmr_router *router,
+                           const cmr_message *message,
+                           uint64_t *out_tokens,
+                           size_t out_cap,
+                           size_t *out_len);
+
+cmr_status cmr_router_get_algorithm(const cmr_router *router,
+                                    const char *bare_jid,
+                                    size_t bare_jid_len,
+                                    char *buf,
+                                    size_t cap,
+                                    size_t *out_len);
+
+cmr_status cmr_router_set_algorithm(const cmr_router *router,
+                                    const char *bare_jid,
+                                    size_t bare_jid_len,
+                                    const char *algorithm,
+                                    size_t algorithm_len);
+
+cmr_status cmr_router_handle_iq(const cmr_router *router,
+                                const char *xml,
+                                size_t xml_len,
+                                char *buf,
+                                size_t cap,
+                                size_t *out_len,
+                                bool *out_changed);
+
+cmr_status cmr_router_disco_features(const cmr_router *router,
+                                     char *buf,
+                                     size_t cap,
+                                     size_t *out_len);
+
+cmr_status cmr_router_stats(const cmr_router *router,
+                            const char *bare_jid,
+                            size_t bare_jid_len,
+                            char *buf,
+                            size_t cap,
+                            size_t *out_len);

@@ -1,0 +1,208 @@
+//! The mechanics of the C boundary: the panic boundary, pointer checks,
+//! the thread-local last error and the output buffers. Every export in
+//! `ffi` goes through these, so none can forget a check.
+
+use super::cmr_status;
+use crate::error::Error;
+use std::cell::RefCell;
+use std::ffi::c_char;
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Records `message` as this thread's last error and returns `status`.
+pub(super) fn fail(status: cmr_status, message: &str) -> cmr_status {
+    LAST_ERROR.with(|last| {
+        let mut last = last.borrow_mut();
+        last.clear();
+        last.push_str(message);
+    });
+    status
+}
+
+/// Records a core error and returns the status that stands for it.
+pub(super) fn fail_with(error: Error) -> cmr_status {
+    let status = match &error {
+        Error::InvalidUtf8 { .. } => cmr_status::InvalidUtf8,
+        Error::InvalidJid { .. } => cmr_status::InvalidJid,
+        Error::InvalidXml { .. } => cmr_status::InvalidXml,
+        Error::InvalidArgument { .. } => cmr_status::InvalidArgument,
+        Error::UnknownAlgorithm { .. } => cmr_status::UnknownAlgorithm,
+        Error::NotOffered { .. } => cmr_status::NotOffered,
+        Error::InvalidOption { .. } => cmr_status::InvalidOption,
+        Error::NotFound { .. } => cmr_status::NotFound,
+    };
+    fail(status, &error.to_string())
+}
+
+pub(super) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
+    LAST_ERROR.with(|last| f(&last.borrow()))
+}
+
+/// What an export returns when its body panicked.
+pub(super) trait PanicDefault {
+    fn on_panic() -> Self;
+}
+
+impl PanicDefault for cmr_status {
+    fn on_panic() -> Self {
+        fail(
+            cmr_status::Panic,
+            "a panic was caught inside cmr (a bug; see stderr)",
+        )
+    }
+}
+
+impl PanicDefault for () {
+    fn on_panic() -> Self {}
+}
+
+impl PanicDefault for *const c_char {
+    fn on_panic() -> Self {
+        std::ptr::null()
+    }
+}
+
+/// Runs an export's body, turning a panic into the return type's
+/// [`PanicDefault`], so that no panic ever unwinds into C.
+macro_rules! ffi_panic_boundary {
+    ( $($body:tt)* ) => {
+        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| { $($body)* })) {
+            Ok(ret) => ret,
+            Err(_) => $crate::ffi::boundary::PanicDefault::on_panic(),
+        }
+    };
+}
+pub(super) use ffi_panic_boundary;
+
+/// Turns a pointer into a reference, or returns `NullParameter` naming it.
+macro_rules! try_ref {
+    ($ptr:ident) => {
+        // SAFETY: the caller passes NULL or a valid pointer (documented on
+        // every export); NULL is caught here.
+        match unsafe { $ptr.as_ref() } {
+            Some(r) => r,
+            None => return $crate::ffi::boundary::null(stringify!($ptr)),
+        }
+    };
+}
+pub(super) use try_ref;
+
+/// Like `try_ref!`, for the caller's output variables.
+macro_rules! try_mut {
+    ($ptr:ident) => {
+        // SAFETY: as for `try_ref!`.
+        match unsafe { $ptr.as_mut() } {
+            Some(r) => r,
+            None => return $crate::ffi::boundary::null(stringify!($ptr)),
+        }
+    };
+}
+pub(super) use try_mut;
+
+/// Borrows `len` bytes at `ptr` as UTF-8, or returns the status that says
+/// why not. `ptr` may be NULL when `len` is 0.
+macro_rules! try_str {
+    ($ptr:ident, $len:expr) => {
+        // SAFETY: the caller passes `len` readable bytes at `ptr` (documented
+        // on every export); NULL with a length is caught inside.
+        match unsafe { $crate::ffi::boundary::str_from_raw($ptr, $len, stringify!($ptr)) } {
+            Ok(s) => s,
+            Err(status) => return status,
+        }
+    };
+}
+pub(super) use try_str;
+
+pub(super) fn null(what: &str) -> cmr_status {
+    fail(cmr_status::NullParameter, &format!("{what} is NULL"))
+}
+
+/// # Safety
+/// `ptr` is NULL or points to `len` readable bytes that outlive `'a`.
+pub(super) unsafe fn str_from_raw<'a>(
+    ptr: *const c_char,
+    len: usize,
+    what: &'static str,
+) -> Result<&'a str, cmr_status> {
+    if len == 0 {
+        return Ok("");
+    }
+    if ptr.is_null() {
+        return Err(null(what));
+    }
+    // SAFETY: non-NULL, and the caller guarantees `len` bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+    std::str::from_utf8(bytes).map_err(|_| fail_with(Error::InvalidUtf8 { what }))
+}
+
+/// Where an export writes its text result: `cap` bytes at `buf` (NULL when
+/// `cap` is 0), the length written or needed into `out_len`.
+pub(super) struct OutBuf<'a> {
+    buf: *mut c_char,
+    cap: usize,
+    out_len: &'a mut usize,
+}
+
+impl<'a> OutBuf<'a> {
+    pub(super) fn new(
+        buf: *mut c_char,
+        cap: usize,
+        out_len: &'a mut usize,
+    ) -> Result<Self, cmr_status> {
+        if buf.is_null() && cap > 0 {
+            return Err(null("buf"));
+        }
+        Ok(OutBuf { buf, cap, out_len })
+    }
+
+    /// Whether `len` bytes fit; when not, sets `out_len` to the size needed.
+    pub(super) fn fits(&mut self, len: usize) -> bool {
+        *self.out_len = len;
+        len <= self.cap
+    }
+
+    /// Reports that nothing was written.
+    pub(super) fn clear(&mut self) {
+        *self.out_len = 0;
+    }
+
+    pub(super) fn too_small(&mut self, len: usize) -> cmr_status {
+        *self.out_len = len;
+        fail(
+            cmr_status::BufferTooSmall,
+            &format!(
+                "the output buffer holds {} bytes; {len} are needed",
+                self.cap
+            ),
+        )
+    }
+
+    /// Writes `bytes` (no NUL terminator), or reports the size needed.
+    pub(super) fn write(mut self, bytes: &[u8]) -> cmr_status {
+        if !self.fits(bytes.len()) {
+            return self.too_small(bytes.len());
+        }
+        if !bytes.is_empty() {
+            // SAFETY: `buf` is non-NULL (checked in `new` since cap >= len > 0)
+            // and has `cap` writable bytes by the caller's contract.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.buf.cast::<u8>(), bytes.len())
+            };
+        }
+        cmr_status::Ok
+    }
+}
+
+/// Builds an [`OutBuf`] or returns the status that says why not.
+macro_rules! try_out {
+    ($buf:ident, $cap:ident, $out_len:ident) => {{
+        let out_len = $crate::ffi::boundary::try_mut!($out_len);
+        match $crate::ffi::boundary::OutBuf::new($buf, $cap, out_len) {
+            Ok(out) => out,
+            Err(status) => return status,
+        }
+    }};
+}
+pub(super) use try_out;

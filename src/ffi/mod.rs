@@ -1,0 +1,479 @@
+//! The C ABI (`include/cmr.h`). The only module with `unsafe`.
+//!
+//! Conventions, for every function:
+//! - Strings are a pointer and a byte length, UTF-8, not NUL-terminated;
+//!   the pointer may be NULL when the length is 0.
+//! - Text results go into a caller's buffer: `buf` with `cap` bytes (NULL
+//!   when `cap` is 0), with the length written, or needed, in `*out_len`.
+//!   Too small gives `CMR_STATUS_BUFFER_TOO_SMALL` and changes no state.
+//!   Nothing is NUL-terminated.
+//! - Every call returns a `cmr_status`; on an error, `cmr_last_error`
+//!   gives this thread's message for it. No panic crosses the boundary.
+//! - The only thing to free is a router, with `cmr_router_free`.
+#![allow(non_camel_case_types)]
+
+pub(crate) mod boundary;
+
+use crate::algorithm::Pick;
+use crate::policy::Policy;
+use crate::router::{Message, Router};
+use boundary::{fail, fail_with, ffi_panic_boundary, try_mut, try_out, try_ref, try_str};
+use std::ffi::c_char;
+
+/// The result of every call. The numbers are stable across versions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum cmr_status {
+    /// Success.
+    Ok = 0,
+    /// `cmr_router_pick`: CMR does not route this message (nothing eligible,
+    /// unknown account, or a type other than chat and normal): the host
+    /// applies its own behaviour. Not an error.
+    NotRouted = 1,
+    /// `cmr_router_handle_iq`: not a CMR get or set; the host handles it.
+    /// Not an error.
+    NotMine = 2,
+    /// The output buffer is too small; `*out_len` holds the size needed and
+    /// no state changed.
+    BufferTooSmall = 3,
+    /// The account or session is not registered.
+    NotFound = 4,
+    /// A required pointer was NULL.
+    NullParameter = 100,
+    /// A string was not UTF-8.
+    InvalidUtf8 = 101,
+    /// A JID did not parse, or a bare JID was given where a full one is needed.
+    InvalidJid = 102,
+    /// The IQ was not well-formed XML, or lacked `from` or `id`.
+    InvalidXml = 103,
+    /// A value out of range (priority outside -128..127, unknown show).
+    InvalidArgument = 104,
+    /// An algorithm name or URI that cmr does not know.
+    UnknownAlgorithm = 105,
+    /// An algorithm the router's policy does not offer.
+    NotOffered = 106,
+    /// A policy option with a bad name or value.
+    InvalidOption = 107,
+    /// A bug inside cmr was caught before it reached the caller.
+    Panic = 200,
+}
+
+/// A router: the routing state and policy of one virtual host (or of
+/// several that share a policy). Opaque.
+pub struct cmr_router {
+    router: Router,
+}
+
+/// A message to route, as borrowed views of its parts.
+#[repr(C)]
+pub struct cmr_message {
+    /// The recipient's bare JID, as the host normalized it. Required.
+    pub recipient: *const c_char,
+    pub recipient_len: usize,
+    /// The `type` attribute; length 0 when missing (which means normal).
+    pub message_type: *const c_char,
+    pub message_type_len: usize,
+    /// The sender's JID; `sticky` uses its bare part.
+    pub sender: *const c_char,
+    pub sender_len: usize,
+    /// The `algorithm` of a `<cmr xmlns='urn:xmpp:cmr:0'/>` hint; length 0
+    /// when the message has none.
+    pub hint: *const c_char,
+    pub hint_len: usize,
+    /// Whether the sender is a user of this server (hint policy `local`).
+    pub sender_is_local: bool,
+}
+
+/// The library's version, as a static NUL-terminated string. Thread-safe.
+#[no_mangle]
+pub extern "C" fn cmr_version() -> *const c_char {
+    ffi_panic_boundary! {
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    }
+}
+
+/// A static NUL-terminated description of a status number (any number,
+/// known or not). Thread-safe.
+#[no_mangle]
+pub extern "C" fn cmr_status_message(status: u32) -> *const c_char {
+    ffi_panic_boundary! {
+        let text: &'static str = match status {
+            0 => "ok\0",
+            1 => "not routed by CMR: the host applies its own routing\0",
+            2 => "not a CMR IQ: the host handles it\0",
+            3 => "output buffer too small\0",
+            4 => "not registered\0",
+            100 => "a required pointer is NULL\0",
+            101 => "a string is not valid UTF-8\0",
+            102 => "invalid JID\0",
+            103 => "invalid XML stanza\0",
+            104 => "argument out of range\0",
+            105 => "unknown algorithm\0",
+            106 => "algorithm not offered by the policy\0",
+            107 => "invalid policy option\0",
+            200 => "internal panic caught\0",
+            _ => "unknown status\0",
+        };
+        text.as_ptr().cast()
+    }
+}
+
+/// Copies the message of the last error on the calling thread into `buf`.
+/// The message stays until the next error on this thread.
+///
+/// # Safety
+/// `buf` has `cap` writable bytes (may be NULL when `cap` is 0); `out_len`
+/// is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_last_error(
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let out = try_out!(buf, cap, out_len);
+        boundary::with_last_error(|message| out.write(message.as_bytes()))
+    }
+}
+
+/// Creates a router. `options` is a whitespace-separated list of
+/// `key=value` (empty for the defaults): `offered=NAME,NAME,...`,
+/// `default=NAME`, `user_change=true|false`, `hints=any|local|never`,
+/// `prefix=URI`; names are short names (`roundrobin`) or URIs. A bad option
+/// gives `CMR_STATUS_INVALID_OPTION` with a message that names it, and no
+/// router. The caller owns `*out_router` and frees it with `cmr_router_free`.
+///
+/// # Safety
+/// `options` has `options_len` readable bytes; `out_router` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_new(
+    options: *const c_char,
+    options_len: usize,
+    out_router: *mut *mut cmr_router,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let out_router = try_mut!(out_router);
+        let options = try_str!(options, options_len);
+        match Policy::from_options(options) {
+            Ok(policy) => {
+                *out_router = Box::into_raw(Box::new(cmr_router { router: Router::new(policy) }));
+                cmr_status::Ok
+            }
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Frees a router (NULL is ignored). No other call on it may run at the
+/// same time or after.
+///
+/// # Safety
+/// `router` is NULL or came from `cmr_router_new` and was not freed.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_free(router: *mut cmr_router) {
+    ffi_panic_boundary! {
+        if !router.is_null() {
+            // SAFETY: the caller hands back the pointer `cmr_router_new` made.
+            drop(unsafe { Box::from_raw(router) });
+        }
+    }
+}
+
+/// Registers a session, or updates it on a presence change (an upsert).
+/// `full_jid` is normalized here. `token` is the host's handle for the
+/// session, unique for the router's lifetime; a new token on a known
+/// resource replaces the old session. `priority` is -128..127; `show` is
+/// empty, `chat`, `away`, `xa` or `dnd`; `available` is whether the session
+/// has sent available presence. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; the strings have their lengths in bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_register(
+    router: *const cmr_router,
+    full_jid: *const c_char,
+    full_jid_len: usize,
+    token: u64,
+    priority: i32,
+    show: *const c_char,
+    show_len: usize,
+    available: bool,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let router = &try_ref!(router).router;
+        let full_jid = try_str!(full_jid, full_jid_len);
+        let show = try_str!(show, show_len);
+        match router.register(full_jid, token, priority, show, available) {
+            Ok(_) => cmr_status::Ok,
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Removes the session if `token` still owns its resource (a stale token
+/// gives `CMR_STATUS_NOT_FOUND` and removes nothing). Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `full_jid` has `full_jid_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_unregister(
+    router: *const cmr_router,
+    full_jid: *const c_char,
+    full_jid_len: usize,
+    token: u64,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let router = &try_ref!(router).router;
+        let full_jid = try_str!(full_jid, full_jid_len);
+        match router.unregister(full_jid, token) {
+            Ok(()) => cmr_status::Ok,
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Reports activity of the session (for `mostactive`): stamps it with the
+/// library's monotonic clock. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `full_jid` has `full_jid_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_touch(
+    router: *const cmr_router,
+    full_jid: *const c_char,
+    full_jid_len: usize,
+    token: u64,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let router = &try_ref!(router).router;
+        let full_jid = try_str!(full_jid, full_jid_len);
+        match router.touch(full_jid, token) {
+            Ok(()) => cmr_status::Ok,
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Reports the session's load (for `leastloaded`), for example its
+/// unacknowledged XEP-0198 queue. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `full_jid` has `full_jid_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_set_load(
+    router: *const cmr_router,
+    full_jid: *const c_char,
+    full_jid_len: usize,
+    token: u64,
+    load: u32,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let router = &try_ref!(router).router;
+        let full_jid = try_str!(full_jid, full_jid_len);
+        match router.set_load(full_jid, token, load) {
+            Ok(()) => cmr_status::Ok,
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Picks the sessions that get `message`: writes their tokens into
+/// `out_tokens` (room for `out_cap`) and their number into `*out_len`, and
+/// counts them in the stats. `CMR_STATUS_NOT_ROUTED` (with `*out_len` 0):
+/// the host routes the message itself. `CMR_STATUS_BUFFER_TOO_SMALL`:
+/// `*out_len` is the number needed (only `all` picks more than one) and no
+/// state advanced. The host delivers to each token without rewriting `to`;
+/// if a session is gone, it unregisters it and picks again.
+/// Does not allocate, parse JIDs, or block beyond one short shard lock.
+/// Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `message` and its strings are readable;
+/// `out_tokens` has room for `out_cap` tokens (may be NULL when 0).
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_pick(
+    router: *const cmr_router,
+    message: *const cmr_message,
+    out_tokens: *mut u64,
+    out_cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let router = &try_ref!(router).router;
+        let m = try_ref!(message);
+        let out_len = try_mut!(out_len);
+        let (recipient, kind, sender, hint) = (m.recipient, m.message_type, m.sender, m.hint);
+        let message = Message {
+            recipient: try_str!(recipient, m.recipient_len),
+            kind: try_str!(kind, m.message_type_len),
+            sender: try_str!(sender, m.sender_len),
+            hint: try_str!(hint, m.hint_len),
+            sender_is_local: m.sender_is_local,
+        };
+        let out: &mut [u64] = if out_cap == 0 {
+            &mut []
+        } else if out_tokens.is_null() {
+            return boundary::null("out_tokens");
+        } else {
+            // SAFETY: non-NULL with room for `out_cap` tokens by contract.
+            unsafe { std::slice::from_raw_parts_mut(out_tokens, out_cap) }
+        };
+        match router.pick(&message, out) {
+            Pick::Routed(n) => {
+                *out_len = n;
+                cmr_status::Ok
+            }
+            Pick::NotRouted => {
+                *out_len = 0;
+                cmr_status::NotRouted
+            }
+            Pick::BufferTooSmall(needed) => {
+                *out_len = needed;
+                fail(cmr_status::BufferTooSmall, "out_tokens is too small for the resources picked")
+            }
+        }
+    }
+}
+
+/// Writes the URI of the account's active algorithm (the policy's default
+/// when none of its sessions is registered). Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `bare_jid` has `bare_jid_len` bytes; `buf` has
+/// `cap` writable bytes; `out_len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_get_algorithm(
+    router: *const cmr_router,
+    bare_jid: *const c_char,
+    bare_jid_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let router = &try_ref!(router).router;
+        let out = try_out!(buf, cap, out_len);
+        let bare_jid = try_str!(bare_jid, bare_jid_len);
+        match router.algorithm(bare_jid) {
+            Ok(algorithm) => out.write(router.policy().uri(algorithm).as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Sets the account's algorithm, by URI or short name: how a host restores
+/// a persisted choice once the account's first session is registered (the
+/// `user_change` policy does not apply to the host). Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; the strings have their lengths in bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_set_algorithm(
+    router: *const cmr_router,
+    bare_jid: *const c_char,
+    bare_jid_len: usize,
+    algorithm: *const c_char,
+    algorithm_len: usize,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let router = &try_ref!(router).router;
+        let bare_jid = try_str!(bare_jid, bare_jid_len);
+        let algorithm = try_str!(algorithm, algorithm_len);
+        match router.set_algorithm(bare_jid, algorithm) {
+            Ok(()) => cmr_status::Ok,
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Answers a XEP-0354 IQ given as a whole stanza (with `from`, `to`, `id`,
+/// `type`; no `xmlns` means `jabber:client`): writes the whole response
+/// stanza for the host to send, and sets `*out_changed` when the account's
+/// algorithm changed (the host then persists `cmr_router_get_algorithm`).
+/// `CMR_STATUS_NOT_MINE`: a result, an error or another namespace.
+/// A protocol error is a response (an error IQ) with `CMR_STATUS_OK`.
+/// Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `xml` has `xml_len` bytes; `buf` has `cap`
+/// writable bytes; `out_len` and `out_changed` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_handle_iq(
+    router: *const cmr_router,
+    xml: *const c_char,
+    xml_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+    out_changed: *mut bool,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let router = &try_ref!(router).router;
+        let out_changed = try_mut!(out_changed);
+        let mut out = try_out!(buf, cap, out_len);
+        let xml = try_str!(xml, xml_len);
+        *out_changed = false;
+        match router.answer_iq(xml) {
+            Ok(Some(answer)) if !out.fits(answer.xml.len()) => out.too_small(answer.xml.len()),
+            Ok(Some(answer)) => {
+                router.commit(&answer);
+                *out_changed = answer.change().is_some();
+                out.write(answer.xml.as_bytes())
+            }
+            Ok(None) => {
+                out.clear();
+                cmr_status::NotMine
+            }
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Writes the disco#info features to advertise on the server and on
+/// accounts, one per line (`urn:xmpp:cmr:0`, and `urn:xmpp:cmr:hints:0`
+/// where hints are honoured). Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `buf` has `cap` writable bytes; `out_len` is
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_disco_features(
+    router: *const cmr_router,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let router = &try_ref!(router).router;
+        let out = try_out!(buf, cap, out_len);
+        out.write(router.disco_features().join("\n").as_bytes())
+    }
+}
+
+/// Writes the account's per-session figures as a tab-separated table with a
+/// header line: `resource routed priority show available load token`, where
+/// `routed` counts the messages routed to the session since it registered.
+/// Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `bare_jid` has `bare_jid_len` bytes; `buf` has
+/// `cap` writable bytes; `out_len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_stats(
+    router: *const cmr_router,
+    bare_jid: *const c_char,
+    bare_jid_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let router = &try_ref!(router).router;
+        let out = try_out!(buf, cap, out_len);
+        let bare_jid = try_str!(bare_jid, bare_jid_len);
+        match router.stats_table(bare_jid) {
+            Ok(table) => out.write(table.as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Operator policy of one router: which algorithms are offered, the default,
+//! whether users may change it, whether message hints are honoured.
+
+use crate::algorithm::Algorithm;
+use crate::error::Error;
+
+/// Default URI prefix of the algorithms beyond XEP-0354. It is deliberately
+/// outside `urn:xmpp:` (the XSF registrar's space); operators who own a URI
+/// space set `prefix` to it.
+pub const DEFAULT_PREFIX: &str = "urn:x-cmr:algorithm:";
+
+/// Whose `<cmr algorithm=.../>` message hints are honoured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hints {
+    Never,
+    /// Only senders on this server (the host says who is local).
+    Local,
+    Any,
+}
+
+/// A validated policy. Build it with [`Policy::from_options`] or
+/// [`Policy::default`].
+#[derive(Clone, Debug)]
+pub struct Policy {
+    offered: [bool; 7],
+    default: Algorithm,
+    users_may_change: bool,
+    hints: Hints,
+    uris: [String; 7],
+}
+
+impl Default for Policy {
+    /// Every algorithm offered, `all` by default (what Prosody and ejabberd
+    /// do natively, so loading the module changes nothing until an account
+    /// chooses), users may change it, hints from local senders only.
+    fn default() -> Self {
+        Policy {
+            offered: [true; 7],
+            default: Algorithm::All,
+            users_may_change: true,
+            hints: Hints::Local,
+            uris: uris(DEFAULT_PREFIX),
+        }
+    }
+}
+
+fn uris(prefix: &str) -> [String; 7] {
+    Algorithm::EVERY.map(|a| match a.xep_uri() {
+        Some(uri) => uri.to_owned(),
+        None => format!("{prefix}{}", a.name()),
+    })
+}
+
+fn invalid(option: &str, value: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidOption {
+        option: option.to_owned(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl Policy {
+    /// Parses whitespace-separated `key=value` options:
+    ///
+    /// - `offered=roundrobin,all,...` algorithms by short name or URI
+    ///   (default: all seven); must include `all` or `mostactive`. A URI
+    ///   with a comma in it (a `tag:` URI) is given by its short name.
+    /// - `default=NAME` (default `all`); must be offered
+    /// - `user_change=true|false` (default `true`)
+    /// - `hints=any|local|never` (default `local`)
+    /// - `prefix=URI` prefix of the non-XEP algorithms (default
+    ///   [`DEFAULT_PREFIX`]); must not be under `urn:xmpp:`
+    ///
+    /// An unknown or repeated option, or a bad value, is an error that names
+    /// the option and the value.
+    pub fn from_options(text: &str) -> Result<Policy, Error> {
+        let mut policy = Policy::default();
+        let mut seen: Vec<&str> = Vec::new();
+        let mut offered_text = None;
+        let mut default_text = None;
+        for item in text.split_whitespace() {
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(invalid(item, "", "expected key=value"));
+            };
+            if seen.contains(&key) {
+                return Err(invalid(key, value, "given more than once"));
+            }
+            seen.push(key);
+            match key {
+                "offered" => offered_text = Some(value),
+                "default" => default_text = Some(value),
+                "user_change" => {
+                    policy.users_may_change = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(invalid(key, value, "expected true or false")),
+                    }
+                }
+                "hints" => {
+                    policy.hints = match value {
+                        "any" => Hints::Any,
+                        "local" => Hints::Local,
+                        "never" => Hints::Never,
+                        _ => return Err(invalid(key, value, "expected any, local or never")),
+                    }
+                }
+                "prefix" => {
+                    if !value.contains(':') {
+                        return Err(invalid(
+                            key,
+                            value,
+                            "expected a URI prefix such as tag:example.org,2026:cmr:",
+                        ));
+                    }
+                    if value.to_ascii_lowercase().starts_with("urn:xmpp:") {
+                        return Err(invalid(
+                            key,
+                            value,
+                            "urn:xmpp: belongs to the XSF registrar; use a URI space you own",
+                        ));
+                    }
+                    policy.uris = uris(value);
+                }
+                _ => {
+                    return Err(invalid(
+                        key,
+                        value,
+                        "unknown option (known: offered, default, user_change, hints, prefix)",
+                    ))
+                }
+            }
+        }
+        if let Some(list) = offered_text {
+            policy.offered = [false; 7];
+            for name in list.split(',').filter(|n| !n.is_empty()) {
+                let algorithm = policy.resolve(name).ok_or_else(|| {
+                    invalid("offered", list, format!("unknown algorithm '{name}'"))
+                })?;
+                policy.offered[algorithm.index()] = true;
+            }
+            if !policy.offers(Algorithm::All) && !policy.offers(Algorithm::MostActive) {
+                return Err(invalid(
+                    "offered",
+                    list,
+                    "XEP-0354 requires all or mostactive among the offered",
+                ));
+            }
+        }
+        if let Some(name) = default_text {
+            let algorithm = policy
+                .resolve(name)
+                .ok_or_else(|| invalid("default", name, "unknown algorithm"))?;
+            policy.default = algorithm;
+        }
+        if !policy.offers(policy.default) {
+            let name = policy.uri(policy.default).to_owned();
+            return Err(invalid(
+                "default",
+                &name,
+                "not among the offered algorithms",
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// Finds an algorithm by its URI or short name, offered or not.
+    pub fn resolve(&self, name: &str) -> Option<Algorithm> {
+        Algorithm::EVERY
+            .into_iter()
+            .find(|a| self.uris[a.index()] == name || a.name() == name)
+    }
+
+    /// Finds an offered algorithm by URI only, as the wire carries it.
+    /// Does not allocate.
+    pub fn offered_by_uri(&self, uri: &str) -> Option<Algorithm> {
+        Algorithm::EVERY
+            .into_iter()
+            .find(|a| self.offers(*a) && self.uris[a.index()] == uri)
+    }
+
+    pub fn uri(&self, algorithm: Algorithm) -> &str {
+        &self.uris[algorithm.index()]
+    }
+
+    pub fn offers(&self, algorithm: Algorithm) -> bool {
+        self.offered[algorithm.index()]
+    }
+
+    /// The offered algorithms, in protocol order.
+    pub fn offered(&self) -> impl Iterator<Item = Algorithm> + '_ {
+        Algorithm::EVERY.into_iter().filter(|a| self.offers(*a))
+    }
+
+    pub fn default_algorithm(&self) -> Algorithm {
+        self.default
+    }
+
+    pub fn users_may_change(&self) -> bool {
+        self.users_may_change
+    }
+
+    pub fn hints(&self) -> Hints {
+        self.hints
+    }
+
+    /// Whether a hint from this sender is honoured.
+    pub fn honours_hint(&self, sender_is_local: bool) -> bool {
+        match self.hints {
+            Hints::Never => false,
+            Hints::Local => sender_is_local,
+            Hints::Any => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        Policy::from_options(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let p = Policy::from_options("").unwrap();
+        assert_eq!(p.offered().count(), 7);
+        assert_eq!(p.default_algorithm(), Algorithm::All);
+        assert!(p.users_may_change());
+        assert_eq!(p.hints(), Hints::Local);
+        assert_eq!(p.uri(Algorithm::Sticky), "urn:x-cmr:algorithm:sticky");
+        assert_eq!(p.uri(Algorithm::RoundRobin), "urn:xmpp:cmr:roundrobin");
+    }
+
+    #[test]
+    fn options_are_parsed() {
+        let p = Policy::from_options(
+            "offered=mostactive,urn:xmpp:cmr:roundrobin,sticky prefix=tag:ex.org,2026: \
+             default=roundrobin user_change=false hints=any",
+        )
+        .unwrap();
+        let offered: Vec<_> = p.offered().collect();
+        assert_eq!(
+            offered,
+            [
+                Algorithm::MostActive,
+                Algorithm::RoundRobin,
+                Algorithm::Sticky
+            ]
+        );
+        assert_eq!(p.default_algorithm(), Algorithm::RoundRobin);
+        assert!(!p.users_may_change());
+        assert!(p.honours_hint(false));
+        assert_eq!(
+            p.offered_by_uri("tag:ex.org,2026:sticky"),
+            Some(Algorithm::Sticky)
+        );
+        assert_eq!(p.offered_by_uri("urn:xmpp:cmr:all"), None, "not offered");
+    }
+
+    #[test]
+    fn bad_options_name_the_option_and_the_value() {
+        assert!(error_of("offered=roundrobin").contains("offered='roundrobin'"));
+        assert!(error_of("offered=all,fastest").contains("unknown algorithm 'fastest'"));
+        assert!(
+            error_of("offered=all default=weighted").contains("default='urn:xmpp:cmr:weighted'")
+        );
+        assert!(error_of("user_change=yes").contains("user_change='yes'"));
+        assert!(error_of("hints=sometimes").contains("hints='sometimes'"));
+        assert!(error_of("prefix=urn:xmpp:mine:").contains("prefix='urn:xmpp:mine:'"));
+        assert!(error_of("colour=blue").contains("colour='blue': unknown option"));
+        assert!(error_of("hints=any hints=never").contains("more than once"));
+        assert!(error_of("default").contains("expected key=value"));
+    }
+}

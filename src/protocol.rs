@@ -1,0 +1,395 @@
+//! XEP-0354 wire format (`urn:xmpp:cmr:0`): its elements as Rust types that
+//! parse from and build into `minidom` elements, and the IQ envelope.
+
+use crate::error::Error;
+use jid::{BareJid, Jid};
+use minidom::Element;
+
+pub const NS: &str = "urn:xmpp:cmr:0";
+pub const NS_HINTS: &str = "urn:xmpp:cmr:hints:0";
+const NS_CLIENT: &str = "jabber:client";
+const NS_SERVER: &str = "jabber:server";
+const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// Why a payload in our namespace is malformed; answered as `<bad-request/>`
+/// with this text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed(pub String);
+
+fn algorithm_attr(elem: &Element) -> Result<String, Malformed> {
+    elem.attr("algorithm")
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Malformed(format!(
+                "<{}/> lacks the attribute 'algorithm'",
+                elem.name()
+            ))
+        })
+}
+
+/// `<query/>`: empty in a get, carries `<active/>` and `<available/>` in
+/// the result.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Query {
+    pub active: Option<String>,
+    pub available: Vec<String>,
+}
+
+impl TryFrom<&Element> for Query {
+    type Error = Malformed;
+
+    fn try_from(elem: &Element) -> Result<Query, Malformed> {
+        if !elem.is("query", NS) {
+            return Err(Malformed(format!(
+                "expected <query/>, got <{}/>",
+                elem.name()
+            )));
+        }
+        let mut query = Query::default();
+        for child in elem.children() {
+            if child.is("active", NS) {
+                if query.active.is_some() {
+                    return Err(Malformed("more than one <active/>".into()));
+                }
+                query.active = Some(algorithm_attr(child)?);
+            } else if child.is("available", NS) {
+                query.available.push(algorithm_attr(child)?);
+            } else {
+                return Err(Malformed(format!(
+                    "unexpected <{}/> in <query/>",
+                    child.name()
+                )));
+            }
+        }
+        Ok(query)
+    }
+}
+
+impl From<&Query> for Element {
+    fn from(query: &Query) -> Element {
+        let child = |name: &str, algorithm: &str| {
+            Element::builder(name, NS)
+                .attr("algorithm".try_into().unwrap(), algorithm)
+                .build()
+        };
+        Element::builder("query", NS)
+            .append_all(query.active.iter().map(|a| child("active", a)))
+            .append_all(query.available.iter().map(|a| child("available", a)))
+            .build()
+    }
+}
+
+/// `<cmr algorithm='...'/>`: the payload of a set, and a message hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmr {
+    pub algorithm: String,
+}
+
+impl TryFrom<&Element> for Cmr {
+    type Error = Malformed;
+
+    fn try_from(elem: &Element) -> Result<Cmr, Malformed> {
+        if !elem.is("cmr", NS) {
+            return Err(Malformed(format!(
+                "expected <cmr/>, got <{}/>",
+                elem.name()
+            )));
+        }
+        if let Some(child) = elem.children().next() {
+            return Err(Malformed(format!(
+                "unexpected <{}/> in <cmr/>",
+                child.name()
+            )));
+        }
+        Ok(Cmr {
+            algorithm: algorithm_attr(elem)?,
+        })
+    }
+}
+
+impl From<&Cmr> for Element {
+    fn from(cmr: &Cmr) -> Element {
+        Element::builder("cmr", NS)
+            .attr("algorithm".try_into().unwrap(), cmr.algorithm.as_str())
+            .build()
+    }
+}
+
+/// What a CMR IQ asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Query,
+    Set(Cmr),
+}
+
+/// The envelope of a CMR IQ, enough to address the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iq {
+    pub id: String,
+    pub from: Jid,
+    pub to: Option<Jid>,
+    /// The request, or why it is malformed.
+    pub request: Result<Request, Malformed>,
+}
+
+impl Iq {
+    /// The address that was asked: `to`, or the sender's own account.
+    pub fn asked(&self) -> Jid {
+        self.to
+            .clone()
+            .unwrap_or_else(|| Jid::from(self.from.to_bare()))
+    }
+
+    /// The account asked about, `None` for the server itself.
+    pub fn asked_account(&self) -> Option<BareJid> {
+        let asked = self.asked();
+        asked.node().is_some().then(|| asked.to_bare())
+    }
+}
+
+fn parse_jid(what: &'static str, value: &str) -> Result<Jid, Error> {
+    Jid::new(value).map_err(|e| Error::InvalidJid {
+        what,
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Parses a whole IQ stanza. `Ok(None)`: not a CMR get or set (another
+/// namespace, a result or error, not an IQ), for the host to handle. A
+/// missing `xmlns` on the stanza means `jabber:client`.
+pub fn parse_iq(xml: &str) -> Result<Option<Iq>, Error> {
+    let root = Element::from_reader_with_prefixes(xml.as_bytes(), Some(NS_CLIENT.to_owned()))
+        .map_err(|e| Error::InvalidXml {
+            reason: e.to_string(),
+        })?;
+    if root.name() != "iq" || !(root.has_ns(NS_CLIENT) || root.has_ns(NS_SERVER)) {
+        return Ok(None);
+    }
+    let is_set = match root.attr("type") {
+        Some("get") => false,
+        Some("set") => true,
+        _ => return Ok(None),
+    };
+    let mut payloads = root.children();
+    let Some(payload) = payloads.next() else {
+        return Ok(None);
+    };
+    if !payload.has_ns(NS) {
+        return Ok(None);
+    }
+    let from = root.attr("from").ok_or_else(|| Error::InvalidXml {
+        reason: "the IQ has no 'from' (the host must stamp it)".into(),
+    })?;
+    let id = root.attr("id").ok_or_else(|| Error::InvalidXml {
+        reason: "the IQ has no 'id'".into(),
+    })?;
+    let request = if let Some(extra) = payloads.next() {
+        Err(Malformed(format!(
+            "unexpected second payload <{}/>",
+            extra.name()
+        )))
+    } else if is_set {
+        Cmr::try_from(payload).map(Request::Set)
+    } else {
+        Query::try_from(payload).and_then(|q| match q {
+            q if q == Query::default() => Ok(Request::Query),
+            _ => Err(Malformed("a query get must be empty".into())),
+        })
+    };
+    Ok(Some(Iq {
+        id: id.to_owned(),
+        from: parse_jid("from", from)?,
+        to: root.attr("to").map(|to| parse_jid("to", to)).transpose()?,
+        request,
+    }))
+}
+
+/// The stanza error conditions this protocol answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    BadRequest,
+    Forbidden,
+    ItemNotFound,
+    NotAllowed,
+}
+
+impl Condition {
+    fn name_and_type(self) -> (&'static str, &'static str) {
+        match self {
+            Condition::BadRequest => ("bad-request", "modify"),
+            Condition::Forbidden => ("forbidden", "auth"),
+            Condition::ItemNotFound => ("item-not-found", "cancel"),
+            Condition::NotAllowed => ("not-allowed", "cancel"),
+        }
+    }
+}
+
+fn reply(iq: &Iq, kind: &str) -> minidom::element::ElementBuilder {
+    Element::builder("iq", NS_CLIENT)
+        .attr("type".try_into().unwrap(), kind)
+        .attr("id".try_into().unwrap(), iq.id.as_str())
+        .attr("from".try_into().unwrap(), iq.asked().as_str())
+        .attr("to".try_into().unwrap(), iq.from.as_str())
+}
+
+/// A result IQ, with an optional payload.
+pub fn result(iq: &Iq, payload: Option<Element>) -> Element {
+    reply(iq, "result").append_all(payload).build()
+}
+
+/// An error IQ with `condition` and an optional human-readable text.
+pub fn error(iq: &Iq, condition: Condition, text: Option<&str>) -> Element {
+    let (name, kind) = condition.name_and_type();
+    let text = text.map(|t| Element::builder("text", NS_STANZAS).append(t).build());
+    let error = Element::builder("error", NS_CLIENT)
+        .attr("type".try_into().unwrap(), kind)
+        .append(Element::builder(name, NS_STANZAS).build())
+        .append_all(text)
+        .build();
+    reply(iq, "error").append(error).build()
+}
+
+/// Serializes a stanza as the host will send it.
+pub fn to_xml(elem: &Element) -> String {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail, and minidom writes UTF-8 only.
+    elem.write_to(&mut out).expect("writing XML to memory");
+    String::from_utf8(out).expect("minidom writes UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(xml: &str) -> Iq {
+        parse_iq(xml).unwrap().expect("a CMR IQ")
+    }
+
+    // XEP-0354 Example 1, typos corrected: the query of the account's modes.
+    const EXAMPLE_1: &str = "<iq type='get' from='juliet@capulet.lit/balcony' id='cmr1'>\
+        <query xmlns='urn:xmpp:cmr:0'/></iq>";
+
+    // XEP-0354 Example 2, the answer, with its missing </query> restored.
+    const EXAMPLE_2: &str =
+        "<iq type='result' to='juliet@capulet.lit/balcony' id='cmr1' xmlns='jabber:client'>\
+        <query xmlns='urn:xmpp:cmr:0'>\
+        <active algorithm='urn:xmpp:cmr:mostactive'/>\
+        <available algorithm='urn:xmpp:cmr:all'/>\
+        <available algorithm='urn:xmpp:cmr:mostactive'/>\
+        <available algorithm='urn:xmpp:cmr:roundrobin'/>\
+        </query></iq>";
+
+    // XEP-0354 Example 3: changing the algorithm.
+    const EXAMPLE_3: &str = "<iq type='set' from='juliet@capulet.lit/balcony' id='cmr2'>\
+        <cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:roundrobin'/></iq>";
+
+    // XEP-0354 Example 5: a message with a routing hint.
+    const EXAMPLE_5: &str =
+        "<message from='romeo@montague.lit/orchard' to='juliet@capulet.lit' xmlns='jabber:client'>\
+        <body>Wherefore art thou, Romeo?</body>\
+        <cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:all'/></message>";
+
+    #[test]
+    fn example_1_is_a_query_without_xmlns_on_the_stanza() {
+        let iq = parse(EXAMPLE_1);
+        assert_eq!(iq.request, Ok(Request::Query));
+        assert_eq!(iq.id, "cmr1");
+        assert_eq!(iq.asked().as_str(), "juliet@capulet.lit");
+    }
+
+    #[test]
+    fn example_2_round_trips() {
+        let iq: Element = EXAMPLE_2.parse().unwrap();
+        let query = Query::try_from(iq.children().next().unwrap()).unwrap();
+        assert_eq!(query.active.as_deref(), Some("urn:xmpp:cmr:mostactive"));
+        assert_eq!(query.available.len(), 3);
+        let rebuilt = Element::from(&query);
+        assert_eq!(Query::try_from(&rebuilt).unwrap(), query);
+        assert_eq!(&rebuilt, iq.children().next().unwrap());
+        // A result is not ours to answer.
+        assert_eq!(parse_iq(EXAMPLE_2).unwrap(), None);
+    }
+
+    #[test]
+    fn example_3_is_a_set() {
+        let iq = parse(EXAMPLE_3);
+        let cmr = Cmr {
+            algorithm: "urn:xmpp:cmr:roundrobin".into(),
+        };
+        assert_eq!(iq.request, Ok(Request::Set(cmr.clone())));
+        assert_eq!(Cmr::try_from(&Element::from(&cmr)).unwrap(), cmr);
+    }
+
+    #[test]
+    fn example_5_hint_parses() {
+        let message: Element = EXAMPLE_5.parse().unwrap();
+        let hint = message.get_child("cmr", NS).unwrap();
+        assert_eq!(Cmr::try_from(hint).unwrap().algorithm, "urn:xmpp:cmr:all");
+    }
+
+    #[test]
+    fn malformed_payloads_say_what_is_wrong() {
+        let no_attr =
+            parse("<iq type='set' from='a@b/c' id='1'><cmr xmlns='urn:xmpp:cmr:0'/></iq>");
+        assert_eq!(
+            no_attr.request,
+            Err(Malformed("<cmr/> lacks the attribute 'algorithm'".into()))
+        );
+        let wrong = parse(
+            "<iq type='get' from='a@b/c' id='1'><cmr xmlns='urn:xmpp:cmr:0' algorithm='x'/></iq>",
+        );
+        assert!(wrong.request.unwrap_err().0.contains("expected <query/>"));
+        let two = parse(
+            "<iq type='set' from='a@b/c' id='1'><cmr xmlns='urn:xmpp:cmr:0' algorithm='x'/><x xmlns='y'/></iq>",
+        );
+        assert!(two.request.unwrap_err().0.contains("second payload"));
+    }
+
+    #[test]
+    fn other_stanzas_are_not_ours_and_bad_input_is_an_error() {
+        assert_eq!(
+            parse_iq("<iq type='get' from='a@b/c' id='1'><query xmlns='jabber:iq:version'/></iq>"),
+            Ok(None)
+        );
+        assert_eq!(
+            parse_iq("<iq type='error' from='a@b/c' id='1'><query xmlns='urn:xmpp:cmr:0'/></iq>"),
+            Ok(None)
+        );
+        assert_eq!(parse_iq(EXAMPLE_5), Ok(None));
+        assert!(matches!(
+            parse_iq("<iq type='get'"),
+            Err(Error::InvalidXml { .. })
+        ));
+        assert!(matches!(
+            parse_iq("<iq type='get' id='1'><query xmlns='urn:xmpp:cmr:0'/></iq>"),
+            Err(Error::InvalidXml { .. })
+        ));
+        assert!(matches!(
+            parse_iq("<iq type='get' from='@@' id='1'><query xmlns='urn:xmpp:cmr:0'/></iq>"),
+            Err(Error::InvalidJid { what: "from", .. })
+        ));
+    }
+
+    #[test]
+    fn errors_carry_condition_type_and_text() {
+        let iq = parse(EXAMPLE_3);
+        let xml = to_xml(&error(
+            &iq,
+            Condition::NotAllowed,
+            Some("fixed by the operator"),
+        ));
+        let back: Element = xml.parse().unwrap();
+        assert_eq!(back.attr("type"), Some("error"));
+        assert_eq!(back.attr("to"), Some("juliet@capulet.lit/balcony"));
+        assert_eq!(back.attr("from"), Some("juliet@capulet.lit"));
+        let err = back.get_child("error", NS_CLIENT).unwrap();
+        assert_eq!(err.attr("type"), Some("cancel"));
+        assert!(err.has_child("not-allowed", NS_STANZAS));
+        assert_eq!(
+            err.get_child("text", NS_STANZAS).unwrap().text(),
+            "fixed by the operator"
+        );
+    }
+}

@@ -1,0 +1,311 @@
+//! The accounts and their resources, sharded so that threads working on
+//! different accounts rarely meet on one lock.
+
+use crate::algorithm::{Algorithm, PickState};
+use compact_str::CompactString;
+use crossbeam_utils::CachePadded;
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+use std::hash::BuildHasher;
+
+/// A resource's `<show/>`, ordered from least to most available so that
+/// `mostactive` can compare them directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Show {
+    Dnd,
+    Xa,
+    Away,
+    None,
+    Chat,
+}
+
+impl Show {
+    /// Parses the text of `<show/>`; an empty string is the absence of it.
+    pub fn parse(text: &str) -> Option<Show> {
+        Some(match text {
+            "" => Show::None,
+            "chat" => Show::Chat,
+            "away" => Show::Away,
+            "xa" => Show::Xa,
+            "dnd" => Show::Dnd,
+            _ => return None,
+        })
+    }
+
+    /// The wire text; `none` stands for the absence of `<show/>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Show::Dnd => "dnd",
+            Show::Xa => "xa",
+            Show::Away => "away",
+            Show::None => "none",
+            Show::Chat => "chat",
+        }
+    }
+}
+
+/// What a presence update says about a resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Presence {
+    pub priority: i8,
+    pub show: Show,
+    pub available: bool,
+}
+
+/// One session of an account, as the host registered it.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub name: CompactString,
+    pub token: u64,
+    /// Router clock (ns) of the last activity the host reported.
+    pub last_activity: u64,
+    /// Messages routed here since this token registered.
+    pub routed: u64,
+    /// Host-reported load, such as the unacknowledged XEP-0198 queue.
+    pub load: u32,
+    /// Algorithm state: smooth weighted round robin's current weight.
+    pub current_weight: i32,
+    /// Algorithm state: picks in `leastloaded`'s recent window.
+    pub recent: u32,
+    pub priority: i8,
+    pub show: Show,
+    pub available: bool,
+}
+
+impl Resource {
+    /// RFC 6121 8.5.2.1.1: only available, non-negative resources get
+    /// messages to the bare JID.
+    #[inline]
+    pub fn is_eligible(&self) -> bool {
+        self.available && self.priority >= 0
+    }
+}
+
+/// The routing state of one bare JID.
+#[derive(Debug)]
+pub struct Account {
+    pub key: CompactString,
+    pub algorithm: Algorithm,
+    pub state: PickState,
+    pub resources: Vec<Resource>,
+}
+
+/// How a register call changed the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// A new resource (and maybe a new account).
+    Added,
+    /// The same session updated its presence.
+    Updated,
+    /// A new session took over the resource of an older one.
+    Replaced,
+}
+
+const SHARD_BITS: u32 = 8;
+
+/// Accounts keyed by normalized bare JID. Every method locks one shard for
+/// the time of one short operation; no lock is held across calls.
+pub struct Registry {
+    shards: Box<[CachePadded<Mutex<HashTable<Account>>>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..1 << SHARD_BITS)
+                .map(|_| CachePadded::new(Mutex::new(HashTable::new())))
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl Registry {
+    /// The shard comes from bits that hashbrown uses neither for the bucket
+    /// (low bits) nor for its control tag (top 7 bits).
+    #[inline]
+    fn shard(&self, hash: u64) -> &Mutex<HashTable<Account>> {
+        &self.shards[((hash >> 40) as usize) & ((1 << SHARD_BITS) - 1)]
+    }
+
+    /// Registers or updates `resource` of the account `bare`. A new account
+    /// starts with `default_algorithm`. Any change of the eligible set resets
+    /// the algorithms' rotation state so that their fairness bounds hold for
+    /// the new set.
+    pub fn register(
+        &self,
+        bare: &str,
+        resource: &str,
+        token: u64,
+        presence: Presence,
+        now: u64,
+        default_algorithm: Algorithm,
+    ) -> Registration {
+        let hash = self.hasher.hash_one(bare);
+        let mut table = self.shard(hash).lock();
+        let account = match table.find_mut(hash, |a| a.key == bare) {
+            Some(account) => account,
+            None => table
+                .insert_unique(
+                    hash,
+                    Account {
+                        key: CompactString::from(bare),
+                        algorithm: default_algorithm,
+                        state: PickState::default(),
+                        resources: Vec::new(),
+                    },
+                    |a| self.hasher.hash_one(a.key.as_str()),
+                )
+                .into_mut(),
+        };
+        account.state = PickState::default();
+        for r in &mut account.resources {
+            r.current_weight = 0;
+        }
+        let fresh = Resource {
+            name: CompactString::from(resource),
+            token,
+            last_activity: now,
+            routed: 0,
+            load: 0,
+            current_weight: 0,
+            recent: 0,
+            priority: presence.priority,
+            show: presence.show,
+            available: presence.available,
+        };
+        match account.resources.iter_mut().find(|r| r.name == resource) {
+            Some(existing) if existing.token == token => {
+                existing.priority = presence.priority;
+                existing.show = presence.show;
+                existing.available = presence.available;
+                Registration::Updated
+            }
+            Some(existing) => {
+                *existing = fresh;
+                Registration::Replaced
+            }
+            None => {
+                account.resources.push(fresh);
+                Registration::Added
+            }
+        }
+    }
+
+    /// Removes the resource if `token` still owns it; an account without
+    /// resources is dropped entirely. Returns whether anything was removed.
+    pub fn unregister(&self, bare: &str, resource: &str, token: u64) -> bool {
+        let hash = self.hasher.hash_one(bare);
+        let mut table = self.shard(hash).lock();
+        let Ok(mut entry) = table.find_entry(hash, |a| a.key == bare) else {
+            return false;
+        };
+        let account = entry.get_mut();
+        let Some(index) = account
+            .resources
+            .iter()
+            .position(|r| r.name == resource && r.token == token)
+        else {
+            return false;
+        };
+        account.resources.remove(index);
+        if account.resources.is_empty() {
+            entry.remove();
+        } else {
+            account.state = PickState::default();
+            for r in &mut account.resources {
+                r.current_weight = 0;
+            }
+        }
+        true
+    }
+
+    /// Runs `f` on the account under its shard's lock, or returns `None`
+    /// when the account has no registered resource. Does not allocate.
+    #[inline]
+    pub fn with_account<R>(&self, bare: &str, f: impl FnOnce(&mut Account) -> R) -> Option<R> {
+        let hash = self.hasher.hash_one(bare);
+        let mut table = self.shard(hash).lock();
+        table.find_mut(hash, |a| a.key == bare).map(f)
+    }
+
+    /// Runs `f` on the resource that `token` owns.
+    pub fn with_resource<R>(
+        &self,
+        bare: &str,
+        resource: &str,
+        token: u64,
+        f: impl FnOnce(&mut Resource) -> R,
+    ) -> Option<R> {
+        self.with_account(bare, |account| {
+            account
+                .resources
+                .iter_mut()
+                .find(|r| r.name == resource && r.token == token)
+                .map(f)
+        })
+        .flatten()
+    }
+
+    /// Number of accounts with at least one resource.
+    pub fn accounts(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AVAILABLE: Presence = Presence {
+        priority: 0,
+        show: Show::None,
+        available: true,
+    };
+
+    #[test]
+    fn register_is_an_upsert_and_a_new_token_replaces() {
+        let reg = Registry::default();
+        let all = Algorithm::All;
+        assert_eq!(
+            reg.register("a@x", "r", 1, AVAILABLE, 0, all),
+            Registration::Added
+        );
+        assert_eq!(
+            reg.register("a@x", "r", 1, AVAILABLE, 0, all),
+            Registration::Updated
+        );
+        reg.with_account("a@x", |a| a.resources[0].routed = 5);
+        assert_eq!(
+            reg.register("a@x", "r", 2, AVAILABLE, 0, all),
+            Registration::Replaced
+        );
+        assert_eq!(reg.with_account("a@x", |a| a.resources[0].routed), Some(0));
+    }
+
+    #[test]
+    fn stale_token_does_not_unregister_the_new_session() {
+        let reg = Registry::default();
+        reg.register("a@x", "r", 1, AVAILABLE, 0, Algorithm::All);
+        reg.register("a@x", "r", 2, AVAILABLE, 0, Algorithm::All);
+        assert!(!reg.unregister("a@x", "r", 1));
+        assert!(reg.unregister("a@x", "r", 2));
+        assert_eq!(reg.accounts(), 0, "an account without resources is dropped");
+    }
+
+    #[test]
+    fn show_order_is_chat_none_away_xa_dnd() {
+        let mut shows: Vec<Show> = ["dnd", "", "xa", "chat", "away"]
+            .iter()
+            .map(|s| Show::parse(s).unwrap())
+            .collect();
+        shows.sort();
+        shows.reverse();
+        assert_eq!(
+            shows,
+            [Show::Chat, Show::None, Show::Away, Show::Xa, Show::Dnd]
+        );
+        assert_eq!(Show::parse("online"), None);
+    }
+}

@@ -1,0 +1,581 @@
+//! The router: one policy and one registry, and every operation a host
+//! needs. This is the safe API that the C ABI wraps.
+
+use crate::algorithm::{self, Algorithm, Pick};
+use crate::error::Error;
+use crate::policy::Policy;
+use crate::protocol::{self, Condition, Query, Request};
+use crate::registry::{Presence, Registration, Registry, Show};
+use jid::{BareJid, FullJid};
+use std::fmt::Write;
+use std::time::Instant;
+
+/// A message to route, as the host sees it. Every string is borrowed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Message<'a> {
+    /// The recipient's bare JID, already normalized by the host.
+    pub recipient: &'a str,
+    /// The `type` attribute; empty when missing.
+    pub kind: &'a str,
+    /// The sender's JID (full or bare); `sticky` hashes its bare part.
+    pub sender: &'a str,
+    /// The `algorithm` of a `<cmr/>` hint in the message; empty when none.
+    pub hint: &'a str,
+    /// Whether the sender is a user of this server (for `hints=local`).
+    pub sender_is_local: bool,
+}
+
+/// The answer to a CMR IQ, to be sent back by the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IqAnswer {
+    /// The whole response stanza.
+    pub xml: String,
+    change: Option<(BareJid, Algorithm)>,
+}
+
+impl IqAnswer {
+    /// The account whose algorithm this answer changes, and the new one;
+    /// the host persists it once [`Router::commit`] applied it.
+    pub fn change(&self) -> Option<(&BareJid, Algorithm)> {
+        self.change.as_ref().map(|(jid, a)| (jid, *a))
+    }
+}
+
+/// A resource as the stats report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceStats {
+    pub resource: String,
+    pub token: u64,
+    pub routed: u64,
+    pub priority: i8,
+    pub show: Show,
+    pub available: bool,
+    pub load: u32,
+}
+
+const FEATURES: [&str; 2] = [protocol::NS, protocol::NS_HINTS];
+
+/// Routing state for one virtual host (or several sharing one policy).
+/// Every method may be called from any number of threads at once.
+pub struct Router {
+    policy: Policy,
+    registry: Registry,
+    epoch: Instant,
+}
+
+fn full_jid(value: &str) -> Result<FullJid, Error> {
+    FullJid::new(value).map_err(|e| Error::InvalidJid {
+        what: "full JID",
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn bare_jid(value: &str) -> Result<BareJid, Error> {
+    BareJid::new(value).map_err(|e| Error::InvalidJid {
+        what: "bare JID",
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// RFC 6121 5.2.2: a missing or unknown type is `normal`. Only `chat` and
+/// `normal` are CMR's to route (RFC 6121 8.5.2.1.1).
+fn is_routed_type(kind: &str) -> bool {
+    !matches!(kind, "headline" | "groupchat" | "error")
+}
+
+impl Router {
+    pub fn new(policy: Policy) -> Router {
+        Router {
+            policy,
+            registry: Registry::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Registers a session or updates its presence. `token` is the host's
+    /// handle for the session, unique for the router's lifetime; a new token
+    /// on a known resource replaces the old session (and its stats).
+    pub fn register(
+        &self,
+        full: &str,
+        token: u64,
+        priority: i32,
+        show: &str,
+        available: bool,
+    ) -> Result<Registration, Error> {
+        let jid = full_jid(full)?;
+        let priority = i8::try_from(priority).map_err(|_| Error::InvalidArgument {
+            what: "priority",
+            value: priority.to_string(),
+            expected: "-128..127",
+        })?;
+        let show = Show::parse(show).ok_or_else(|| Error::InvalidArgument {
+            what: "show",
+            value: show.to_owned(),
+            expected: "empty, chat, away, xa or dnd",
+        })?;
+        let presence = Presence {
+            priority,
+            show,
+            available,
+        };
+        Ok(self.registry.register(
+            jid.to_bare().as_str(),
+            jid.resource().as_str(),
+            token,
+            presence,
+            self.now(),
+            self.policy.default_algorithm(),
+        ))
+    }
+
+    /// Removes the session if `token` still owns the resource.
+    pub fn unregister(&self, full: &str, token: u64) -> Result<(), Error> {
+        let jid = full_jid(full)?;
+        if self
+            .registry
+            .unregister(jid.to_bare().as_str(), jid.resource().as_str(), token)
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                what: "session",
+                value: format!("{full} (token {token})"),
+            })
+        }
+    }
+
+    fn with_session(
+        &self,
+        full: &str,
+        token: u64,
+        f: impl FnOnce(&mut crate::registry::Resource),
+    ) -> Result<(), Error> {
+        let jid = full_jid(full)?;
+        self.registry
+            .with_resource(jid.to_bare().as_str(), jid.resource().as_str(), token, f)
+            .ok_or_else(|| Error::NotFound {
+                what: "session",
+                value: format!("{full} (token {token})"),
+            })
+    }
+
+    /// Stamps the session's last activity with the router's clock.
+    pub fn touch(&self, full: &str, token: u64) -> Result<(), Error> {
+        let now = self.now();
+        self.with_session(full, token, |r| r.last_activity = now)
+    }
+
+    /// Sets the load the host measures for the session.
+    pub fn set_load(&self, full: &str, token: u64, load: u32) -> Result<(), Error> {
+        self.with_session(full, token, |r| r.load = load)
+    }
+
+    /// Picks the sessions that get `message`, writing their tokens into
+    /// `out`. Does not parse JIDs and does not allocate.
+    pub fn pick(&self, message: &Message, out: &mut [u64]) -> Pick {
+        if !is_routed_type(message.kind) {
+            return Pick::NotRouted;
+        }
+        let hinted =
+            if !message.hint.is_empty() && self.policy.honours_hint(message.sender_is_local) {
+                self.policy.offered_by_uri(message.hint)
+            } else {
+                None
+            };
+        let sender_bare = message.sender.split('/').next().unwrap_or_default();
+        self.registry
+            .with_account(message.recipient, |account| {
+                let algorithm = hinted.unwrap_or(account.algorithm);
+                algorithm::pick(
+                    algorithm,
+                    &mut account.state,
+                    &mut account.resources,
+                    sender_bare,
+                    out,
+                )
+            })
+            .unwrap_or(Pick::NotRouted)
+    }
+
+    /// The account's active algorithm; the policy's default when none of
+    /// its sessions is registered.
+    pub fn algorithm(&self, bare: &str) -> Result<Algorithm, Error> {
+        let jid = bare_jid(bare)?;
+        Ok(self.active(&jid))
+    }
+
+    fn active(&self, jid: &BareJid) -> Algorithm {
+        self.registry
+            .with_account(jid.as_str(), |a| a.algorithm)
+            .unwrap_or(self.policy.default_algorithm())
+    }
+
+    /// Sets the account's algorithm by URI or short name, as a host restores
+    /// a persisted choice (the users' policy does not apply to the host).
+    pub fn set_algorithm(&self, bare: &str, algorithm: &str) -> Result<(), Error> {
+        let jid = bare_jid(bare)?;
+        let algorithm = self
+            .policy
+            .resolve(algorithm)
+            .ok_or_else(|| Error::UnknownAlgorithm {
+                value: algorithm.to_owned(),
+            })?;
+        if !self.policy.offers(algorithm) {
+            return Err(Error::NotOffered {
+                value: self.policy.uri(algorithm).to_owned(),
+            });
+        }
+        self.registry
+            .with_account(jid.as_str(), |a| a.algorithm = algorithm)
+            .ok_or_else(|| Error::NotFound {
+                what: "account",
+                value: jid.to_string(),
+            })
+    }
+
+    /// Answers a XEP-0354 IQ given as a whole stanza. `Ok(None)`: not a CMR
+    /// get or set. Changes nothing until the answer is [`commit`](Self::commit)ted.
+    pub fn answer_iq(&self, xml: &str) -> Result<Option<IqAnswer>, Error> {
+        let Some(iq) = protocol::parse_iq(xml)? else {
+            return Ok(None);
+        };
+        let available = || {
+            self.policy
+                .offered()
+                .map(|a| self.policy.uri(a).to_owned())
+                .collect()
+        };
+        let mut change = None;
+        let reply = match (iq.asked_account(), &iq.request) {
+            (Some(account), _) if account != iq.from.to_bare() => protocol::error(
+                &iq,
+                Condition::Forbidden,
+                Some("this is another user's account"),
+            ),
+            (_, Err(malformed)) => protocol::error(&iq, Condition::BadRequest, Some(&malformed.0)),
+            (None, Ok(Request::Query)) => {
+                let query = Query {
+                    active: None,
+                    available: available(),
+                };
+                protocol::result(&iq, Some((&query).into()))
+            }
+            (None, Ok(Request::Set(_))) => protocol::error(
+                &iq,
+                Condition::Forbidden,
+                Some("the server's own routing cannot be changed; address your account"),
+            ),
+            (Some(account), Ok(Request::Query)) => {
+                let active = self.policy.uri(self.active(&account)).to_owned();
+                let query = Query {
+                    active: Some(active),
+                    available: available(),
+                };
+                protocol::result(&iq, Some((&query).into()))
+            }
+            (Some(account), Ok(Request::Set(cmr))) => {
+                if !self.policy.users_may_change() {
+                    protocol::error(
+                        &iq,
+                        Condition::NotAllowed,
+                        Some("the operator does not let users change the routing"),
+                    )
+                } else if let Some(algorithm) = self.policy.offered_by_uri(&cmr.algorithm) {
+                    if algorithm != self.active(&account) {
+                        change = Some((account, algorithm));
+                    }
+                    protocol::result(&iq, None)
+                } else {
+                    protocol::error(
+                        &iq,
+                        Condition::ItemNotFound,
+                        Some("this algorithm is not offered here"),
+                    )
+                }
+            }
+        };
+        Ok(Some(IqAnswer {
+            xml: protocol::to_xml(&reply),
+            change,
+        }))
+    }
+
+    /// Applies the change an answer carries (if any) to the registry.
+    pub fn commit(&self, answer: &IqAnswer) {
+        if let Some((account, algorithm)) = &answer.change {
+            self.registry
+                .with_account(account.as_str(), |a| a.algorithm = *algorithm);
+        }
+    }
+
+    /// The disco#info features to advertise, on the server and accounts.
+    pub fn disco_features(&self) -> &'static [&'static str] {
+        match self.policy.hints() {
+            crate::policy::Hints::Never => &FEATURES[..1],
+            _ => &FEATURES,
+        }
+    }
+
+    /// Per-resource figures of the account, in registration order.
+    pub fn stats(&self, bare: &str) -> Result<Vec<ResourceStats>, Error> {
+        let jid = bare_jid(bare)?;
+        self.registry
+            .with_account(jid.as_str(), |a| {
+                a.resources
+                    .iter()
+                    .map(|r| ResourceStats {
+                        resource: r.name.to_string(),
+                        token: r.token,
+                        routed: r.routed,
+                        priority: r.priority,
+                        show: r.show,
+                        available: r.available,
+                        load: r.load,
+                    })
+                    .collect()
+            })
+            .ok_or_else(|| Error::NotFound {
+                what: "account",
+                value: jid.to_string(),
+            })
+    }
+
+    /// The stats as a tab-separated table with a header line, for admin
+    /// commands to print or parse.
+    pub fn stats_table(&self, bare: &str) -> Result<String, Error> {
+        let mut table = String::from("resource\trouted\tpriority\tshow\tavailable\tload\ttoken\n");
+        for r in self.stats(bare)? {
+            let _ = writeln!(
+                table,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                r.resource,
+                r.routed,
+                r.priority,
+                r.show.as_str(),
+                r.available,
+                r.load,
+                r.token
+            );
+        }
+        Ok(table)
+    }
+
+    /// Number of accounts with a registered session.
+    pub fn accounts(&self) -> usize {
+        self.registry.accounts()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(options: &str) -> Router {
+        Router::new(Policy::from_options(options).unwrap())
+    }
+
+    fn msg(recipient: &str) -> Message<'_> {
+        Message {
+            recipient,
+            sender: "sensor@x/1",
+            ..Message::default()
+        }
+    }
+
+    fn answer(r: &Router, xml: &str) -> IqAnswer {
+        let a = r.answer_iq(xml).unwrap().expect("a CMR IQ");
+        r.commit(&a);
+        a
+    }
+
+    #[test]
+    fn jids_are_normalized_where_they_enter() {
+        let r = router("");
+        r.register("Juliet@Capulet.LIT/balcony", 1, 0, "", true)
+            .unwrap();
+        assert_eq!(
+            r.register("juliet@capulet.lit/balcony", 1, 5, "chat", true)
+                .unwrap(),
+            Registration::Updated
+        );
+        let mut out = [0; 4];
+        assert_eq!(
+            r.pick(&msg("juliet@capulet.lit"), &mut out),
+            Pick::Routed(1)
+        );
+        r.unregister("JULIET@capulet.lit/balcony", 1).unwrap();
+        assert_eq!(r.accounts(), 0);
+    }
+
+    #[test]
+    fn bad_input_is_rejected_and_changes_nothing() {
+        let r = router("");
+        assert!(matches!(
+            r.register("no-resource@x", 1, 0, "", true),
+            Err(Error::InvalidJid { .. })
+        ));
+        assert!(matches!(
+            r.register("a@x/r", 1, 128, "", true),
+            Err(Error::InvalidArgument {
+                what: "priority",
+                ..
+            })
+        ));
+        assert!(matches!(
+            r.register("a@x/r", 1, 0, "busy", true),
+            Err(Error::InvalidArgument { what: "show", .. })
+        ));
+        assert_eq!(r.accounts(), 0);
+        assert!(matches!(
+            r.unregister("a@x/r", 1),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            r.set_algorithm("a@x", "fastest"),
+            Err(Error::UnknownAlgorithm { .. })
+        ));
+    }
+
+    #[test]
+    fn types_other_than_chat_and_normal_are_not_routed() {
+        let r = router("");
+        r.register("a@x/r", 1, 0, "", true).unwrap();
+        let mut out = [0; 4];
+        for kind in ["", "normal", "chat", "something-new"] {
+            let m = Message { kind, ..msg("a@x") };
+            assert_eq!(r.pick(&m, &mut out), Pick::Routed(1), "type {kind:?}");
+        }
+        for kind in ["headline", "groupchat", "error"] {
+            let m = Message { kind, ..msg("a@x") };
+            assert_eq!(r.pick(&m, &mut out), Pick::NotRouted, "type {kind:?}");
+        }
+    }
+
+    #[test]
+    fn hints_follow_policy() {
+        let mut out = [0; 4];
+        for (hints, local, honoured) in [
+            ("any", false, true),
+            ("local", false, false),
+            ("local", true, true),
+            ("never", true, false),
+        ] {
+            let r = router(&format!("hints={hints}"));
+            r.register("a@x/1", 1, 0, "", true).unwrap();
+            r.register("a@x/2", 2, 0, "", true).unwrap();
+            let m = Message {
+                hint: "urn:xmpp:cmr:roundrobin",
+                sender_is_local: local,
+                ..msg("a@x")
+            };
+            let expected = if honoured {
+                Pick::Routed(1)
+            } else {
+                Pick::Routed(2)
+            };
+            assert_eq!(
+                r.pick(&m, &mut out),
+                expected,
+                "hints={hints} local={local}"
+            );
+        }
+    }
+
+    #[test]
+    fn iq_query_and_set_on_own_account() {
+        let r = router("offered=all,roundrobin");
+        r.register("juliet@capulet.lit/balcony", 1, 0, "", true)
+            .unwrap();
+        let q = answer(&r, "<iq type='get' from='juliet@capulet.lit/balcony' id='q1'><query xmlns='urn:xmpp:cmr:0'/></iq>");
+        assert!(
+            q.xml.contains("<active algorithm='urn:xmpp:cmr:all'"),
+            "{}",
+            q.xml
+        );
+        assert!(q
+            .xml
+            .contains("<available algorithm='urn:xmpp:cmr:roundrobin'"));
+        assert!(!q.xml.contains("weighted"));
+        let s = answer(
+            &r,
+            "<iq type='set' from='juliet@capulet.lit/balcony' id='s1'><cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:roundrobin'/></iq>",
+        );
+        assert!(s.xml.contains("type='result'"), "{}", s.xml);
+        assert_eq!(
+            s.change().map(|(j, a)| (j.to_string(), a)),
+            Some(("juliet@capulet.lit".into(), Algorithm::RoundRobin))
+        );
+        assert_eq!(
+            r.algorithm("juliet@capulet.lit").unwrap(),
+            Algorithm::RoundRobin
+        );
+    }
+
+    #[test]
+    fn iq_errors() {
+        let r = router("offered=all,roundrobin");
+        let set = |from: &str, to: &str, alg: &str| {
+            format!(
+                "<iq type='set' from='{from}' {to} id='e'><cmr xmlns='urn:xmpp:cmr:0' {alg}/></iq>"
+            )
+        };
+        let cases = [
+            (
+                set("a@x/r", "", "algorithm='urn:xmpp:cmr:weighted'"),
+                "item-not-found",
+            ),
+            (set("a@x/r", "", "algorithm='nope'"), "item-not-found"),
+            (set("a@x/r", "", ""), "bad-request"),
+            (
+                set("a@x/r", "to='b@x'", "algorithm='urn:xmpp:cmr:all'"),
+                "forbidden",
+            ),
+            (
+                set("a@x/r", "to='x'", "algorithm='urn:xmpp:cmr:all'"),
+                "forbidden",
+            ),
+        ];
+        for (xml, condition) in cases {
+            let a = answer(&r, &xml);
+            assert!(a.xml.contains(condition), "{xml} -> {}", a.xml);
+            assert_eq!(a.change(), None);
+        }
+        let fixed = router("user_change=false");
+        let a = answer(&fixed, &set("a@x/r", "", "algorithm='urn:xmpp:cmr:all'"));
+        assert!(a.xml.contains("not-allowed"), "{}", a.xml);
+    }
+
+    #[test]
+    fn iq_to_the_server_lists_only_the_available() {
+        let r = router("");
+        let a = answer(&r, "<iq type='get' from='romeo@montague.lit/orchard' to='capulet.lit' id='d'><query xmlns='urn:xmpp:cmr:0'/></iq>");
+        assert!(a.xml.contains("from='capulet.lit'"), "{}", a.xml);
+        assert!(!a.xml.contains("<active"));
+        assert_eq!(a.xml.matches("<available").count(), 7);
+    }
+
+    #[test]
+    fn stats_count_routed_messages() {
+        let r = router("default=roundrobin");
+        r.register("a@x/1", 1, 0, "", true).unwrap();
+        r.register("a@x/2", 2, 0, "away", true).unwrap();
+        let mut out = [0; 1];
+        for _ in 0..5 {
+            r.pick(&msg("a@x"), &mut out);
+        }
+        let table = r.stats_table("a@x").unwrap();
+        assert_eq!(table.lines().nth(1), Some("1\t3\t0\tnone\ttrue\t0\t1"));
+        assert_eq!(table.lines().nth(2), Some("2\t2\t0\taway\ttrue\t0\t2"));
+    }
+}
