@@ -64,12 +64,33 @@ impl Algorithm {
 }
 
 /// Per-account rotation state.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PickState {
     /// `roundrobin`: position of the next pick among the eligible.
     cursor: u32,
     /// `leastloaded`: picks since the recent counts were last halved.
     window: u32,
+    /// `random` and `leastloaded`. Kept per account, under the account's
+    /// lock, because a thread-local generator allocates on the first pick
+    /// of every new host thread.
+    rng: fastrand::Rng,
+}
+
+impl PickState {
+    pub fn new(seed: u64) -> PickState {
+        PickState {
+            cursor: 0,
+            window: 0,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// Starts the rotations afresh (after the eligible set changed); the
+    /// random generator runs on.
+    pub fn restart(&mut self) {
+        self.cursor = 0;
+        self.window = 0;
+    }
 }
 
 /// `leastloaded` halves its recent counts every this many picks, so the
@@ -114,7 +135,7 @@ pub fn pick(
             nth_eligible(resources, turn)
         }
         Algorithm::Weighted => weighted(resources),
-        Algorithm::Random => nth_eligible(resources, fastrand::usize(..eligible)),
+        Algorithm::Random => nth_eligible(resources, state.rng.usize(..eligible)),
         Algorithm::Sticky => sticky(resources, sender_bare),
         Algorithm::LeastLoaded => least_loaded(state, resources, eligible),
     };
@@ -214,8 +235,8 @@ fn least_loaded(state: &mut PickState, resources: &mut [Resource], eligible: usi
     let index = if eligible == 1 {
         nth_eligible(resources, 0)
     } else {
-        let first = fastrand::usize(..eligible);
-        let mut second = fastrand::usize(..eligible - 1);
+        let first = state.rng.usize(..eligible);
+        let mut second = state.rng.usize(..eligible - 1);
         if second >= first {
             second += 1;
         }
@@ -274,7 +295,7 @@ mod tests {
         for alg in Algorithm::EVERY {
             let mut out = [0; 4];
             assert_eq!(
-                pick(alg, &mut PickState::default(), &mut rs, "s@x", &mut out),
+                pick(alg, &mut PickState::new(7), &mut rs, "s@x", &mut out),
                 Pick::NotRouted
             );
         }
@@ -288,7 +309,7 @@ mod tests {
             resource("c", 3, 0),
         ];
         let mut out = [0; 1];
-        let state = &mut PickState::default();
+        let state = &mut PickState::new(7);
         assert_eq!(
             pick(Algorithm::All, state, &mut rs, "", &mut out),
             Pick::BufferTooSmall(2)
@@ -312,7 +333,7 @@ mod tests {
         rs[0].show = Show::Away;
         rs[1].last_activity = 10;
         rs[2].last_activity = 20;
-        let state = &mut PickState::default();
+        let state = &mut PickState::new(7);
         assert_eq!(pick_one(Algorithm::MostActive, state, &mut rs, ""), 3);
         rs[1].show = Show::Chat;
         assert_eq!(pick_one(Algorithm::MostActive, state, &mut rs, ""), 2);
@@ -327,7 +348,7 @@ mod tests {
             resource("b", 2, 0),
             resource("c", 3, 1),
         ];
-        let state = &mut PickState::default();
+        let state = &mut PickState::new(7);
         let picks: Vec<u64> = (0..8)
             .map(|_| pick_one(Algorithm::Weighted, state, &mut rs, ""))
             .collect();
@@ -348,7 +369,7 @@ mod tests {
             resource("b", 2, 0),
             resource("c", 3, 0),
         ];
-        let state = &mut PickState::default();
+        let state = &mut PickState::new(7);
         let first = pick_one(Algorithm::Sticky, state, &mut rs, "sensor-1@x");
         for _ in 0..10 {
             assert_eq!(

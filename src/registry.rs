@@ -152,14 +152,14 @@ impl Registry {
                     Account {
                         key: CompactString::from(bare),
                         algorithm: default_algorithm,
-                        state: PickState::default(),
+                        state: PickState::new(hash),
                         resources: Vec::new(),
                     },
                     |a| self.hasher.hash_one(a.key.as_str()),
                 )
                 .into_mut(),
         };
-        account.state = PickState::default();
+        account.state.restart();
         for r in &mut account.resources {
             r.current_weight = 0;
         }
@@ -213,7 +213,7 @@ impl Registry {
         if account.resources.is_empty() {
             entry.remove();
         } else {
-            account.state = PickState::default();
+            account.state.restart();
             for r in &mut account.resources {
                 r.current_weight = 0;
             }

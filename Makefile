@@ -1,0 +1,89 @@
+# cmr: `make demo` shows CMR working; `make test` installs what is missing,
+# builds everything and runs every test. See README.md.
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+PREFIX ?= /usr/local
+CARGO ?= cargo
+# The one build every test and shim uses.
+TARGET := target/release
+BUILD := build
+LIB := $(BUILD)/lib
+SONAME := libcmr.so.0
+CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
+
+.PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
+
+all: lib
+
+# Cargo writes only libcmr.so; lay out the real name and the soname link so
+# that programs linked with -lcmr find libcmr.so.0 without installing.
+lib:
+	$(CARGO) build --release
+	mkdir -p $(LIB)
+	cp -f $(TARGET)/libcmr.so $(LIB)/libcmr.so.$(VERSION)
+	ln -sf libcmr.so.$(VERSION) $(LIB)/$(SONAME)
+	ln -sf $(SONAME) $(LIB)/libcmr.so
+	cp -f $(TARGET)/libcmr.a $(LIB)/libcmr.a
+
+# Regenerates include/ from src/ffi (build.rs runs cbindgen).
+header:
+	CMR_HEADER_DIR=$(CURDIR)/include $(CARGO) build --release
+
+# Fails when include/ differs from what the code generates now.
+check-header:
+	@tmp=$$(mktemp -d) && \
+	CMR_HEADER_DIR=$$tmp $(CARGO) build --release --quiet && \
+	diff -u include/cmr.h $$tmp/cmr.h && diff -u include/cmr_cdef.h $$tmp/cmr_cdef.h && \
+	rm -rf $$tmp && echo "include/ is up to date" || \
+	{ echo "include/ is stale: run 'make header' and commit it" >&2; exit 1; }
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(LIB)/libcmr.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libcmr.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libcmr.so
+	install -m 0644 $(LIB)/libcmr.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 include/cmr.h $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' cmr.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cmr.pc
+
+test-deps:
+	@scripts/install-deps.sh gcc libc6-dev make valgrind pkg-config
+	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install Rust (rustup)" >&2; exit 1; }
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets --quiet -- -D warnings
+
+rust-tests:
+	$(CARGO) test --release
+
+$(BUILD)/bin/abi_test: tests/c/abi_test.c include/cmr.h lib
+	mkdir -p $(BUILD)/bin
+	$(CC) $(CFLAGS) -Iinclude $< -L$(LIB) -lcmr -Wl,-rpath,'$$ORIGIN/../lib' -o $@
+
+c-tests: $(BUILD)/bin/abi_test
+	valgrind -q --leak-check=full --error-exitcode=1 $(BUILD)/bin/abi_test
+
+# `make install` into a throwaway prefix, then build the README's example
+# against it with pkg-config alone.
+install-test: lib
+	@tmp=$$(mktemp -d) && \
+	$(MAKE) --no-print-directory install PREFIX=$$tmp >/dev/null && \
+	test -L $$tmp/lib/$(SONAME) && test -f $$tmp/lib/pkgconfig/cmr.pc && \
+	$(CC) $(CFLAGS) examples/hello.c $$(PKG_CONFIG_PATH=$$tmp/lib/pkgconfig pkg-config --cflags --libs cmr) \
+	    -Wl,-rpath,$$tmp/lib -o $$tmp/hello && \
+	readelf -d $$tmp/hello | grep -q 'NEEDED.*$(SONAME)' && $$tmp/hello && \
+	rm -rf $$tmp && echo "install-test: 1 passed, 0 failed"
+
+test: test-deps lint check-header rust-tests c-tests install-test
+
+demo: lib
+	$(CARGO) run --release --quiet --example m2m
+
+bench:
+	$(CARGO) bench --bench pick
+	$(CARGO) bench --bench memory
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)

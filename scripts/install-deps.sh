@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs the Debian packages that a make target needs, when missing.
+# Usage: install-deps.sh PACKAGE...   (Debian package names)
+set -eu
+missing=""
+for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "error: missing Debian packages:$missing" >&2
+    echo "       run as root, or: sudo apt-get install$missing" >&2
+    exit 1
+fi
+echo "installing Debian packages:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

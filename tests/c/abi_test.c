@@ -1,0 +1,267 @@
+/* Exercises every function of include/cmr.h, good and bad input, through
+ * the shared library. Run under valgrind by `make test`. */
+#include "cmr.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed;
+
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    if (cond) {                                                              \
+      passed++;                                                              \
+    } else {                                                                 \
+      failed++;                                                              \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+    }                                                                        \
+  } while (0)
+
+#define S(text) text, strlen(text)
+
+/* The thread's last error, NUL-terminated for printing. */
+static const char *last_error(void) {
+  static char buf[512];
+  size_t len = 0;
+  if (cmr_last_error(buf, sizeof buf - 1, &len) != CMR_STATUS_OK) return "?";
+  buf[len] = '\0';
+  return buf;
+}
+
+static int contains(const char *buf, size_t len, const char *needle) {
+  size_t n = strlen(needle);
+  for (size_t i = 0; i + n <= len; i++)
+    if (memcmp(buf + i, needle, n) == 0) return 1;
+  return 0;
+}
+
+static cmr_message message(const char *recipient, const char *type, const char *hint) {
+  cmr_message m = {0};
+  m.recipient = recipient;
+  m.recipient_len = strlen(recipient);
+  m.message_type = type;
+  m.message_type_len = type ? strlen(type) : 0;
+  m.sender = "sensor@example.net/probe";
+  m.sender_len = strlen(m.sender);
+  m.hint = hint;
+  m.hint_len = hint ? strlen(hint) : 0;
+  m.sender_is_local = true;
+  return m;
+}
+
+static void test_version_and_messages(void) {
+  CHECK(strcmp(cmr_version(), "0.1.0") == 0);
+  CHECK(strstr(cmr_status_message(CMR_STATUS_NOT_ROUTED), "not routed") != NULL);
+  CHECK(strcmp(cmr_status_message(9999), "unknown status") == 0);
+  size_t len;
+  CHECK(cmr_last_error(NULL, 0, NULL) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(strstr(last_error(), "out_len is NULL") != NULL);
+  CHECK(cmr_last_error(NULL, 5, &len) == CMR_STATUS_NULL_PARAMETER);
+}
+
+static void test_router_new(void) {
+  cmr_router *router = NULL;
+  CHECK(cmr_router_new(NULL, 0, NULL) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_new(NULL, 3, &router) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(router == NULL);
+  CHECK(cmr_router_new(S("offered=roundrobin"), &router) == CMR_STATUS_INVALID_OPTION);
+  CHECK(strstr(last_error(), "offered='roundrobin'") != NULL);
+  CHECK(router == NULL);
+  CHECK(cmr_router_new(S("colour=blue"), &router) == CMR_STATUS_INVALID_OPTION);
+  CHECK(strstr(last_error(), "colour") != NULL);
+  CHECK(cmr_router_new("hints=\xff", 7, &router) == CMR_STATUS_INVALID_UTF8);
+  CHECK(cmr_router_new(S("default=sticky hints=any"), &router) == CMR_STATUS_OK);
+  CHECK(router != NULL);
+  cmr_router_free(router);
+  cmr_router_free(NULL);
+}
+
+static void test_register_and_pick(cmr_router *router) {
+  CHECK(cmr_router_register(NULL, S("a@x/1"), 1, 0, NULL, 0, true) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_register(router, NULL, 5, 1, 0, NULL, 0, true) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_register(router, S("a@x"), 1, 0, NULL, 0, true) == CMR_STATUS_INVALID_JID);
+  CHECK(strstr(last_error(), "'a@x'") != NULL);
+  CHECK(cmr_router_register(router, S("@@/r"), 1, 0, NULL, 0, true) == CMR_STATUS_INVALID_JID);
+  CHECK(cmr_router_register(router, "a@x/\xc3", 5, 1, 0, NULL, 0, true) == CMR_STATUS_INVALID_UTF8);
+  CHECK(cmr_router_register(router, S("a@x/1"), 1, 128, NULL, 0, true) == CMR_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(last_error(), "priority '128'") != NULL);
+  CHECK(cmr_router_register(router, S("a@x/1"), 1, -129, NULL, 0, true) == CMR_STATUS_INVALID_ARGUMENT);
+  CHECK(cmr_router_register(router, S("a@x/1"), 1, 0, S("busy"), true) == CMR_STATUS_INVALID_ARGUMENT);
+
+  CHECK(cmr_router_register(router, S("Cluster@X/node-1"), 11, 0, S(""), true) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("cluster@x/node-2"), 12, 0, S("chat"), true) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("cluster@x/node-3"), 13, -1, S("away"), true) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("cluster@x/node-4"), 14, 5, S("dnd"), false) == CMR_STATUS_OK);
+
+  uint64_t tokens[4];
+  size_t len = 99;
+  cmr_message m = message("cluster@x", NULL, NULL);
+  CHECK(cmr_router_pick(NULL, &m, tokens, 4, &len) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_pick(router, NULL, tokens, 4, &len) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_pick(router, &m, NULL, 4, &len) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_pick(router, &m, tokens, 4, NULL) == CMR_STATUS_NULL_PARAMETER);
+  cmr_message bad = m;
+  bad.recipient = "\xff\xfe";
+  bad.recipient_len = 2;
+  CHECK(cmr_router_pick(router, &bad, tokens, 4, &len) == CMR_STATUS_INVALID_UTF8);
+  bad = m;
+  bad.sender = NULL;
+  CHECK(cmr_router_pick(router, &bad, tokens, 4, &len) == CMR_STATUS_NULL_PARAMETER);
+
+  /* sticky (the default here): one of the two eligible, always the same. */
+  CHECK(cmr_router_pick(router, &m, tokens, 4, &len) == CMR_STATUS_OK);
+  CHECK(len == 1 && (tokens[0] == 11 || tokens[0] == 12));
+  uint64_t first = tokens[0];
+  CHECK(cmr_router_pick(router, &m, tokens, 4, &len) == CMR_STATUS_OK && tokens[0] == first);
+
+  /* all: both priority-0 sessions; a buffer of one is too small. */
+  CHECK(cmr_router_set_algorithm(router, S("cluster@x"), S("urn:xmpp:cmr:all")) == CMR_STATUS_OK);
+  CHECK(cmr_router_pick(router, &m, tokens, 1, &len) == CMR_STATUS_BUFFER_TOO_SMALL && len == 2);
+  CHECK(cmr_router_pick(router, &m, NULL, 0, &len) == CMR_STATUS_BUFFER_TOO_SMALL && len == 2);
+  CHECK(cmr_router_pick(router, &m, tokens, 4, &len) == CMR_STATUS_OK);
+  CHECK(len == 2 && tokens[0] == 11 && tokens[1] == 12);
+
+  /* A hint (allowed from anyone here) overrides the active algorithm. */
+  cmr_message hinted = message("cluster@x", "chat", "urn:xmpp:cmr:mostactive");
+  CHECK(cmr_router_pick(router, &hinted, tokens, 4, &len) == CMR_STATUS_OK);
+  CHECK(len == 1 && tokens[0] == 12); /* chat beats none */
+
+  /* Not routed: headline, groupchat, error, unknown account. */
+  const char *not_routed[] = {"headline", "groupchat", "error"};
+  for (int i = 0; i < 3; i++) {
+    cmr_message other = message("cluster@x", not_routed[i], NULL);
+    CHECK(cmr_router_pick(router, &other, tokens, 4, &len) == CMR_STATUS_NOT_ROUTED && len == 0);
+  }
+  cmr_message nobody = message("nobody@x", "chat", NULL);
+  CHECK(cmr_router_pick(router, &nobody, tokens, 4, &len) == CMR_STATUS_NOT_ROUTED);
+
+  /* Activity and load. */
+  CHECK(cmr_router_touch(router, S("cluster@x/node-1"), 11) == CMR_STATUS_OK);
+  CHECK(cmr_router_touch(router, S("cluster@x/node-1"), 99) == CMR_STATUS_NOT_FOUND);
+  CHECK(cmr_router_touch(router, S("cluster@x"), 11) == CMR_STATUS_INVALID_JID);
+  CHECK(cmr_router_touch(NULL, S("cluster@x/node-1"), 11) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_set_load(router, S("cluster@x/node-1"), 11, 40) == CMR_STATUS_OK);
+  CHECK(cmr_router_set_load(router, S("cluster@x/node-9"), 11, 40) == CMR_STATUS_NOT_FOUND);
+  CHECK(cmr_router_set_load(router, NULL, 3, 11, 40) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_set_algorithm(router, S("cluster@x"), S("leastloaded")) == CMR_STATUS_OK);
+  CHECK(cmr_router_pick(router, &m, tokens, 4, &len) == CMR_STATUS_OK && len == 1 && tokens[0] == 12);
+}
+
+static void test_algorithm_calls(cmr_router *router) {
+  char buf[128];
+  size_t len;
+  CHECK(cmr_router_get_algorithm(router, S("cluster@x"), buf, sizeof buf, &len) == CMR_STATUS_OK);
+  CHECK(len == strlen("urn:x-cmr:algorithm:leastloaded") && memcmp(buf, "urn:x-cmr:algorithm:leastloaded", len) == 0);
+  CHECK(cmr_router_get_algorithm(router, S("cluster@x"), buf, 3, &len) == CMR_STATUS_BUFFER_TOO_SMALL);
+  CHECK(len == strlen("urn:x-cmr:algorithm:leastloaded"));
+  CHECK(cmr_router_get_algorithm(router, S("cluster@x"), NULL, 3, &len) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_get_algorithm(router, S("cluster@x"), buf, sizeof buf, NULL) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_get_algorithm(router, S("not a jid@"), buf, sizeof buf, &len) == CMR_STATUS_INVALID_JID);
+  /* An account without sessions has the default. */
+  CHECK(cmr_router_get_algorithm(router, S("nobody@x"), buf, sizeof buf, &len) == CMR_STATUS_OK);
+  CHECK(memcmp(buf, "urn:x-cmr:algorithm:sticky", len) == 0);
+  CHECK(cmr_router_set_algorithm(router, S("cluster@x"), S("fastest")) == CMR_STATUS_UNKNOWN_ALGORITHM);
+  CHECK(strstr(last_error(), "'fastest'") != NULL);
+  CHECK(cmr_router_set_algorithm(router, S("nobody@x"), S("all")) == CMR_STATUS_NOT_FOUND);
+  CHECK(cmr_router_set_algorithm(router, S("cluster@x"), NULL, 2) == CMR_STATUS_NULL_PARAMETER);
+
+  cmr_router *narrow = NULL;
+  CHECK(cmr_router_new(S("offered=all,roundrobin"), &narrow) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(narrow, S("a@x/r"), 1, 0, NULL, 0, true) == CMR_STATUS_OK);
+  CHECK(cmr_router_set_algorithm(narrow, S("a@x"), S("urn:xmpp:cmr:weighted")) == CMR_STATUS_NOT_OFFERED);
+  cmr_router_free(narrow);
+}
+
+static void test_iq(cmr_router *router) {
+  char buf[1024];
+  size_t len;
+  bool changed = true;
+  const char *query = "<iq type='get' from='cluster@x/node-1' id='q1'><query xmlns='urn:xmpp:cmr:0'/></iq>";
+  CHECK(cmr_router_handle_iq(router, S(query), buf, sizeof buf, &len, &changed) == CMR_STATUS_OK);
+  CHECK(!changed);
+  CHECK(contains(buf, len, "<active algorithm='urn:x-cmr:algorithm:leastloaded'/>"));
+  CHECK(contains(buf, len, "<available algorithm='urn:xmpp:cmr:roundrobin'/>"));
+  CHECK(contains(buf, len, "id='q1'") && contains(buf, len, "to='cluster@x/node-1'"));
+
+  const char *set = "<iq type='set' from='cluster@x/node-1' id='s1'>"
+                    "<cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:roundrobin'/></iq>";
+  /* Too small: the size needed, and the change is not applied. */
+  CHECK(cmr_router_handle_iq(router, S(set), buf, 10, &len, &changed) == CMR_STATUS_BUFFER_TOO_SMALL);
+  CHECK(len > 10 && !changed);
+  CHECK(cmr_router_get_algorithm(router, S("cluster@x"), buf, sizeof buf, &len) == CMR_STATUS_OK);
+  CHECK(memcmp(buf, "urn:x-cmr:algorithm:leastloaded", len) == 0);
+  CHECK(cmr_router_handle_iq(router, S(set), buf, sizeof buf, &len, &changed) == CMR_STATUS_OK);
+  CHECK(changed && contains(buf, len, "type='result'"));
+  CHECK(cmr_router_get_algorithm(router, S("cluster@x"), buf, sizeof buf, &len) == CMR_STATUS_OK);
+  CHECK(memcmp(buf, "urn:xmpp:cmr:roundrobin", len) == 0);
+
+  const char *other = "<iq type='set' from='mallory@x/r' to='cluster@x' id='s2'>"
+                      "<cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:all'/></iq>";
+  CHECK(cmr_router_handle_iq(router, S(other), buf, sizeof buf, &len, &changed) == CMR_STATUS_OK);
+  CHECK(!changed && contains(buf, len, "<forbidden"));
+  const char *unknown = "<iq type='set' from='cluster@x/node-1' id='s3'>"
+                        "<cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:example:fastest'/></iq>";
+  CHECK(cmr_router_handle_iq(router, S(unknown), buf, sizeof buf, &len, &changed) == CMR_STATUS_OK);
+  CHECK(contains(buf, len, "<item-not-found"));
+  const char *no_attr = "<iq type='set' from='cluster@x/node-1' id='s4'><cmr xmlns='urn:xmpp:cmr:0'/></iq>";
+  CHECK(cmr_router_handle_iq(router, S(no_attr), buf, sizeof buf, &len, &changed) == CMR_STATUS_OK);
+  CHECK(contains(buf, len, "<bad-request"));
+
+  const char *version = "<iq type='get' from='cluster@x/node-1' id='v'><query xmlns='jabber:iq:version'/></iq>";
+  CHECK(cmr_router_handle_iq(router, S(version), buf, sizeof buf, &len, &changed) == CMR_STATUS_NOT_MINE);
+  const char *result = "<iq type='result' from='cluster@x/node-1' id='r'/>";
+  CHECK(cmr_router_handle_iq(router, S(result), buf, sizeof buf, &len, &changed) == CMR_STATUS_NOT_MINE);
+  CHECK(cmr_router_handle_iq(router, S("<iq type='get'><query"), buf, sizeof buf, &len, &changed) == CMR_STATUS_INVALID_XML);
+  CHECK(strstr(last_error(), "invalid stanza") != NULL);
+  CHECK(cmr_router_handle_iq(router, S("<iq type='get' from='cluster@x/node-1' id='x'><query xmlns='urn:xmpp:cmr:0'></iq>"),
+                             buf, sizeof buf, &len, &changed) == CMR_STATUS_INVALID_XML);
+  const char *bad_from = "<iq type='get' from='@x' id='q'><query xmlns='urn:xmpp:cmr:0'/></iq>";
+  CHECK(cmr_router_handle_iq(router, S(bad_from), buf, sizeof buf, &len, &changed) == CMR_STATUS_INVALID_JID);
+  CHECK(cmr_router_handle_iq(router, "<iq \xff/>", 7, buf, sizeof buf, &len, &changed) == CMR_STATUS_INVALID_UTF8);
+  CHECK(cmr_router_handle_iq(router, S(query), buf, sizeof buf, &len, NULL) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_handle_iq(router, NULL, 4, buf, sizeof buf, &len, &changed) == CMR_STATUS_NULL_PARAMETER);
+}
+
+static void test_disco_and_stats(cmr_router *router) {
+  char buf[512];
+  size_t len;
+  CHECK(cmr_router_disco_features(router, buf, sizeof buf, &len) == CMR_STATUS_OK);
+  CHECK(len == strlen("urn:xmpp:cmr:0\nurn:xmpp:cmr:hints:0"));
+  CHECK(memcmp(buf, "urn:xmpp:cmr:0\nurn:xmpp:cmr:hints:0", len) == 0);
+  CHECK(cmr_router_disco_features(router, NULL, 0, &len) == CMR_STATUS_BUFFER_TOO_SMALL);
+  CHECK(cmr_router_disco_features(NULL, buf, sizeof buf, &len) == CMR_STATUS_NULL_PARAMETER);
+
+  CHECK(cmr_router_stats(router, S("cluster@x"), buf, sizeof buf, &len) == CMR_STATUS_OK);
+  CHECK(contains(buf, len, "resource\trouted\tpriority\tshow\tavailable\tload\ttoken\n"));
+  CHECK(contains(buf, len, "node-3\t0\t-1\taway\ttrue\t0\t13\n"));
+  CHECK(contains(buf, len, "node-4\t0\t5\tdnd\tfalse\t0\t14\n"));
+  CHECK(cmr_router_stats(router, S("cluster@x"), buf, 8, &len) == CMR_STATUS_BUFFER_TOO_SMALL);
+  CHECK(cmr_router_stats(router, S("nobody@x"), buf, sizeof buf, &len) == CMR_STATUS_NOT_FOUND);
+  CHECK(cmr_router_stats(router, S("cluster@x/node-1"), buf, sizeof buf, &len) == CMR_STATUS_INVALID_JID);
+
+  /* Unregister: a stale token removes nothing; the last session drops the account. */
+  CHECK(cmr_router_unregister(router, S("cluster@x/node-1"), 12) == CMR_STATUS_NOT_FOUND);
+  CHECK(cmr_router_unregister(NULL, S("cluster@x/node-1"), 11) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_unregister(router, S("cluster@x"), 11) == CMR_STATUS_INVALID_JID);
+  const char *nodes[] = {"cluster@x/node-1", "cluster@x/node-2", "cluster@x/node-3", "cluster@x/node-4"};
+  for (int i = 0; i < 4; i++) CHECK(cmr_router_unregister(router, S(nodes[i]), 11 + i) == CMR_STATUS_OK);
+  CHECK(cmr_router_stats(router, S("cluster@x"), buf, sizeof buf, &len) == CMR_STATUS_NOT_FOUND);
+}
+
+int main(void) {
+  test_version_and_messages();
+  test_router_new();
+  cmr_router *router = NULL;
+  if (cmr_router_new(S("default=sticky hints=any"), &router) != CMR_STATUS_OK) {
+    fprintf(stderr, "cmr_router_new: %s\n", last_error());
+    return 1;
+  }
+  test_register_and_pick(router);
+  test_algorithm_calls(router);
+  test_iq(router);
+  test_disco_and_stats(router);
+  cmr_router_free(router);
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
