@@ -80,9 +80,12 @@ test: test-deps lint check-header rust-tests c-tests install-test
 demo: lib
 	$(CARGO) run --release --quiet --example m2m
 
+# Runs the benchmarks, then prints BENCHMARKS.md's tables from criterion's
+# estimates.
 bench:
 	$(CARGO) bench --bench pick
 	$(CARGO) bench --bench memory
+	python3 scripts/bench_table.py target/criterion
 
 clean:
 	$(CARGO) clean

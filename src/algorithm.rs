@@ -109,12 +109,12 @@ pub enum Pick {
 }
 
 /// Picks the resources of one account that get a message and counts the
-/// delivery in their stats. `sender_bare` feeds `sticky` only.
+/// delivery in their stats. `sender` (full or bare JID) feeds `sticky` only.
 pub fn pick(
     algorithm: Algorithm,
     state: &mut PickState,
     resources: &mut [Resource],
-    sender_bare: &str,
+    sender: &str,
     out: &mut [u64],
 ) -> Pick {
     let eligible = resources.iter().filter(|r| r.is_eligible()).count();
@@ -136,7 +136,7 @@ pub fn pick(
         }
         Algorithm::Weighted => weighted(resources),
         Algorithm::Random => nth_eligible(resources, state.rng.usize(..eligible)),
-        Algorithm::Sticky => sticky(resources, sender_bare),
+        Algorithm::Sticky => sticky(resources, sender),
         Algorithm::LeastLoaded => least_loaded(state, resources, eligible),
     };
     let chosen = &mut resources[index];
@@ -220,12 +220,20 @@ fn weighted(resources: &mut [Resource]) -> usize {
     best
 }
 
-/// Rendezvous hashing: the resource whose name scores highest for this
-/// sender. xxh3 is specified bit for bit, so the choice is the same in
-/// every process and version.
-fn sticky(resources: &[Resource], sender_bare: &str) -> usize {
-    let seed = xxh3_64(sender_bare.as_bytes());
-    first_max_by(resources, |r| xxh3_64_with_seed(r.name.as_bytes(), seed))
+/// The per-resource half of `sticky`'s score, kept in the resource.
+pub fn name_hash(resource: &str) -> u32 {
+    xxh3_64(resource.as_bytes()) as u32
+}
+
+/// Rendezvous hashing: the resource whose name scores highest for the
+/// sender's bare JID. xxh3 is specified bit for bit, so the choice is the
+/// same in every process and version.
+fn sticky(resources: &[Resource], sender: &str) -> usize {
+    let bare = sender.split('/').next().unwrap_or_default();
+    let seed = xxh3_64(bare.as_bytes());
+    first_max_by(resources, |r| {
+        xxh3_64_with_seed(&r.name_hash.to_le_bytes(), seed)
+    })
 }
 
 /// Power of two choices: two distinct eligible resources at random, the one
@@ -251,7 +259,7 @@ fn least_loaded(state: &mut PickState, resources: &mut [Resource], eligible: usi
             a
         }
     };
-    resources[index].recent += 1;
+    resources[index].recent = resources[index].recent.saturating_add(1);
     state.window += 1;
     if state.window >= RECENT_WINDOW {
         state.window = 0;
@@ -270,6 +278,7 @@ mod tests {
     pub(crate) fn resource(name: &str, token: u64, priority: i8) -> Resource {
         Resource {
             name: name.into(),
+            name_hash: name_hash(name),
             token,
             last_activity: 0,
             routed: 0,
@@ -383,5 +392,22 @@ mod tests {
     fn sticky_scores_are_stable_across_versions() {
         // Pinned values: a change here moves every sender of every deployment.
         assert_eq!(xxh3_64(b"sensor-1@example.org"), 0xb67c_8065_4803_a9af);
+        assert_eq!(name_hash("node-1"), 3_645_211_525);
+        let mut rs = vec![
+            resource("node-1", 1, 0),
+            resource("node-2", 2, 0),
+            resource("node-3", 3, 0),
+        ];
+        let picks: Vec<u64> = (0..8)
+            .map(|i| {
+                pick_one(
+                    Algorithm::Sticky,
+                    &mut PickState::new(7),
+                    &mut rs,
+                    &format!("sensor-{i}@example.org/x"),
+                )
+            })
+            .collect();
+        assert_eq!(picks, [1, 2, 2, 3, 1, 2, 2, 1]);
     }
 }

@@ -52,8 +52,11 @@ pub struct Presence {
     pub available: bool,
 }
 
-/// One session of an account, as the host registered it.
+/// One session of an account, as the host registered it. Exactly one cache
+/// line: a pick reads one line per session, and sessions of accounts that
+/// other threads work on never share a line with it.
 #[derive(Clone, Debug)]
+#[repr(align(64))]
 pub struct Resource {
     pub name: CompactString,
     pub token: u64,
@@ -65,8 +68,11 @@ pub struct Resource {
     pub load: u32,
     /// Algorithm state: smooth weighted round robin's current weight.
     pub current_weight: i32,
-    /// Algorithm state: picks in `leastloaded`'s recent window.
-    pub recent: u32,
+    /// Algorithm state: picks in `leastloaded`'s recent window (halved
+    /// every 64 picks, so it stays below 128).
+    pub recent: u8,
+    /// `sticky`: xxh3 of `name`, computed once at registration.
+    pub name_hash: u32,
     pub priority: i8,
     pub show: Show,
     pub available: bool,
@@ -165,6 +171,7 @@ impl Registry {
         }
         let fresh = Resource {
             name: CompactString::from(resource),
+            name_hash: crate::algorithm::name_hash(resource),
             token,
             last_activity: now,
             routed: 0,
@@ -292,6 +299,11 @@ mod tests {
         assert!(!reg.unregister("a@x", "r", 1));
         assert!(reg.unregister("a@x", "r", 2));
         assert_eq!(reg.accounts(), 0, "an account without resources is dropped");
+    }
+
+    #[test]
+    fn a_resource_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Resource>(), 64);
     }
 
     #[test]

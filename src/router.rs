@@ -193,7 +193,6 @@ impl Router {
             } else {
                 None
             };
-        let sender_bare = message.sender.split('/').next().unwrap_or_default();
         self.registry
             .with_account(message.recipient, |account| {
                 let algorithm = hinted.unwrap_or(account.algorithm);
@@ -201,7 +200,7 @@ impl Router {
                     algorithm,
                     &mut account.state,
                     &mut account.resources,
-                    sender_bare,
+                    message.sender,
                     out,
                 )
             })

@@ -134,6 +134,12 @@ pub(super) unsafe fn str_from_raw<'a>(
     }
     // SAFETY: non-NULL, and the caller guarantees `len` bytes.
     let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8. JIDs and types nearly always are
+        // ASCII, and this check costs a fraction of full validation on the
+        // pick path.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     std::str::from_utf8(bytes).map_err(|_| fail_with(Error::InvalidUtf8 { what }))
 }
 

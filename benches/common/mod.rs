@@ -1,0 +1,99 @@
+//! Shared set-up of the benchmarks: routers with many accounts, driven
+//! through the C ABI as a host drives them.
+
+#![allow(dead_code)] // each bench uses a part
+
+use cmr::ffi::{
+    cmr_message, cmr_router, cmr_router_new, cmr_router_pick, cmr_router_register, cmr_status,
+};
+use std::ffi::c_char;
+
+pub const RESOURCES: usize = 4;
+
+pub fn account(i: usize) -> String {
+    format!("user-{i}@example.org")
+}
+
+pub struct Bench {
+    pub router: *mut cmr_router,
+    pub keys: Vec<String>,
+}
+
+// SAFETY: the router is thread-safe by contract; benches free it never.
+unsafe impl Send for Bench {}
+unsafe impl Sync for Bench {}
+
+/// A router with `accounts` accounts of RESOURCES sessions each.
+pub fn router(options: &str, accounts: usize) -> Bench {
+    let mut router = std::ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            cmr_router_new(options.as_ptr().cast(), options.len(), &mut router),
+            cmr_status::Ok
+        );
+    }
+    let keys: Vec<String> = (0..accounts).map(account).collect();
+    for (a, key) in keys.iter().enumerate() {
+        for r in 0..RESOURCES {
+            let jid = format!("{key}/node-{r}");
+            let status = unsafe {
+                cmr_router_register(
+                    router,
+                    jid.as_ptr().cast(),
+                    jid.len(),
+                    (a * RESOURCES + r) as u64,
+                    1,
+                    std::ptr::null(),
+                    0,
+                    true,
+                )
+            };
+            assert_eq!(status, cmr_status::Ok);
+        }
+    }
+    Bench { router, keys }
+}
+
+pub fn message(recipient: &str, hint: &str) -> cmr_message {
+    const SENDER: &str = "sensor-17@things.example.net/probe";
+    cmr_message {
+        recipient: recipient.as_ptr().cast::<c_char>(),
+        recipient_len: recipient.len(),
+        message_type: "chat".as_ptr().cast(),
+        message_type_len: 4,
+        sender: SENDER.as_ptr().cast(),
+        sender_len: SENDER.len(),
+        hint: hint.as_ptr().cast(),
+        hint_len: hint.len(),
+        sender_is_local: true,
+    }
+}
+
+/// One pick through the C ABI; returns the number of tokens.
+#[inline]
+pub fn pick(bench: &Bench, message: &cmr_message) -> usize {
+    let mut out = [0u64; RESOURCES];
+    let mut len = 0;
+    let status =
+        unsafe { cmr_router_pick(bench.router, message, out.as_mut_ptr(), out.len(), &mut len) };
+    debug_assert_eq!(status, cmr_status::Ok);
+    std::hint::black_box(out);
+    len
+}
+
+/// One pick through the C ABI; returns the first token.
+#[inline]
+pub fn pick_first(bench: &Bench, message: &cmr_message) -> u64 {
+    let mut out = [0u64; RESOURCES];
+    let mut len = 0;
+    let status =
+        unsafe { cmr_router_pick(bench.router, message, out.as_mut_ptr(), out.len(), &mut len) };
+    debug_assert_eq!(status, cmr_status::Ok);
+    out[0]
+}
+
+/// A uniformly random order of `n` account indices, fixed by seed.
+pub fn random_order(n: usize, len: usize) -> Vec<u32> {
+    let mut rng = fastrand::Rng::with_seed(6121);
+    (0..len).map(|_| rng.u32(..n as u32)).collect()
+}
