@@ -80,7 +80,8 @@ const char *cmr_version(void);
 const char *cmr_status_message(uint32_t status);
 
 // Copies the message of the last error on the calling thread into `buf`.
-// The message stays until the next error on this thread.
+// The message stays until the next error on this thread. Thread-safe: each
+// thread has its own message.
 //
 // # Safety
 // `buf` has `cap` writable bytes (may be NULL when `cap` is 0); `out_len`
@@ -93,6 +94,7 @@ cmr_status cmr_last_error(char *buf, size_t cap, size_t *out_len);
 // `prefix=URI`; names are short names (`roundrobin`) or URIs. A bad option
 // gives `CMR_STATUS_INVALID_OPTION` with a message that names it, and no
 // router. The caller owns `*out_router` and frees it with `cmr_router_free`.
+// Thread-safe.
 //
 // # Safety
 // `options` has `options_len` readable bytes; `out_router` is writable.

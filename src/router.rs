@@ -565,6 +565,53 @@ mod tests {
     }
 
     #[test]
+    fn a_gone_session_is_unregistered_and_the_message_picked_again() {
+        let r = router("default=roundrobin");
+        for (i, name) in ["a@x/1", "a@x/2", "a@x/3"].into_iter().enumerate() {
+            r.register(name, i as u64, 0, "", true).unwrap();
+        }
+        let mut out = [0; 1];
+        assert_eq!(r.pick(&msg("a@x"), &mut out), Pick::Routed(1));
+        let gone = out[0];
+        // The host finds the session gone, unregisters it and asks again.
+        r.unregister(&format!("a@x/{}", gone + 1), gone).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            assert_eq!(r.pick(&msg("a@x"), &mut out), Pick::Routed(1));
+            seen.push(out[0]);
+        }
+        assert!(!seen.contains(&gone), "{seen:?}");
+        seen.sort();
+        assert_eq!(
+            seen,
+            [0, 0, 1, 1].map(|t| if t >= gone { t + 1 } else { t }),
+            "still fair"
+        );
+        // The last session gone: not routed, the host stores offline.
+        for t in (0..3).filter(|&t| t != gone) {
+            r.unregister(&format!("a@x/{}", t + 1), t).unwrap();
+        }
+        assert_eq!(r.pick(&msg("a@x"), &mut out), Pick::NotRouted);
+    }
+
+    #[test]
+    fn iq_jids_are_normalized() {
+        let r = router("");
+        r.register("juliet@capulet.lit/balcony", 1, 0, "", true)
+            .unwrap();
+        let a = answer(
+            &r,
+            "<iq type='set' from='Juliet@Capulet.LIT/balcony' to='JULIET@capulet.lit' id='n'>\
+             <cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:roundrobin'/></iq>",
+        );
+        assert!(a.xml.contains("type='result'"), "{}", a.xml);
+        assert_eq!(
+            r.algorithm("juliet@capulet.lit").unwrap(),
+            Algorithm::RoundRobin
+        );
+    }
+
+    #[test]
     fn stats_count_routed_messages() {
         let r = router("default=roundrobin");
         r.register("a@x/1", 1, 0, "", true).unwrap();

@@ -119,7 +119,8 @@ pub extern "C" fn cmr_status_message(status: u32) -> *const c_char {
 }
 
 /// Copies the message of the last error on the calling thread into `buf`.
-/// The message stays until the next error on this thread.
+/// The message stays until the next error on this thread. Thread-safe: each
+/// thread has its own message.
 ///
 /// # Safety
 /// `buf` has `cap` writable bytes (may be NULL when `cap` is 0); `out_len`
@@ -142,6 +143,7 @@ pub unsafe extern "C" fn cmr_last_error(
 /// `prefix=URI`; names are short names (`roundrobin`) or URIs. A bad option
 /// gives `CMR_STATUS_INVALID_OPTION` with a message that names it, and no
 /// router. The caller owns `*out_router` and frees it with `cmr_router_free`.
+/// Thread-safe.
 ///
 /// # Safety
 /// `options` has `options_len` readable bytes; `out_router` is writable.
