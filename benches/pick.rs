@@ -12,7 +12,7 @@ use cmr::ffi::{
     cmr_status,
 };
 use cmr::Algorithm;
-use common::{message, pick, pick_first, random_order, router, Bench};
+use common::{message, pick, random_order, router, Bench};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -95,8 +95,8 @@ fn picks(c: &mut Criterion) {
                 let mut i = 0;
                 b.iter(|| {
                     let m = message(&bench.keys[order[i] as usize], "");
-                    let first = pick_first(&bench, &m);
-                    i = (i + 1 + (first >> 63) as usize) % ORDER_LEN;
+                    let (tokens, _) = pick(&bench, &m);
+                    i = (i + 1 + (tokens[0] >> 63) as usize) % ORDER_LEN;
                 })
             });
         }

@@ -5,6 +5,7 @@ use cmr::ffi::{
     cmr_message, cmr_router, cmr_router_free, cmr_router_new, cmr_router_pick, cmr_router_register,
     cmr_router_set_algorithm, cmr_status,
 };
+use cmr::Algorithm;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::ffi::c_char;
@@ -70,15 +71,7 @@ fn pick_does_not_allocate() {
     };
     let mut out = [0u64; 8];
     let mut out_len = 0usize;
-    for algorithm in [
-        "all",
-        "mostactive",
-        "roundrobin",
-        "weighted",
-        "random",
-        "sticky",
-        "leastloaded",
-    ] {
+    for algorithm in Algorithm::EVERY.map(Algorithm::name) {
         let (bare, bare_len) = s("a@x");
         let (alg, alg_len) = s(algorithm);
         unsafe {

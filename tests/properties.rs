@@ -1,6 +1,6 @@
 //! Property tests of the routing rules, through the public `Router` API.
 
-use cmr::{Message, Pick, Policy, Router};
+use cmr::{Algorithm, Message, Pick, Policy, Router};
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 
@@ -45,22 +45,12 @@ fn eligible(sessions: &[(i8, bool)]) -> Vec<u64> {
         .collect()
 }
 
-const NAMES: [&str; 7] = [
-    "all",
-    "mostactive",
-    "roundrobin",
-    "weighted",
-    "random",
-    "sticky",
-    "leastloaded",
-];
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn never_a_negative_priority_or_unavailable_resource(sessions in sessions(16), alg in 0..7usize) {
-        let router = router_with(&format!("default={}", NAMES[alg]), &sessions);
+        let router = router_with(&format!("default={}", Algorithm::EVERY[alg].name()), &sessions);
         let eligible = eligible(&sessions);
         for i in 0..50 {
             let picked = pick(&router, &format!("s{i}@x"));

@@ -1,7 +1,7 @@
 //! Threads registering, unregistering and picking at once: every pick
 //! returns tokens that were registered and eligible, and the counts add up.
 
-use cmr::{Message, Pick, Policy, Router};
+use cmr::{Algorithm, Message, Pick, Policy, Router};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,15 +9,6 @@ use std::thread;
 
 const ACCOUNTS: usize = 8;
 const STABLE: u64 = 3;
-const ALGORITHMS: [&str; 7] = [
-    "all",
-    "mostactive",
-    "roundrobin",
-    "weighted",
-    "random",
-    "sticky",
-    "leastloaded",
-];
 
 fn account(a: usize) -> String {
     format!("cluster-{a}@example.org")
@@ -55,7 +46,7 @@ fn concurrent_register_unregister_and_pick() {
                 let priority = if token % 2 == 1 { -1 } else { 1 };
                 router.register(&jid, token, priority, "", true).unwrap();
                 router
-                    .set_algorithm(&account(a), ALGORITHMS[rounds as usize % 7])
+                    .set_algorithm(&account(a), Algorithm::EVERY[rounds as usize % 7].name())
                     .unwrap();
                 thread::yield_now();
                 router.unregister(&jid, token).unwrap();

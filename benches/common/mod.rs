@@ -69,27 +69,15 @@ pub fn message(recipient: &str, hint: &str) -> cmr_message {
     }
 }
 
-/// One pick through the C ABI; returns the number of tokens.
+/// One pick through the C ABI: the tokens and how many there are.
 #[inline]
-pub fn pick(bench: &Bench, message: &cmr_message) -> usize {
+pub fn pick(bench: &Bench, message: &cmr_message) -> ([u64; RESOURCES], usize) {
     let mut out = [0u64; RESOURCES];
     let mut len = 0;
     let status =
         unsafe { cmr_router_pick(bench.router, message, out.as_mut_ptr(), out.len(), &mut len) };
     debug_assert_eq!(status, cmr_status::Ok);
-    std::hint::black_box(out);
-    len
-}
-
-/// One pick through the C ABI; returns the first token.
-#[inline]
-pub fn pick_first(bench: &Bench, message: &cmr_message) -> u64 {
-    let mut out = [0u64; RESOURCES];
-    let mut len = 0;
-    let status =
-        unsafe { cmr_router_pick(bench.router, message, out.as_mut_ptr(), out.len(), &mut len) };
-    debug_assert_eq!(status, cmr_status::Ok);
-    out[0]
+    (out, len)
 }
 
 /// A uniformly random order of `n` account indices, fixed by seed.
