@@ -11,6 +11,8 @@ LIB := $(BUILD)/lib
 SONAME := libcmr.so.0
 CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 
+
+.PHONY: lua lua-tests
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
 all: lib
@@ -47,7 +49,7 @@ install: lib
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' cmr.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cmr.pc
 
 test-deps:
-	@scripts/install-deps.sh gcc libc6-dev make valgrind pkg-config
+	@scripts/install-deps.sh gcc libc6-dev make valgrind pkg-config lua5.4 liblua5.4-dev luajit
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install Rust (rustup)" >&2; exit 1; }
 
 lint:
@@ -56,6 +58,28 @@ lint:
 
 rust-tests:
 	$(CARGO) test --release
+
+# The Lua binding, laid out as it is installed: the Lua files, the 5.4 C
+# module, the generated FFI declarations and the library, side by side.
+LUA := $(BUILD)/lua
+LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+
+lua: lib $(LUA)/cmr_core.so $(LUA)/cmr_cdef.lua
+	cp -f bindings/lua/cmr.lua bindings/lua/cmr_ffi.lua $(LUA)/
+	cp -f $(LIB)/libcmr.so.$(VERSION) $(LUA)/$(SONAME)
+
+$(LUA)/cmr_core.so: bindings/lua/cmr_core.c include/cmr.h $(LIB)/libcmr.so.$(VERSION)
+	mkdir -p $(LUA)
+	$(CC) $(CFLAGS) -fPIC -shared $(LUA_CFLAGS) -Iinclude $< -L$(LIB) -l:$(SONAME) -Wl,-rpath,'$$ORIGIN' -o $@
+
+$(LUA)/cmr_cdef.lua: include/cmr_cdef.h
+	mkdir -p $(LUA)
+	{ echo '-- Generated from include/cmr_cdef.h by the Makefile; do not edit.'; \
+	  echo 'return [==['; cat $<; echo ']==]'; } > $@
+
+lua-tests: lua
+	LUA_PATH='$(LUA)/?.lua;;' LUA_CPATH='$(LUA)/?.so;;' lua5.4 tests/lua/binding_test.lua
+	LUA_PATH='$(LUA)/?.lua;;' luajit tests/lua/binding_test.lua
 
 $(BUILD)/bin/abi_test: tests/c/abi_test.c include/cmr.h lib
 	mkdir -p $(BUILD)/bin
@@ -75,7 +99,7 @@ install-test: lib
 	readelf -d $$tmp/hello | grep -q 'NEEDED.*$(SONAME)' && $$tmp/hello && \
 	rm -rf $$tmp && echo "install-test: 1 passed, 0 failed"
 
-test: test-deps lint check-header rust-tests c-tests install-test
+test: test-deps lint check-header rust-tests c-tests install-test lua-tests
 
 demo: lib
 	$(CARGO) run --release --quiet --example m2m

@@ -1,0 +1,25 @@
+-- cmr for Lua: XEP-0354 Customizable Message Routing (see README.md).
+--
+-- Under LuaJIT the binding uses the FFI (cmr_ffi.lua); under PUC Lua 5.4 a
+-- small C module (cmr_core.so). Both offer the same API:
+--
+--   local cmr = require "cmr"
+--   local router, err = cmr.new("default=roundrobin hints=local")
+--   router:register(full_jid, token, priority, show, available) --> true | nil, err
+--   router:unregister(full_jid, token)                          --> true | nil, err
+--   router:touch(full_jid, token)                               --> true | nil, err
+--   router:set_load(full_jid, token, load)                      --> true | nil, err
+--   router:pick(bare_jid, type, sender, hint, sender_is_local)  --> n, token1, ..., tokenN
+--                                     (n = 0: not routed, the host routes it) | nil, err
+--   router:get_algorithm(bare_jid)                              --> uri | nil, err
+--   router:set_algorithm(bare_jid, name_or_uri)                 --> true | nil, err
+--   router:handle_iq(xml)            --> reply_xml, changed | false (not a CMR IQ) | nil, err
+--   router:disco_features()          --> "feature\nfeature" | nil, err
+--   router:stats(bare_jid)           --> tab-separated table | nil, err
+--   cmr.version(), cmr.backend
+--
+-- Tokens are integers; keep them below 2^53 (LuaJIT numbers are doubles).
+if jit then
+	return require "cmr_ffi";
+end
+return require "cmr_core";

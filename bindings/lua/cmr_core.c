@@ -1,0 +1,250 @@
+/* The PUC Lua 5.4 backend of the Lua binding (Debian's Prosody runs on Lua
+ * 5.4, which has no FFI). It only translates between Lua values and
+ * include/cmr.h; cmr.lua documents the API, cmr_ffi.lua is its LuaJIT twin. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cmr.h"
+
+#define ROUTER_MT "cmr.router"
+
+typedef struct {
+  cmr_router *router;
+} router_box;
+
+static cmr_router *check_router(lua_State *L) {
+  router_box *box = luaL_checkudata(L, 1, ROUTER_MT);
+  if (box->router == NULL) luaL_error(L, "cmr: router already freed");
+  return box->router;
+}
+
+/* nil, message: the Lua way of reporting an error. */
+static int push_error(lua_State *L, cmr_status status) {
+  char buf[512];
+  size_t len = 0;
+  lua_pushnil(L);
+  if (cmr_last_error(buf, sizeof buf, &len) == CMR_STATUS_OK && len > 0)
+    lua_pushlstring(L, buf, len);
+  else
+    lua_pushstring(L, cmr_status_message((uint32_t)status));
+  return 2;
+}
+
+static int push_ok(lua_State *L, cmr_status status) {
+  if (status != CMR_STATUS_OK) return push_error(L, status);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Lua integers are 64-bit; the ABI's tokens are unsigned 64-bit. */
+static uint64_t check_token(lua_State *L, int arg) {
+  return (uint64_t)luaL_checkinteger(L, arg);
+}
+
+typedef cmr_status (*text_call)(lua_State *L, char *buf, size_t cap, size_t *out_len, void *ctx);
+
+/* Calls `call` with a stack buffer, and again with one of the size needed
+ * when that was too small; pushes the text. Returns the final status. */
+static cmr_status push_text(lua_State *L, text_call call, void *ctx) {
+  char small[1024];
+  size_t len = 0;
+  cmr_status status = call(L, small, sizeof small, &len, ctx);
+  if (status == CMR_STATUS_OK) {
+    lua_pushlstring(L, small, len);
+  } else if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
+    luaL_Buffer b;
+    char *big = luaL_buffinitsize(L, &b, len);
+    status = call(L, big, len, &len, ctx);
+    if (status == CMR_STATUS_OK) luaL_pushresultsize(&b, len);
+  }
+  return status;
+}
+
+static int l_new(lua_State *L) {
+  size_t len;
+  const char *options = luaL_optlstring(L, 1, "", &len);
+  router_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->router = NULL;
+  luaL_setmetatable(L, ROUTER_MT);
+  cmr_status status = cmr_router_new(options, len, &box->router);
+  if (status != CMR_STATUS_OK) return push_error(L, status);
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  router_box *box = luaL_checkudata(L, 1, ROUTER_MT);
+  cmr_router_free(box->router);
+  box->router = NULL;
+  return 0;
+}
+
+static int l_register(lua_State *L) {
+  cmr_router *router = check_router(L);
+  size_t jid_len, show_len;
+  const char *jid = luaL_checklstring(L, 2, &jid_len);
+  uint64_t token = check_token(L, 3);
+  lua_Integer priority = luaL_checkinteger(L, 4);
+  const char *show = luaL_optlstring(L, 5, "", &show_len);
+  int available = lua_toboolean(L, 6);
+  /* Out of int32 range is out of -128..127 too: let the library say so. */
+  int32_t p = priority > INT32_MAX ? INT32_MAX : priority < INT32_MIN ? INT32_MIN : (int32_t)priority;
+  return push_ok(L, cmr_router_register(router, jid, jid_len, token, p, show, show_len, available));
+}
+
+static int l_unregister(lua_State *L) {
+  cmr_router *router = check_router(L);
+  size_t len;
+  const char *jid = luaL_checklstring(L, 2, &len);
+  return push_ok(L, cmr_router_unregister(router, jid, len, check_token(L, 3)));
+}
+
+static int l_touch(lua_State *L) {
+  cmr_router *router = check_router(L);
+  size_t len;
+  const char *jid = luaL_checklstring(L, 2, &len);
+  return push_ok(L, cmr_router_touch(router, jid, len, check_token(L, 3)));
+}
+
+static int l_set_load(lua_State *L) {
+  cmr_router *router = check_router(L);
+  size_t len;
+  const char *jid = luaL_checklstring(L, 2, &len);
+  lua_Integer load = luaL_checkinteger(L, 4);
+  uint32_t l = load < 0 ? 0 : load > UINT32_MAX ? UINT32_MAX : (uint32_t)load;
+  return push_ok(L, cmr_router_set_load(router, jid, len, check_token(L, 3), l));
+}
+
+/* pick(recipient, type, sender, hint, sender_is_local) -> n, token... */
+static int l_pick(lua_State *L) {
+  cmr_router *router = check_router(L);
+  cmr_message m;
+  m.recipient = luaL_checklstring(L, 2, &m.recipient_len);
+  m.message_type = luaL_optlstring(L, 3, "", &m.message_type_len);
+  m.sender = luaL_optlstring(L, 4, "", &m.sender_len);
+  m.hint = luaL_optlstring(L, 5, "", &m.hint_len);
+  m.sender_is_local = lua_toboolean(L, 6);
+  uint64_t small[16];
+  uint64_t *tokens = small;
+  size_t n = 0;
+  cmr_status status = cmr_router_pick(router, &m, tokens, 16, &n);
+  if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
+    tokens = lua_newuserdatauv(L, n * sizeof *tokens, 0);
+    status = cmr_router_pick(router, &m, tokens, n, &n);
+  }
+  if (status == CMR_STATUS_NOT_ROUTED) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  if (status != CMR_STATUS_OK) return push_error(L, status);
+  luaL_checkstack(L, (int)n + 1, "cmr: too many tokens");
+  lua_pushinteger(L, (lua_Integer)n);
+  for (size_t i = 0; i < n; i++) lua_pushinteger(L, (lua_Integer)tokens[i]);
+  return (int)n + 1;
+}
+
+typedef struct {
+  cmr_router *router;
+  const char *text;
+  size_t len;
+  bool changed;
+} text_args;
+
+static cmr_status call_get_algorithm(lua_State *L, char *buf, size_t cap, size_t *out_len, void *ctx) {
+  (void)L;
+  text_args *a = ctx;
+  return cmr_router_get_algorithm(a->router, a->text, a->len, buf, cap, out_len);
+}
+
+static cmr_status call_handle_iq(lua_State *L, char *buf, size_t cap, size_t *out_len, void *ctx) {
+  (void)L;
+  text_args *a = ctx;
+  return cmr_router_handle_iq(a->router, a->text, a->len, buf, cap, out_len, &a->changed);
+}
+
+static cmr_status call_disco(lua_State *L, char *buf, size_t cap, size_t *out_len, void *ctx) {
+  (void)L;
+  text_args *a = ctx;
+  return cmr_router_disco_features(a->router, buf, cap, out_len);
+}
+
+static cmr_status call_stats(lua_State *L, char *buf, size_t cap, size_t *out_len, void *ctx) {
+  (void)L;
+  text_args *a = ctx;
+  return cmr_router_stats(a->router, a->text, a->len, buf, cap, out_len);
+}
+
+static int text_result(lua_State *L, text_call call, text_args *a) {
+  cmr_status status = push_text(L, call, a);
+  return status == CMR_STATUS_OK ? 1 : push_error(L, status);
+}
+
+static int l_get_algorithm(lua_State *L) {
+  text_args a = {check_router(L), NULL, 0, false};
+  a.text = luaL_checklstring(L, 2, &a.len);
+  return text_result(L, call_get_algorithm, &a);
+}
+
+static int l_set_algorithm(lua_State *L) {
+  cmr_router *router = check_router(L);
+  size_t jid_len, alg_len;
+  const char *jid = luaL_checklstring(L, 2, &jid_len);
+  const char *alg = luaL_checklstring(L, 3, &alg_len);
+  return push_ok(L, cmr_router_set_algorithm(router, jid, jid_len, alg, alg_len));
+}
+
+/* handle_iq(xml) -> reply, changed | false (not a CMR IQ) | nil, err */
+static int l_handle_iq(lua_State *L) {
+  text_args a = {check_router(L), NULL, 0, false};
+  a.text = luaL_checklstring(L, 2, &a.len);
+  cmr_status status = push_text(L, call_handle_iq, &a);
+  if (status == CMR_STATUS_NOT_MINE) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (status != CMR_STATUS_OK) return push_error(L, status);
+  lua_pushboolean(L, a.changed);
+  return 2;
+}
+
+static int l_disco_features(lua_State *L) {
+  text_args a = {check_router(L), NULL, 0, false};
+  return text_result(L, call_disco, &a);
+}
+
+static int l_stats(lua_State *L) {
+  text_args a = {check_router(L), NULL, 0, false};
+  a.text = luaL_checklstring(L, 2, &a.len);
+  return text_result(L, call_stats, &a);
+}
+
+static int l_version(lua_State *L) {
+  lua_pushstring(L, cmr_version());
+  return 1;
+}
+
+static const luaL_Reg router_methods[] = {
+    {"register", l_register},         {"unregister", l_unregister},
+    {"touch", l_touch},               {"set_load", l_set_load},
+    {"pick", l_pick},                 {"get_algorithm", l_get_algorithm},
+    {"set_algorithm", l_set_algorithm}, {"handle_iq", l_handle_iq},
+    {"disco_features", l_disco_features}, {"stats", l_stats},
+    {NULL, NULL}};
+
+int luaopen_cmr_core(lua_State *L) {
+  luaL_newmetatable(L, ROUTER_MT);
+  luaL_newlib(L, router_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushcfunction(L, l_new);
+  lua_setfield(L, -2, "new");
+  lua_pushcfunction(L, l_version);
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, "lua");
+  lua_setfield(L, -2, "backend");
+  return 1;
+}

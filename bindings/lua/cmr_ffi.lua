@@ -1,0 +1,156 @@
+-- The LuaJIT backend of the Lua binding: the same API as cmr_core.c, over
+-- LuaJIT's FFI. The declarations come from cmr_cdef.lua, generated at build
+-- time from include/cmr_cdef.h (itself generated from the Rust source).
+local ffi = require "ffi";
+
+ffi.cdef(require "cmr_cdef");
+
+-- libcmr.so.0 lies beside this file in the build and install layouts.
+local here = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./");
+local lib = ffi.load(here .. "libcmr.so.0");
+
+local OK, NOT_ROUTED, NOT_MINE, TOO_SMALL = 0, 1, 2, 3;
+
+-- Lua states are single-threaded: one set of scratch buffers serves all calls.
+local message = ffi.new("cmr_message");
+local tokens_cap = 16;
+local tokens = ffi.new("uint64_t[?]", tokens_cap);
+local out_len = ffi.new("size_t[1]");
+local changed = ffi.new("bool[1]");
+local text_cap = 1024;
+local text = ffi.new("char[?]", text_cap);
+
+local function last_error(status)
+	local buf = ffi.new("char[512]");
+	if lib.cmr_last_error(buf, 512, out_len) == OK and out_len[0] > 0 then
+		return ffi.string(buf, out_len[0]);
+	end
+	return ffi.string(lib.cmr_status_message(status));
+end
+
+local function result(status)
+	if status ~= OK then return nil, last_error(status); end
+	return true;
+end
+
+-- Calls `call(buf, cap)`; when the buffer was too small, grows it and calls
+-- again. Returns the status, and the text when it is OK.
+local function with_text(call)
+	local status = call(text, text_cap);
+	if status == TOO_SMALL then
+		text_cap = tonumber(out_len[0]);
+		text = ffi.new("char[?]", text_cap);
+		status = call(text, text_cap);
+	end
+	if status == OK then return status, ffi.string(text, out_len[0]); end
+	return status;
+end
+
+local function text_result(call)
+	local status, value = with_text(call);
+	if status ~= OK then return nil, last_error(status); end
+	return value;
+end
+
+local router_mt = {};
+router_mt.__index = router_mt;
+
+local function ptr(self)
+	if self.router == nil then error("cmr: router already freed"); end
+	return self.router;
+end
+
+function router_mt:register(jid, token, priority, show, available)
+	show = show or "";
+	priority = math.max(-2147483648, math.min(2147483647, priority));
+	return result(lib.cmr_router_register(ptr(self), jid, #jid, token, priority, show, #show, not not available));
+end
+
+function router_mt:unregister(jid, token)
+	return result(lib.cmr_router_unregister(ptr(self), jid, #jid, token));
+end
+
+function router_mt:touch(jid, token)
+	return result(lib.cmr_router_touch(ptr(self), jid, #jid, token));
+end
+
+function router_mt:set_load(jid, token, load)
+	load = math.max(0, math.min(4294967295, load));
+	return result(lib.cmr_router_set_load(ptr(self), jid, #jid, token, load));
+end
+
+-- Tokens come back as Lua numbers: exact up to 2^53, which the host's
+-- counters stay far below.
+local function unpack_tokens(i, n)
+	if i >= n then return; end
+	return tonumber(tokens[i]), unpack_tokens(i + 1, n);
+end
+
+function router_mt:pick(recipient, message_type, sender, hint, sender_is_local)
+	message_type, sender, hint = message_type or "", sender or "", hint or "";
+	message.recipient, message.recipient_len = recipient, #recipient;
+	message.message_type, message.message_type_len = message_type, #message_type;
+	message.sender, message.sender_len = sender, #sender;
+	message.hint, message.hint_len = hint, #hint;
+	message.sender_is_local = not not sender_is_local;
+	local status = lib.cmr_router_pick(ptr(self), message, tokens, tokens_cap, out_len);
+	if status == TOO_SMALL then
+		tokens_cap = tonumber(out_len[0]);
+		tokens = ffi.new("uint64_t[?]", tokens_cap);
+		status = lib.cmr_router_pick(ptr(self), message, tokens, tokens_cap, out_len);
+	end
+	if status == NOT_ROUTED then return 0; end
+	if status ~= OK then return nil, last_error(status); end
+	local n = tonumber(out_len[0]);
+	if n == 1 then return 1, tonumber(tokens[0]); end
+	return n, unpack_tokens(0, n);
+end
+
+function router_mt:get_algorithm(jid)
+	local router = ptr(self);
+	return text_result(function (buf, cap)
+		return lib.cmr_router_get_algorithm(router, jid, #jid, buf, cap, out_len);
+	end);
+end
+
+function router_mt:set_algorithm(jid, algorithm)
+	return result(lib.cmr_router_set_algorithm(ptr(self), jid, #jid, algorithm, #algorithm));
+end
+
+function router_mt:handle_iq(xml)
+	local router = ptr(self);
+	local status, reply = with_text(function (buf, cap)
+		return lib.cmr_router_handle_iq(router, xml, #xml, buf, cap, out_len, changed);
+	end);
+	if status == NOT_MINE then return false; end
+	if status ~= OK then return nil, last_error(status); end
+	return reply, changed[0];
+end
+
+function router_mt:disco_features()
+	local router = ptr(self);
+	return text_result(function (buf, cap)
+		return lib.cmr_router_disco_features(router, buf, cap, out_len);
+	end);
+end
+
+function router_mt:stats(jid)
+	local router = ptr(self);
+	return text_result(function (buf, cap)
+		return lib.cmr_router_stats(router, jid, #jid, buf, cap, out_len);
+	end);
+end
+
+local function new(options)
+	options = options or "";
+	local out = ffi.new("cmr_router*[1]");
+	local status = lib.cmr_router_new(options, #options, out);
+	if status ~= OK then return nil, last_error(status); end
+	return setmetatable({ router = ffi.gc(out[0], lib.cmr_router_free) }, router_mt);
+end
+
+return {
+	new = new;
+	version = function () return ffi.string(lib.cmr_version()); end;
+	backend = "luajit-ffi";
+};

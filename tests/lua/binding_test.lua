@@ -1,0 +1,96 @@
+-- The Lua binding's test: the same script under lua5.4 (C module) and
+-- luajit (FFI). `make lua-tests` runs both.
+local cmr = require "cmr";
+
+local passed, failed = 0, 0;
+local function check(name, cond, detail)
+	if cond then
+		passed = passed + 1;
+	else
+		failed = failed + 1;
+		io.stderr:write(("FAIL %s (%s backend): %s\n"):format(name, cmr.backend, tostring(detail)));
+	end
+end
+
+check("version", cmr.version() == "0.1.0", cmr.version());
+check("backend", cmr.backend == (jit and "luajit-ffi" or "lua"), cmr.backend);
+
+local bad, err = cmr.new("offered=roundrobin");
+check("bad options give nil, message", bad == nil and err:find("offered='roundrobin'", 1, true), err);
+bad, err = cmr.new("colour=blue");
+check("unknown option named", bad == nil and err:find("colour", 1, true), err);
+
+local router = assert(cmr.new("default=roundrobin hints=any"));
+check("register", router:register("Cluster@Example.ORG/node-1", 1, 0, "", true) == true);
+check("register 2", router:register("cluster@example.org/node-2", 2, 0, "chat", true) == true);
+check("register unavailable", router:register("cluster@example.org/node-3", 3, 5, "", false) == true);
+check("register negative", router:register("cluster@example.org/node-4", 4, -1, "away", true) == true);
+
+local ok;
+ok, err = router:register("cluster@example.org", 9, 0, "", true);
+check("bare JID rejected", ok == nil and err:find("not a valid JID", 1, true), err);
+ok, err = router:register("cluster@example.org/x", 9, 200, "", true);
+check("priority out of range", ok == nil and err:find("priority '200'", 1, true), err);
+ok, err = router:register("cluster@example.org/x", 9, 1e12, "", true);
+check("huge priority", ok == nil and err:find("out of range", 1, true), err);
+ok, err = router:register("cluster@example.org/x", 9, 0, "busy", true);
+check("bad show", ok == nil and err:find("show 'busy'", 1, true), err);
+ok, err = router:register("cluster@example.org/\255", 9, 0, "", true);
+check("invalid UTF-8", ok == nil and err:find("UTF-8", 1, true), err);
+
+-- Round robin over the two eligible sessions, never 3 or 4.
+local counts = {};
+for _ = 1, 10 do
+	local n, token = router:pick("cluster@example.org", "chat", "sensor@example.net/x");
+	check("one token", n == 1, n);
+	counts[token] = (counts[token] or 0) + 1;
+end
+check("round robin", counts[1] == 5 and counts[2] == 5 and not counts[3] and not counts[4], counts[1]);
+
+check("headline not routed", router:pick("cluster@example.org", "headline") == 0);
+check("unknown account not routed", router:pick("nobody@example.org", "chat") == 0);
+local n;
+n, err = router:pick("cluster@example.org\255", "chat");
+check("pick bad UTF-8", n == nil and err:find("UTF-8", 1, true), err);
+
+-- A hint (honoured from anyone here) selects mostactive: chat beats none.
+local token;
+n, token = router:pick("cluster@example.org", "chat", "s@example.net", "urn:xmpp:cmr:mostactive");
+check("hint", n == 1 and token == 2, token);
+
+-- all: more tokens than the binding's first buffer holds.
+local big = assert(cmr.new("default=all"));
+for i = 1, 40 do assert(big:register("big@example.org/r" .. i, 1000 + i, 1, "", true)); end
+local picked = { big:pick("big@example.org", "") };
+check("all, 40 tokens", picked[1] == 40 and #picked == 41 and picked[2] == 1001 and picked[41] == 1040, picked[1]);
+
+check("touch", router:touch("cluster@example.org/node-1", 1) == true);
+ok, err = router:touch("cluster@example.org/node-1", 99);
+check("touch stale token", ok == nil and err:find("not registered", 1, true), err);
+check("set_load", router:set_load("cluster@example.org/node-1", 1, 7) == true);
+
+check("get_algorithm", router:get_algorithm("cluster@example.org") == "urn:xmpp:cmr:roundrobin");
+check("set_algorithm", router:set_algorithm("cluster@example.org", "sticky") == true);
+check("get after set", router:get_algorithm("cluster@example.org") == "urn:x-cmr:algorithm:sticky");
+ok, err = router:set_algorithm("cluster@example.org", "fastest");
+check("unknown algorithm", ok == nil and err:find("'fastest'", 1, true), err);
+
+local reply, changed = router:handle_iq("<iq type='set' from='cluster@example.org/node-1' id='s1'>"
+	.. "<cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:weighted'/></iq>");
+check("iq set", reply and reply:find("type='result'", 1, true) and changed == true, reply);
+reply, changed = router:handle_iq("<iq type='get' from='cluster@example.org/node-1' id='q1'>"
+	.. "<query xmlns='urn:xmpp:cmr:0'/></iq>");
+check("iq query", reply and reply:find("<active algorithm='urn:xmpp:cmr:weighted'/>", 1, true) and changed == false, reply);
+check("iq not mine", router:handle_iq("<iq type='result' from='a@b/c' id='r'/>") == false);
+reply, err = router:handle_iq("<iq type='get'><query");
+check("iq malformed", reply == nil and err:find("invalid stanza", 1, true), err);
+
+check("disco", router:disco_features() == "urn:xmpp:cmr:0\nurn:xmpp:cmr:hints:0");
+local stats = router:stats("cluster@example.org");
+check("stats", stats and stats:find("^resource\trouted") and stats:find("\nnode%-2\t%d+\t0\tchat\ttrue\t0\t2\n"), stats);
+check("unregister", router:unregister("cluster@example.org/node-1", 1) == true);
+ok, err = router:unregister("cluster@example.org/node-1", 1);
+check("unregister twice", ok == nil and err:find("not registered", 1, true), err);
+
+print(("%s: %d passed, %d failed"):format(cmr.backend, passed, failed));
+os.exit(failed == 0 and 0 or 1);
