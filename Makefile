@@ -12,7 +12,7 @@ SONAME := libcmr.so.0
 CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 
 
-.PHONY: lua lua-tests
+.PHONY: lua lua-tests prosody-module install-prosody
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
 all: lib
@@ -76,6 +76,21 @@ $(LUA)/cmr_cdef.lua: include/cmr_cdef.h
 	mkdir -p $(LUA)
 	{ echo '-- Generated from include/cmr_cdef.h by the Makefile; do not edit.'; \
 	  echo 'return [==['; cat $<; echo ']==]'; } > $@
+
+# mod_cmr as Prosody loads it: a plugin directory with the module, the
+# binding and the library.
+PROSODY_MODULE := $(BUILD)/prosody/mod_cmr
+PROSODY_PLUGIN_DIR ?= $(PREFIX)/lib/prosody/modules
+
+prosody-module: lua
+	mkdir -p $(PROSODY_MODULE)
+	cp -f bindings/prosody/mod_cmr/mod_cmr.lua bindings/prosody/mod_cmr/README.md $(PROSODY_MODULE)/
+	cp -f $(LUA)/cmr.lua $(LUA)/cmr_ffi.lua $(LUA)/cmr_cdef.lua $(LUA)/cmr_core.so $(LUA)/$(SONAME) $(PROSODY_MODULE)/
+
+install-prosody: prosody-module
+	install -d $(DESTDIR)$(PROSODY_PLUGIN_DIR)/mod_cmr
+	install -m 0644 $(PROSODY_MODULE)/*.lua $(PROSODY_MODULE)/README.md $(DESTDIR)$(PROSODY_PLUGIN_DIR)/mod_cmr/
+	install -m 0755 $(PROSODY_MODULE)/cmr_core.so $(PROSODY_MODULE)/$(SONAME) $(DESTDIR)$(PROSODY_PLUGIN_DIR)/mod_cmr/
 
 lua-tests: lua
 	LUA_PATH='$(LUA)/?.lua;;' LUA_CPATH='$(LUA)/?.so;;' lua5.4 tests/lua/binding_test.lua

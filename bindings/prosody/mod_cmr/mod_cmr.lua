@@ -1,0 +1,304 @@
+-- mod_cmr: XEP-0354 Customizable Message Routing for Prosody 0.12.
+--
+-- The routing decisions live in the cmr library; this module feeds it the
+-- sessions' presence, activity and XEP-0198 load, asks it who gets each
+-- chat or normal message sent to a bare JID (or to an offline full JID),
+-- delivers to those sessions with `to` untouched, and answers XEP-0354 IQs
+-- through it. See README.md beside this file.
+
+local st = require "util.stanza";
+local jid_bare = require "util.jid".bare;
+local jid_host = require "util.jid".host;
+local xml_parse = require "util.xml".parse;
+local time_now = require "util.time".now;
+
+local full_sessions = prosody.full_sessions;
+local bare_sessions = prosody.bare_sessions;
+
+local xmlns_cmr = "urn:xmpp:cmr:0";
+local xmlns_carbons = "urn:xmpp:carbons:2";
+local xmlns_forward = "urn:xmpp:forward:0";
+local xmlns_sm3 = "urn:xmpp:sm:3";
+
+-- The binding (cmr.lua and its backend) lies beside this file.
+local function load_binding()
+	local dir = module:get_directory();
+	local path, cpath = package.path, package.cpath;
+	package.path = dir .. "/?.lua;" .. path;
+	package.cpath = dir .. "/?.so;" .. cpath;
+	local ok, binding = pcall(require, "cmr");
+	package.path, package.cpath = path, cpath;
+	if not ok then error("mod_cmr: cannot load the cmr library from " .. dir .. ": " .. tostring(binding)); end
+	return binding;
+end
+local cmr = load_binding();
+
+-- Options, passed to the library as they are: it validates them and names
+-- the option and the value it rejects.
+local function option_text(name, key)
+	local value = module:get_option(name);
+	if value == nil then return nil; end
+	if type(value) == "table" then value = table.concat(value, ","); end
+	value = tostring(value);
+	if value:find("%s") then
+		error(("mod_cmr: option %s = %q: values contain no spaces"):format(name, value));
+	end
+	return key .. "=" .. value;
+end
+
+local options = {};
+for name, key in pairs {
+	cmr_offered = "offered", cmr_default = "default", cmr_user_change = "user_change",
+	cmr_hints = "hints", cmr_prefix = "prefix",
+} do
+	options[#options + 1] = option_text(name, key);
+end
+local router, err = cmr.new(table.concat(options, " "));
+if not router then
+	module:log("error", "Refusing to load: %s", err);
+	error("mod_cmr: " .. err);
+end
+module:log("info", "cmr %s (%s backend) routing for %s", cmr.version(), cmr.backend, module.host);
+
+-- Routers by host, for the admin shell.
+local routers = module:shared("/*/cmr/routers");
+routers[module.host] = router;
+function module.unload() routers[module.host] = nil; end
+
+local store = module:open_store("cmr");
+
+-- Sessions by token. Tokens count up for the router's lifetime.
+local session_of = {};
+local last_token = 0;
+
+local function register(session)
+	if not session.full_jid then return; end
+	local token = session.cmr_token;
+	if not token or session_of[token] ~= session then
+		last_token = last_token + 1;
+		token = last_token;
+		session.cmr_token, session_of[token] = token, session;
+	end
+	local presence = session.presence;
+	local available = presence ~= nil and not session.hibernating;
+	local show = presence and presence:get_child_text("show") or "";
+	local ok, reason = router:register(session.full_jid, token, session.priority or 0, show, available);
+	if not ok then module:log("warn", "Not routing to %s: %s", session.full_jid, reason); end
+end
+
+local function unregister(session)
+	local token = session.cmr_token;
+	if token and session_of[token] == session then
+		session_of[token] = nil;
+		router:unregister(session.full_jid, token);
+	end
+end
+
+-- The account's persisted algorithm, applied when its first session binds.
+local function restore(session)
+	local data = store:get(session.username);
+	if data and data.algorithm then
+		local ok, reason = router:set_algorithm(jid_bare(session.full_jid), data.algorithm);
+		if not ok then module:log("warn", "Stored algorithm of %s not restored: %s", session.username, reason); end
+	end
+end
+
+module:hook("resource-bind", function (event)
+	local session = event.session;
+	register(session);
+	local user = bare_sessions[jid_bare(session.full_jid)];
+	if not user or next(user.sessions, next(user.sessions)) == nil then restore(session); end
+end);
+
+module:hook("resource-unbind", function (event) unregister(event.session); end);
+
+-- mod_presence updates a session's priority and show while handling its
+-- presence; register after it has run.
+module:wrap_event("presence/bare", function (handlers, event_name, event_data)
+	local ret = handlers(event_name, event_data);
+	local origin = event_data.origin;
+	if origin.type == "c2s" and not event_data.stanza.attr.to then register(origin); end
+	return ret;
+end);
+
+-- A hibernating XEP-0198 session gets nothing new until it resumes; what it
+-- already holds is resent on resumption or stored offline by mod_smacks.
+module:hook("smacks-hibernation-start", function (event) event.origin.hibernating = true; register(event.origin); end);
+module:hook("smacks-hibernation-end", function (event) event.origin.hibernating = nil; register(event.origin); end);
+
+-- Activity for `mostactive`, at most once a second per session.
+local function touch(event)
+	local session = event.origin;
+	local token = session.cmr_token;
+	if not token then return; end
+	local now = time_now();
+	if (session.cmr_touched or 0) + 1 <= now then
+		session.cmr_touched = now;
+		router:touch(session.full_jid, token);
+	end
+end
+for _, kind in ipairs { "bare", "full", "host" } do
+	module:hook("pre-message/" .. kind, touch, 1000);
+	module:hook("pre-iq/" .. kind, touch, 1000);
+end
+
+-- Load for `leastloaded`: the session's unacknowledged XEP-0198 queue.
+local function report_load(session, unacked)
+	if session.cmr_token then router:set_load(session.full_jid, session.cmr_token, unacked); end
+end
+module:hook("stanza/" .. xmlns_sm3 .. ":a", function (event)
+	-- Runs before mod_smacks consumes the ack: what stays unacked is what
+	-- was sent beyond the client's h.
+	local session, h = event.origin, tonumber(event.stanza.attr.h);
+	local queue = session.outgoing_stanza_queue;
+	if queue and h then
+		report_load(session, math.max(0, queue:count_unacked() - (h - queue:count_acked())));
+	end
+end, 1);
+
+local function send_carbons(stanza, bare, picked, origin)
+	local user = bare_sessions[bare];
+	if not user then return; end
+	local carbon;
+	for _, session in pairs(user.sessions) do
+		if session.want_carbons and not picked[session] then
+			if carbon == nil then
+				-- mod_carbons decides what is copied (type, private, no-copy).
+				if not module:fire_event("carbons-should-copy", { stanza = stanza; session = origin }) then return; end
+				local copy = st.clone(stanza);
+				copy.attr.xmlns = "jabber:client";
+				carbon = st.message { from = bare; type = stanza.attr.type }
+					:tag("received", { xmlns = xmlns_carbons })
+						:tag("forwarded", { xmlns = xmlns_forward })
+							:add_child(copy):reset();
+			end
+			carbon.attr.to = session.full_jid;
+			session.send(carbon);
+		end
+	end
+end
+
+-- Delivers to the picked sessions. Returns the set of sessions that took
+-- the stanza (empty when every one was gone: those are unregistered).
+local function deliver(stanza, picked, n, token, ...)
+	if n == 0 then return picked; end
+	local session = session_of[token];
+	if session and not session.destroyed and session.send(stanza) then
+		picked[session] = true;
+		local queue = session.outgoing_stanza_queue;
+		if queue then report_load(session, queue:count_unacked()); end
+	elseif session then
+		module:log("debug", "Picked session %s is gone; routing again", session.full_jid);
+		unregister(session);
+	end
+	return deliver(stanza, picked, n - 1, ...);
+end
+
+-- What one pick led to: a set of sessions that got the stanza, false when
+-- the library does not route it, nil when every picked session was gone.
+local function attempt(stanza, n, ...)
+	if not n then
+		module:log("warn", "Not routing %s: %s", stanza:top_tag(), ...);
+		return false;
+	end
+	if n == 0 then return false; end
+	local picked = deliver(stanza, {}, n, ...);
+	return next(picked) and picked or nil;
+end
+
+-- A picked session can vanish between the pick and the delivery; each
+-- attempt removes at least one, so a few attempts always settle.
+local MAX_ATTEMPTS = 8;
+
+-- Routes a chat or normal message for `bare`. Returns true when delivered;
+-- nil lets Prosody handle it (nothing eligible: offline storage or error).
+local function route(event, bare)
+	local origin, stanza = event.origin, event.stanza;
+	local message_type = stanza.attr.type;
+	if message_type ~= nil and message_type ~= "chat" and message_type ~= "normal" then return; end
+	local hint = stanza:get_child("cmr", xmlns_cmr);
+	hint = hint and hint.attr.algorithm;
+	local sender = stanza.attr.from or "";
+	local sender_is_local = origin.type == "c2s" or prosody.hosts[jid_host(sender)] ~= nil;
+	for _ = 1, MAX_ATTEMPTS do
+		local picked = attempt(stanza, router:pick(bare, message_type, sender, hint, sender_is_local));
+		if picked == false then return; end
+		if picked then
+			send_carbons(stanza, bare, picked, origin);
+			return true;
+		end
+	end
+end
+
+-- After MAM (0), before mod_carbons (-0.5) and mod_message (-1): this
+-- handler owns the carbons of what it routes.
+local PRIORITY = -0.25;
+
+module:hook("message/bare", function (event)
+	local stanza = event.stanza;
+	return route(event, stanza.attr.to or jid_bare(stanza.attr.from));
+end, PRIORITY);
+
+-- A message to a full JID that is not online is handled as if sent to the
+-- bare JID (RFC 6121 8.5.3.2.1).
+module:hook("message/full", function (event)
+	local to = event.stanza.attr.to;
+	if full_sessions[to] then return; end
+	return route(event, jid_bare(to));
+end, PRIORITY);
+
+-- XEP-0354 IQs: the library answers; the host sends and persists.
+local function handle_iq(event)
+	local stanza = event.stanza;
+	local reply, changed = router:handle_iq(tostring(stanza));
+	if reply == false then return; end
+	if not reply then
+		module:log("warn", "Cannot answer %s: %s", stanza:top_tag(), changed);
+		module:send(st.error_reply(stanza, "modify", "bad-request"));
+		return true;
+	end
+	module:send(xml_parse(reply));
+	if changed then
+		local bare = jid_bare(stanza.attr.from);
+		local username = bare:match("^([^@]+)@");
+		store:set(username, { algorithm = router:get_algorithm(bare) });
+	end
+	return true;
+end
+for _, kind in ipairs { "self", "bare", "host" } do
+	module:hook("iq-get/" .. kind .. "/" .. xmlns_cmr .. ":query", handle_iq);
+	module:hook("iq-set/" .. kind .. "/" .. xmlns_cmr .. ":cmr", handle_iq);
+end
+
+-- Disco features, on the server and on accounts.
+local features = {};
+for feature in assert(router:disco_features()):gmatch("[^\n]+") do
+	features[#features + 1] = feature;
+	module:add_feature(feature);
+end
+module:hook("account-disco-info", function (event)
+	for _, feature in ipairs(features) do event.reply:tag("feature", { var = feature }):up(); end
+end);
+
+-- Admin shell: cmr:stats("user@host") prints the account's sessions and
+-- how many messages each got.
+local shell_env = module:shared("/*/admin_shell/env");
+shell_env.cmr = {};
+function shell_env.cmr:stats(jid)
+	local host_router = routers[jid_host(jid) or ""];
+	if not host_router then return false, "mod_cmr is not loaded on " .. tostring(jid_host(jid)); end
+	local table_text, reason = host_router:stats(jid);
+	if not table_text then return false, reason; end
+	self.session.print("algorithm\t" .. host_router:get_algorithm(jid));
+	for line in table_text:gmatch("[^\n]+") do self.session.print(line); end
+	return true, "OK";
+end
+
+-- Sessions that exist when the module is loaded or reloaded.
+for _, user in pairs(prosody.hosts[module.host].sessions or {}) do
+	local first = true;
+	for _, session in pairs(user.sessions or {}) do
+		register(session);
+		if first then restore(session); first = false; end
+	end
+end

@@ -1,0 +1,32 @@
+"""The conformance suite: one set of tests for every host. The host comes
+from CMR_HOST (default prosody); each test module gets its own server."""
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def make_host(workdir, **options):
+    name = os.environ.get("CMR_HOST", "prosody")
+    if name == "prosody":
+        from hosts.prosody import ProsodyHost
+        return ProsodyHost(workdir, **options)
+    raise pytest.UsageError(f"unknown CMR_HOST {name!r}")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    server = make_host(tmp_path_factory.mktemp("host"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def run(coro):
+    """Runs one test's coroutine on a fresh event loop."""
+    return asyncio.run(asyncio.wait_for(coro, 60))

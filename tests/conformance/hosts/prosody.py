@@ -1,0 +1,142 @@
+"""The Prosody host: Debian's prosody with mod_cmr from build/prosody."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+PLUGINS = ROOT / "build" / "prosody"
+
+# Two virtual hosts with different policies, as the suite needs.
+DOMAIN = "localhost"
+FIXED_DOMAIN = "fixed.localhost"
+ACCOUNTS = 80
+PASSWORD = "secret"
+
+CONFIG = """
+run_as_root = true
+daemonize = false
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+log = {{ {{ levels = {{ min = "{log_level}" }}, to = "file", filename = "{dir}/prosody.log" }} }}
+admin_socket = "{dir}/admin.sock"
+plugin_paths = {{ "{plugins}" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+s2s_ports = {{ }}
+modules_disabled = {{ "s2s", "s2s_auth_certs" }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+storage = "internal"
+default_archive_policy = true
+archive_expires_after = "never"
+smacks_hibernation_time = 5
+modules_enabled = {{
+  "roster"; "saslauth"; "disco"; "carbons"; "mam"; "smacks"; "offline";
+  "admin_shell"; "ping"; {cmr}
+}}
+
+VirtualHost "{domain}"
+  cmr_hints = "any"
+
+VirtualHost "{fixed}"
+  cmr_offered = {{ "all", "mostactive", "roundrobin" }}
+  cmr_user_change = false
+  cmr_hints = "never"
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProsodyHost:
+    name = "prosody"
+    domain = DOMAIN
+    fixed_domain = FIXED_DOMAIN
+    password = PASSWORD
+    # What this host can do, for tests that need it.
+    features = {"carbons", "mam", "smacks", "offline", "stats", "restart"}
+
+    def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS):
+        self.dir = Path(workdir)
+        self.port = free_port()
+        self.with_cmr = with_cmr
+        self.plugins = plugins
+        self.process = None
+        self.config = self.dir / "prosody.cfg.lua"
+        self._next_account = 0
+        if shutil.which("prosody") is None:
+            raise RuntimeError("prosody is not installed (make test installs it)")
+
+    def _write_config(self):
+        self.config.write_text(CONFIG.format(
+            dir=self.dir, plugins=self.plugins, port=self.port, domain=DOMAIN, fixed=FIXED_DOMAIN,
+            cmr='"cmr";' if self.with_cmr else "", log_level=os.environ.get("CMR_PROSODY_LOG", "info")))
+
+    def _create_accounts(self):
+        # Prosody's internal_plain storage: one file per account, the host
+        # name with '.' escaped as %2e.
+        for domain in (DOMAIN, FIXED_DOMAIN):
+            accounts = self.dir / "data" / domain.replace(".", "%2e") / "accounts"
+            accounts.mkdir(parents=True, exist_ok=True)
+            for i in range(ACCOUNTS):
+                (accounts / f"user{i}.dat").write_text(f'return {{ ["password"] = "{PASSWORD}"; }};\n')
+
+    def start(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        if not (self.dir / "data").exists():
+            self._create_accounts()
+        log = open(self.dir / "stdout.log", "ab")
+        self.process = subprocess.Popen(
+            ["prosody", "--config", str(self.config), "-F"], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prosody exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"prosody did not listen on {self.port}:\n{self.log_tail()}")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines=40):
+        path = self.dir / "prosody.log"
+        return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else "(no log)"
+
+    def account(self, domain=DOMAIN):
+        """A fresh account of `domain`: the JID of a user no test used yet."""
+        name = f"user{self._next_account}"
+        self._next_account += 1
+        assert self._next_account <= ACCOUNTS, "raise ACCOUNTS"
+        return f"{name}@{domain}"
+
+    def stats(self, jid):
+        """The output of the admin command that shows an account's figures."""
+        out = subprocess.run(
+            ["prosodyctl", "--config", str(self.config), "shell", f"cmr:stats('{jid}')"],
+            capture_output=True, text=True, timeout=30)
+        return out.stdout + out.stderr

@@ -1,0 +1,128 @@
+"""Real XMPP clients (slixmpp over TCP) for the conformance suite."""
+
+import asyncio
+import logging
+
+import slixmpp
+from slixmpp.xmlstream import ET
+
+logging.getLogger("slixmpp").setLevel(logging.ERROR)
+
+NS_CMR = "urn:xmpp:cmr:0"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+TIMEOUT = 10
+
+
+class Client(slixmpp.ClientXMPP):
+    """A session of an account. `messages` keeps every message it received
+    directly; `carbons` the `<received/>` copies."""
+
+    def __init__(self, jid, password, *, priority=0, show=None, available=True,
+                 carbons=False, smacks=False):
+        super().__init__(jid, password)
+        self.enable_starttls = False
+        self.enable_direct_tls = False
+        self.enable_plaintext = True
+        self.register_plugin("xep_0030")
+        self.plugin["feature_mechanisms"].unencrypted_plain = True
+        if carbons:
+            self.register_plugin("xep_0280")
+            self.add_event_handler("carbon_received", self._on_carbon)
+        if smacks:
+            self.register_plugin("xep_0198")
+        self.priority, self.show, self.available, self.want_carbons = priority, show, available, carbons
+        self.messages = []
+        self.carbons = []
+        self.started = asyncio.Event()
+        self.add_event_handler("session_start", self._on_start)
+        self.add_event_handler("message", self._on_message)
+
+    async def _on_start(self, _event):
+        if self.want_carbons:
+            await self.plugin["xep_0280"].enable()
+        if self.available:
+            self.send_presence(ppriority=self.priority, pshow=self.show)
+        self.started.set()
+
+    def _on_message(self, msg):
+        if msg.xml.find("{urn:xmpp:carbons:2}received") is not None:
+            return
+        if msg["type"] in ("chat", "normal", "headline", "groupchat"):
+            self.messages.append(msg)
+
+    def _on_carbon(self, msg):
+        self.carbons.append(msg["carbon_received"])
+
+    def bodies(self):
+        return [m["body"] for m in self.messages]
+
+    def set_presence(self, priority=None, show=None, available=True):
+        if available:
+            self.priority = self.priority if priority is None else priority
+            self.show = show
+            self.send_presence(ppriority=self.priority, pshow=show)
+        else:
+            self.send_presence(ptype="unavailable")
+
+    async def iq(self, kind, payload, to=None):
+        """Sends an IQ with `payload` (an XML string) and returns the
+        answer as an element, errors included."""
+        iq = self.Iq(stype=kind)
+        if to:
+            iq["to"] = to
+        iq.append(ET.fromstring(payload))
+        try:
+            return (await iq.send(timeout=TIMEOUT)).xml
+        except slixmpp.exceptions.IqError as e:
+            return e.iq.xml
+
+    async def set_algorithm(self, algorithm):
+        reply = await self.iq("set", f"<cmr xmlns='{NS_CMR}' algorithm='{algorithm}'/>")
+        assert reply.get("type") == "result", ET.tostring(reply)
+
+
+def error_condition(reply):
+    """The defined condition of an error IQ, or None."""
+    error = reply.find("{jabber:client}error")
+    if error is None:
+        return None
+    for child in error:
+        if child.tag.startswith("{" + NS_STANZAS) and not child.tag.endswith("}text"):
+            return child.tag.split("}")[1]
+    return None
+
+
+async def online(host, jid, resource, **options):
+    """A connected session with its presence sent."""
+    client = Client(f"{jid}/{resource}", host.password, **options)
+    client.connect("127.0.0.1", host.port)
+    await asyncio.wait_for(client.started.wait(), TIMEOUT)
+    return client
+
+
+async def settle(seconds=0.3):
+    """Lets the server process what was sent (presence, messages)."""
+    await asyncio.sleep(seconds)
+
+
+async def wait_for(predicate, timeout=TIMEOUT):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def close(*clients):
+    for c in clients:
+        c.disconnect()
+    await asyncio.gather(*(c.disconnected for c in clients), return_exceptions=True)
+
+
+def send_messages(sender, to, count, *, kind="chat", hint=None, prefix="m"):
+    for i in range(count):
+        msg = sender.make_message(mto=to, mbody=f"{prefix}-{i}", mtype=kind)
+        if hint:
+            msg.append(ET.fromstring(f"<cmr xmlns='{NS_CMR}' algorithm='{hint}'/>"))
+        msg.send()
