@@ -1,0 +1,186 @@
+"""Each algorithm's distribution over a few hundred messages, and the rules
+no algorithm may break."""
+
+from collections import Counter
+
+from conftest import run
+from xmpp import close, online, send_messages, settle, wait_for
+
+ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
+
+
+async def cluster(host, priorities, algorithm, **options):
+    """An account with one session per priority, and a sensor account."""
+    account, sensor_jid = host.account(), host.account()
+    nodes = [await online(host, account, f"node-{i}", priority=p, **options) for i, p in enumerate(priorities)]
+    sensor = await online(host, sensor_jid, "probe")
+    await nodes[0].set_algorithm(algorithm)
+    await settle()
+    return account, nodes, sensor
+
+
+async def deliver(sender, account, nodes, count, expected_total=None, **options):
+    send_messages(sender, account, count, **options)
+    expected = count if expected_total is None else expected_total
+    assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= expected), \
+        [len(n.messages) for n in nodes]
+    await settle(0.2)
+    return [len(n.messages) for n in nodes]
+
+
+def test_round_robin_is_exact(host):
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [0, 0, 0, 0], ROUND_ROBIN)
+        assert await deliver(sensor, account, nodes, 400) == [100, 100, 100, 100]
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_weighted_follows_priority(host):
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [3, 2, 1, 0], "urn:xmpp:cmr:weighted")
+        # Weights 3:2:1, priority 0 a standby; 600 is 100 whole cycles.
+        assert await deliver(sensor, account, nodes, 600) == [300, 200, 100, 0]
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_mostactive_by_priority_then_show(host):
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [1, 1, 0], "urn:xmpp:cmr:mostactive")
+        nodes[0].set_presence(priority=1, show="away")
+        nodes[1].set_presence(priority=1, show="chat")
+        await settle()
+        assert await deliver(sensor, account, nodes, 30) == [0, 30, 0]
+        nodes[1].set_presence(priority=1, show="dnd")
+        await settle()
+        assert await deliver(sensor, account, nodes, 30, expected_total=60) == [30, 30, 0], "away beats dnd"
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_all_reaches_every_max_priority_resource(host):
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [1, 1, 0], "urn:xmpp:cmr:all")
+        assert await deliver(sensor, account, nodes, 100, expected_total=200) == [100, 100, 0]
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_sticky_keeps_each_sender_and_moves_only_the_leavers(host):
+    async def scenario():
+        account, nodes, _ = await cluster(host, [0, 0, 0], "urn:x-cmr:algorithm:sticky")
+        senders = [await online(host, host.account(), "probe") for _ in range(8)]
+        for s in senders:
+            send_messages(s, account, 10, prefix=s.boundjid.bare)
+        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 80)
+        await settle(0.2)
+
+        def owners():
+            return {m["from"].bare: i for i, n in enumerate(nodes) for m in n.messages}
+        before = owners()
+        # Each sender reached exactly one resource with all its messages.
+        for i, n in enumerate(nodes):
+            for sender, count in Counter(m["from"].bare for m in n.messages).items():
+                assert count == 10 and before[sender] == i
+        leaving = next(i for i in range(3) if i in before.values())
+        await close(nodes[leaving])
+        await settle()
+        staying = [n for i, n in enumerate(nodes) if i != leaving]
+        for n in staying:
+            n.messages.clear()
+        for s in senders:
+            send_messages(s, account, 1, prefix=s.boundjid.bare)
+        assert await wait_for(lambda: sum(len(n.messages) for n in staying) >= 8)
+        after = {m["from"].bare: nodes.index(n) for n in staying for m in n.messages}
+        for sender, owner in before.items():
+            if owner != leaving:
+                assert after[sender] == owner, "only the leaving resource's senders move"
+        await close(*senders, *staying)
+    run(scenario())
+
+
+def test_random_within_its_bound(host):
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [0, 0, 0, 0], "urn:x-cmr:algorithm:random")
+        counts = await deliver(sensor, account, nodes, 400)
+        # 100 expected each, standard deviation 8.7: 5 sigma is 43.
+        assert all(57 <= c <= 143 for c in counts), counts
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_leastloaded_starves_a_client_that_withholds_acks(host):
+    if "smacks" not in host.features:
+        return
+
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [0, 0], "urn:x-cmr:algorithm:leastloaded", smacks=True)
+        # node-1 stops acknowledging: its XEP-0198 queue, its load, grows.
+        nodes[1].plugin["xep_0198"].send_ack = lambda: None
+        await settle()
+        shares = []
+        for batch in range(3):
+            for n in nodes:
+                n.messages.clear()
+            # Paced like a sensor fleet, so that acks can come back.
+            for i in range(10):
+                send_messages(sensor, account, 10, prefix=f"b{batch}-{i}")
+                await settle(0.05)
+            assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 100)
+            shares.append(len(nodes[1].messages))
+        print(f"leastloaded: messages per 100 to the client withholding acks: {shares}")
+        assert shares[0] < 50 and shares[2] <= shares[1] <= shares[0] and shares[2] < 10, shares
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_negative_priority_and_unavailable_never_receive(host):
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [0, -1, 0], ROUND_ROBIN)
+        nodes[2].set_presence(available=False)
+        await settle()
+        for algorithm in [ROUND_ROBIN, "urn:xmpp:cmr:all", "urn:x-cmr:algorithm:random"]:
+            await nodes[0].set_algorithm(algorithm)
+            send_messages(sensor, account, 20)
+        assert await wait_for(lambda: len(nodes[0].messages) >= 60)
+        await settle(0.3)
+        assert [len(n.messages) for n in nodes] == [60, 0, 0]
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_headline_and_groupchat_are_left_to_the_server(host):
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
+        send_messages(sensor, account, 5, kind="headline")
+        # Headlines go to every non-negative resource, as the server does.
+        assert await wait_for(lambda: all(len(n.messages) >= 5 for n in nodes))
+        for n in nodes:
+            n.messages.clear()
+        send_messages(sensor, account, 5, kind="groupchat")
+        await settle(0.5)
+        assert [len(n.messages) for n in nodes] == [0, 0]
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_to_stays_the_bare_jid(host):
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
+        await deliver(sensor, account, nodes, 10)
+        assert {str(m["to"]) for n in nodes for m in n.messages} == {account}
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_message_to_an_offline_full_jid_is_routed(host):
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
+        for i in range(10):
+            sensor.make_message(mto=f"{account}/gone", mbody=f"m-{i}", mtype="chat").send()
+        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 10)
+        await settle(0.2)
+        assert [len(n.messages) for n in nodes] == [5, 5]
+        await close(sensor, *nodes)
+    run(scenario())
