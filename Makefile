@@ -12,7 +12,7 @@ SONAME := libcmr.so.0
 CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 
 
-.PHONY: lua lua-tests prosody-module install-prosody
+.PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
 all: lib
@@ -49,7 +49,7 @@ install: lib
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' cmr.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cmr.pc
 
 test-deps:
-	@scripts/install-deps.sh gcc libc6-dev make valgrind pkg-config lua5.4 liblua5.4-dev luajit
+	@scripts/install-deps.sh gcc libc6-dev make valgrind pkg-config lua5.4 liblua5.4-dev luajit python3-venv
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install Rust (rustup)" >&2; exit 1; }
 
 lint:
@@ -96,6 +96,20 @@ lua-tests: lua
 	LUA_PATH='$(LUA)/?.lua;;' LUA_CPATH='$(LUA)/?.so;;' lua5.4 tests/lua/binding_test.lua
 	LUA_PATH='$(LUA)/?.lua;;' luajit tests/lua/binding_test.lua
 
+# The test clients (slixmpp, pytest) live in a virtualenv.
+VENV := .venv
+$(VENV)/.installed: tests/conformance/requirements.txt
+	@python3 -m venv $(VENV) || { echo "error: python3 -m venv failed; install python3-venv" >&2; exit 1; }
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r $<
+	touch $@
+
+prosody-deps:
+	@scripts/install-deps.sh prosody lua5.4 liblua5.4-dev luajit
+
+# The conformance suite against a live Prosody.
+conformance-prosody: prosody-deps prosody-module $(VENV)/.installed
+	CMR_HOST=prosody $(VENV)/bin/python -m pytest tests/conformance
+
 $(BUILD)/bin/abi_test: tests/c/abi_test.c include/cmr.h lib
 	mkdir -p $(BUILD)/bin
 	$(CC) $(CFLAGS) -Iinclude $< -L$(LIB) -lcmr -Wl,-rpath,'$$ORIGIN/../lib' -o $@
@@ -114,7 +128,7 @@ install-test: lib
 	readelf -d $$tmp/hello | grep -q 'NEEDED.*$(SONAME)' && $$tmp/hello && \
 	rm -rf $$tmp && echo "install-test: 1 passed, 0 failed"
 
-test: test-deps lint check-header rust-tests c-tests install-test lua-tests
+test: test-deps lint check-header rust-tests c-tests install-test lua-tests conformance-prosody
 
 demo: lib
 	$(CARGO) run --release --quiet --example m2m
@@ -128,4 +142,4 @@ bench:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(VENV)

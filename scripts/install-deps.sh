@@ -14,6 +14,14 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "installing Debian packages:$missing"
 export DEBIAN_FRONTEND=noninteractive
+# Servers (prosody, ejabberd) are run by the tests on loopback only: keep
+# their packages from starting the system-wide service while installing.
+blocker=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    blocker=/usr/sbin/policy-rc.d
+fi
+trap '[ -n "$blocker" ] && rm -f "$blocker"' EXIT
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null

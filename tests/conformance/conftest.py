@@ -11,12 +11,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def make_host(workdir, **options):
+def host_class():
     name = os.environ.get("CMR_HOST", "prosody")
     if name == "prosody":
         from hosts.prosody import ProsodyHost
-        return ProsodyHost(workdir, **options)
+        return ProsodyHost
     raise pytest.UsageError(f"unknown CMR_HOST {name!r}")
+
+
+def make_host(workdir, **options):
+    return host_class()(workdir, **options)
 
 
 @pytest.fixture(scope="module")

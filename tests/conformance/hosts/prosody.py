@@ -24,6 +24,7 @@ pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
 log = {{ {{ levels = {{ min = "{log_level}" }}, to = "file", filename = "{dir}/prosody.log" }} }}
 admin_socket = "{dir}/admin.sock"
+certificates = "{dir}"
 plugin_paths = {{ "{plugins}" }}
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
@@ -133,6 +134,15 @@ class ProsodyHost:
         self._next_account += 1
         assert self._next_account <= ACCOUNTS, "raise ACCOUNTS"
         return f"{name}@{domain}"
+
+    @classmethod
+    def installed(cls, workdir: Path):
+        """A host whose module comes from `make install-prosody` into a
+        throwaway prefix, as an operator would install it."""
+        prefix = Path(workdir) / "prefix"
+        subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "install-prosody", f"PREFIX={prefix}"],
+                       check=True, capture_output=True)
+        return cls(Path(workdir) / "server", plugins=prefix / "lib" / "prosody" / "modules")
 
     def stats(self, jid):
         """The output of the admin command that shows an account's figures."""

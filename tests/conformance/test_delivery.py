@@ -1,0 +1,160 @@
+"""Delivery around the routing: offline storage, sessions that leave in the
+middle of a stream, carbons, the archive, hints."""
+
+import asyncio
+from collections import Counter
+
+from conftest import run
+from xmpp import NS_CMR, close, online, send_messages, settle, wait_for
+
+ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
+
+
+def bodies(*clients):
+    return Counter(b for c in clients for b in c.bodies())
+
+
+def test_nothing_eligible_goes_offline_and_arrives_on_next_login(host):
+    if "offline" not in host.features:
+        return
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        node = await online(host, account, "node-0")
+        await node.set_algorithm(ROUND_ROBIN)
+        node.set_presence(available=False)
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        send_messages(sensor, account, 5)
+        await settle(0.5)
+        assert node.messages == []
+        await close(node)
+        later = await online(host, account, "node-1")
+        assert await wait_for(lambda: len(later.messages) >= 5)
+        assert sorted(later.bodies()) == [f"m-{i}" for i in range(5)]
+        await close(sensor, later)
+    run(scenario())
+
+
+def test_unavailable_in_the_middle_of_a_stream_loses_nothing(host):
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        nodes = [await online(host, account, f"node-{i}") for i in range(2)]
+        await nodes[0].set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        for batch in range(10):
+            send_messages(sensor, account, 20, prefix=f"b{batch}")
+            if batch == 4:
+                nodes[1].set_presence(available=False)
+            await settle(0.02)
+        assert await wait_for(lambda: sum(bodies(*nodes).values()) >= 200)
+        await settle(0.3)
+        received = bodies(*nodes)
+        assert len(received) == 200 and max(received.values()) == 1, "every message once"
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_killed_connection_with_stream_management_loses_nothing(host):
+    if "smacks" not in host.features:
+        return
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        survivor = await online(host, account, "node-0", smacks=True)
+        victim = await online(host, account, "node-1", smacks=True)
+        await survivor.set_algorithm(ROUND_ROBIN)
+        # The victim stops acknowledging, so what it holds is unacknowledged
+        # when its TCP connection dies without a word.
+        victim.plugin["xep_0198"].send_ack = lambda: None
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        send_messages(sensor, account, 50, prefix="before")
+        assert await wait_for(lambda: sum(bodies(survivor, victim).values()) >= 50)
+        victim.transport.abort()
+        victim_got = set(victim.bodies())
+        send_messages(sensor, account, 50, prefix="after")
+        # mod_smacks keeps the dead session for its hibernation time, then
+        # stores what was not acknowledged offline.
+        await asyncio.sleep(host_hibernation(host) + 1.5)
+        fresh = await online(host, account, "node-2")
+        expected = {f"before-{i}" for i in range(50)} | {f"after-{i}" for i in range(50)}
+        assert await wait_for(lambda: expected <= set(bodies(survivor, fresh)) | victim_got, timeout=15)
+        await settle(0.5)
+        seen = bodies(survivor, fresh) + Counter(victim_got)
+        duplicates = sum(count - 1 for count in seen.values())
+        print(f"killed connection: {len(expected)} sent, {len(expected & set(seen))} received, "
+              f"{duplicates} duplicates (acknowledged-late messages resent)")
+        assert expected <= set(seen)
+        await close(sensor, survivor, fresh)
+    run(scenario())
+
+
+def host_hibernation(host):
+    return getattr(host, "hibernation_seconds", 5)
+
+
+def test_carbons_the_picked_gets_the_message_the_others_a_copy(host):
+    if "carbons" not in host.features:
+        return
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        a = await online(host, account, "a", carbons=True)
+        b = await online(host, account, "b", carbons=True)
+        c = await online(host, account, "c")
+        await a.set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        send_messages(sensor, account, 30)
+        assert await wait_for(lambda: sum(len(n.messages) for n in (a, b, c)) >= 30)
+        assert await wait_for(lambda: len(a.carbons) + len(b.carbons) >= 40)
+        await settle(0.3)
+        assert [len(n.messages) for n in (a, b, c)] == [10, 10, 10]
+        for session, others in ((a, (b, c)), (b, (a, c))):
+            copies = {m["body"] for m in session.carbons}
+            assert copies.isdisjoint(session.bodies()), "never both the message and its copy"
+            assert copies == {body for o in others for body in o.bodies()}
+        assert c.carbons == []
+        await close(sensor, a, b, c)
+    run(scenario())
+
+
+def test_archive_keeps_each_message_once(host):
+    if "mam" not in host.features:
+        return
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        nodes = [await online(host, account, f"node-{i}") for i in range(3)]
+        await nodes[0].set_algorithm("urn:xmpp:cmr:all")
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        send_messages(sensor, account, 12)
+        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 36)
+        reply = await nodes[0].iq("set", "<query xmlns='urn:xmpp:mam:2'>"
+                                  "<set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set></query>")
+        count = reply.find(".//{http://jabber.org/protocol/rsm}count")
+        assert count is not None and int(count.text) == 12
+        await close(sensor, *nodes)
+    run(scenario())
+
+
+def test_hints_honoured_or_ignored_per_policy(host):
+    async def scenario():
+        for domain, honoured in ((host.domain, True), (host.fixed_domain, False)):
+            account, sensor_jid = host.account(domain), host.account(domain)
+            nodes = [await online(host, account, f"node-{i}") for i in range(2)]
+            sensor = await online(host, sensor_jid, "probe")
+            await settle()
+            # The active algorithm is the default, all; the hint asks for one.
+            send_messages(sensor, account, 10, hint=ROUND_ROBIN)
+            expected = 10 if honoured else 20
+            assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= expected)
+            await settle(0.3)
+            counts = [len(n.messages) for n in nodes]
+            assert counts == ([5, 5] if honoured else [10, 10]), (domain, counts)
+            assert all(m.xml.find(f"{{{NS_CMR}}}cmr") is not None for n in nodes for m in n.messages)
+            await close(sensor, *nodes)
+    run(scenario())

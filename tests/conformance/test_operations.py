@@ -1,0 +1,79 @@
+"""What an operator relies on: persistence across restarts, the stats
+command, and the installed layout."""
+
+from conftest import host_class, run
+from xmpp import NS_CMR, close, online, send_messages, settle, wait_for
+
+ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
+
+
+def test_algorithm_survives_reconnects_and_a_restart(host):
+    if "restart" not in host.features:
+        return
+    account, sensor_jid = host.account(), host.account()
+
+    async def choose():
+        node = await online(host, account, "node-0")
+        await node.set_algorithm(ROUND_ROBIN)
+        await close(node)
+
+    async def check():
+        nodes = [await online(host, account, f"node-{i}") for i in range(2)]
+        reply = await nodes[0].iq("get", f"<query xmlns='{NS_CMR}'/>")
+        active = reply.find(f"{{{NS_CMR}}}query/{{{NS_CMR}}}active").get("algorithm")
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        send_messages(sensor, account, 10)
+        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 10)
+        await settle(0.2)
+        counts = [len(n.messages) for n in nodes]
+        await close(sensor, *nodes)
+        return active, counts
+
+    run(choose())
+    assert run(check()) == (ROUND_ROBIN, [5, 5]), "after reconnecting"
+    host.restart()
+    assert run(check()) == (ROUND_ROBIN, [5, 5]), "after a restart"
+
+
+def test_stats_command_shows_the_counts(host):
+    if "stats" not in host.features:
+        return
+    account, sensor_jid = host.account(), host.account()
+
+    async def scenario():
+        nodes = [await online(host, account, f"node-{i}") for i in range(2)]
+        await nodes[0].set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        send_messages(sensor, account, 6)
+        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 6)
+        output = host.stats(account)
+        await close(sensor, *nodes)
+        return output
+
+    output = run(scenario())
+    assert ROUND_ROBIN in output, output
+    rows = [line.split("\t") for line in output.splitlines() if line.startswith("node-")]
+    assert sorted((r[0], r[1]) for r in rows) == [("node-0", "3"), ("node-1", "3")], output
+
+
+def test_installed_layout_loads(tmp_path):
+    installed = host_class().installed(tmp_path)
+    installed.start()
+    try:
+        async def scenario():
+            account, sensor_jid = installed.account(), installed.account()
+            nodes = [await online(installed, account, f"node-{i}") for i in range(2)]
+            await nodes[0].set_algorithm(ROUND_ROBIN)
+            sensor = await online(installed, sensor_jid, "probe")
+            await settle()
+            send_messages(sensor, account, 4)
+            assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 4)
+            await settle(0.2)
+            counts = [len(n.messages) for n in nodes]
+            await close(sensor, *nodes)
+            return counts
+        assert run(scenario()) == [2, 2]
+    finally:
+        installed.stop()
