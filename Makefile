@@ -13,6 +13,7 @@ CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
+.PHONY: demo-library
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
 all: lib
@@ -130,7 +131,12 @@ install-test: lib
 
 test: test-deps lint check-header rust-tests c-tests install-test lua-tests conformance-prosody
 
-demo: lib
+# The live demo: Prosody on loopback, with and without mod_cmr.
+demo: prosody-deps prosody-module $(VENV)/.installed
+	$(VENV)/bin/python examples/live_demo.py
+
+# The same scenario inside the library alone, 10,000 messages.
+demo-library: lib
 	$(CARGO) run --release --quiet --example m2m
 
 # Runs the benchmarks, then prints BENCHMARKS.md's tables from criterion's

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""`make demo`: XEP-0354 in a real server. Starts Prosody on loopback
+with mod_cmr, connects four cluster nodes on one account and a fleet of
+sensors, sends messages under each algorithm and prints how many each node
+got, next to native Prosody (the same scenario with the module off).
+CMR_HOST picks the server (default prosody)."""
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "conformance"))
+
+from conftest import make_host  # noqa: E402
+from xmpp import close, online, send_messages, settle, wait_for  # noqa: E402
+
+PRIORITIES = [2, 2, 1, 1]
+SENSORS = 16
+PER_SENSOR = 50
+ALGORITHMS = [
+    "urn:xmpp:cmr:all", "urn:xmpp:cmr:mostactive", "urn:xmpp:cmr:roundrobin", "urn:xmpp:cmr:weighted",
+    "urn:x-cmr:algorithm:random", "urn:x-cmr:algorithm:sticky", "urn:x-cmr:algorithm:leastloaded",
+]
+
+
+async def run_cluster(host, label_algorithms):
+    account = host.account()
+    nodes = [await online(host, account, f"node-{i + 1}", priority=p, smacks=True)
+             for i, p in enumerate(PRIORITIES)]
+    # node-4 is overloaded: it stops acknowledging (XEP-0198), so its queue,
+    # the load leastloaded looks at, only grows.
+    nodes[3].plugin["xep_0198"].send_ack = lambda: None
+    sensors = [await online(host, host.account(), "probe") for _ in range(SENSORS)]
+    rows = []
+    for label, algorithm in label_algorithms:
+        if algorithm:
+            await nodes[0].set_algorithm(algorithm)
+        await settle(0.2)
+        for n in nodes:
+            n.messages.clear()
+        for burst in range(PER_SENSOR // 10):
+            for s in sensors:
+                send_messages(s, account, 10, prefix=f"{label}-{burst}")
+            await settle(0.02)
+        expected = SENSORS * PER_SENSOR * (2 if algorithm in (None, "urn:xmpp:cmr:all") else 1)
+        await wait_for(lambda: sum(len(n.messages) for n in nodes) >= expected, timeout=20)
+        await settle(0.3)
+        rows.append((label, [len(n.messages) for n in nodes]))
+    await close(*sensors, *nodes)
+    return rows
+
+
+def print_rows(rows):
+    for label, counts in rows:
+        print(f"{label:<36}" + "".join(f"{c:>8}" for c in counts) + f"{sum(counts):>12}")
+
+
+async def main():
+    work = Path(tempfile.mkdtemp(prefix="cmr-demo-"))
+    native = make_host(work / "native", with_cmr=False)
+    cmr = make_host(work / "cmr")
+    print(f"{SENSORS * PER_SENSOR} messages from {SENSORS} sensors to one account with four nodes, "
+          f"priorities {PRIORITIES}; node-4 stops acknowledging (XEP-0198).")
+    print(f"Live {native.name} on 127.0.0.1, once without mod_cmr and once with it.\n")
+    print(f"{'algorithm':<36}" + "".join(f"{'node-' + str(i + 1):>8}" for i in range(4)) + f"{'deliveries':>12}")
+    native.start()
+    try:
+        print_rows(await run_cluster(native, [(f"native {native.name} (no module)", None)]))
+    finally:
+        native.stop()
+    cmr.start()
+    try:
+        print_rows(await run_cluster(cmr, [(a, a) for a in ALGORITHMS]))
+    finally:
+        cmr.stop()
+    print("\nall: every max-priority node gets every message (as native); mostactive: one node;")
+    print("roundrobin, random: even shares; weighted: 2:2:1:1; sticky: each sensor keeps its node;")
+    print("leastloaded: the node that stopped acknowledging is left alone.")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
