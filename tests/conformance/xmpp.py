@@ -7,6 +7,9 @@ import slixmpp
 from slixmpp.xmlstream import ET
 
 logging.getLogger("slixmpp").setLevel(logging.ERROR)
+# slixmpp leaves its stanza filter task pending at disconnect; asyncio
+# reports each one when it is collected. Noise for short-lived test clients.
+logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 NS_CMR = "urn:xmpp:cmr:0"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
