@@ -13,7 +13,7 @@ CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
-.PHONY: demo-library
+.PHONY: demo-library bench-lua bench-prosody
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
 all: lib
@@ -138,6 +138,15 @@ demo: prosody-deps prosody-module $(VENV)/.installed
 # The same scenario inside the library alone, 10,000 messages.
 demo-library: lib
 	$(CARGO) run --release --quiet --example m2m
+
+# The Lua binding's cost per pick under both interpreters.
+bench-lua: lua
+	LUA_PATH='$(LUA)/?.lua;;' LUA_CPATH='$(LUA)/?.so;;' lua5.4 benches/lua/pick_bench.lua
+	LUA_PATH='$(LUA)/?.lua;;' luajit benches/lua/pick_bench.lua
+
+# Prosody's throughput with mod_cmr against native Prosody, on loopback.
+bench-prosody: prosody-deps prosody-module $(VENV)/.installed
+	$(VENV)/bin/python benches/prosody_throughput.py
 
 # Runs the benchmarks, then prints BENCHMARKS.md's tables from criterion's
 # estimates.

@@ -36,6 +36,29 @@ def test_algorithm_survives_reconnects_and_a_restart(host):
     assert run(check()) == (ROUND_ROBIN, [5, 5]), "after a restart"
 
 
+def test_sessions_online_at_a_module_reload_are_routed(host):
+    if "reload" not in host.features:
+        return
+    account, sensor_jid = host.account(), host.account()
+
+    async def scenario():
+        nodes = [await online(host, account, f"node-{i}") for i in range(2)]
+        await nodes[0].set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        host.reload_module()
+        await settle()
+        # The reloaded module found both sessions and the stored choice.
+        send_messages(sensor, account, 10)
+        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 10)
+        await settle(0.2)
+        counts = [len(n.messages) for n in nodes]
+        await close(sensor, *nodes)
+        return counts
+
+    assert run(scenario()) == [5, 5]
+
+
 def test_stats_command_shows_the_counts(host):
     if "stats" not in host.features:
         return

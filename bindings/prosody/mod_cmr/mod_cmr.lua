@@ -126,15 +126,19 @@ end);
 module:hook("smacks-hibernation-start", function (event) event.origin.hibernating = true; register(event.origin); end);
 module:hook("smacks-hibernation-end", function (event) event.origin.hibernating = nil; register(event.origin); end);
 
--- Activity for `mostactive`, at most once a second per session.
+-- Activity for `mostactive`, at most once a second per session. The clock
+-- is a second-resolution value a timer keeps, so that this hook, which runs
+-- for every stanza a user sends, costs a comparison.
+local second = math.floor(time_now());
+module:add_timer(1, function ()
+	second = math.floor(time_now());
+	return 1;
+end);
 local function touch(event)
 	local session = event.origin;
-	local token = session.cmr_token;
-	if not token then return; end
-	local now = time_now();
-	if (session.cmr_touched or 0) + 1 <= now then
-		session.cmr_touched = now;
-		router:touch(session.full_jid, token);
+	if session.cmr_touched ~= second and session.cmr_token then
+		session.cmr_touched = second;
+		router:touch(session.full_jid, session.cmr_token);
 	end
 end
 for _, kind in ipairs { "bare", "full", "host" } do
@@ -155,6 +159,18 @@ module:hook("stanza/" .. xmlns_sm3 .. ":a", function (event)
 		report_load(session, math.max(0, queue:count_unacked() - (h - queue:count_acked())));
 	end
 end, 1);
+
+-- Carbons exist only where mod_carbons is loaded; without it no session can
+-- have enabled them, and routing skips looking.
+local modulemanager = require "core.modulemanager";
+local carbons_loaded = modulemanager.is_loaded(module.host, "carbons");
+local function track_carbons(event)
+	if event.module == "carbons" then
+		carbons_loaded = modulemanager.is_loaded(module.host, "carbons");
+	end
+end
+module:hook("module-loaded", track_carbons);
+module:hook("module-unloaded", track_carbons);
 
 local function send_carbons(stanza, bare, picked, origin)
 	local user = bare_sessions[bare];
@@ -178,10 +194,10 @@ local function send_carbons(stanza, bare, picked, origin)
 	end
 end
 
--- Delivers to the picked sessions. Returns the set of sessions that took
--- the stanza (empty when every one was gone: those are unregistered).
+-- Delivers to the picked sessions, adding those that took the stanza to
+-- `picked`; gone ones are unregistered.
 local function deliver(stanza, picked, n, token, ...)
-	if n == 0 then return picked; end
+	if n == 0 then return; end
 	local session = session_of[token];
 	if session and not session.destroyed and session.send(stanza) then
 		picked[session] = true;
@@ -194,17 +210,25 @@ local function deliver(stanza, picked, n, token, ...)
 	return deliver(stanza, picked, n - 1, ...);
 end
 
--- What one pick led to: a set of sessions that got the stanza, false when
+-- One set of delivered sessions, reused: routing runs to completion
+-- before the next message, and a table per message would only feed the GC.
+local picked = {};
+
+-- What one pick led to: the set of sessions that got the stanza, false when
 -- the library does not route it, nil when every picked session was gone.
-local function attempt(stanza, n, ...)
+local function attempt(stanza, n, token, ...)
 	if not n then
-		module:log("warn", "Not routing %s: %s", stanza:top_tag(), ...);
+		module:log("warn", "Not routing %s: %s", stanza:top_tag(), token);
 		return false;
 	end
 	if n == 0 then return false; end
-	local picked = deliver(stanza, {}, n, ...);
+	deliver(stanza, picked, n, token, ...);
 	return next(picked) and picked or nil;
 end
+
+-- Whether this host honours message hints at all (set below from the
+-- library's disco features): when not, messages are not searched for one.
+local honour_hints;
 
 -- A picked session can vanish between the pick and the delivery; each
 -- attempt removes at least one, so a few attempts always settle.
@@ -216,15 +240,16 @@ local function route(event, bare)
 	local origin, stanza = event.origin, event.stanza;
 	local message_type = stanza.attr.type;
 	if message_type ~= nil and message_type ~= "chat" and message_type ~= "normal" then return; end
-	local hint = stanza:get_child("cmr", xmlns_cmr);
+	local hint = honour_hints and stanza:get_child("cmr", xmlns_cmr) or nil;
 	hint = hint and hint.attr.algorithm;
 	local sender = stanza.attr.from or "";
 	local sender_is_local = origin.type == "c2s" or prosody.hosts[jid_host(sender)] ~= nil;
 	for _ = 1, MAX_ATTEMPTS do
-		local picked = attempt(stanza, router:pick(bare, message_type, sender, hint, sender_is_local));
-		if picked == false then return; end
-		if picked then
-			send_carbons(stanza, bare, picked, origin);
+		local delivered = attempt(stanza, router:pick(bare, message_type, sender, hint, sender_is_local));
+		if delivered == false then return; end
+		if delivered then
+			if carbons_loaded then send_carbons(stanza, bare, delivered, origin); end
+			for session in pairs(delivered) do delivered[session] = nil; end
 			return true;
 		end
 	end
@@ -272,9 +297,11 @@ end
 
 -- Disco features, on the server and on accounts.
 local features = {};
+honour_hints = false;
 for feature in assert(router:disco_features()):gmatch("[^\n]+") do
 	features[#features + 1] = feature;
 	module:add_feature(feature);
+	if feature == "urn:xmpp:cmr:hints:0" then honour_hints = true; end
 end
 module:hook("account-disco-info", function (event)
 	for _, feature in ipairs(features) do event.reply:tag("feature", { var = feature }):up(); end

@@ -37,10 +37,7 @@ storage = "internal"
 default_archive_policy = true
 archive_expires_after = "never"
 smacks_hibernation_time = 5
-modules_enabled = {{
-  "roster"; "saslauth"; "disco"; "carbons"; "mam"; "smacks"; "offline";
-  "admin_shell"; "ping"; {cmr}
-}}
+modules_enabled = {{ {modules} }}
 
 VirtualHost "{domain}"
   cmr_hints = "any"
@@ -64,13 +61,17 @@ class ProsodyHost:
     fixed_domain = FIXED_DOMAIN
     password = PASSWORD
     # What this host can do, for tests that need it.
-    features = {"carbons", "mam", "smacks", "offline", "stats", "restart"}
+    features = {"carbons", "mam", "smacks", "offline", "stats", "restart", "reload"}
 
-    def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS):
+    # What the suite needs of a server beside mod_cmr.
+    MODULES = ["roster", "saslauth", "disco", "carbons", "mam", "smacks", "offline", "admin_shell", "ping"]
+
+    def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS, modules=None):
         self.dir = Path(workdir)
         self.port = free_port()
         self.with_cmr = with_cmr
         self.plugins = plugins
+        self.modules = list(self.MODULES if modules is None else modules) + (["cmr"] if with_cmr else [])
         self.process = None
         self.config = self.dir / "prosody.cfg.lua"
         self._next_account = 0
@@ -80,7 +81,7 @@ class ProsodyHost:
     def _write_config(self):
         self.config.write_text(CONFIG.format(
             dir=self.dir, plugins=self.plugins, port=self.port, domain=DOMAIN, fixed=FIXED_DOMAIN,
-            cmr='"cmr";' if self.with_cmr else "", log_level=os.environ.get("CMR_PROSODY_LOG", "info")))
+            modules="".join(f'"{m}"; ' for m in self.modules), log_level=os.environ.get("CMR_PROSODY_LOG", "info")))
 
     def _create_accounts(self):
         # Prosody's internal_plain storage: one file per account, the host
@@ -144,9 +145,15 @@ class ProsodyHost:
                        check=True, capture_output=True)
         return cls(Path(workdir) / "server", plugins=prefix / "lib" / "prosody" / "modules")
 
+    def reload_module(self):
+        """Reloads mod_cmr on the main virtual host, sessions staying online."""
+        self.shell(f"module:reload('cmr', '{DOMAIN}')")
+
+    def shell(self, command):
+        out = subprocess.run(["prosodyctl", "--config", str(self.config), "shell", command],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout + out.stderr
+
     def stats(self, jid):
         """The output of the admin command that shows an account's figures."""
-        out = subprocess.run(
-            ["prosodyctl", "--config", str(self.config), "shell", f"cmr:stats('{jid}')"],
-            capture_output=True, text=True, timeout=30)
-        return out.stdout + out.stderr
+        return self.shell(f"cmr:stats('{jid}')")

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Prosody's throughput with mod_cmr against native Prosody (make
+bench-prosody). One raw-socket sender logs in and writes MESSAGES chat
+messages to an account with two sessions as fast as the server takes them;
+the run ends when the two receivers have counted them all. Both setups
+deliver each message once: with mod_cmr, round robin over two sessions at
+priority 0; natively, the second session at priority -1. The two servers
+run side by side with the same lean config, and the runs alternate."""
+
+import base64
+import selectors
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "conformance"))
+
+from hosts.prosody import ProsodyHost  # noqa: E402
+
+MESSAGES = 50_000
+ROUNDS = 5
+TIMEOUT = 120
+LEAN = ["roster", "saslauth", "disco"]
+STREAM = ("<?xml version='1.0'?><stream:stream to='{domain}' xmlns='jabber:client' "
+          "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
+
+
+class RawSession:
+    """A minimal XMPP client on a socket: PLAIN login, bind, presence."""
+
+    def __init__(self, host, jid, resource, priority):
+        user, domain = jid.split("@")
+        self.sock = socket.create_connection(("127.0.0.1", host.port))
+        self.buffer = b""
+        self.send(STREAM.format(domain=domain))
+        self.read_until(b"</stream:features>")
+        auth = base64.b64encode(f"\0{user}\0{host.password}".encode()).decode()
+        self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{auth}</auth>")
+        self.read_until(b"<success")
+        self.send(STREAM.format(domain=domain))
+        self.read_until(b"</stream:features>")
+        self.send(f"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                  f"<resource>{resource}</resource></bind></iq>")
+        self.read_until(b"</iq>")
+        self.send(f"<presence><priority>{priority}</priority></presence>")
+        self.count = 0
+
+    def send(self, text):
+        self.sock.sendall(text.encode())
+
+    def read_until(self, marker):
+        while marker not in self.buffer:
+            self.buffer += self.sock.recv(65536)
+        self.buffer = self.buffer.split(marker, 1)[1]
+
+
+
+def count_messages(sessions, stop):
+    """Counts `</message>` on every session, in one thread (so that both
+    setups cost the load generator the same, one or two busy sockets)."""
+    selector = selectors.DefaultSelector()
+    tails = {}
+    for session in sessions:
+        session.sock.setblocking(False)
+        selector.register(session.sock, selectors.EVENT_READ, session)
+        tails[session] = b""
+    while not stop.is_set():
+        for key, _ in selector.select(timeout=0.1):
+            session = key.data
+            try:
+                data = session.sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            # Nine carried bytes cannot hold a whole marker, so none is
+            # counted twice, and one cut by the read is counted once.
+            chunk = tails[session] + data
+            session.count += chunk.count(b"</message>")
+            tails[session] = chunk[-9:]
+    selector.close()
+
+
+def run(host, account, sender_jid, second_priority):
+    """One run: returns messages per second and the deliveries per session."""
+    receivers = [RawSession(host, account, "node-0", 0), RawSession(host, account, "node-1", second_priority)]
+    sender = RawSession(host, sender_jid, "probe", 0)
+    time.sleep(0.3)
+    stop = threading.Event()
+    counter = threading.Thread(target=count_messages, args=(receivers, stop))
+    counter.start()
+    payload = "".join(f"<message to='{account}' type='chat'><body>m{i}</body></message>"
+                      for i in range(MESSAGES)).encode()
+    start = time.monotonic()
+    sender.sock.sendall(payload)
+    while sum(r.count for r in receivers) < MESSAGES and time.monotonic() - start < TIMEOUT:
+        time.sleep(0.005)
+    elapsed = time.monotonic() - start
+    stop.set()
+    counter.join()
+    got = sum(r.count for r in receivers)
+    for s in (sender, *receivers):
+        s.sock.close()
+    if got < MESSAGES:
+        raise RuntimeError(f"only {got} of {MESSAGES} delivered in {TIMEOUT} s")
+    return MESSAGES / elapsed, [r.count for r in receivers]
+
+
+def store_algorithm(host, jid, algorithm):
+    """Sets an account's algorithm the way mod_cmr restores it: from its store."""
+    store = host.dir / "data" / host.domain / "cmr"
+    store.mkdir(parents=True, exist_ok=True)
+    (store / f"{jid.split('@')[0]}.dat").write_text(f'return {{ ["algorithm"] = "{algorithm}"; }};\n')
+
+
+def main():
+    work = Path(tempfile.mkdtemp(prefix="cmr-bench-"))
+    native = ProsodyHost(work / "native", with_cmr=False, modules=LEAN)
+    cmr = ProsodyHost(work / "cmr", modules=LEAN)
+    for host in (native, cmr):
+        host.start()
+    # (label, host, account, sender, priority of the second session)
+    setups = [("native", native, native.account(), native.account(), -1),
+              ("mod_cmr roundrobin", cmr, cmr.account(), cmr.account(), 0),
+              ("mod_cmr one session", cmr, cmr.account(), cmr.account(), -1)]
+    store_algorithm(cmr, setups[1][2], "urn:xmpp:cmr:roundrobin")
+    store_algorithm(cmr, setups[2][2], "urn:xmpp:cmr:mostactive")
+    results = {label: [] for label, *_ in setups}
+    try:
+        for round_number in range(ROUNDS):
+            for label, host, account, sender, second in setups:
+                rate, split = run(host, account, sender, second)
+                results[label].append(rate)
+                print(f"round {round_number + 1} {label:>20}: {rate:8.0f} msg/s  deliveries per session {split}")
+    finally:
+        for host in (native, cmr):
+            host.stop()
+    medians = {label: statistics.median(rates) for label, rates in results.items()}
+    print(f"median msg/s over {ROUNDS} rounds of {MESSAGES} messages:")
+    for label, rate in medians.items():
+        print(f"  {label:<20} {rate:8.0f}   ratio to native {rate / medians['native']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
