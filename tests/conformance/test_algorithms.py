@@ -4,28 +4,9 @@ no algorithm may break."""
 from collections import Counter
 
 from conftest import run
-from xmpp import close, online, send_messages, settle, wait_for
+from xmpp import close, cluster, deliver, online, send_messages, settle, wait_for
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
-
-
-async def cluster(host, priorities, algorithm, **options):
-    """An account with one session per priority, and a sensor account."""
-    account, sensor_jid = host.account(), host.account()
-    nodes = [await online(host, account, f"node-{i}", priority=p, **options) for i, p in enumerate(priorities)]
-    sensor = await online(host, sensor_jid, "probe")
-    await nodes[0].set_algorithm(algorithm)
-    await settle()
-    return account, nodes, sensor
-
-
-async def deliver(sender, account, nodes, count, expected_total=None, **options):
-    send_messages(sender, account, count, **options)
-    expected = count if expected_total is None else expected_total
-    assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= expected), \
-        [len(n.messages) for n in nodes]
-    await settle(0.2)
-    return [len(n.messages) for n in nodes]
 
 
 def test_round_robin_is_exact(host):

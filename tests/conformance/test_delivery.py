@@ -5,7 +5,7 @@ import asyncio
 from collections import Counter
 
 from conftest import run
-from xmpp import NS_CMR, close, online, send_messages, settle, wait_for
+from xmpp import NS_CMR, close, cluster, deliver, online, send_messages, settle, wait_for
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -38,11 +38,7 @@ def test_nothing_eligible_goes_offline_and_arrives_on_next_login(host):
 
 def test_unavailable_in_the_middle_of_a_stream_loses_nothing(host):
     async def scenario():
-        account, sensor_jid = host.account(), host.account()
-        nodes = [await online(host, account, f"node-{i}") for i in range(2)]
-        await nodes[0].set_algorithm(ROUND_ROBIN)
-        sensor = await online(host, sensor_jid, "probe")
-        await settle()
+        account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
         for batch in range(10):
             send_messages(sensor, account, 20, prefix=f"b{batch}")
             if batch == 4:
@@ -126,13 +122,8 @@ def test_archive_keeps_each_message_once(host):
         return
 
     async def scenario():
-        account, sensor_jid = host.account(), host.account()
-        nodes = [await online(host, account, f"node-{i}") for i in range(3)]
-        await nodes[0].set_algorithm("urn:xmpp:cmr:all")
-        sensor = await online(host, sensor_jid, "probe")
-        await settle()
-        send_messages(sensor, account, 12)
-        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 36)
+        account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:xmpp:cmr:all")
+        assert await deliver(sensor, account, nodes, 12, expected_total=36) == [12, 12, 12]
         reply = await nodes[0].iq("set", "<query xmlns='urn:xmpp:mam:2'>"
                                   "<set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set></query>")
         count = reply.find(".//{http://jabber.org/protocol/rsm}count")

@@ -2,7 +2,7 @@
 command, and the installed layout."""
 
 from conftest import host_class, run
-from xmpp import NS_CMR, close, online, send_messages, settle, wait_for
+from xmpp import NS_CMR, close, cluster, deliver, online
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -22,11 +22,7 @@ def test_algorithm_survives_reconnects_and_a_restart(host):
         reply = await nodes[0].iq("get", f"<query xmlns='{NS_CMR}'/>")
         active = reply.find(f"{{{NS_CMR}}}query/{{{NS_CMR}}}active").get("algorithm")
         sensor = await online(host, sensor_jid, "probe")
-        await settle()
-        send_messages(sensor, account, 10)
-        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 10)
-        await settle(0.2)
-        counts = [len(n.messages) for n in nodes]
+        counts = await deliver(sensor, account, nodes, 10)
         await close(sensor, *nodes)
         return active, counts
 
@@ -39,20 +35,12 @@ def test_algorithm_survives_reconnects_and_a_restart(host):
 def test_sessions_online_at_a_module_reload_are_routed(host):
     if "reload" not in host.features:
         return
-    account, sensor_jid = host.account(), host.account()
 
     async def scenario():
-        nodes = [await online(host, account, f"node-{i}") for i in range(2)]
-        await nodes[0].set_algorithm(ROUND_ROBIN)
-        sensor = await online(host, sensor_jid, "probe")
-        await settle()
+        account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
         host.reload_module()
-        await settle()
         # The reloaded module found both sessions and the stored choice.
-        send_messages(sensor, account, 10)
-        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 10)
-        await settle(0.2)
-        counts = [len(n.messages) for n in nodes]
+        counts = await deliver(sensor, account, nodes, 10)
         await close(sensor, *nodes)
         return counts
 
@@ -62,15 +50,10 @@ def test_sessions_online_at_a_module_reload_are_routed(host):
 def test_stats_command_shows_the_counts(host):
     if "stats" not in host.features:
         return
-    account, sensor_jid = host.account(), host.account()
 
     async def scenario():
-        nodes = [await online(host, account, f"node-{i}") for i in range(2)]
-        await nodes[0].set_algorithm(ROUND_ROBIN)
-        sensor = await online(host, sensor_jid, "probe")
-        await settle()
-        send_messages(sensor, account, 6)
-        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 6)
+        account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
+        await deliver(sensor, account, nodes, 6)
         output = host.stats(account)
         await close(sensor, *nodes)
         return output
@@ -86,15 +69,8 @@ def test_installed_layout_loads(tmp_path):
     installed.start()
     try:
         async def scenario():
-            account, sensor_jid = installed.account(), installed.account()
-            nodes = [await online(installed, account, f"node-{i}") for i in range(2)]
-            await nodes[0].set_algorithm(ROUND_ROBIN)
-            sensor = await online(installed, sensor_jid, "probe")
-            await settle()
-            send_messages(sensor, account, 4)
-            assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 4)
-            await settle(0.2)
-            counts = [len(n.messages) for n in nodes]
+            account, nodes, sensor = await cluster(installed, [0, 0], ROUND_ROBIN)
+            counts = await deliver(sensor, account, nodes, 4)
             await close(sensor, *nodes)
             return counts
         assert run(scenario()) == [2, 2]

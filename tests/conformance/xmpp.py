@@ -129,3 +129,25 @@ def send_messages(sender, to, count, *, kind="chat", hint=None, prefix="m"):
         if hint:
             msg.append(ET.fromstring(f"<cmr xmlns='{NS_CMR}' algorithm='{hint}'/>"))
         msg.send()
+
+
+async def cluster(host, priorities, algorithm, account=None, **options):
+    """An account (a fresh one unless given) with one session per priority
+    and `algorithm` active, and a connected sensor of another account."""
+    account, sensor_jid = account or host.account(), host.account()
+    nodes = [await online(host, account, f"node-{i}", priority=p, **options) for i, p in enumerate(priorities)]
+    sensor = await online(host, sensor_jid, "probe")
+    await nodes[0].set_algorithm(algorithm)
+    await settle()
+    return account, nodes, sensor
+
+
+async def deliver(sender, account, nodes, count, expected_total=None, **options):
+    """Sends `count` messages and returns how many each node got once
+    `expected_total` (default `count`) deliveries have arrived."""
+    send_messages(sender, account, count, **options)
+    expected = count if expected_total is None else expected_total
+    assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= expected), \
+        [len(n.messages) for n in nodes]
+    await settle(0.2)
+    return [len(n.messages) for n in nodes]
