@@ -13,6 +13,7 @@ CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
+.PHONY: erlang erlang-deps erlang-tests
 .PHONY: demo-library bench-lua bench-prosody
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -97,6 +98,32 @@ lua-tests: lua
 	LUA_PATH='$(LUA)/?.lua;;' LUA_CPATH='$(LUA)/?.so;;' lua5.4 tests/lua/binding_test.lua
 	LUA_PATH='$(LUA)/?.lua;;' luajit tests/lua/binding_test.lua
 
+# The Erlang binding: the cmr module and its NIF, laid out as an OTP
+# library (ebin/, priv/ with the NIF and libcmr.so.0 beside it).
+ERL_BUILD := $(BUILD)/erlang/cmr
+ERL_INCLUDE := /usr/lib/erlang/usr/include
+
+erlang-deps:
+	@scripts/install-deps.sh erlang-base erlang-dev erlang-eunit
+
+erlang: lib $(ERL_BUILD)/priv/cmr_nif.so $(ERL_BUILD)/ebin/cmr.beam
+
+$(ERL_BUILD)/priv/cmr_nif.so: bindings/erlang/c_src/cmr_nif.c include/cmr.h $(LIB)/libcmr.so.$(VERSION)
+	mkdir -p $(ERL_BUILD)/priv
+	cp -f $(LIB)/libcmr.so.$(VERSION) $(ERL_BUILD)/priv/$(SONAME)
+	$(CC) $(CFLAGS) -fPIC -shared -I$(ERL_INCLUDE) -Iinclude $< -L$(ERL_BUILD)/priv -l:$(SONAME) \
+	    -Wl,-rpath,'$$ORIGIN' -o $@
+
+$(ERL_BUILD)/ebin/cmr.beam: bindings/erlang/src/cmr.erl
+	mkdir -p $(ERL_BUILD)/ebin
+	erlc -Werror -o $(ERL_BUILD)/ebin $<
+
+erlang-tests: erlang-deps erlang
+	mkdir -p $(BUILD)/erlang/test
+	erlc -o $(BUILD)/erlang/test bindings/erlang/test/cmr_tests.erl
+	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(BUILD)/erlang/test \
+	    -eval 'case eunit:test(cmr_tests, [verbose]) of ok -> halt(0); _ -> halt(1) end'
+
 # The test clients (slixmpp, pytest) live in a virtualenv.
 VENV := .venv
 $(VENV)/.installed: tests/conformance/requirements.txt
@@ -129,7 +156,7 @@ install-test: lib
 	readelf -d $$tmp/hello | grep -q 'NEEDED.*$(SONAME)' && $$tmp/hello && \
 	rm -rf $$tmp && echo "install-test: 1 passed, 0 failed"
 
-test: test-deps lint check-header rust-tests c-tests install-test lua-tests conformance-prosody
+test: test-deps lint check-header rust-tests c-tests install-test lua-tests erlang-tests conformance-prosody
 
 # The live demo: Prosody on loopback, with and without mod_cmr.
 demo: prosody-deps prosody-module $(VENV)/.installed

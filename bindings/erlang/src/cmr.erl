@@ -1,0 +1,82 @@
+%%% cmr: XEP-0354 Customizable Message Routing, the Erlang binding.
+%%%
+%%% A thin NIF over the cmr C ABI (include/cmr.h). Binaries in, binaries or
+%%% atoms out; every failure is {error, {Status, Message}} where Status is
+%%% an atom (badarg, invalid_jid, not_found, ...) and Message a binary that
+%%% says what was wrong. A router is freed by the garbage collector, and may
+%%% be used from any number of processes at once.
+-module(cmr).
+
+-export([new/1, register/6, unregister/3, touch/3, set_load/4, pick/6,
+         get_algorithm/2, set_algorithm/3, handle_iq/2, disco_features/1,
+         stats/2, version/0, noop/6]).
+
+-on_load(init/0).
+
+-type router() :: reference().
+-type error() :: {error, {atom(), binary()}}.
+-export_type([router/0, error/0]).
+
+%% The NIF lies in ../priv beside ebin/, with libcmr.so.0 next to it.
+init() ->
+    Ebin = filename:dirname(code:which(?MODULE)),
+    erlang:load_nif(filename:join([Ebin, "..", "priv", "cmr_nif"]), 0).
+
+-define(NIF, erlang:nif_error({not_loaded, ?MODULE})).
+
+%% @doc A router with a policy: whitespace-separated key=value options
+%% (offered, default, user_change, hints, prefix; see the cmr README).
+-spec new(binary()) -> {ok, router()} | error().
+new(_Options) -> ?NIF.
+
+%% @doc Registers a session or updates its presence (an upsert).
+-spec register(router(), binary(), non_neg_integer(), integer(), binary(), boolean()) -> ok | error().
+register(_Router, _FullJid, _Token, _Priority, _Show, _Available) -> ?NIF.
+
+%% @doc Removes the session if Token still owns its resource.
+-spec unregister(router(), binary(), non_neg_integer()) -> ok | error().
+unregister(_Router, _FullJid, _Token) -> ?NIF.
+
+%% @doc Reports activity of the session (for mostactive).
+-spec touch(router(), binary(), non_neg_integer()) -> ok | error().
+touch(_Router, _FullJid, _Token) -> ?NIF.
+
+%% @doc Reports the session's load, e.g. its unacknowledged XEP-0198 queue.
+-spec set_load(router(), binary(), non_neg_integer(), non_neg_integer()) -> ok | error().
+set_load(_Router, _FullJid, _Token, _Load) -> ?NIF.
+
+%% @doc The sessions that get a message to the bare JID Recipient, or
+%% not_routed when the server routes it itself. Type is the message's type
+%% (<<>> when missing), Hint the algorithm of a cmr hint (<<>> when none).
+-spec pick(router(), binary(), binary(), binary(), binary(), boolean()) ->
+    [non_neg_integer()] | not_routed | error().
+pick(_Router, _Recipient, _Type, _Sender, _Hint, _SenderIsLocal) -> ?NIF.
+
+-spec get_algorithm(router(), binary()) -> {ok, binary()} | error().
+get_algorithm(_Router, _BareJid) -> ?NIF.
+
+%% @doc Sets an account's algorithm (by URI or short name), as the host
+%% restores a persisted choice.
+-spec set_algorithm(router(), binary(), binary()) -> ok | error().
+set_algorithm(_Router, _BareJid, _Algorithm) -> ?NIF.
+
+%% @doc Answers a XEP-0354 IQ given as a whole stanza; Changed says the
+%% account's algorithm changed (persist it).
+-spec handle_iq(router(), binary()) -> {ok, binary(), boolean()} | not_mine | error().
+handle_iq(_Router, _Xml) -> ?NIF.
+
+%% @doc The disco#info features to advertise, one per line.
+-spec disco_features(router()) -> {ok, binary()} | error().
+disco_features(_Router) -> ?NIF.
+
+%% @doc The account's per-session figures, a tab-separated table.
+-spec stats(router(), binary()) -> {ok, binary()} | error().
+stats(_Router, _BareJid) -> ?NIF.
+
+-spec version() -> binary().
+version() -> ?NIF.
+
+%% @doc A NIF that does nothing, with pick/6's arity: the baseline of the
+%% binding's overhead benchmark.
+-spec noop(term(), term(), term(), term(), term(), term()) -> ok.
+noop(_, _, _, _, _, _) -> ?NIF.

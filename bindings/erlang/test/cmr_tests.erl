@@ -1,0 +1,109 @@
+%%% EUnit tests of the cmr binding: every call, good and bad input. Bad
+%%% input comes back as {error, {Status, Message}}; the VM survives.
+-module(cmr_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+router() ->
+    {ok, R} = cmr:new(<<"default=roundrobin hints=any">>),
+    ok = cmr:register(R, <<"Cluster@Example.ORG/node-1">>, 1, 0, <<>>, true),
+    ok = cmr:register(R, <<"cluster@example.org/node-2">>, 2, 0, <<"chat">>, true),
+    ok = cmr:register(R, <<"cluster@example.org/node-3">>, 3, 5, <<>>, false),
+    ok = cmr:register(R, <<"cluster@example.org/node-4">>, 4, -1, <<"away">>, true),
+    R.
+
+contains(Haystack, Needle) -> binary:match(Haystack, Needle) =/= nomatch.
+
+version_test() ->
+    ?assertEqual(<<"0.1.0">>, cmr:version()).
+
+new_test() ->
+    ?assertMatch({error, {invalid_option, _}}, cmr:new(<<"offered=roundrobin">>)),
+    {error, {invalid_option, Msg}} = cmr:new(<<"colour=blue">>),
+    ?assert(contains(Msg, <<"colour">>)),
+    ?assertMatch({error, {invalid_utf8, _}}, cmr:new(<<"hints=", 255>>)),
+    ?assertMatch({error, {badarg, _}}, cmr:new("a list, not a binary")),
+    ?assertMatch({error, {badarg, _}}, cmr:new(42)).
+
+register_errors_test() ->
+    R = router(),
+    ?assertMatch({error, {invalid_jid, _}}, cmr:register(R, <<"cluster@example.org">>, 9, 0, <<>>, true)),
+    ?assertMatch({error, {invalid_jid, _}}, cmr:register(R, <<"@@/r">>, 9, 0, <<>>, true)),
+    ?assertMatch({error, {invalid_utf8, _}}, cmr:register(R, <<"a@b/", 255>>, 9, 0, <<>>, true)),
+    {error, {invalid_argument, P}} = cmr:register(R, <<"a@b/r">>, 9, 200, <<>>, true),
+    ?assert(contains(P, <<"priority '200'">>)),
+    ?assertMatch({error, {invalid_argument, _}}, cmr:register(R, <<"a@b/r">>, 9, 1 bsl 40, <<>>, true)),
+    ?assertMatch({error, {invalid_argument, _}}, cmr:register(R, <<"a@b/r">>, 9, 0, <<"busy">>, true)),
+    ?assertMatch({error, {badarg, _}}, cmr:register(R, <<"a@b/r">>, -1, 0, <<>>, true)),
+    ?assertMatch({error, {badarg, _}}, cmr:register(R, <<"a@b/r">>, 9, 0, <<>>, maybe)),
+    ?assertMatch({error, {badarg, _}}, cmr:register(not_a_router, <<"a@b/r">>, 9, 0, <<>>, true)),
+    ?assertMatch({error, {badarg, _}}, cmr:register(R, 'a@b/r', 9, 0, <<>>, true)).
+
+pick_test() ->
+    R = router(),
+    Picks = [cmr:pick(R, <<"cluster@example.org">>, <<"chat">>, <<"s@x/y">>, <<>>, false) || _ <- lists:seq(1, 10)],
+    ?assertEqual(5, length([ok || [1] <- Picks])),
+    ?assertEqual(5, length([ok || [2] <- Picks])),
+    ?assertEqual(not_routed, cmr:pick(R, <<"cluster@example.org">>, <<"headline">>, <<>>, <<>>, false)),
+    ?assertEqual(not_routed, cmr:pick(R, <<"nobody@example.org">>, <<>>, <<>>, <<>>, false)),
+    ?assertEqual([2], cmr:pick(R, <<"cluster@example.org">>, <<>>, <<>>, <<"urn:xmpp:cmr:mostactive">>, true)),
+    ?assertMatch({error, {invalid_utf8, _}}, cmr:pick(R, <<255>>, <<>>, <<>>, <<>>, false)),
+    ?assertMatch({error, {badarg, _}}, cmr:pick(R, "cluster@example.org", <<>>, <<>>, <<>>, false)).
+
+pick_many_test() ->
+    {ok, R} = cmr:new(<<"default=all">>),
+    [ok = cmr:register(R, <<"big@example.org/r", (integer_to_binary(I))/binary>>, 1000 + I, 1, <<>>, true)
+     || I <- lists:seq(1, 40)],
+    ?assertEqual(lists:seq(1001, 1040), cmr:pick(R, <<"big@example.org">>, <<>>, <<>>, <<>>, false)).
+
+session_calls_test() ->
+    R = router(),
+    ?assertEqual(ok, cmr:touch(R, <<"cluster@example.org/node-1">>, 1)),
+    ?assertMatch({error, {not_found, _}}, cmr:touch(R, <<"cluster@example.org/node-1">>, 99)),
+    ?assertEqual(ok, cmr:set_load(R, <<"cluster@example.org/node-1">>, 1, 7)),
+    ?assertMatch({error, {badarg, _}}, cmr:set_load(R, <<"cluster@example.org/node-1">>, 1, -7)),
+    ?assertEqual(ok, cmr:unregister(R, <<"cluster@example.org/node-1">>, 1)),
+    ?assertMatch({error, {not_found, _}}, cmr:unregister(R, <<"cluster@example.org/node-1">>, 1)).
+
+algorithm_test() ->
+    R = router(),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:roundrobin">>}, cmr:get_algorithm(R, <<"cluster@example.org">>)),
+    ?assertEqual(ok, cmr:set_algorithm(R, <<"cluster@example.org">>, <<"sticky">>)),
+    ?assertEqual({ok, <<"urn:x-cmr:algorithm:sticky">>}, cmr:get_algorithm(R, <<"cluster@example.org">>)),
+    ?assertMatch({error, {unknown_algorithm, _}}, cmr:set_algorithm(R, <<"cluster@example.org">>, <<"fastest">>)),
+    ?assertMatch({error, {invalid_jid, _}}, cmr:get_algorithm(R, <<"not a jid@">>)).
+
+iq_test() ->
+    R = router(),
+    {ok, Set, true} = cmr:handle_iq(R, <<"<iq type='set' from='cluster@example.org/node-1' id='s'>"
+                                         "<cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:weighted'/></iq>">>),
+    ?assert(contains(Set, <<"type='result'">>)),
+    {ok, Query, false} = cmr:handle_iq(R, <<"<iq type='get' from='cluster@example.org/node-1' id='q'>"
+                                           "<query xmlns='urn:xmpp:cmr:0'/></iq>">>),
+    ?assert(contains(Query, <<"<active algorithm='urn:xmpp:cmr:weighted'/>">>)),
+    ?assertEqual(not_mine, cmr:handle_iq(R, <<"<iq type='result' from='a@b/c' id='r'/>">>)),
+    ?assertMatch({error, {invalid_xml, _}}, cmr:handle_iq(R, <<"<iq type='get'><query">>)),
+    ?assertMatch({error, {badarg, _}}, cmr:handle_iq(R, 42)).
+
+disco_and_stats_test() ->
+    R = router(),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:0\nurn:xmpp:cmr:hints:0">>}, cmr:disco_features(R)),
+    {ok, Stats} = cmr:stats(R, <<"cluster@example.org">>),
+    ?assert(contains(Stats, <<"node-2\t0\t0\tchat\ttrue\t0\t2\n">>)),
+    ?assertMatch({error, {not_found, _}}, cmr:stats(R, <<"nobody@example.org">>)).
+
+concurrent_processes_test() ->
+    R = router(),
+    Parent = self(),
+    Pids = [spawn_link(fun () ->
+                [_] = cmr:pick(R, <<"cluster@example.org">>, <<"chat">>, <<>>, <<>>, false),
+                Parent ! {done, self(), [cmr:pick(R, <<"cluster@example.org">>, <<>>, <<>>, <<>>, false)
+                                         || _ <- lists:seq(1, 1000)]}
+            end) || _ <- lists:seq(1, 8)],
+    Results = lists:append([receive {done, P, L} -> L end || P <- Pids]),
+    ?assertEqual(8000, length(Results)),
+    ?assert(lists:all(fun ([T]) -> T =:= 1 orelse T =:= 2 end, Results)).
+
+gc_frees_the_router_test() ->
+    [begin {ok, _} = cmr:new(<<>>) end || _ <- lists:seq(1, 1000)],
+    erlang:garbage_collect(),
+    ?assertEqual(<<"0.1.0">>, cmr:version()).
