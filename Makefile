@@ -13,7 +13,7 @@ CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
-.PHONY: erlang erlang-deps erlang-tests
+.PHONY: erlang erlang-deps erlang-tests bench-erlang
 .PHONY: demo-library bench-lua bench-prosody
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -170,6 +170,12 @@ demo-library: lib
 bench-lua: lua
 	LUA_PATH='$(LUA)/?.lua;;' LUA_CPATH='$(LUA)/?.so;;' lua5.4 benches/lua/pick_bench.lua
 	LUA_PATH='$(LUA)/?.lua;;' luajit benches/lua/pick_bench.lua
+
+# The NIF's cost per pick.
+bench-erlang: erlang-deps erlang
+	mkdir -p $(BUILD)/erlang/bench
+	erlc -o $(BUILD)/erlang/bench benches/erlang/cmr_bench.erl
+	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(BUILD)/erlang/bench -s cmr_bench main
 
 # Prosody's throughput with mod_cmr against native Prosody, on loopback.
 bench-prosody: prosody-deps prosody-module $(VENV)/.installed
