@@ -13,7 +13,7 @@ CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
-.PHONY: erlang erlang-deps erlang-tests bench-erlang
+.PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd
 .PHONY: demo-library bench-lua bench-prosody
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -117,6 +117,24 @@ $(ERL_BUILD)/priv/cmr_nif.so: bindings/erlang/c_src/cmr_nif.c include/cmr.h $(LI
 $(ERL_BUILD)/ebin/cmr.beam: bindings/erlang/src/cmr.erl
 	mkdir -p $(ERL_BUILD)/ebin
 	erlc -Werror -o $(ERL_BUILD)/ebin $<
+
+# mod_cmr for ejabberd 23.01.
+EJABBERD := /usr/lib/x86_64-linux-gnu/ejabberd-23.01
+ERL_MOD_BUILD := $(BUILD)/erlang/mod_cmr
+
+ejabberd-deps:
+	@scripts/install-deps.sh ejabberd erlang-dev erlang-eunit
+
+ejabberd-module: erlang $(ERL_MOD_BUILD)/ebin/mod_cmr.beam
+
+$(ERL_MOD_BUILD)/ebin/mod_cmr.beam: bindings/erlang/mod_cmr/src/mod_cmr.erl
+	mkdir -p $(ERL_MOD_BUILD)/ebin
+	erlc -Werror -I $(EJABBERD)/include -I $$(ls -d /usr/lib/erlang/lib/p1_xmpp-*/include) -pa $(EJABBERD)/ebin \
+	    -o $(ERL_MOD_BUILD)/ebin $<
+
+# The conformance suite against a live ejabberd.
+conformance-ejabberd: ejabberd-deps ejabberd-module $(VENV)/.installed
+	CMR_HOST=ejabberd $(VENV)/bin/python -m pytest tests/conformance
 
 erlang-tests: erlang-deps erlang
 	mkdir -p $(BUILD)/erlang/test

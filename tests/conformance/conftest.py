@@ -16,6 +16,9 @@ def host_class():
     if name == "prosody":
         from hosts.prosody import ProsodyHost
         return ProsodyHost
+    if name == "ejabberd":
+        from hosts.ejabberd import EjabberdHost
+        return EjabberdHost
     raise pytest.UsageError(f"unknown CMR_HOST {name!r}")
 
 

@@ -76,7 +76,9 @@ def test_killed_connection_with_stream_management_loses_nothing(host):
         await asyncio.sleep(host_hibernation(host) + 1.5)
         fresh = await online(host, account, "node-2")
         expected = {f"before-{i}" for i in range(50)} | {f"after-{i}" for i in range(50)}
-        assert await wait_for(lambda: expected <= set(bodies(survivor, fresh)) | victim_got, timeout=15)
+        arrived = await wait_for(lambda: expected <= set(bodies(survivor, fresh)) | victim_got, timeout=15)
+        missing = expected - set(bodies(survivor, fresh)) - victim_got
+        assert arrived, f"{len(missing)} missing, e.g. {sorted(missing)[:8]}; victim had {len(victim_got)}"
         await settle(0.5)
         seen = bodies(survivor, fresh) + Counter(victim_got)
         duplicates = sum(count - 1 for count in seen.values())

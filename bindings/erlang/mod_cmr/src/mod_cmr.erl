@@ -1,0 +1,385 @@
+%%% mod_cmr: XEP-0354 Customizable Message Routing for ejabberd.
+%%%
+%%% The routing decisions live in the cmr library (through the cmr NIF
+%%% module); this module feeds it the sessions' presence, activity and
+%%% XEP-0198 load, asks it who gets each chat or normal message to a bare
+%%% JID (or to an offline full JID), delivers to those sessions with `to`
+%%% untouched, and answers XEP-0354 IQs through it.
+-module(mod_cmr).
+-behaviour(gen_mod).
+-protocol({xep, 354, '0.1'}).
+
+-export([start/2, stop/1, reload/3, depends/2, mod_opt_type/1, mod_options/1, mod_doc/0]).
+-export([sm_receive_packet/1, register_connection/3, remove_connection/3, set_presence/4,
+         unset_presence/4, user_send_packet/1, user_receive_packet/1, c2s_handle_send/3,
+         c2s_session_pending/1, c2s_session_resumed/1, process_iq/1,
+         decode_iq_subel/1, disco_features/5]).
+
+-include("xmpp.hrl").
+
+-define(NS_CMR, <<"urn:xmpp:cmr:0">>).
+%% A picked session can vanish between the pick and the delivery; each
+%% attempt sees it gone, so a few attempts always settle.
+-define(MAX_ATTEMPTS, 8).
+
+-record(cmr_algorithm, {us :: {binary(), binary()}, algorithm :: binary()}).
+
+%%% gen_mod
+
+start(Host, Opts) ->
+    case cmr:new(options_text(Opts)) of
+        {ok, Router} ->
+            persistent_term:put({?MODULE, Host}, Router),
+            ejabberd_mnesia:create(?MODULE, cmr_algorithm,
+                                   [{disc_copies, [node()]}, {attributes, record_info(fields, cmr_algorithm)}]),
+            ejabberd_hooks:add(sm_register_connection_hook, Host, ?MODULE, register_connection, 50),
+            ejabberd_hooks:add(sm_remove_connection_hook, Host, ?MODULE, remove_connection, 50),
+            ejabberd_hooks:add(set_presence_hook, Host, ?MODULE, set_presence, 50),
+            ejabberd_hooks:add(unset_presence_hook, Host, ?MODULE, unset_presence, 50),
+            ejabberd_hooks:add(user_send_packet, Host, ?MODULE, user_send_packet, 50),
+            ejabberd_hooks:add(c2s_handle_send, Host, ?MODULE, c2s_handle_send, 100),
+            ejabberd_hooks:add(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
+            ejabberd_hooks:add(c2s_session_resumed, Host, ?MODULE, c2s_session_resumed, 50),
+            %% Between mod_mam (88), which archives the one unmarked delivery,
+            %% and mod_carboncopy (89), which must not copy what mod_cmr routed.
+            ejabberd_hooks:add(user_receive_packet, Host, ?MODULE, user_receive_packet, 88.5),
+            %% After mod_mam (50), so each message is archived once.
+            ejabberd_hooks:add(sm_receive_packet, Host, ?MODULE, sm_receive_packet, 100),
+            ejabberd_hooks:add(disco_local_features, Host, ?MODULE, disco_features, 50),
+            ejabberd_hooks:add(disco_sm_features, Host, ?MODULE, disco_features, 50),
+            gen_iq_handler:add_iq_handler(ejabberd_sm, Host, ?NS_CMR, ?MODULE, process_iq),
+            gen_iq_handler:add_iq_handler(ejabberd_local, Host, ?NS_CMR, ?MODULE, process_iq),
+            register_existing_sessions(Host),
+            ok;
+        {error, {_, Reason}} ->
+            {error, Reason}
+    end.
+
+stop(Host) ->
+    gen_iq_handler:remove_iq_handler(ejabberd_local, Host, ?NS_CMR),
+    gen_iq_handler:remove_iq_handler(ejabberd_sm, Host, ?NS_CMR),
+    ejabberd_hooks:delete(disco_sm_features, Host, ?MODULE, disco_features, 50),
+    ejabberd_hooks:delete(disco_local_features, Host, ?MODULE, disco_features, 50),
+    ejabberd_hooks:delete(sm_receive_packet, Host, ?MODULE, sm_receive_packet, 100),
+    ejabberd_hooks:delete(user_receive_packet, Host, ?MODULE, user_receive_packet, 88.5),
+    ejabberd_hooks:delete(c2s_session_resumed, Host, ?MODULE, c2s_session_resumed, 50),
+    ejabberd_hooks:delete(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
+    ejabberd_hooks:delete(c2s_handle_send, Host, ?MODULE, c2s_handle_send, 100),
+    ejabberd_hooks:delete(user_send_packet, Host, ?MODULE, user_send_packet, 50),
+    ejabberd_hooks:delete(unset_presence_hook, Host, ?MODULE, unset_presence, 50),
+    ejabberd_hooks:delete(set_presence_hook, Host, ?MODULE, set_presence, 50),
+    ejabberd_hooks:delete(sm_remove_connection_hook, Host, ?MODULE, remove_connection, 50),
+    ejabberd_hooks:delete(sm_register_connection_hook, Host, ?MODULE, register_connection, 50),
+    persistent_term:erase({?MODULE, Host}),
+    ok.
+
+reload(Host, NewOpts, _OldOpts) ->
+    stop(Host),
+    start(Host, NewOpts).
+
+depends(_Host, _Opts) -> [].
+
+mod_opt_type(offered) -> econf:list(econf:binary());
+mod_opt_type(default) -> econf:binary();
+mod_opt_type(user_change) -> econf:bool();
+mod_opt_type(hints) -> econf:enum([any, local, never]);
+mod_opt_type(prefix) -> econf:binary().
+
+mod_options(_Host) ->
+    [{offered, []}, {default, <<"all">>}, {user_change, true}, {hints, local},
+     {prefix, <<"urn:x-cmr:algorithm:">>}].
+
+mod_doc() ->
+    #{desc => ["XEP-0354 Customizable Message Routing: the account chooses how "
+               "messages to its bare JID are spread over its sessions."],
+      opts => [{offered, #{value => "[Algorithm]",
+                           desc => "Algorithms users may choose, by short name or URI; "
+                                   "must include all or mostactive. The default, [], offers all seven."}},
+               {default, #{value => "Algorithm", desc => "The algorithm of an account that has not chosen. The default is all."}},
+               {user_change, #{value => "true | false", desc => "Whether users may change it. The default is true."}},
+               {hints, #{value => "any | local | never",
+                         desc => "Whose message hints are honoured. The default is local."}},
+               {prefix, #{value => "URI", desc => "URI prefix of the algorithms beyond XEP-0354."}}]}.
+
+%% The library validates the options and names the one it rejects.
+options_text(Opts) ->
+    Offered = case gen_mod:get_opt(offered, Opts) of
+                  [] -> [];
+                  List -> [<<"offered=">>, lists:join(<<",">>, List), <<" ">>]
+              end,
+    iolist_to_binary([Offered,
+                      <<"default=">>, gen_mod:get_opt(default, Opts),
+                      <<" user_change=">>, atom_to_binary(gen_mod:get_opt(user_change, Opts)),
+                      <<" hints=">>, atom_to_binary(gen_mod:get_opt(hints, Opts)),
+                      <<" prefix=">>, gen_mod:get_opt(prefix, Opts)]).
+
+router(Host) -> persistent_term:get({?MODULE, Host}, undefined).
+
+%%% Sessions
+
+full_jid(U, S, R) -> jid:encode({U, S, R}).
+
+token(U, S, R) ->
+    case ejabberd_sm:get_user_info(U, S, R) of
+        offline -> undefined;
+        Info -> proplists:get_value(cmr_token, Info)
+    end.
+
+new_token(U, S, R) ->
+    Token = erlang:unique_integer([positive, monotonic]),
+    ejabberd_sm:set_user_info(U, S, R, cmr_token, Token),
+    Token.
+
+register_session(S, Token, U, R, Priority, Show, Available) ->
+    case router(S) of
+        undefined -> ok;
+        Router ->
+            case cmr:register(Router, full_jid(U, S, R), Token, Priority, Show, Available) of
+                ok -> ok;
+                {error, {_, Reason}} -> logger:warning("mod_cmr: not routing to ~ts: ~ts", [full_jid(U, S, R), Reason])
+            end
+    end.
+
+%% The account's persisted algorithm, applied when its first session opens.
+restore(U, S) ->
+    case mnesia:dirty_read(cmr_algorithm, {U, S}) of
+        [#cmr_algorithm{algorithm = Algorithm}] ->
+            case cmr:set_algorithm(router(S), <<U/binary, "@", S/binary>>, Algorithm) of
+                ok -> ok;
+                {error, {_, Reason}} -> logger:warning("mod_cmr: stored algorithm of ~ts@~ts not restored: ~ts", [U, S, Reason])
+            end;
+        [] -> ok
+    end.
+
+register_connection(_SID, #jid{luser = U, lserver = S, lresource = R}, _Info) ->
+    register_session(S, new_token(U, S, R), U, R, 0, <<>>, false),
+    case ejabberd_sm:get_user_resources(U, S) of
+        [_] -> restore(U, S);
+        _ -> ok
+    end.
+
+remove_connection(_SID, #jid{luser = U, lserver = S, lresource = R}, Info) ->
+    case {router(S), proplists:get_value(cmr_token, Info)} of
+        {undefined, _} -> ok;
+        {_, undefined} -> ok;
+        {Router, Token} -> cmr:unregister(Router, full_jid(U, S, R), Token)
+    end.
+
+set_presence(U, S, R, #presence{show = Show, priority = Priority}) ->
+    case token(U, S, R) of
+        undefined -> ok;
+        Token -> register_session(S, Token, U, R, priority(Priority), show(Show), true)
+    end.
+
+unset_presence(U, S, R, _Status) ->
+    case token(U, S, R) of
+        undefined -> ok;
+        Token -> register_session(S, Token, U, R, 0, <<>>, false)
+    end.
+
+priority(undefined) -> 0;
+priority(P) -> P.
+
+show(undefined) -> <<>>;
+show(Show) -> atom_to_binary(Show).
+
+register_existing_sessions(Host) ->
+    lists:foreach(
+      fun({U, S, R}) ->
+              Present = [P || {P, Res} <- ejabberd_sm:get_user_present_resources(U, S), Res == R],
+              Token = new_token(U, S, R),
+              case Present of
+                  [P] -> register_session(S, Token, U, R, P, <<>>, true);
+                  [] -> register_session(S, Token, U, R, 0, <<>>, false)
+              end,
+              restore(U, S)
+      end, ejabberd_sm:get_vh_session_list(Host)).
+
+%% Activity for mostactive, at most once a second per session (the hook
+%% runs in the session's own process).
+user_send_packet({_Pkt, #{jid := #jid{luser = U, lserver = S, lresource = R}}} = Acc) ->
+    Now = erlang:monotonic_time(second),
+    case get(cmr_touched) of
+        Now -> ok;
+        _ ->
+            put(cmr_touched, Now),
+            case {router(S), token(U, S, R)} of
+                {undefined, _} -> ok;
+                {_, undefined} -> ok;
+                {Router, Token} -> cmr:touch(Router, full_jid(U, S, R), Token)
+            end
+    end,
+    Acc;
+user_send_packet(Acc) ->
+    Acc.
+
+%% Load for leastloaded: the session's unacknowledged XEP-0198 queue, after
+%% each stanza sent to it.
+c2s_handle_send(#{mgmt_queue := Queue, jid := #jid{luser = U, lserver = S, lresource = R}} = State,
+                #message{}, _Result) ->
+    case {router(S), get(cmr_token)} of
+        {undefined, _} -> ok;
+        {Router, undefined} ->
+            case token(U, S, R) of
+                undefined -> ok;
+                Token -> put(cmr_token, Token), cmr:set_load(Router, full_jid(U, S, R), Token, p1_queue:len(Queue))
+            end;
+        {Router, Token} -> cmr:set_load(Router, full_jid(U, S, R), Token, p1_queue:len(Queue))
+    end,
+    State;
+c2s_handle_send(State, _Pkt, _Result) ->
+    State.
+
+%% A session waiting for XEP-0198 resumption gets nothing new; what it
+%% holds is resent when it resumes, or on timeout (resend_on_timeout).
+c2s_session_pending(#{jid := #jid{luser = U, lserver = S, lresource = R}} = State) ->
+    case token(U, S, R) of
+        undefined -> ok;
+        Token -> register_session(S, Token, U, R, 0, <<>>, false)
+    end,
+    State;
+c2s_session_pending(State) ->
+    State.
+
+c2s_session_resumed(#{jid := #jid{luser = U, lserver = S, lresource = R}} = State) ->
+    case {token(U, S, R), [P || {P, Res} <- ejabberd_sm:get_user_present_resources(U, S), Res == R]} of
+        {undefined, _} -> ok;
+        {Token, [P]} -> register_session(S, Token, U, R, P, <<>>, true);
+        {_, []} -> ok
+    end,
+    State;
+c2s_session_resumed(State) ->
+    State.
+
+%%% Routing
+
+sm_receive_packet(#message{type = Type, to = #jid{luser = U, lserver = S, lresource = R}} = Msg)
+  when Type == chat; Type == normal ->
+    Online = R /= <<>> andalso ejabberd_sm:get_session_pid(U, S, R) /= none,
+    case {Online, router(S)} of
+        {false, Router} when Router /= undefined -> route(Router, Msg, U, S, ?MAX_ATTEMPTS);
+        _ -> Msg
+    end;
+sm_receive_packet(Acc) ->
+    Acc.
+
+%% Returns {stop, drop} when delivered; the message itself lets ejabberd
+%% route it (nothing eligible: offline storage or error).
+route(_Router, Msg, _U, _S, 0) ->
+    Msg;
+route(Router, #message{type = Type, from = From} = Msg, U, S, Attempts) ->
+    Sender = case From of undefined -> <<>>; _ -> jid:encode(From) end,
+    Local = From /= undefined andalso ejabberd_router:is_my_host(From#jid.lserver),
+    case cmr:pick(Router, <<U/binary, "@", S/binary>>, atom_to_binary(Type), Sender, hint(Msg), Local) of
+        Tokens when is_list(Tokens) ->
+            Sessions = [{Res, Info} || {Res, Info} <- ejabberd_sm:get_user_info(U, S),
+                                       lists:member(proplists:get_value(cmr_token, Info), Tokens)],
+            case deliver(Msg, U, S, Sessions) of
+                [] -> route(Router, Msg, U, S, Attempts - 1);
+                remote -> Msg;
+                Delivered ->
+                    send_carbons(Msg, U, S, Delivered),
+                    {stop, drop}
+            end;
+        not_routed ->
+            Msg;
+        {error, {_, Reason}} ->
+            logger:warning("mod_cmr: not routing a message to ~ts@~ts: ~ts", [U, S, Reason]),
+            Msg
+    end.
+
+%% Delivers to each picked session; returns the resources that took it, or
+%% remote when a session lives on another node (ejabberd then routes).
+deliver(Msg, U, S, Sessions) ->
+    Pids = [{Res, ejabberd_sm:get_session_pid(U, S, Res)} || {Res, _} <- Sessions],
+    case lists:any(fun({_, Pid}) -> is_pid(Pid) andalso node(Pid) /= node() end, Pids) of
+        true ->
+            remote;
+        false ->
+            %% As ejabberd itself does, the first delivery is the original
+            %% (mod_mam archives it) and the others are marked sm_copy.
+            Live = [{Res, Pid} || {Res, Pid} <- Pids, is_pid(Pid)],
+            Marked = [{Res, Pid, case N of 1 -> xmpp:put_meta(Msg, cmr_routed, true);
+                                          _ -> xmpp:put_meta(Msg, sm_copy, true) end}
+                      || {N, {Res, Pid}} <- lists:zip(lists:seq(1, length(Live)), Live)],
+            [begin ejabberd_c2s:route(Pid, {route, M}), Res end || {Res, Pid, M} <- Marked]
+    end.
+
+%% After mod_mam archived the original of a message mod_cmr routed: mark it
+%% sm_copy, so that mod_carboncopy leaves the copies to mod_cmr.
+user_receive_packet({#message{meta = #{cmr_routed := true}} = Msg, State}) ->
+    {xmpp:put_meta(Msg, sm_copy, true), State};
+user_receive_packet(Acc) ->
+    Acc.
+
+hint(#message{sub_els = Els}) ->
+    case [A || #xmlel{name = <<"cmr">>, attrs = Attrs} <- Els,
+               proplists:get_value(<<"xmlns">>, Attrs) == ?NS_CMR,
+               A <- [proplists:get_value(<<"algorithm">>, Attrs, <<>>)]] of
+        [Algorithm | _] -> Algorithm;
+        [] -> <<>>
+    end.
+
+%% The picked sessions got the message; every other available,
+%% carbons-enabled session gets a <received/> copy (XEP-0280 rules).
+send_carbons(#message{type = Type} = Msg, U, S, Delivered) ->
+    case should_copy(Msg) of
+        false -> ok;
+        true ->
+            Available = [Res || {_, Res} <- ejabberd_sm:get_user_present_resources(U, S)],
+            Bare = jid:make(U, S),
+            lists:foreach(
+              fun({Res, Info}) ->
+                      case proplists:is_defined(carboncopy, Info) andalso lists:member(Res, Available)
+                          andalso not lists:member(Res, Delivered) of
+                          true ->
+                              Dest = jid:make(U, S, Res),
+                              Carbon = #carbons_received{forwarded = #forwarded{sub_els = [Msg]}},
+                              ejabberd_router:route(#message{from = Bare, to = Dest, type = Type, sub_els = [Carbon],
+                                                             meta = #{carbon_copy => true}});
+                          false -> ok
+                      end
+              end, ejabberd_sm:get_user_info(U, S))
+    end.
+
+should_copy(#message{type = Type, body = Body} = Msg) ->
+    (Type == chat orelse (Type == normal andalso Body /= []))
+        andalso not xmpp:has_subtag(Msg, #carbons_private{})
+        andalso not xmpp:has_subtag(Msg, #hint{type = 'no-copy'}).
+
+%%% XEP-0354 IQs and disco
+
+decode_iq_subel(El) -> El.
+
+process_iq(#iq{to = #jid{lserver = S}, from = From} = IQ) ->
+    case router(S) of
+        undefined -> xmpp:make_error(IQ, xmpp:err_service_unavailable());
+        Router ->
+            case cmr:handle_iq(Router, fxml:element_to_binary(xmpp:encode(IQ))) of
+                {ok, Reply, Changed} ->
+                    Changed andalso persist(Router, From),
+                    xmpp:decode(fxml_stream:parse_element(Reply), ?NS_CLIENT, [ignore_els]);
+                not_mine ->
+                    xmpp:make_error(IQ, xmpp:err_service_unavailable());
+                {error, {_, Reason}} ->
+                    logger:warning("mod_cmr: cannot answer an IQ: ~ts", [Reason]),
+                    xmpp:make_error(IQ, xmpp:err_bad_request())
+            end
+    end.
+
+persist(Router, #jid{luser = U, lserver = S}) ->
+    {ok, Algorithm} = cmr:get_algorithm(Router, <<U/binary, "@", S/binary>>),
+    mnesia:dirty_write(#cmr_algorithm{us = {U, S}, algorithm = Algorithm}).
+
+disco_features({error, _} = Acc, _From, _To, _Node, _Lang) ->
+    Acc;
+disco_features(Acc, _From, #jid{lserver = S}, <<>>, _Lang) ->
+    Existing = case Acc of {result, Features} -> Features; _ -> [] end,
+    case router(S) of
+        undefined -> Acc;
+        Router ->
+            {ok, Text} = cmr:disco_features(Router),
+            {result, binary:split(Text, <<"\n">>, [global]) ++ Existing}
+    end;
+disco_features(Acc, _From, _To, _Node, _Lang) ->
+    Acc.
