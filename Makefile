@@ -13,7 +13,7 @@ CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
-.PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd
+.PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd
 .PHONY: demo-library bench-lua bench-prosody
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -132,6 +132,25 @@ $(ERL_MOD_BUILD)/ebin/mod_cmr.beam: bindings/erlang/mod_cmr/src/mod_cmr.erl
 	erlc -Werror -I $(EJABBERD)/include -I $$(ls -d /usr/lib/erlang/lib/p1_xmpp-*/include) -pa $(EJABBERD)/ebin \
 	    -o $(ERL_MOD_BUILD)/ebin $<
 
+# The ejabberd-contrib package: spec, conf, README, the Erlang sources that
+# ejabberd compiles at module_install, and the NIF with libcmr in priv/.
+EJABBERD_PACKAGE := $(BUILD)/ejabberd-contrib/mod_cmr
+EJABBERD_CONTRIB ?= /var/lib/ejabberd/.ejabberd-modules
+
+ejabberd-package: ejabberd-module
+	rm -rf $(EJABBERD_PACKAGE) && mkdir -p $(EJABBERD_PACKAGE)/src $(EJABBERD_PACKAGE)/priv $(EJABBERD_PACKAGE)/conf
+	cp -f bindings/erlang/mod_cmr/mod_cmr.spec bindings/erlang/mod_cmr/COPYING $(EJABBERD_PACKAGE)/
+	cp -f bindings/erlang/mod_cmr/README.md $(EJABBERD_PACKAGE)/README.txt
+	cp -f bindings/erlang/mod_cmr/conf/mod_cmr.yml $(EJABBERD_PACKAGE)/conf/
+	cp -f bindings/erlang/mod_cmr/src/mod_cmr.erl bindings/erlang/src/cmr.erl $(EJABBERD_PACKAGE)/src/
+	cp -f $(ERL_BUILD)/priv/cmr_nif.so $(ERL_BUILD)/priv/$(SONAME) $(EJABBERD_PACKAGE)/priv/
+
+# Puts the package where `ejabberdctl module_install mod_cmr` finds it.
+install-ejabberd: ejabberd-package
+	install -d $(DESTDIR)$(EJABBERD_CONTRIB)/sources
+	rm -rf $(DESTDIR)$(EJABBERD_CONTRIB)/sources/mod_cmr
+	cp -r $(EJABBERD_PACKAGE) $(DESTDIR)$(EJABBERD_CONTRIB)/sources/
+
 # The conformance suite against a live ejabberd.
 conformance-ejabberd: ejabberd-deps ejabberd-module $(VENV)/.installed
 	CMR_HOST=ejabberd $(VENV)/bin/python -m pytest tests/conformance
@@ -174,11 +193,14 @@ install-test: lib
 	readelf -d $$tmp/hello | grep -q 'NEEDED.*$(SONAME)' && $$tmp/hello && \
 	rm -rf $$tmp && echo "install-test: 1 passed, 0 failed"
 
-test: test-deps lint check-header rust-tests c-tests install-test lua-tests erlang-tests conformance-prosody
+test: test-deps lint check-header rust-tests c-tests install-test lua-tests erlang-tests conformance-prosody \
+      conformance-ejabberd
 
-# The live demo: Prosody on loopback, with and without mod_cmr.
-demo: prosody-deps prosody-module $(VENV)/.installed
-	$(VENV)/bin/python examples/live_demo.py
+# The live demo on loopback, with and without mod_cmr: HOST=prosody (the
+# default) or HOST=ejabberd.
+HOST ?= prosody
+demo: $(HOST)-deps $(HOST)-module $(VENV)/.installed
+	CMR_HOST=$(HOST) $(VENV)/bin/python examples/live_demo.py
 
 # The same scenario inside the library alone, 10,000 messages.
 demo-library: lib

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make demo`: XEP-0354 in a real server. Starts Prosody on loopback
+"""`make demo`: XEP-0354 in a real server. Starts Prosody (or ejabberd) on loopback
 with mod_cmr, connects four cluster nodes on one account and a fleet of
 sensors, sends messages under each algorithm and prints how many each node
 got, next to native Prosody (the same scenario with the module off).
@@ -32,7 +32,6 @@ async def run_cluster(host, label_algorithms):
     # the load leastloaded looks at, only grows.
     nodes[3].plugin["xep_0198"].send_ack = lambda: None
     sensors = [await online(host, host.account(), "probe") for _ in range(SENSORS)]
-    rows = []
     for label, algorithm in label_algorithms:
         if algorithm:
             await nodes[0].set_algorithm(algorithm)
@@ -46,14 +45,12 @@ async def run_cluster(host, label_algorithms):
         expected = SENSORS * PER_SENSOR * (2 if algorithm in (None, "urn:xmpp:cmr:all") else 1)
         await wait_for(lambda: sum(len(n.messages) for n in nodes) >= expected, timeout=20)
         await settle(0.3)
-        rows.append((label, [len(n.messages) for n in nodes]))
+        print_row(label, [len(n.messages) for n in nodes])
     await close(*sensors, *nodes)
-    return rows
 
 
-def print_rows(rows):
-    for label, counts in rows:
-        print(f"{label:<36}" + "".join(f"{c:>8}" for c in counts) + f"{sum(counts):>12}")
+def print_row(label, counts):
+    print(f"{label:<36}" + "".join(f"{c:>8}" for c in counts) + f"{sum(counts):>12}", flush=True)
 
 
 async def main():
@@ -66,12 +63,12 @@ async def main():
     print(f"{'algorithm':<36}" + "".join(f"{'node-' + str(i + 1):>8}" for i in range(4)) + f"{'deliveries':>12}")
     native.start()
     try:
-        print_rows(await run_cluster(native, [(f"native {native.name} (no module)", None)]))
+        await run_cluster(native, [(f"native {native.name} (no module)", None)])
     finally:
         native.stop()
     cmr.start()
     try:
-        print_rows(await run_cluster(cmr, [(a, a) for a in ALGORITHMS]))
+        await run_cluster(cmr, [(a, a) for a in ALGORITHMS])
     finally:
         cmr.stop()
     print("\nall: every max-priority node gets every message (as native); mostactive: one node;")

@@ -3,6 +3,7 @@ build/erlang, as a private node on loopback (its own config, spool and
 logs; no system service; epmd bound to loopback)."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +29,11 @@ listen:
 auth_method: internal
 auth_password_format: plain
 s2s_access: none
-host_config:
+{modules_config}
+"""
+
+# Two virtual hosts with different policies: per-host module lists.
+PER_HOST = """host_config:
   "{domain}":
     modules:
 {modules}
@@ -36,8 +41,7 @@ host_config:
   "{fixed}":
     modules:
 {modules}
-{fixed_cmr}
-"""
+{fixed_cmr}"""
 
 # A host's `modules` in host_config replaces the list, so each host has all.
 MODULES = """      mod_roster: {}
@@ -62,29 +66,55 @@ class EjabberdHost:
     domain = DOMAIN
     fixed_domain = FIXED_DOMAIN
     password = PASSWORD
-    features = {"carbons", "mam", "smacks", "offline", "restart"}
+    features = {"carbons", "mam", "smacks", "offline", "restart", "stats", "reload"}
     hibernation_seconds = 5
 
-    def __init__(self, workdir: Path, with_cmr: bool = True):
+    def __init__(self, workdir: Path, with_cmr: bool = True, contrib: Path = None):
         self.dir = Path(workdir)
         self.port = free_port()
         self.with_cmr = with_cmr
+        # Where `make install-ejabberd` put the contrib package, for a host
+        # that installs mod_cmr with `ejabberdctl module_install` at start.
+        self.contrib = contrib
         self.node = f"cmr{self.port}"
         self.process = None
         self._next_account = 0
         if not EJABBERD.exists():
             raise RuntimeError("ejabberd 23.01 is not installed (make test installs it)")
 
+    @staticmethod
+    def _cookie():
+        """ejabberdctl runs as the user ejabberd with that user's cookie; the
+        private node uses the same one, so ejabberdctl can reach it."""
+        path = Path("/var/lib/ejabberd/.erlang.cookie")
+        if not path.exists():
+            path.write_text(os.urandom(16).hex().upper())
+            shutil.chown(path, "ejabberd", "ejabberd")
+            path.chmod(0o400)
+        return path.read_text().strip()
+
     def _env(self):
-        return dict(os.environ, HOME=str(self.dir), EJABBERD_CONFIG_PATH=str(self.dir / "ejabberd.yml"),
-                    EJABBERD_LOG_PATH=str(self.dir / "ejabberd.log"), ERL_LIBS="/usr/lib/x86_64-linux-gnu",
-                    ERL_EPMD_ADDRESS="127.0.0.1")
+        env = dict(os.environ, HOME=str(self.dir), EJABBERD_CONFIG_PATH=str(self.dir / "ejabberd.yml"),
+                   EJABBERD_LOG_PATH=str(self.dir / "ejabberd.log"), ERL_LIBS="/usr/lib/x86_64-linux-gnu",
+                   ERL_EPMD_ADDRESS="127.0.0.1")
+        if self.contrib:
+            env["CONTRIB_MODULES_PATH"] = str(self.contrib)
+        return env
+
+    def _write_config(self):
+        if self.with_cmr:
+            modules = PER_HOST.format(domain=DOMAIN, fixed=FIXED_DOMAIN, modules=MODULES,
+                                      cmr=MAIN_CMR, fixed_cmr=FIXED_CMR)
+        else:
+            # One global list, which a module installed later (its own conf
+            # merged in by module_install) joins.
+            modules = "modules:\n" + "\n".join(line[4:] for line in MODULES.splitlines())
+        (self.dir / "ejabberd.yml").write_text(CONFIG.format(
+            domain=DOMAIN, fixed=FIXED_DOMAIN, port=self.port, modules_config=modules))
 
     def start(self):
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "ejabberd.yml").write_text(CONFIG.format(
-            domain=DOMAIN, fixed=FIXED_DOMAIN, port=self.port, modules=MODULES,
-            cmr=MAIN_CMR if self.with_cmr else "", fixed_cmr=FIXED_CMR if self.with_cmr else ""))
+        self._write_config()
         ready = self.dir / "ready"
         ready.unlink(missing_ok=True)
         users = ",".join(f'{{<<"user{i}">>,<<"{d}">>}}' for d in (DOMAIN, FIXED_DOMAIN) for i in range(ACCOUNTS))
@@ -93,7 +123,7 @@ class EjabberdHost:
         paths = [arg for p in [EJABBERD / "ebin", *CODE] for arg in ("-pa", str(p))]
         log = open(self.dir / "stdout.log", "ab")
         self.process = subprocess.Popen(
-            ["erl", "-noinput", "-noshell", "-sname", self.node, "-setcookie", "cmrtest", *paths,
+            ["erl", "-noinput", "-noshell", "-sname", self.node, "-setcookie", self._cookie(), *paths,
              "-mnesia", "dir", f'"{self.dir / "spool"}"', "-s", "ejabberd", "-eval", register],
             stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=self.dir)
         deadline = time.monotonic() + 30
@@ -103,11 +133,26 @@ class EjabberdHost:
             if ready.exists():
                 try:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                        return
+                        break
                 except OSError:
                     pass
             time.sleep(0.05)
-        raise RuntimeError(f"ejabberd did not start:\n{self.log_tail()}")
+        else:
+            raise RuntimeError(f"ejabberd did not start:\n{self.log_tail()}")
+        if self.contrib:
+            output = self.ctl("module_install", "mod_cmr")
+            if "mod_cmr" not in self.ctl("modules_installed"):
+                raise RuntimeError(f"module_install failed: {output}\n{self.log_tail()}")
+
+    @classmethod
+    def installed(cls, workdir: Path):
+        """A host that gets mod_cmr as an operator would: `make
+        install-ejabberd` into a contrib path, then `ejabberdctl
+        module_install mod_cmr`."""
+        contrib = Path(workdir) / "contrib"
+        subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "install-ejabberd",
+                        f"EJABBERD_CONTRIB={contrib}"], check=True, capture_output=True)
+        return cls(Path(workdir) / "server", with_cmr=False, contrib=contrib)
 
     def stop(self):
         if self.process and self.process.poll() is None:
@@ -130,6 +175,28 @@ class EjabberdHost:
             if path.exists():
                 text += "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
         return text or "(no log)"
+
+    def ctl(self, *args):
+        """Runs an ejabberdctl command against this node."""
+        out = subprocess.run(["ejabberdctl", "--node", self._node_name(), *args], capture_output=True, text=True,
+                             timeout=60, env=dict(os.environ, ERL_EPMD_ADDRESS="127.0.0.1"))
+        return out.stdout + out.stderr
+
+    def stats(self, jid):
+        return self.ctl("cmr_stats", jid)
+
+    def reload_module(self):
+        """Stops and starts mod_cmr on the main host, sessions staying
+        online. ejabberdctl has no command for it, so this calls gen_mod on
+        the node over Erlang distribution, as ejabberdctl reaches it."""
+        calls = (f"ok = rpc:call('{self._node_name()}', gen_mod, stop_module_keep_config, [<<\"{DOMAIN}\">>, mod_cmr]), "
+                 f"ok = rpc:call('{self._node_name()}', gen_mod, start_module, [<<\"{DOMAIN}\">>, mod_cmr]), halt().")
+        subprocess.run(["erl", "-noshell", "-hidden", "-sname", f"reload{self.port}", "-setcookie", self._cookie(),
+                        "-eval", calls], check=True, capture_output=True, timeout=60,
+                       env=dict(os.environ, ERL_EPMD_ADDRESS="127.0.0.1"))
+
+    def _node_name(self):
+        return f"{self.node}@{socket.gethostname().split('.')[0]}"
 
     def account(self, domain=DOMAIN):
         name = f"user{self._next_account}"

@@ -13,9 +13,10 @@
 -export([sm_receive_packet/1, register_connection/3, remove_connection/3, set_presence/4,
          unset_presence/4, user_send_packet/1, user_receive_packet/1, c2s_handle_send/3,
          c2s_session_pending/1, c2s_session_resumed/1, process_iq/1,
-         decode_iq_subel/1, disco_features/5]).
+         decode_iq_subel/1, disco_features/5, get_commands_spec/0, stats/1]).
 
 -include("xmpp.hrl").
+-include("ejabberd_commands.hrl").
 
 -define(NS_CMR, <<"urn:xmpp:cmr:0">>).
 %% A picked session can vanish between the pick and the delivery; each
@@ -49,13 +50,19 @@ start(Host, Opts) ->
             ejabberd_hooks:add(disco_sm_features, Host, ?MODULE, disco_features, 50),
             gen_iq_handler:add_iq_handler(ejabberd_sm, Host, ?NS_CMR, ?MODULE, process_iq),
             gen_iq_handler:add_iq_handler(ejabberd_local, Host, ?NS_CMR, ?MODULE, process_iq),
+            ejabberd_commands:register_commands(?MODULE, get_commands_spec()),
             register_existing_sessions(Host),
+            logger:info("mod_cmr: cmr ~ts routing for ~ts", [cmr:version(), Host]),
             ok;
         {error, {_, Reason}} ->
             {error, Reason}
     end.
 
 stop(Host) ->
+    case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
+        false -> ejabberd_commands:unregister_commands(get_commands_spec());
+        true -> ok
+    end,
     gen_iq_handler:remove_iq_handler(ejabberd_local, Host, ?NS_CMR),
     gen_iq_handler:remove_iq_handler(ejabberd_sm, Host, ?NS_CMR),
     ejabberd_hooks:delete(disco_sm_features, Host, ?MODULE, disco_features, 50),
@@ -119,16 +126,16 @@ router(Host) -> persistent_term:get({?MODULE, Host}, undefined).
 
 full_jid(U, S, R) -> jid:encode({U, S, R}).
 
-token(U, S, R) ->
-    case ejabberd_sm:get_user_info(U, S, R) of
-        offline -> undefined;
-        Info -> proplists:get_value(cmr_token, Info)
-    end.
+%% A session's token is its SID's timestamp, unique on the node (ejabberd
+%% makes SIDs unique), so it is derived wherever a hook sees the session and
+%% nothing needs storing.
+sid_token({{Mega, Sec, Micro}, _Pid}) -> (Mega * 1000000 + Sec) * 1000000 + Micro.
 
-new_token(U, S, R) ->
-    Token = erlang:unique_integer([positive, monotonic]),
-    ejabberd_sm:set_user_info(U, S, R, cmr_token, Token),
-    Token.
+token(U, S, R) ->
+    case ejabberd_sm:get_session_sid(U, S, R) of
+        none -> undefined;
+        SID -> sid_token(SID)
+    end.
 
 register_session(S, Token, U, R, Priority, Show, Available) ->
     case router(S) of
@@ -151,18 +158,17 @@ restore(U, S) ->
         [] -> ok
     end.
 
-register_connection(_SID, #jid{luser = U, lserver = S, lresource = R}, _Info) ->
-    register_session(S, new_token(U, S, R), U, R, 0, <<>>, false),
+register_connection(SID, #jid{luser = U, lserver = S, lresource = R}, _Info) ->
+    register_session(S, sid_token(SID), U, R, 0, <<>>, false),
     case ejabberd_sm:get_user_resources(U, S) of
         [_] -> restore(U, S);
         _ -> ok
     end.
 
-remove_connection(_SID, #jid{luser = U, lserver = S, lresource = R}, Info) ->
-    case {router(S), proplists:get_value(cmr_token, Info)} of
-        {undefined, _} -> ok;
-        {_, undefined} -> ok;
-        {Router, Token} -> cmr:unregister(Router, full_jid(U, S, R), Token)
+remove_connection(SID, #jid{luser = U, lserver = S, lresource = R}, _Info) ->
+    case router(S) of
+        undefined -> ok;
+        Router -> cmr:unregister(Router, full_jid(U, S, R), sid_token(SID))
     end.
 
 set_presence(U, S, R, #presence{show = Show, priority = Priority}) ->
@@ -187,7 +193,7 @@ register_existing_sessions(Host) ->
     lists:foreach(
       fun({U, S, R}) ->
               Present = [P || {P, Res} <- ejabberd_sm:get_user_present_resources(U, S), Res == R],
-              Token = new_token(U, S, R),
+              Token = token(U, S, R),
               case Present of
                   [P] -> register_session(S, Token, U, R, P, <<>>, true);
                   [] -> register_session(S, Token, U, R, 0, <<>>, false)
@@ -215,16 +221,11 @@ user_send_packet(Acc) ->
 
 %% Load for leastloaded: the session's unacknowledged XEP-0198 queue, after
 %% each stanza sent to it.
-c2s_handle_send(#{mgmt_queue := Queue, jid := #jid{luser = U, lserver = S, lresource = R}} = State,
+c2s_handle_send(#{mgmt_queue := Queue, sid := SID, jid := #jid{luser = U, lserver = S, lresource = R}} = State,
                 #message{}, _Result) ->
-    case {router(S), get(cmr_token)} of
-        {undefined, _} -> ok;
-        {Router, undefined} ->
-            case token(U, S, R) of
-                undefined -> ok;
-                Token -> put(cmr_token, Token), cmr:set_load(Router, full_jid(U, S, R), Token, p1_queue:len(Queue))
-            end;
-        {Router, Token} -> cmr:set_load(Router, full_jid(U, S, R), Token, p1_queue:len(Queue))
+    case router(S) of
+        undefined -> ok;
+        Router -> cmr:set_load(Router, full_jid(U, S, R), sid_token(SID), p1_queue:len(Queue))
     end,
     State;
 c2s_handle_send(State, _Pkt, _Result) ->
@@ -272,9 +273,10 @@ route(Router, #message{type = Type, from = From} = Msg, U, S, Attempts) ->
     Local = From /= undefined andalso ejabberd_router:is_my_host(From#jid.lserver),
     case cmr:pick(Router, <<U/binary, "@", S/binary>>, atom_to_binary(Type), Sender, hint(Msg), Local) of
         Tokens when is_list(Tokens) ->
-            Sessions = [{Res, Info} || {Res, Info} <- ejabberd_sm:get_user_info(U, S),
-                                       lists:member(proplists:get_value(cmr_token, Info), Tokens)],
-            case deliver(Msg, U, S, Sessions) of
+            Sessions = [{Res, Pid} || Res <- ejabberd_sm:get_user_resources(U, S),
+                                      {_, Pid} = SID <- [ejabberd_sm:get_session_sid(U, S, Res)],
+                                      lists:member(sid_token(SID), Tokens)],
+            case deliver(Msg, Sessions) of
                 [] -> route(Router, Msg, U, S, Attempts - 1);
                 remote -> Msg;
                 Delivered ->
@@ -288,17 +290,17 @@ route(Router, #message{type = Type, from = From} = Msg, U, S, Attempts) ->
             Msg
     end.
 
-%% Delivers to each picked session; returns the resources that took it, or
-%% remote when a session lives on another node (ejabberd then routes).
-deliver(Msg, U, S, Sessions) ->
-    Pids = [{Res, ejabberd_sm:get_session_pid(U, S, Res)} || {Res, _} <- Sessions],
-    case lists:any(fun({_, Pid}) -> is_pid(Pid) andalso node(Pid) /= node() end, Pids) of
+%% Delivers to each picked session (its resource and pid); returns the
+%% resources that took it, or remote when a session lives on another node
+%% (ejabberd then routes).
+deliver(Msg, Pids) ->
+    case lists:any(fun({_, Pid}) -> node(Pid) /= node() end, Pids) of
         true ->
             remote;
         false ->
             %% As ejabberd itself does, the first delivery is the original
             %% (mod_mam archives it) and the others are marked sm_copy.
-            Live = [{Res, Pid} || {Res, Pid} <- Pids, is_pid(Pid)],
+            Live = [{Res, Pid} || {Res, Pid} <- Pids, is_process_alive(Pid)],
             Marked = [{Res, Pid, case N of 1 -> xmpp:put_meta(Msg, cmr_routed, true);
                                           _ -> xmpp:put_meta(Msg, sm_copy, true) end}
                       || {N, {Res, Pid}} <- lists:zip(lists:seq(1, length(Live)), Live)],
@@ -346,6 +348,32 @@ should_copy(#message{type = Type, body = Body} = Msg) ->
     (Type == chat orelse (Type == normal andalso Body /= []))
         andalso not xmpp:has_subtag(Msg, #carbons_private{})
         andalso not xmpp:has_subtag(Msg, #hint{type = 'no-copy'}).
+
+%%% ejabberdctl cmr_stats JID
+
+get_commands_spec() ->
+    [#ejabberd_commands{name = cmr_stats, tags = [session],
+                        desc = "Show an account's sessions and the messages mod_cmr routed to each",
+                        module = ?MODULE, function = stats,
+                        args = [{jid, binary}],
+                        args_desc = ["Bare JID of the account"],
+                        args_example = [<<"sensors@example.org">>],
+                        result = {stats, string},
+                        result_desc = "The active algorithm, then one tab-separated line per session"}].
+
+stats(Jid) ->
+    case jid:decode(Jid) of
+        #jid{lserver = S} ->
+            case router(S) of
+                undefined -> "mod_cmr is not loaded on " ++ binary_to_list(S);
+                Router ->
+                    {ok, Algorithm} = cmr:get_algorithm(Router, Jid),
+                    case cmr:stats(Router, Jid) of
+                        {ok, Table} -> binary_to_list(<<"algorithm\t", Algorithm/binary, "\n", Table/binary>>);
+                        {error, {_, Reason}} -> binary_to_list(Reason)
+                    end
+            end
+    end.
 
 %%% XEP-0354 IQs and disco
 
