@@ -10,6 +10,8 @@ BUILD := build
 LIB := $(BUILD)/lib
 SONAME := libcmr.so.0
 CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
+# The test clients (slixmpp, pytest) live in a virtualenv.
+VENV := .venv
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
@@ -161,8 +163,6 @@ erlang-tests: erlang-deps erlang
 	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(BUILD)/erlang/test \
 	    -eval 'case eunit:test(cmr_tests, [verbose]) of ok -> halt(0); _ -> halt(1) end'
 
-# The test clients (slixmpp, pytest) live in a virtualenv.
-VENV := .venv
 $(VENV)/.installed: tests/conformance/requirements.txt
 	@python3 -m venv $(VENV) || { echo "error: python3 -m venv failed; install python3-venv" >&2; exit 1; }
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r $<
