@@ -243,7 +243,7 @@ local function route(event, bare)
 	local hint = honour_hints and stanza:get_child("cmr", xmlns_cmr) or nil;
 	hint = hint and hint.attr.algorithm;
 	local sender = stanza.attr.from or "";
-	local sender_is_local = origin.type == "c2s" or prosody.hosts[jid_host(sender)] ~= nil;
+	local sender_is_local = origin.type == "c2s" or prosody.hosts[jid_host(sender) or ""] ~= nil;
 	for _ = 1, MAX_ATTEMPTS do
 		local delivered = attempt(stanza, router:pick(bare, message_type, sender, hint, sender_is_local));
 		if delivered == false then return; end
@@ -271,6 +271,25 @@ module:hook("message/full", function (event)
 	if full_sessions[to] then return; end
 	return route(event, jid_bare(to));
 end, PRIORITY);
+
+-- A session that ends with messages it never acknowledged (XEP-0198):
+-- mod_smacks stores them offline only when it was the account's last
+-- session and otherwise bounces them to the sender. Natively the other
+-- top sessions had copies; with one session picked, a bounce is a loss. So
+-- the messages are routed again among the remaining sessions, or stored
+-- offline when none is eligible. Runs before mod_smacks' own handler.
+module:hook("delivery/failure", function (event)
+	local session, stanza = event.session, event.stanza;
+	local message_type = stanza.attr.type;
+	if stanza.name ~= "message" or not session.username or stanza.attr.xmlns ~= nil
+			or (message_type ~= nil and message_type ~= "chat" and message_type ~= "normal") then
+		return;
+	end
+	unregister(session);
+	local bare = jid_bare(session.full_jid);
+	if route({ origin = {}, stanza = stanza }, bare) then return true; end
+	return module:fire_event("message/offline/handle", { origin = session, username = session.username, stanza = stanza });
+end, 1);
 
 -- XEP-0354 IQs: the library answers; the host sends and persists.
 local function handle_iq(event)

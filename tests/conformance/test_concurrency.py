@@ -1,0 +1,76 @@
+"""Many senders at once to one account whose sessions come and go,
+gracefully and killed (XEP-0198 on): nothing is lost, duplicates are
+counted and reported, and the per-session counts add up."""
+
+import asyncio
+from collections import Counter
+
+from conftest import run
+from xmpp import close, online, send_messages, settle, wait_for
+
+SENDERS = 8
+PER_SENDER = 40
+
+
+def test_senders_at_once_while_sessions_come_and_go(host):
+    if not {"smacks", "offline", "stats"} <= host.features:
+        return
+
+    async def scenario():
+        account = host.account()
+        stable = [await online(host, account, f"node-{i}", smacks=True) for i in range(2)]
+        victim = await online(host, account, "victim", smacks=True)
+        # The victim holds what it got unacknowledged when its TCP dies.
+        victim.plugin["xep_0198"].send_ack = lambda: None
+        await stable[0].set_algorithm("urn:xmpp:cmr:roundrobin")
+        senders = [await online(host, host.account(), "probe") for _ in range(SENDERS)]
+        await settle()
+        churned = []
+        sending = True
+
+        async def churn():
+            while sending:
+                session = await online(host, account, f"churn-{len(churned)}", smacks=True)
+                churned.append(session)
+                await asyncio.sleep(0.2)
+                await close(session)
+
+        async def send(sender):
+            for burst in range(PER_SENDER // 5):
+                send_messages(sender, account, 5, prefix=f"{sender.boundjid.bare}-{burst}")
+                # Paced so that several sessions come and go during the stream.
+                await asyncio.sleep(0.1)
+
+        churner = asyncio.create_task(churn())
+        sends = asyncio.gather(*(send(s) for s in senders))
+        await asyncio.sleep(0.3)
+        victim.transport.abort()
+        await sends
+        sending = False
+        await churner
+        expected = {f"{s.boundjid.bare}-{b}-{i}" for s in senders for b in range(PER_SENDER // 5) for i in range(5)}
+        # What the victim held comes back after the resumption time (resent
+        # or stored offline); a fresh session collects what is stored.
+        await asyncio.sleep(getattr(host, "hibernation_seconds", 5) + 1.5)
+        collector = await online(host, account, "collector")
+        sessions = [*stable, *churned, collector]
+        seen_by_victim = Counter(victim.bodies())
+        arrived = await wait_for(lambda: expected <= set(Counter(b for c in sessions for b in c.bodies()))
+                                 | set(seen_by_victim), timeout=20)
+        await settle(0.5)
+        received = Counter(b for c in sessions for b in c.bodies()) + seen_by_victim
+        missing = expected - set(received)
+        duplicates = sum(n - 1 for n in received.values())
+        print(f"concurrency: {len(expected)} sent by {SENDERS} senders, {len(expected) - len(missing)} received, "
+              f"{duplicates} duplicates, {len(churned)} sessions came and went, one killed")
+        assert arrived and not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:5]}"
+        assert len(churned) >= 2, "sessions came and went while the senders sent"
+        # The stable sessions never left: what the router counted for each is
+        # what its client received.
+        stats = host.stats(account)
+        routed = {row.split("\t")[0]: int(row.split("\t")[1]) for row in stats.splitlines()
+                  if row.startswith("node-")}
+        assert routed == {f"node-{i}": len(s.messages) for i, s in enumerate(stable)}, stats
+        await close(*senders, *stable, collector)
+
+    run(scenario())
