@@ -12,11 +12,13 @@ SONAME := libcmr.so.0
 CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 # The test clients (slixmpp, pytest) live in a virtualenv.
 VENV := .venv
+# The server of `make demo` and `make bench-throughput`: prosody or ejabberd.
+HOST ?= prosody
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
 .PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd
-.PHONY: demo-library bench-lua bench-prosody
+.PHONY: demo-library bench-lua bench-throughput
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
 all: lib
@@ -196,9 +198,7 @@ install-test: lib
 test: test-deps lint check-header rust-tests c-tests install-test lua-tests erlang-tests conformance-prosody \
       conformance-ejabberd
 
-# The live demo on loopback, with and without mod_cmr: HOST=prosody (the
-# default) or HOST=ejabberd.
-HOST ?= prosody
+# The live demo on loopback, with and without mod_cmr.
 demo: $(HOST)-deps $(HOST)-module $(VENV)/.installed
 	CMR_HOST=$(HOST) $(VENV)/bin/python examples/live_demo.py
 
@@ -217,9 +217,10 @@ bench-erlang: erlang-deps erlang
 	erlc -o $(BUILD)/erlang/bench benches/erlang/cmr_bench.erl
 	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(BUILD)/erlang/bench -s cmr_bench main
 
-# Prosody's throughput with mod_cmr against native Prosody, on loopback.
-bench-prosody: prosody-deps prosody-module $(VENV)/.installed
-	$(VENV)/bin/python benches/prosody_throughput.py
+# A server's throughput with mod_cmr against the same server natively, on
+# loopback: HOST=prosody (the default) or HOST=ejabberd.
+bench-throughput: $(HOST)-deps $(HOST)-module $(VENV)/.installed
+	CMR_HOST=$(HOST) $(VENV)/bin/python benches/throughput.py
 
 # Runs the benchmarks, then prints BENCHMARKS.md's tables from criterion's
 # estimates.

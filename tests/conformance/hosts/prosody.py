@@ -63,6 +63,8 @@ class ProsodyHost:
     # What this host can do, for tests that need it.
     features = {"carbons", "mam", "smacks", "offline", "stats", "restart", "reload"}
 
+    # The least a benchmark needs: no archive, no carbons.
+    LEAN = ["roster", "saslauth", "disco"]
     # What the suite needs of a server beside mod_cmr.
     MODULES = ["roster", "saslauth", "disco", "carbons", "mam", "smacks", "offline", "admin_shell", "ping"]
 

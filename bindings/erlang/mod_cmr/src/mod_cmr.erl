@@ -273,10 +273,10 @@ route(Router, #message{type = Type, from = From} = Msg, U, S, Attempts) ->
     Local = From /= undefined andalso ejabberd_router:is_my_host(From#jid.lserver),
     case cmr:pick(Router, <<U/binary, "@", S/binary>>, atom_to_binary(Type), Sender, hint(Msg), Local) of
         Tokens when is_list(Tokens) ->
-            Sessions = [{Res, Pid} || Res <- ejabberd_sm:get_user_resources(U, S),
-                                      {_, Pid} = SID <- [ejabberd_sm:get_session_sid(U, S, Res)],
-                                      lists:member(sid_token(SID), Tokens)],
-            case deliver(Msg, Sessions) of
+            %% One session lookup: a SID holds both the token and the pid.
+            Pids = [Pid || {_, Pid} = SID <- ejabberd_sm:get_session_sids(U, S),
+                           lists:member(sid_token(SID), Tokens)],
+            case deliver(Msg, Pids) of
                 [] -> route(Router, Msg, U, S, Attempts - 1);
                 remote -> Msg;
                 Delivered ->
@@ -290,21 +290,20 @@ route(Router, #message{type = Type, from = From} = Msg, U, S, Attempts) ->
             Msg
     end.
 
-%% Delivers to each picked session (its resource and pid); returns the
-%% resources that took it, or remote when a session lives on another node
-%% (ejabberd then routes).
+%% Delivers to each picked session's process; returns the pids that took
+%% it, or remote when a session lives on another node (ejabberd then routes).
 deliver(Msg, Pids) ->
-    case lists:any(fun({_, Pid}) -> node(Pid) /= node() end, Pids) of
+    case lists:any(fun(Pid) -> node(Pid) /= node() end, Pids) of
         true ->
             remote;
         false ->
             %% As ejabberd itself does, the first delivery is the original
             %% (mod_mam archives it) and the others are marked sm_copy.
-            Live = [{Res, Pid} || {Res, Pid} <- Pids, is_process_alive(Pid)],
-            Marked = [{Res, Pid, case N of 1 -> xmpp:put_meta(Msg, cmr_routed, true);
-                                          _ -> xmpp:put_meta(Msg, sm_copy, true) end}
-                      || {N, {Res, Pid}} <- lists:zip(lists:seq(1, length(Live)), Live)],
-            [begin ejabberd_c2s:route(Pid, {route, M}), Res end || {Res, Pid, M} <- Marked]
+            Live = [Pid || Pid <- Pids, is_process_alive(Pid)],
+            Marked = [{Pid, case N of 1 -> xmpp:put_meta(Msg, cmr_routed, true);
+                                     _ -> xmpp:put_meta(Msg, sm_copy, true) end}
+                      || {N, Pid} <- lists:zip(lists:seq(1, length(Live)), Live)],
+            [begin ejabberd_c2s:route(Pid, {route, M}), Pid end || {Pid, M} <- Marked]
     end.
 
 %% After mod_mam archived the original of a message mod_cmr routed: mark it
@@ -322,10 +321,11 @@ hint(#message{sub_els = Els}) ->
         [] -> <<>>
     end.
 
-%% The picked sessions got the message; every other available,
-%% carbons-enabled session gets a <received/> copy (XEP-0280 rules).
+%% The picked sessions (the pids in Delivered) got the message; every other
+%% available, carbons-enabled session gets a <received/> copy (XEP-0280 rules).
 send_carbons(#message{type = Type} = Msg, U, S, Delivered) ->
-    case should_copy(Msg) of
+    %% Without mod_carboncopy no session can have enabled carbons.
+    case gen_mod:is_loaded(S, mod_carboncopy) andalso should_copy(Msg) of
         false -> ok;
         true ->
             Available = [Res || {_, Res} <- ejabberd_sm:get_user_present_resources(U, S)],
@@ -333,7 +333,7 @@ send_carbons(#message{type = Type} = Msg, U, S, Delivered) ->
             lists:foreach(
               fun({Res, Info}) ->
                       case proplists:is_defined(carboncopy, Info) andalso lists:member(Res, Available)
-                          andalso not lists:member(Res, Delivered) of
+                          andalso not lists:member(ejabberd_sm:get_session_pid(U, S, Res), Delivered) of
                           true ->
                               Dest = jid:make(U, S, Res),
                               Carbon = #carbons_received{forwarded = #forwarded{sub_els = [Msg]}},

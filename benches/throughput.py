@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Prosody's throughput with mod_cmr against native Prosody (make
-bench-prosody). One raw-socket sender logs in and writes MESSAGES chat
+"""A server's throughput with mod_cmr against the same server natively
+(make bench-throughput HOST=prosody|ejabberd). One raw-socket sender logs in and writes MESSAGES chat
 messages to an account with two sessions as fast as the server takes them;
 the run ends when the two receivers have counted them all. Both setups
 deliver each message once: with mod_cmr, round robin over two sessions at
 priority 0; natively, the second session at priority -1. The two servers
-run side by side with the same lean config, and the runs alternate."""
+run side by side with the same lean config (no archive, no carbons), and
+the runs alternate."""
 
 import base64
 import selectors
@@ -19,12 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "conformance"))
 
-from hosts.prosody import ProsodyHost  # noqa: E402
+from conftest import host_class  # noqa: E402
 
 MESSAGES = 50_000
 ROUNDS = 5
 TIMEOUT = 120
-LEAN = ["roster", "saslauth", "disco"]
 STREAM = ("<?xml version='1.0'?><stream:stream to='{domain}' xmlns='jabber:client' "
           "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
 
@@ -108,25 +108,31 @@ def run(host, account, sender_jid, second_priority):
     return MESSAGES / elapsed, [r.count for r in receivers]
 
 
-def store_algorithm(host, jid, algorithm):
-    """Sets an account's algorithm the way mod_cmr restores it: from its store."""
-    store = host.dir / "data" / host.domain / "cmr"
-    store.mkdir(parents=True, exist_ok=True)
-    (store / f"{jid.split('@')[0]}.dat").write_text(f'return {{ ["algorithm"] = "{algorithm}"; }};\n')
+def set_algorithm(host, jid, algorithm):
+    """Sets an account's algorithm with a XEP-0354 set from one of its sessions."""
+    session = RawSession(host, jid, "setup", 0)
+    session.send(f"<iq type='set' id='cmr-set'><cmr xmlns='urn:xmpp:cmr:0' algorithm='{algorithm}'/></iq>")
+    while b"cmr-set" not in session.buffer:
+        session.buffer += session.sock.recv(65536)
+    reply = session.buffer[session.buffer.rfind(b"<iq", 0, session.buffer.find(b"cmr-set")):]
+    if b"result" not in reply.split(b">")[0]:
+        raise RuntimeError(f"setting {algorithm} failed: {reply[:300]!r}")
+    session.sock.close()
 
 
 def main():
     work = Path(tempfile.mkdtemp(prefix="cmr-bench-"))
-    native = ProsodyHost(work / "native", with_cmr=False, modules=LEAN)
-    cmr = ProsodyHost(work / "cmr", modules=LEAN)
+    Host = host_class()
+    native = Host(work / "native", with_cmr=False, modules=Host.LEAN)
+    cmr = Host(work / "cmr", modules=Host.LEAN)
     for host in (native, cmr):
         host.start()
     # (label, host, account, sender, priority of the second session)
     setups = [("native", native, native.account(), native.account(), -1),
               ("mod_cmr roundrobin", cmr, cmr.account(), cmr.account(), 0),
               ("mod_cmr one session", cmr, cmr.account(), cmr.account(), -1)]
-    store_algorithm(cmr, setups[1][2], "urn:xmpp:cmr:roundrobin")
-    store_algorithm(cmr, setups[2][2], "urn:xmpp:cmr:mostactive")
+    set_algorithm(cmr, setups[1][2], "urn:xmpp:cmr:roundrobin")
+    set_algorithm(cmr, setups[2][2], "urn:xmpp:cmr:mostactive")
     results = {label: [] for label, *_ in setups}
     try:
         for round_number in range(ROUNDS):
@@ -138,7 +144,7 @@ def main():
         for host in (native, cmr):
             host.stop()
     medians = {label: statistics.median(rates) for label, rates in results.items()}
-    print(f"median msg/s over {ROUNDS} rounds of {MESSAGES} messages:")
+    print(f"{Host.name}: median msg/s over {ROUNDS} rounds of {MESSAGES} messages:")
     for label, rate in medians.items():
         print(f"  {label:<20} {rate:8.0f}   ratio to native {rate / medians['native']:.3f}")
 
