@@ -4,13 +4,12 @@ logs; no system service; epmd bound to loopback)."""
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from hosts.prosody import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, free_port
+from hosts.base import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost
 
 ROOT = Path(__file__).resolve().parents[3]
 EJABBERD = Path("/usr/lib/x86_64-linux-gnu/ejabberd-23.01")
@@ -61,11 +60,9 @@ FIXED_CMR = """      mod_cmr:
         hints: never"""
 
 
-class EjabberdHost:
+class EjabberdHost(ServerHost):
     name = "ejabberd"
-    domain = DOMAIN
-    fixed_domain = FIXED_DOMAIN
-    password = PASSWORD
+    stop_timeout = 20
     features = {"carbons", "mam", "smacks", "offline", "restart", "stats", "reload"}
     hibernation_seconds = 5
 
@@ -73,16 +70,14 @@ class EjabberdHost:
     LEAN = ["mod_roster", "mod_disco"]
 
     def __init__(self, workdir: Path, with_cmr: bool = True, contrib: Path = None, modules=None):
+        super().__init__()
         self.dir = Path(workdir)
-        self.port = free_port()
         self.with_cmr = with_cmr
         # Where `make install-ejabberd` put the contrib package, for a host
         # that installs mod_cmr with `ejabberdctl module_install` at start.
         self.contrib = contrib
         self.modules = modules
         self.node = f"cmr{self.port}"
-        self.process = None
-        self._next_account = 0
         if not EJABBERD.exists():
             raise RuntimeError("ejabberd 23.01 is not installed (make test installs it)")
 
@@ -159,20 +154,6 @@ class EjabberdHost:
                         f"EJABBERD_CONTRIB={contrib}"], check=True, capture_output=True)
         return cls(Path(workdir) / "server", with_cmr=False, contrib=contrib)
 
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def restart(self):
-        self.stop()
-        self.start()
-
     def log_tail(self, lines=40):
         text = ""
         for name in ("ejabberd.log", "stdout.log"):
@@ -203,8 +184,3 @@ class EjabberdHost:
     def _node_name(self):
         return f"{self.node}@{socket.gethostname().split('.')[0]}"
 
-    def account(self, domain=DOMAIN):
-        name = f"user{self._next_account}"
-        self._next_account += 1
-        assert self._next_account <= ACCOUNTS, "raise ACCOUNTS"
-        return f"{name}@{domain}"

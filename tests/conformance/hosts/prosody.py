@@ -2,20 +2,15 @@
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from hosts.base import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost
+
 ROOT = Path(__file__).resolve().parents[3]
 PLUGINS = ROOT / "build" / "prosody"
-
-# Two virtual hosts with different policies, as the suite needs.
-DOMAIN = "localhost"
-FIXED_DOMAIN = "fixed.localhost"
-ACCOUNTS = 80
-PASSWORD = "secret"
 
 CONFIG = """
 run_as_root = true
@@ -49,17 +44,8 @@ VirtualHost "{fixed}"
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ProsodyHost:
+class ProsodyHost(ServerHost):
     name = "prosody"
-    domain = DOMAIN
-    fixed_domain = FIXED_DOMAIN
-    password = PASSWORD
     # What this host can do, for tests that need it.
     features = {"carbons", "mam", "smacks", "offline", "stats", "restart", "reload"}
 
@@ -69,14 +55,12 @@ class ProsodyHost:
     MODULES = ["roster", "saslauth", "disco", "carbons", "mam", "smacks", "offline", "admin_shell", "ping"]
 
     def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS, modules=None):
+        super().__init__()
         self.dir = Path(workdir)
-        self.port = free_port()
         self.with_cmr = with_cmr
         self.plugins = plugins
         self.modules = list(self.MODULES if modules is None else modules) + (["cmr"] if with_cmr else [])
-        self.process = None
         self.config = self.dir / "prosody.cfg.lua"
-        self._next_account = 0
         if shutil.which("prosody") is None:
             raise RuntimeError("prosody is not installed (make test installs it)")
 
@@ -113,30 +97,9 @@ class ProsodyHost:
                 time.sleep(0.05)
         raise RuntimeError(f"prosody did not listen on {self.port}:\n{self.log_tail()}")
 
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def restart(self):
-        self.stop()
-        self.start()
-
     def log_tail(self, lines=40):
         path = self.dir / "prosody.log"
         return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else "(no log)"
-
-    def account(self, domain=DOMAIN):
-        """A fresh account of `domain`: the JID of a user no test used yet."""
-        name = f"user{self._next_account}"
-        self._next_account += 1
-        assert self._next_account <= ACCOUNTS, "raise ACCOUNTS"
-        return f"{name}@{domain}"
 
     @classmethod
     def installed(cls, workdir: Path):

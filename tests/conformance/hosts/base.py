@@ -1,0 +1,54 @@
+"""What every host fixture shares: the accounts, the virtual hosts and
+stopping the server process."""
+
+import signal
+import socket
+import subprocess
+
+# Two virtual hosts with different policies, as the suite needs.
+DOMAIN = "localhost"
+FIXED_DOMAIN = "fixed.localhost"
+ACCOUNTS = 80
+PASSWORD = "secret"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerHost:
+    """A server process on loopback with ACCOUNTS accounts on each virtual
+    host. Subclasses start it and say what it can do (`features`)."""
+
+    domain = DOMAIN
+    fixed_domain = FIXED_DOMAIN
+    password = PASSWORD
+    stop_timeout = 10
+
+    def __init__(self):
+        self.port = free_port()
+        self.process = None
+        self._next_account = 0
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def account(self, domain=DOMAIN):
+        """A fresh account of `domain`: the JID of a user no test used yet."""
+        name = f"user{self._next_account}"
+        self._next_account += 1
+        assert self._next_account <= ACCOUNTS, "raise ACCOUNTS"
+        return f"{name}@{domain}"
