@@ -96,6 +96,17 @@ pub struct Account {
     pub resources: Vec<Resource>,
 }
 
+impl Account {
+    /// After the eligible set changed, the rotations start afresh so that
+    /// their fairness bounds hold for the new set.
+    fn restart(&mut self) {
+        self.state.restart();
+        for r in &mut self.resources {
+            r.current_weight = 0;
+        }
+    }
+}
+
 /// How a register call changed the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Registration {
@@ -136,9 +147,7 @@ impl Registry {
     }
 
     /// Registers or updates `resource` of the account `bare`. A new account
-    /// starts with `default_algorithm`. Any change of the eligible set resets
-    /// the algorithms' rotation state so that their fairness bounds hold for
-    /// the new set.
+    /// starts with `default_algorithm`; the account's rotations restart.
     pub fn register(
         &self,
         bare: &str,
@@ -165,10 +174,7 @@ impl Registry {
                 )
                 .into_mut(),
         };
-        account.state.restart();
-        for r in &mut account.resources {
-            r.current_weight = 0;
-        }
+        account.restart();
         let fresh = Resource {
             name: CompactString::from(resource),
             name_hash: crate::algorithm::name_hash(resource),
@@ -220,10 +226,7 @@ impl Registry {
         if account.resources.is_empty() {
             entry.remove();
         } else {
-            account.state.restart();
-            for r in &mut account.resources {
-                r.current_weight = 0;
-            }
+            account.restart();
         }
         true
     }
