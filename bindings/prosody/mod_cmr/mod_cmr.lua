@@ -228,7 +228,7 @@ end
 
 -- Whether this host honours message hints at all (set below from the
 -- library's disco features): when not, messages are not searched for one.
-local honour_hints;
+local honour_hints = false;
 
 -- A picked session can vanish between the pick and the delivery; each
 -- attempt removes at least one, so a few attempts always settle.
@@ -316,7 +316,6 @@ end
 
 -- Disco features, on the server and on accounts.
 local features = {};
-honour_hints = false;
 for feature in assert(router:disco_features()):gmatch("[^\n]+") do
 	features[#features + 1] = feature;
 	module:add_feature(feature);

@@ -189,17 +189,19 @@ priority(P) -> P.
 show(undefined) -> <<>>;
 show(Show) -> atom_to_binary(Show).
 
+%% Registers the session as its presence stands now: available with its
+%% priority, or unavailable.
+register_current(S, Token, U, R) ->
+    case [P || {P, Res} <- ejabberd_sm:get_user_present_resources(U, S), Res == R] of
+        [P] -> register_session(S, Token, U, R, P, <<>>, true);
+        [] -> register_session(S, Token, U, R, 0, <<>>, false)
+    end.
+
 register_existing_sessions(Host) ->
-    lists:foreach(
-      fun({U, S, R}) ->
-              Present = [P || {P, Res} <- ejabberd_sm:get_user_present_resources(U, S), Res == R],
-              Token = token(U, S, R),
-              case Present of
-                  [P] -> register_session(S, Token, U, R, P, <<>>, true);
-                  [] -> register_session(S, Token, U, R, 0, <<>>, false)
-              end,
-              restore(U, S)
-      end, ejabberd_sm:get_vh_session_list(Host)).
+    Sessions = ejabberd_sm:get_vh_session_list(Host),
+    [register_current(S, token(U, S, R), U, R) || {U, S, R} <- Sessions],
+    [restore(U, S) || {U, S} <- lists:usort([{U, S} || {U, S, _} <- Sessions])],
+    ok.
 
 %% Activity for mostactive, at most once a second per session (the hook
 %% runs in the session's own process).
@@ -243,10 +245,9 @@ c2s_session_pending(State) ->
     State.
 
 c2s_session_resumed(#{jid := #jid{luser = U, lserver = S, lresource = R}} = State) ->
-    case {token(U, S, R), [P || {P, Res} <- ejabberd_sm:get_user_present_resources(U, S), Res == R]} of
-        {undefined, _} -> ok;
-        {Token, [P]} -> register_session(S, Token, U, R, P, <<>>, true);
-        {_, []} -> ok
+    case token(U, S, R) of
+        undefined -> ok;
+        Token -> register_current(S, Token, U, R)
     end,
     State;
 c2s_session_resumed(State) ->
@@ -299,11 +300,15 @@ deliver(Msg, Pids) ->
         false ->
             %% As ejabberd itself does, the first delivery is the original
             %% (mod_mam archives it) and the others are marked sm_copy.
-            Live = [Pid || Pid <- Pids, is_process_alive(Pid)],
-            Marked = [{Pid, case N of 1 -> xmpp:put_meta(Msg, cmr_routed, true);
-                                     _ -> xmpp:put_meta(Msg, sm_copy, true) end}
-                      || {N, Pid} <- lists:zip(lists:seq(1, length(Live)), Live)],
-            [begin ejabberd_c2s:route(Pid, {route, M}), Pid end || {Pid, M} <- Marked]
+            case [Pid || Pid <- Pids, is_process_alive(Pid)] of
+                [] ->
+                    [];
+                [First | Rest] = Live ->
+                    ejabberd_c2s:route(First, {route, xmpp:put_meta(Msg, cmr_routed, true)}),
+                    Copy = xmpp:put_meta(Msg, sm_copy, true),
+                    [ejabberd_c2s:route(Pid, {route, Copy}) || Pid <- Rest],
+                    Live
+            end
     end.
 
 %% After mod_mam archived the original of a message mod_cmr routed: mark it
