@@ -51,7 +51,7 @@ def test_senders_at_once_while_sessions_come_and_go(host):
         expected = {f"{s.boundjid.bare}-{b}-{i}" for s in senders for b in range(PER_SENDER // 5) for i in range(5)}
         # What the victim held comes back after the resumption time (resent
         # or stored offline); a fresh session collects what is stored.
-        await asyncio.sleep(getattr(host, "hibernation_seconds", 5) + 1.5)
+        await asyncio.sleep(host.hibernation_seconds + 1.5)
         collector = await online(host, account, "collector")
         sessions = [*stable, *churned, collector]
         seen_by_victim = Counter(victim.bodies())

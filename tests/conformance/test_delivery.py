@@ -73,7 +73,7 @@ def test_killed_connection_with_stream_management_loses_nothing(host):
         send_messages(sensor, account, 50, prefix="after")
         # mod_smacks keeps the dead session for its hibernation time, then
         # stores what was not acknowledged offline.
-        await asyncio.sleep(host_hibernation(host) + 1.5)
+        await asyncio.sleep(host.hibernation_seconds + 1.5)
         fresh = await online(host, account, "node-2")
         expected = {f"before-{i}" for i in range(50)} | {f"after-{i}" for i in range(50)}
         arrived = await wait_for(lambda: expected <= set(bodies(survivor, fresh)) | victim_got, timeout=15)
@@ -87,10 +87,6 @@ def test_killed_connection_with_stream_management_loses_nothing(host):
         assert expected <= set(seen)
         await close(sensor, survivor, fresh)
     run(scenario())
-
-
-def host_hibernation(host):
-    return getattr(host, "hibernation_seconds", 5)
 
 
 def test_carbons_the_picked_gets_the_message_the_others_a_copy(host):

@@ -26,6 +26,9 @@ class ServerHost:
     fixed_domain = FIXED_DOMAIN
     password = PASSWORD
     stop_timeout = 10
+    # How long a dead XEP-0198 session waits for resumption; the fixtures'
+    # server configs set this.
+    hibernation_seconds = 5
 
     def __init__(self):
         self.port = free_port()

@@ -47,7 +47,7 @@ MODULES = """      mod_roster: {}
       mod_disco: {}
       mod_carboncopy: {}
       mod_stream_mgmt:
-        resume_timeout: 5
+        resume_timeout: RESUME_TIMEOUT
         resend_on_timeout: true
       mod_offline: {}
       mod_mam:
@@ -64,7 +64,6 @@ class EjabberdHost(ServerHost):
     name = "ejabberd"
     stop_timeout = 20
     features = {"carbons", "mam", "smacks", "offline", "restart", "stats", "reload"}
-    hibernation_seconds = 5
 
     # The least a benchmark needs: no archive, no carbons.
     LEAN = ["mod_roster", "mod_disco"]
@@ -101,7 +100,8 @@ class EjabberdHost(ServerHost):
         return env
 
     def _write_config(self):
-        listed = MODULES if self.modules is None else "\n".join(f"      {m}: {{}}" for m in self.modules)
+        listed = (MODULES.replace("RESUME_TIMEOUT", str(self.hibernation_seconds)) if self.modules is None
+                  else "\n".join(f"      {m}: {{}}" for m in self.modules))
         if self.with_cmr:
             modules = PER_HOST.format(domain=DOMAIN, fixed=FIXED_DOMAIN, modules=listed,
                                       cmr=MAIN_CMR, fixed_cmr=FIXED_CMR)

@@ -31,7 +31,7 @@ authentication = "internal_plain"
 storage = "internal"
 default_archive_policy = true
 archive_expires_after = "never"
-smacks_hibernation_time = 5
+smacks_hibernation_time = {hibernation}
 modules_enabled = {{ {modules} }}
 
 VirtualHost "{domain}"
@@ -66,7 +66,7 @@ class ProsodyHost(ServerHost):
 
     def _write_config(self):
         self.config.write_text(CONFIG.format(
-            dir=self.dir, plugins=self.plugins, port=self.port, domain=DOMAIN, fixed=FIXED_DOMAIN,
+            dir=self.dir, plugins=self.plugins, hibernation=self.hibernation_seconds, port=self.port, domain=DOMAIN, fixed=FIXED_DOMAIN,
             modules="".join(f'"{m}"; ' for m in self.modules), log_level=os.environ.get("CMR_PROSODY_LOG", "info")))
 
     def _create_accounts(self):
