@@ -49,7 +49,8 @@ MODULES = """      mod_roster: {}
       mod_stream_mgmt:
         resume_timeout: RESUME_TIMEOUT
         resend_on_timeout: true
-      mod_offline: {}
+      mod_offline: {}"""
+ARCHIVE = """
       mod_mam:
         default: always"""
 MAIN_CMR = """      mod_cmr:
@@ -63,13 +64,14 @@ FIXED_CMR = """      mod_cmr:
 class EjabberdHost(ServerHost):
     name = "ejabberd"
     stop_timeout = 20
-    features = {"carbons", "mam", "smacks", "offline", "restart", "stats", "reload"}
+    features = {"carbons", "mam", "smacks", "offline", "restart", "stats", "reload", "cluster"}
 
     # The least a benchmark needs: no archive, no carbons.
     LEAN = ["mod_roster", "mod_disco"]
 
-    def __init__(self, workdir: Path, with_cmr: bool = True, contrib: Path = None, modules=None):
+    def __init__(self, workdir: Path, with_cmr: bool = True, contrib: Path = None, modules=None, archive=True):
         super().__init__()
+        self.archive = archive
         self.dir = Path(workdir)
         self.with_cmr = with_cmr
         # Where `make install-ejabberd` put the contrib package, for a host
@@ -100,8 +102,8 @@ class EjabberdHost(ServerHost):
         return env
 
     def _write_config(self):
-        listed = (MODULES.replace("RESUME_TIMEOUT", str(self.hibernation_seconds)) if self.modules is None
-                  else "\n".join(f"      {m}: {{}}" for m in self.modules))
+        listed = (MODULES.replace("RESUME_TIMEOUT", str(self.hibernation_seconds)) + (ARCHIVE if self.archive else "")
+                  if self.modules is None else "\n".join(f"      {m}: {{}}" for m in self.modules))
         if self.with_cmr:
             modules = PER_HOST.format(domain=DOMAIN, fixed=FIXED_DOMAIN, modules=listed,
                                       cmr=MAIN_CMR, fixed_cmr=FIXED_CMR)
@@ -126,23 +128,42 @@ class EjabberdHost(ServerHost):
             ["erl", "-noinput", "-noshell", "-sname", self.node, "-setcookie", self._cookie(), *paths,
              "-mnesia", "dir", f'"{self.dir / "spool"}"', "-s", "ejabberd", "-eval", register],
             stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=self.dir)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ejabberd exited with {self.process.returncode}:\n{self.log_tail()}")
-            if ready.exists():
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                        break
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"ejabberd did not start:\n{self.log_tail()}")
+        self._wait_until_listening(ready.exists)
         if self.contrib:
             output = self.ctl("module_install", "mod_cmr")
             if "mod_cmr" not in self.ctl("modules_installed"):
                 raise RuntimeError(f"module_install failed: {output}\n{self.log_tail()}")
+
+    def _wait_until_listening(self, started):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ejabberd exited with {self.process.returncode}:\n{self.log_tail()}")
+            if started():
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"ejabberd did not start:\n{self.log_tail()}")
+
+    def join_cluster(self, other):
+        """Makes this running node join `other`'s cluster, as an operator
+        does with `ejabberdctl join_cluster`; ejabberd restarts on this node."""
+        log = self.dir / "ejabberd.log"
+
+        def listeners_started():
+            return log.read_text(errors="replace").count("Start accepting TCP connections")
+
+        before = listeners_started()
+        output = self.ctl("join_cluster", other._node_name())
+        if other._node_name() not in self.ctl("list_cluster"):
+            raise RuntimeError(f"join_cluster failed: {output}\n{self.log_tail()}")
+        self._wait_until_listening(lambda: listeners_started() > before)
+
+    def log(self):
+        return (self.dir / "ejabberd.log").read_text(errors="replace")
 
     @classmethod
     def installed(cls, workdir: Path):

@@ -12,6 +12,7 @@
 -export([start/2, stop/1, reload/3, depends/2, mod_opt_type/1, mod_options/1, mod_doc/0]).
 -export([sm_receive_packet/1, register_connection/3, remove_connection/3, set_presence/4,
          unset_presence/4, user_send_packet/1, user_receive_packet/1, c2s_handle_send/3,
+         c2s_authenticated_packet/2,
          c2s_session_pending/1, c2s_session_resumed/1, process_iq/1,
          decode_iq_subel/1, disco_features/5, get_commands_spec/0, stats/1]).
 
@@ -24,6 +25,8 @@
 -define(MAX_ATTEMPTS, 8).
 
 -record(cmr_algorithm, {us :: {binary(), binary()}, algorithm :: binary()}).
+%% Accounts whose cluster fallback this node has logged, and when.
+-record(cmr_cluster_fallback, {us :: {binary(), binary()}, logged_at :: integer()}).
 
 %%% gen_mod
 
@@ -33,12 +36,16 @@ start(Host, Opts) ->
             persistent_term:put({?MODULE, Host}, Router),
             ejabberd_mnesia:create(?MODULE, cmr_algorithm,
                                    [{disc_copies, [node()]}, {attributes, record_info(fields, cmr_algorithm)}]),
+            ejabberd_mnesia:create(?MODULE, cmr_cluster_fallback,
+                                   [{ram_copies, [node()]}, {local_content, true},
+                                    {attributes, record_info(fields, cmr_cluster_fallback)}]),
             ejabberd_hooks:add(sm_register_connection_hook, Host, ?MODULE, register_connection, 50),
             ejabberd_hooks:add(sm_remove_connection_hook, Host, ?MODULE, remove_connection, 50),
             ejabberd_hooks:add(set_presence_hook, Host, ?MODULE, set_presence, 50),
             ejabberd_hooks:add(unset_presence_hook, Host, ?MODULE, unset_presence, 50),
             ejabberd_hooks:add(user_send_packet, Host, ?MODULE, user_send_packet, 50),
             ejabberd_hooks:add(c2s_handle_send, Host, ?MODULE, c2s_handle_send, 100),
+            ejabberd_hooks:add(c2s_authenticated_packet, Host, ?MODULE, c2s_authenticated_packet, 40),
             ejabberd_hooks:add(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
             ejabberd_hooks:add(c2s_session_resumed, Host, ?MODULE, c2s_session_resumed, 50),
             %% Between mod_mam (88), which archives the one unmarked delivery,
@@ -71,6 +78,7 @@ stop(Host) ->
     ejabberd_hooks:delete(user_receive_packet, Host, ?MODULE, user_receive_packet, 88.5),
     ejabberd_hooks:delete(c2s_session_resumed, Host, ?MODULE, c2s_session_resumed, 50),
     ejabberd_hooks:delete(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
+    ejabberd_hooks:delete(c2s_authenticated_packet, Host, ?MODULE, c2s_authenticated_packet, 40),
     ejabberd_hooks:delete(c2s_handle_send, Host, ?MODULE, c2s_handle_send, 100),
     ejabberd_hooks:delete(user_send_packet, Host, ?MODULE, user_send_packet, 50),
     ejabberd_hooks:delete(unset_presence_hook, Host, ?MODULE, unset_presence, 50),
@@ -222,16 +230,28 @@ user_send_packet(Acc) ->
     Acc.
 
 %% Load for leastloaded: the session's unacknowledged XEP-0198 queue, after
-%% each stanza sent to it.
-c2s_handle_send(#{mgmt_queue := Queue, sid := SID, jid := #jid{luser = U, lserver = S, lresource = R}} = State,
-                #message{}, _Result) ->
-    case router(S) of
-        undefined -> ok;
-        Router -> cmr:set_load(Router, full_jid(U, S, R), sid_token(SID), p1_queue:len(Queue))
-    end,
+%% each stanza sent to it (mod_stream_mgmt, at 50, has queued it)...
+c2s_handle_send(#{mgmt_queue := Queue, sid := SID, jid := JID} = State, #message{}, _Result) ->
+    set_load(JID, SID, p1_queue:len(Queue)),
     State;
 c2s_handle_send(State, _Pkt, _Result) ->
     State.
+
+%% ...and after each acknowledgement: what the client has not acknowledged
+%% of what it was sent (XEP-0198 counters wrap at 2^32). This runs before
+%% mod_stream_mgmt (50), which trims the queue and ends the hook.
+c2s_authenticated_packet(#{mgmt_state := active, mgmt_queue := Queue, mgmt_stanzas_out := Out,
+                           sid := SID, jid := JID} = State, #sm_a{h = H}) ->
+    set_load(JID, SID, min(p1_queue:len(Queue), (Out - H) band 16#FFFFFFFF)),
+    State;
+c2s_authenticated_packet(State, _Pkt) ->
+    State.
+
+set_load(#jid{luser = U, lserver = S, lresource = R}, SID, Load) ->
+    case router(S) of
+        undefined -> ok;
+        Router -> cmr:set_load(Router, full_jid(U, S, R), sid_token(SID), Load)
+    end.
 
 %% A session waiting for XEP-0198 resumption gets nothing new; what it
 %% holds is resent when it resumes, or on timeout (resend_on_timeout).
@@ -270,45 +290,74 @@ sm_receive_packet(Acc) ->
 route(_Router, Msg, _U, _S, 0) ->
     Msg;
 route(Router, #message{type = Type, from = From} = Msg, U, S, Attempts) ->
-    Sender = case From of undefined -> <<>>; _ -> jid:encode(From) end,
-    Local = From /= undefined andalso ejabberd_router:is_my_host(From#jid.lserver),
-    case cmr:pick(Router, <<U/binary, "@", S/binary>>, atom_to_binary(Type), Sender, hint(Msg), Local) of
-        Tokens when is_list(Tokens) ->
-            %% One session lookup: a SID holds both the token and the pid.
-            Pids = [Pid || {_, Pid} = SID <- ejabberd_sm:get_session_sids(U, S),
-                           lists:member(sid_token(SID), Tokens)],
-            case deliver(Msg, Pids) of
-                [] -> route(Router, Msg, U, S, Attempts - 1);
-                remote -> Msg;
-                Delivered ->
-                    send_carbons(Msg, U, S, Delivered),
-                    {stop, drop}
-            end;
-        not_routed ->
+    %% One session lookup per attempt: a SID holds both the token and the pid.
+    SIDs = ejabberd_sm:get_session_sids(U, S),
+    case lists:all(fun({_, Pid}) -> node(Pid) == node() end, SIDs) of
+        false ->
+            %% This node's library sees only this node's sessions.
+            log_cluster_fallback(U, S),
             Msg;
-        {error, {_, Reason}} ->
-            logger:warning("mod_cmr: not routing a message to ~ts@~ts: ~ts", [U, S, Reason]),
-            Msg
+        true ->
+            Hint = hint(Msg),
+            case cmr:pick(Router, <<U/binary, "@", S/binary>>, type(Type), sender(From), Hint, is_local(From, Hint)) of
+                Tokens when is_list(Tokens) ->
+                    Pids = [Pid || {_, Pid} = SID <- SIDs, lists:member(sid_token(SID), Tokens)],
+                    case deliver(Msg, Pids) of
+                        [] ->
+                            route(Router, Msg, U, S, Attempts - 1);
+                        Delivered ->
+                            send_carbons(Msg, U, S, Delivered),
+                            {stop, drop}
+                    end;
+                not_routed ->
+                    Msg;
+                {error, {_, Reason}} ->
+                    logger:warning("mod_cmr: not routing a message to ~ts@~ts: ~ts", [U, S, Reason]),
+                    Msg
+            end
     end.
 
-%% Delivers to each picked session's process; returns the pids that took
-%% it, or remote when a session lives on another node (ejabberd then routes).
+type(chat) -> <<"chat">>;
+type(normal) -> <<"normal">>.
+
+%% The sender's bare JID, from its already normalized parts: sticky hashes
+%% the bare JID only, and jid:encode/1 would prepare the strings again.
+sender(undefined) -> <<>>;
+sender(#jid{luser = <<>>, lserver = S}) -> S;
+sender(#jid{luser = U, lserver = S}) -> <<U/binary, "@", S/binary>>.
+
+%% Whether the sender is a user of this server matters for a hint only.
+is_local(_From, <<>>) -> false;
+is_local(undefined, _Hint) -> false;
+is_local(#jid{lserver = S}, _Hint) -> lists:member(S, ejabberd_option:hosts()).
+
+%% Delivers to each picked session's process and returns the pids that
+%% took it.
 deliver(Msg, Pids) ->
-    case lists:any(fun(Pid) -> node(Pid) /= node() end, Pids) of
-        true ->
-            remote;
-        false ->
+    case [Pid || Pid <- Pids, is_process_alive(Pid)] of
+        [] ->
+            [];
+        [First | Rest] = Live ->
             %% As ejabberd itself does, the first delivery is the original
             %% (mod_mam archives it) and the others are marked sm_copy.
-            case [Pid || Pid <- Pids, is_process_alive(Pid)] of
-                [] ->
-                    [];
-                [First | Rest] = Live ->
-                    ejabberd_c2s:route(First, {route, xmpp:put_meta(Msg, cmr_routed, true)}),
-                    Copy = xmpp:put_meta(Msg, sm_copy, true),
-                    [ejabberd_c2s:route(Pid, {route, Copy}) || Pid <- Rest],
-                    Live
-            end
+            ejabberd_c2s:route(First, {route, xmpp:put_meta(Msg, cmr_routed, true)}),
+            Rest /= [] andalso route_copies(xmpp:put_meta(Msg, sm_copy, true), Rest),
+            Live
+    end.
+
+route_copies(Copy, Pids) ->
+    lists:foreach(fun(Pid) -> ejabberd_c2s:route(Pid, {route, Copy}) end, Pids).
+
+%% Once per account on this node, so that a split account does not flood
+%% the log.
+log_cluster_fallback(U, S) ->
+    case mnesia:dirty_read(cmr_cluster_fallback, {U, S}) of
+        [] ->
+            mnesia:dirty_write(#cmr_cluster_fallback{us = {U, S}, logged_at = erlang:system_time(second)}),
+            logger:notice("mod_cmr: ~ts@~ts has sessions on other nodes; ejabberd routes its messages "
+                          "until they are all on one node", [U, S]);
+        _ ->
+            ok
     end.
 
 %% After mod_mam archived the original of a message mod_cmr routed: mark it
