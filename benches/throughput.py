@@ -9,6 +9,7 @@ run side by side with the same lean config (no archive, no carbons), and
 the runs alternate."""
 
 import base64
+import os
 import selectors
 import socket
 import statistics
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "conforma
 from conftest import host_class  # noqa: E402
 
 MESSAGES = 50_000
-ROUNDS = 5
+ROUNDS = 7
 TIMEOUT = 120
 STREAM = ("<?xml version='1.0'?><stream:stream to='{domain}' xmlns='jabber:client' "
           "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
@@ -83,8 +84,15 @@ def count_messages(sessions, stop):
     selector.close()
 
 
+def cpu_seconds(host):
+    """The server process's CPU time so far (user and system), from /proc."""
+    fields = Path(f"/proc/{host.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(host, account, sender_jid, second_priority):
-    """One run: returns messages per second and the deliveries per session."""
+    """One run: returns messages per second, the server's CPU microseconds
+    per message and the deliveries per session."""
     receivers = [RawSession(host, account, "node-0", 0), RawSession(host, account, "node-1", second_priority)]
     sender = RawSession(host, sender_jid, "probe", 0)
     time.sleep(0.3)
@@ -93,11 +101,13 @@ def run(host, account, sender_jid, second_priority):
     counter.start()
     payload = "".join(f"<message to='{account}' type='chat'><body>m{i}</body></message>"
                       for i in range(MESSAGES)).encode()
+    cpu = cpu_seconds(host)
     start = time.monotonic()
     sender.sock.sendall(payload)
     while sum(r.count for r in receivers) < MESSAGES and time.monotonic() - start < TIMEOUT:
         time.sleep(0.005)
     elapsed = time.monotonic() - start
+    cpu = cpu_seconds(host) - cpu
     stop.set()
     counter.join()
     got = sum(r.count for r in receivers)
@@ -105,7 +115,7 @@ def run(host, account, sender_jid, second_priority):
         s.sock.close()
     if got < MESSAGES:
         raise RuntimeError(f"only {got} of {MESSAGES} delivered in {TIMEOUT} s")
-    return MESSAGES / elapsed, [r.count for r in receivers]
+    return MESSAGES / elapsed, cpu * 1e6 / MESSAGES, [r.count for r in receivers]
 
 
 def set_algorithm(host, jid, algorithm):
@@ -121,6 +131,9 @@ def set_algorithm(host, jid, algorithm):
 
 
 def main():
+    # Idle Erlang schedulers spin by default, which would count as CPU time
+    # per message; both ejabberd nodes run without it.
+    os.environ.setdefault("ERL_FLAGS", "+sbwt none +sbwtdcpu none +sbwtdio none")
     work = Path(tempfile.mkdtemp(prefix="cmr-bench-"))
     Host = host_class()
     native = Host(work / "native", with_cmr=False, modules=Host.LEAN)
@@ -133,20 +146,28 @@ def main():
               ("mod_cmr one session", cmr, cmr.account(), cmr.account(), -1)]
     set_algorithm(cmr, setups[1][2], "urn:xmpp:cmr:roundrobin")
     set_algorithm(cmr, setups[2][2], "urn:xmpp:cmr:mostactive")
-    results = {label: [] for label, *_ in setups}
+    rates = {label: [] for label, *_ in setups}
+    costs = {label: [] for label, *_ in setups}
     try:
         for round_number in range(ROUNDS):
             for label, host, account, sender, second in setups:
-                rate, split = run(host, account, sender, second)
-                results[label].append(rate)
-                print(f"round {round_number + 1} {label:>20}: {rate:8.0f} msg/s  deliveries per session {split}")
+                rate, cost, split = run(host, account, sender, second)
+                rates[label].append(rate)
+                costs[label].append(cost)
+                print(f"round {round_number + 1} {label:>20}: {rate:8.0f} msg/s  {cost:5.1f} µs server CPU per message"
+                      f"  deliveries per session {split}")
     finally:
         for host in (native, cmr):
             host.stop()
-    medians = {label: statistics.median(rates) for label, rates in results.items()}
-    print(f"{Host.name}: median msg/s over {ROUNDS} rounds of {MESSAGES} messages:")
-    for label, rate in medians.items():
-        print(f"  {label:<20} {rate:8.0f}   ratio to native {rate / medians['native']:.3f}")
+    rate = {label: statistics.median(values) for label, values in rates.items()}
+    cost = {label: statistics.median(values) for label, values in costs.items()}
+    # Wall-clock rates swing with the machine's other load; the server's own
+    # CPU time per message swings much less.
+    print(f"{Host.name}: medians over {ROUNDS} rounds of {MESSAGES} messages:")
+    print(f"  {'setup':<20} {'msg/s':>8} {'ratio':>6} {'µs CPU/msg':>11} {'ratio':>6}")
+    for label in rates:
+        print(f"  {label:<20} {rate[label]:8.0f} {rate[label] / rate['native']:6.3f}"
+              f" {cost[label]:11.1f} {cost['native'] / cost[label]:6.3f}")
 
 
 if __name__ == "__main__":
