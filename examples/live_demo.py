@@ -22,19 +22,23 @@ ALGORITHMS = [
     "urn:xmpp:cmr:all", "urn:xmpp:cmr:mostactive", "urn:xmpp:cmr:roundrobin", "urn:xmpp:cmr:weighted",
     "urn:x-cmr:algorithm:random", "urn:x-cmr:algorithm:sticky", "urn:x-cmr:algorithm:leastloaded",
 ]
+OVERLOAD_FROM = ALGORITHMS[-2]
 
 
 async def run_cluster(host, label_algorithms):
     account = host.account()
     nodes = [await online(host, account, f"node-{i + 1}", priority=p, smacks=True)
              for i, p in enumerate(PRIORITIES)]
-    # node-4 is overloaded: it stops acknowledging (XEP-0198), so its queue,
-    # the load leastloaded looks at, only grows.
-    nodes[3].plugin["xep_0198"].send_ack = lambda: None
     sensors = [await online(host, host.account(), "probe") for _ in range(SENSORS)]
     for label, algorithm in label_algorithms:
         if algorithm:
             await nodes[0].set_algorithm(algorithm)
+        if algorithm == OVERLOAD_FROM:
+            # node-4 is overloaded: it stops acknowledging (XEP-0198), so
+            # its queue, the load leastloaded looks at, only grows. From the
+            # round before leastloaded only, since ejabberd closes a stream
+            # whose acks stay away for a minute.
+            nodes[3].plugin["xep_0198"].send_ack = lambda: None
         await settle(0.2)
         for n in nodes:
             n.messages.clear()
@@ -55,10 +59,12 @@ def print_row(label, counts):
 
 async def main():
     work = Path(tempfile.mkdtemp(prefix="cmr-demo-"))
-    native = make_host(work / "native", with_cmr=False)
-    cmr = make_host(work / "cmr")
+    # No archive: ejabberd's packaged archive backend (Mnesia) slows down
+    # with each message stored for one account, and this sends thousands.
+    native = make_host(work / "native", with_cmr=False, archive=False)
+    cmr = make_host(work / "cmr", archive=False)
     print(f"{SENSORS * PER_SENSOR} messages from {SENSORS} sensors to one account with four nodes, "
-          f"priorities {PRIORITIES}; node-4 stops acknowledging (XEP-0198).")
+          f"priorities {PRIORITIES}; from the sticky round on, node-4 stops acknowledging (XEP-0198).")
     print(f"Live {native.name} on 127.0.0.1, once without mod_cmr and once with it.\n")
     print(f"{'algorithm':<36}" + "".join(f"{'node-' + str(i + 1):>8}" for i in range(4)) + f"{'deliveries':>12}")
     native.start()

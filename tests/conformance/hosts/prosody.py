@@ -54,12 +54,13 @@ class ProsodyHost(ServerHost):
     # What the suite needs of a server beside mod_cmr.
     MODULES = ["roster", "saslauth", "disco", "carbons", "mam", "smacks", "offline", "admin_shell", "ping"]
 
-    def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS, modules=None):
+    def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS, modules=None, archive=True):
         super().__init__()
         self.dir = Path(workdir)
         self.with_cmr = with_cmr
         self.plugins = plugins
-        self.modules = list(self.MODULES if modules is None else modules) + (["cmr"] if with_cmr else [])
+        listed = [m for m in self.MODULES if archive or m != "mam"] if modules is None else modules
+        self.modules = list(listed) + (["cmr"] if with_cmr else [])
         self.config = self.dir / "prosody.cfg.lua"
         if shutil.which("prosody") is None:
             raise RuntimeError("prosody is not installed (make test installs it)")
