@@ -243,7 +243,8 @@ local function route(event, bare)
 	local hint = honour_hints and stanza:get_child("cmr", xmlns_cmr) or nil;
 	hint = hint and hint.attr.algorithm;
 	local sender = stanza.attr.from or "";
-	local sender_is_local = origin.type == "c2s" or prosody.hosts[jid_host(sender) or ""] ~= nil;
+	-- Whether the sender is a user of this server matters for a hint only.
+	local sender_is_local = hint ~= nil and (origin.type == "c2s" or prosody.hosts[jid_host(sender) or ""] ~= nil);
 	for _ = 1, MAX_ATTEMPTS do
 		local delivered = attempt(stanza, router:pick(bare, message_type, sender, hint, sender_is_local));
 		if delivered == false then return; end
