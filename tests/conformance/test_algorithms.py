@@ -120,6 +120,38 @@ def test_leastloaded_starves_a_client_that_withholds_acks(host):
     run(scenario())
 
 
+def test_leastloaded_load_falls_with_acknowledgements(host):
+    if "smacks" not in host.features:
+        return
+
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:x-cmr:algorithm:leastloaded", smacks=True)
+        # A burst fills every queue, unacknowledged until it is all in;
+        # then each client acknowledges everything at once.
+        acks = [n.plugin["xep_0198"].send_ack for n in nodes]
+        for n in nodes:
+            n.plugin["xep_0198"].send_ack = lambda: None
+        send_messages(sensor, account, 150, prefix="burst")
+        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 150)
+        for n, ack in zip(nodes, acks):
+            n.plugin["xep_0198"].send_ack = ack
+            ack()
+        await settle(0.5)
+        for n in nodes:
+            n.messages.clear()
+        # Paced: if a load stayed where the burst left it, that client
+        # would lose every comparison and get nothing.
+        for i in range(12):
+            send_messages(sensor, account, 5, prefix=f"paced-{i}")
+            await settle(0.05)
+        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 60)
+        shares = [len(n.messages) for n in nodes]
+        print(f"leastloaded after a burst: messages per client of 60 paced: {shares}")
+        assert min(shares) >= 10, shares
+        await close(sensor, *nodes)
+    run(scenario())
+
+
 def test_negative_priority_and_unavailable_never_receive(host):
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, -1, 0], ROUND_ROBIN)
