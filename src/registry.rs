@@ -119,6 +119,8 @@ pub enum Registration {
 }
 
 const SHARD_BITS: u32 = 8;
+/// A shard's table is not shrunk below this many slots.
+const MIN_SHRINK_CAPACITY: usize = 64;
 
 /// Accounts keyed by normalized bare JID. Every method locks one shard for
 /// the time of one short operation; no lock is held across calls.
@@ -225,6 +227,13 @@ impl Registry {
         account.resources.remove(index);
         if account.resources.is_empty() {
             entry.remove();
+            // After mass logouts a shard would otherwise keep its peak size.
+            // Shrinking at a quarter full to twice the length leaves room to
+            // grow back without rehashing at once.
+            let len = table.len();
+            if table.capacity() > MIN_SHRINK_CAPACITY && len * 4 <= table.capacity() {
+                table.shrink_to(len * 2, |a| self.hasher.hash_one(a.key.as_str()));
+            }
         } else {
             account.restart();
         }
@@ -302,6 +311,30 @@ mod tests {
         assert!(!reg.unregister("a@x", "r", 1));
         assert!(reg.unregister("a@x", "r", 2));
         assert_eq!(reg.accounts(), 0, "an account without resources is dropped");
+    }
+
+    #[test]
+    fn tables_shrink_after_mass_unregistration() {
+        let registry = Registry::default();
+        let capacity = |r: &Registry| r.shards.iter().map(|s| s.lock().capacity()).sum::<usize>();
+        let bare = |i: usize| format!("user{i}@example.org");
+        for i in 0..100_000 {
+            registry.register(&bare(i), "r", 1, AVAILABLE, 0, Algorithm::All);
+        }
+        let peak = capacity(&registry);
+        for i in 100..100_000 {
+            assert!(registry.unregister(&bare(i), "r", 1));
+        }
+        assert_eq!(registry.accounts(), 100);
+        let after = capacity(&registry);
+        // 100 accounts over 256 shards: every shard is back at its floor.
+        assert!(
+            after <= (1 << SHARD_BITS) * MIN_SHRINK_CAPACITY,
+            "{after} slots left of {peak}"
+        );
+        for i in 0..100 {
+            assert!(registry.with_account(&bare(i), |a| a.resources.len()) == Some(1));
+        }
     }
 
     #[test]
