@@ -112,7 +112,10 @@ def test_leastloaded_starves_a_client_that_withholds_acks(host):
             shares.append([len(n.messages) for n in nodes])
         print(f"leastloaded: messages per 100 to each client, node-1 withholding acks: {shares}")
         withheld = [share[1] for share in shares]
-        assert withheld[0] < 50 and withheld[2] <= withheld[1] <= withheld[0] and withheld[2] < 10, shares
+        # Its load only grows, so after the first batch it wins a comparison
+        # only when a burst briefly loads an acknowledging client above it;
+        # without leastloaded it would get about a third of each batch.
+        assert withheld[0] < 50 and withheld[1] + withheld[2] < 10, shares
         # The clients that acknowledge share the rest: an acknowledgement
         # lowers a client's load, not only the next message sent to it.
         assert min(shares[2][0], shares[2][2]) >= 25, shares
