@@ -4,9 +4,12 @@ middle of a stream, carbons, the archive, hints."""
 import asyncio
 from collections import Counter
 
+from slixmpp.xmlstream import ET
+
 from conftest import run
 from xmpp import NS_CMR, close, cluster, deliver, online, send_messages, settle, wait_for
 
+NS_CARBONS = "urn:xmpp:carbons:2"
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
 
@@ -112,6 +115,32 @@ def test_carbons_the_picked_gets_the_message_the_others_a_copy(host):
             assert copies == {body for o in others for body in o.bodies()}
         assert c.carbons == []
         await close(sensor, a, b, c)
+    run(scenario())
+
+
+def test_private_messages_are_not_copied(host):
+    if "carbons" not in host.features:
+        return
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        a = await online(host, account, "a", carbons=True)
+        b = await online(host, account, "b", carbons=True)
+        await a.set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        for i in range(10):
+            msg = sensor.make_message(mto=account, mbody=f"private-{i}", mtype="chat")
+            msg.append(ET.fromstring(f"<private xmlns='{NS_CARBONS}'/>"))
+            msg.send()
+        assert await wait_for(lambda: len(a.messages) + len(b.messages) >= 10)
+        await settle(0.5)
+        assert [len(a.messages), len(b.messages), len(a.carbons), len(b.carbons)] == [5, 5, 0, 0]
+        kept = [m.xml.find(f"{{{NS_CARBONS}}}private") is not None for m in a.messages + b.messages]
+        # As the server does without mod_cmr: Prosody's mod_carbons removes
+        # <private/> from what it delivers; ejabberd's leaves it.
+        assert kept == [host.keeps_carbons_private] * 10
+        await close(sensor, a, b)
     run(scenario())
 
 

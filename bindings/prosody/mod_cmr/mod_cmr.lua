@@ -245,15 +245,21 @@ local function route(event, bare)
 	local sender = stanza.attr.from or "";
 	-- Whether the sender is a user of this server matters for a hint only.
 	local sender_is_local = hint ~= nil and (origin.type == "c2s" or prosody.hosts[jid_host(sender) or ""] ~= nil);
+	-- What mod_carbons does with the messages it sees delivered: a private
+	-- one is not copied, and its <private/> is removed. Put back if the
+	-- message goes on to Prosody, where mod_carbons does it.
+	local private = carbons_loaded and stanza:get_child("private", xmlns_carbons) or nil;
+	if private then stanza:remove_children("private", xmlns_carbons); end
 	for _ = 1, MAX_ATTEMPTS do
 		local delivered = attempt(stanza, router:pick(bare, message_type, sender, hint, sender_is_local));
-		if delivered == false then return; end
+		if delivered == false then break; end
 		if delivered then
-			if carbons_loaded then send_carbons(stanza, bare, delivered, origin); end
+			if carbons_loaded and not private then send_carbons(stanza, bare, delivered, origin); end
 			for session in pairs(delivered) do delivered[session] = nil; end
 			return true;
 		end
 	end
+	if private then stanza:add_direct_child(private); end
 end
 
 -- After MAM (0), before mod_carbons (-0.5) and mod_message (-1): this

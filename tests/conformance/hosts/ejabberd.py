@@ -65,6 +65,8 @@ class EjabberdHost(ServerHost):
     name = "ejabberd"
     stop_timeout = 20
     features = {"carbons", "mam", "smacks", "offline", "restart", "stats", "reload", "cluster"}
+    # mod_carboncopy leaves the messages it sees delivered unchanged.
+    keeps_carbons_private = True
 
     # The least a benchmark needs: no archive, no carbons.
     LEAN = ["mod_roster", "mod_disco"]
