@@ -176,6 +176,34 @@ fn nth_eligible(resources: &[Resource], n: usize) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
+/// `bits` scaled from [0, 2^32) to [0, n).
+fn scale(bits: u32, n: usize) -> usize {
+    ((u64::from(bits) * n as u64) >> 32) as usize
+}
+
+/// The indices of the `m`-th and `n`-th eligible resources (`m != n`).
+fn nth_two_eligible(resources: &[Resource], m: usize, n: usize) -> (usize, usize) {
+    let (mut a, mut b) = (0, 0);
+    let last = m.max(n);
+    for (k, (i, _)) in resources
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_eligible())
+        .enumerate()
+    {
+        if k == m {
+            a = i;
+        }
+        if k == n {
+            b = i;
+        }
+        if k == last {
+            break;
+        }
+    }
+    (a, b)
+}
+
 /// Index of the first eligible resource with the greatest `key`.
 fn first_max_by<K: PartialOrd>(resources: &[Resource], key: impl Fn(&Resource) -> K) -> usize {
     let mut best: Option<(usize, K)> = None;
@@ -243,15 +271,15 @@ fn least_loaded(state: &mut PickState, resources: &mut [Resource], eligible: usi
     let index = if eligible == 1 {
         nth_eligible(resources, 0)
     } else {
-        let first = state.rng.usize(..eligible);
-        let mut second = state.rng.usize(..eligible - 1);
+        // Both choices from one draw, each half scaled to its range (a bias
+        // below eligible / 2^32), and both found in one scan.
+        let draw = state.rng.u64(..);
+        let first = scale(draw as u32, eligible);
+        let mut second = scale((draw >> 32) as u32, eligible - 1);
         if second >= first {
             second += 1;
         }
-        let (a, b) = (
-            nth_eligible(resources, first),
-            nth_eligible(resources, second),
-        );
+        let (a, b) = nth_two_eligible(resources, first, second);
         let load = |r: &Resource| (r.load, r.recent);
         if load(&resources[b]) < load(&resources[a]) {
             b
@@ -369,6 +397,26 @@ mod tests {
             .map(|_| pick_one(Algorithm::Weighted, state, &mut zeros, ""))
             .collect();
         assert_eq!(picks, [1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn leastloaded_draws_two_distinct_eligible_resources() {
+        assert_eq!(scale(0, 5), 0);
+        assert_eq!(scale(u32::MAX, 5), 4);
+        let mut rs = vec![
+            resource("a", 1, 0),
+            resource("gone", 2, 0),
+            resource("b", 3, -1),
+            resource("c", 4, 0),
+        ];
+        rs[1].available = false;
+        assert_eq!(nth_two_eligible(&rs, 1, 0), (3, 0));
+        // Two eligible: every pick compares both, so the lower load wins.
+        rs[0].load = 5;
+        let state = &mut PickState::new(3);
+        for _ in 0..50 {
+            assert_eq!(pick_one(Algorithm::LeastLoaded, state, &mut rs, ""), 4);
+        }
     }
 
     #[test]
