@@ -19,7 +19,8 @@
 --   cmr.version(), cmr.backend
 --
 -- Tokens are integers; keep them below 2^53 (LuaJIT numbers are doubles).
-if jit then
+-- rawget: hosts such as Prosody warn on reading an undefined global.
+if rawget(_G, "jit") then
 	return require "cmr_ffi";
 end
 return require "cmr_core";

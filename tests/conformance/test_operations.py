@@ -7,6 +7,11 @@ from xmpp import NS_CMR, close, cluster, deliver, online
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
 
+def test_the_module_starts_without_warnings(host):
+    # First in this module, so the log holds the start and nothing else.
+    assert [w for w in host.warnings() if "cmr" in w] == []
+
+
 def test_algorithm_survives_reconnects_and_a_restart(host):
     if "restart" not in host.features:
         return

@@ -1,6 +1,7 @@
 """What every host fixture shares: the accounts, the virtual hosts and
 stopping the server process."""
 
+import re
 import signal
 import socket
 import subprocess
@@ -48,6 +49,21 @@ class ServerHost:
     def restart(self):
         self.stop()
         self.start()
+
+    def warnings(self):
+        """The server log's warnings and errors, each with the indented lines
+        (a traceback) that follow it. Subclasses give `log()` and the
+        pattern of a warning's first line, `WARNING`."""
+        entries, current = [], None
+        for line in self.log().splitlines():
+            if re.search(self.WARNING, line):
+                current = line
+                entries.append(current)
+            elif current is not None and line[:1].isspace():
+                entries[-1] += "\n" + line
+            else:
+                current = None
+        return entries
 
     def account(self, domain=DOMAIN):
         """A fresh account of `domain`: the JID of a user no test used yet."""

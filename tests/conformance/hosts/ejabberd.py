@@ -164,6 +164,8 @@ class EjabberdHost(ServerHost):
             raise RuntimeError(f"join_cluster failed: {output}\n{self.log_tail()}")
         self._wait_until_listening(lambda: listeners_started() > before)
 
+    WARNING = r"\[(warning|error)\]"
+
     def log(self):
         return (self.dir / "ejabberd.log").read_text(errors="replace")
 

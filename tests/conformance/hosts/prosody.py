@@ -104,6 +104,11 @@ class ProsodyHost(ServerHost):
         path = self.dir / "prosody.log"
         return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else "(no log)"
 
+    WARNING = r"\t(warn|error)\t"
+
+    def log(self):
+        return (self.dir / "prosody.log").read_text(errors="replace")
+
     @classmethod
     def installed(cls, workdir: Path):
         """A host whose module comes from `make install-prosody` into a
