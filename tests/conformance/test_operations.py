@@ -2,7 +2,7 @@
 command, and the installed layout."""
 
 from conftest import host_class, run
-from xmpp import NS_CMR, close, cluster, deliver, online
+from xmpp import NS_CMR, close, cluster, deliver, online, settle
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -67,6 +67,25 @@ def test_stats_command_shows_the_counts(host):
     assert ROUND_ROBIN in output, output
     rows = [line.split("\t") for line in output.splitlines() if line.startswith("node-")]
     assert sorted((r[0], r[1]) for r in rows) == [("node-0", "3"), ("node-1", "3")], output
+
+
+def test_a_dropped_connection_leaves_nothing_registered(host):
+    if "stats" not in host.features:
+        return
+
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
+        # Gone without closing its stream: the server sends its unavailable
+        # presence while it unbinds the session.
+        nodes[1].transport.abort()
+        await settle(1)
+        output = host.stats(account)
+        await close(sensor, nodes[0])
+        return output
+
+    output = run(scenario())
+    rows = [line.split("\t")[0] for line in output.splitlines() if line.startswith("node-")]
+    assert rows == ["node-0"], output
 
 
 def test_installed_layout_loads(tmp_path):

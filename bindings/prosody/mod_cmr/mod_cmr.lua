@@ -72,7 +72,9 @@ local session_of = {};
 local last_token = 0;
 
 local function register(session)
-	if not session.full_jid then return; end
+	-- A destroyed session's unavailable presence comes after its unbind
+	-- (mod_presence sends it from resource-unbind): nothing to register.
+	if not session.full_jid or session.destroyed then return; end
 	local token = session.cmr_token;
 	if not token or session_of[token] ~= session then
 		last_token = last_token + 1;
