@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "conformance"))
 
 from conftest import make_host  # noqa: E402
-from xmpp import close, online, send_messages, settle, wait_for  # noqa: E402
+from xmpp import close, online, send_messages, settle, wait_for, withhold_acks  # noqa: E402
 
 PRIORITIES = [2, 2, 1, 1]
 SENSORS = 16
@@ -38,7 +38,7 @@ async def run_cluster(host, label_algorithms):
             # its queue, the load leastloaded looks at, only grows. From the
             # round before leastloaded only, since ejabberd closes a stream
             # whose acks stay away for a minute.
-            nodes[3].plugin["xep_0198"].send_ack = lambda: None
+            withhold_acks(nodes[3])
         await settle(0.2)
         for n in nodes:
             n.messages.clear()

@@ -4,7 +4,7 @@ no algorithm may break."""
 from collections import Counter
 
 from conftest import run
-from xmpp import close, cluster, deliver, online, send_messages, settle, wait_for
+from xmpp import close, cluster, deliver, online, send_messages, send_paced, settle, wait_for, withhold_acks
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -98,16 +98,13 @@ def test_leastloaded_starves_a_client_that_withholds_acks(host):
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:x-cmr:algorithm:leastloaded", smacks=True)
         # node-1 stops acknowledging: its XEP-0198 queue, its load, grows.
-        nodes[1].plugin["xep_0198"].send_ack = lambda: None
+        withhold_acks(nodes[1])
         await settle()
         shares = []
         for batch in range(3):
             for n in nodes:
                 n.messages.clear()
-            # Paced like a sensor fleet, so that acks can come back.
-            for i in range(10):
-                send_messages(sensor, account, 10, prefix=f"b{batch}-{i}")
-                await settle(0.05)
+            await send_paced(sensor, account, 10, 10, prefix=f"b{batch}")
             assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 100)
             shares.append([len(n.messages) for n in nodes])
         print(f"leastloaded: messages per 100 to each client, node-1 withholding acks: {shares}")
@@ -131,22 +128,17 @@ def test_leastloaded_load_falls_with_acknowledgements(host):
         account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:x-cmr:algorithm:leastloaded", smacks=True)
         # A burst fills every queue, unacknowledged until it is all in;
         # then each client acknowledges everything at once.
-        acks = [n.plugin["xep_0198"].send_ack for n in nodes]
-        for n in nodes:
-            n.plugin["xep_0198"].send_ack = lambda: None
+        resumes = [withhold_acks(n) for n in nodes]
         send_messages(sensor, account, 150, prefix="burst")
         assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 150)
-        for n, ack in zip(nodes, acks):
-            n.plugin["xep_0198"].send_ack = ack
-            ack()
+        for resume in resumes:
+            resume()
         await settle(0.5)
         for n in nodes:
             n.messages.clear()
         # Paced: if a load stayed where the burst left it, that client
         # would lose every comparison and get nothing.
-        for i in range(12):
-            send_messages(sensor, account, 5, prefix=f"paced-{i}")
-            await settle(0.05)
+        await send_paced(sensor, account, 12, 5, prefix="paced")
         assert await wait_for(lambda: sum(len(n.messages) for n in nodes) >= 60)
         shares = [len(n.messages) for n in nodes]
         print(f"leastloaded after a burst: messages per client of 60 paced: {shares}")

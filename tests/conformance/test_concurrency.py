@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 
 from conftest import run
-from xmpp import close, online, send_messages, settle, wait_for
+from xmpp import close, online, send_messages, settle, wait_for, withhold_acks
 
 SENDERS = 8
 PER_SENDER = 40
@@ -21,7 +21,7 @@ def test_senders_at_once_while_sessions_come_and_go(host):
         stable = [await online(host, account, f"node-{i}", smacks=True) for i in range(2)]
         victim = await online(host, account, "victim", smacks=True)
         # The victim holds what it got unacknowledged when its TCP dies.
-        victim.plugin["xep_0198"].send_ack = lambda: None
+        withhold_acks(victim)
         await stable[0].set_algorithm("urn:xmpp:cmr:roundrobin")
         senders = [await online(host, host.account(), "probe") for _ in range(SENDERS)]
         await settle()

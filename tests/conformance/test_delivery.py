@@ -4,10 +4,8 @@ middle of a stream, carbons, the archive, hints."""
 import asyncio
 from collections import Counter
 
-from slixmpp.xmlstream import ET
-
 from conftest import run
-from xmpp import NS_CMR, close, cluster, deliver, online, send_messages, settle, wait_for
+from xmpp import NS_CMR, close, cluster, deliver, online, send_messages, settle, wait_for, withhold_acks
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
@@ -66,7 +64,7 @@ def test_killed_connection_with_stream_management_loses_nothing(host):
         await survivor.set_algorithm(ROUND_ROBIN)
         # The victim stops acknowledging, so what it holds is unacknowledged
         # when its TCP connection dies without a word.
-        victim.plugin["xep_0198"].send_ack = lambda: None
+        withhold_acks(victim)
         sensor = await online(host, sensor_jid, "probe")
         await settle()
         send_messages(sensor, account, 50, prefix="before")
@@ -123,16 +121,8 @@ def test_private_messages_are_not_copied(host):
         return
 
     async def scenario():
-        account, sensor_jid = host.account(), host.account()
-        a = await online(host, account, "a", carbons=True)
-        b = await online(host, account, "b", carbons=True)
-        await a.set_algorithm(ROUND_ROBIN)
-        sensor = await online(host, sensor_jid, "probe")
-        await settle()
-        for i in range(10):
-            msg = sensor.make_message(mto=account, mbody=f"private-{i}", mtype="chat")
-            msg.append(ET.fromstring(f"<private xmlns='{NS_CARBONS}'/>"))
-            msg.send()
+        account, (a, b), sensor = await cluster(host, [0, 0], ROUND_ROBIN, carbons=True)
+        send_messages(sensor, account, 10, prefix="private", payload=f"<private xmlns='{NS_CARBONS}'/>")
         assert await wait_for(lambda: len(a.messages) + len(b.messages) >= 10)
         await settle(0.5)
         assert [len(a.messages), len(b.messages), len(a.carbons), len(b.carbons)] == [5, 5, 0, 0]

@@ -7,6 +7,11 @@ from xmpp import NS_CMR, close, cluster, deliver, online, settle
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
 
+def session_rows(stats):
+    """The per-session rows of the stats command's output, as columns."""
+    return [line.split("\t") for line in stats.splitlines() if line.startswith("node-")]
+
+
 def test_the_module_starts_without_warnings(host):
     # First in this module, so the log holds the start and nothing else.
     assert [w for w in host.warnings() if "cmr" in w] == []
@@ -65,8 +70,7 @@ def test_stats_command_shows_the_counts(host):
 
     output = run(scenario())
     assert ROUND_ROBIN in output, output
-    rows = [line.split("\t") for line in output.splitlines() if line.startswith("node-")]
-    assert sorted((r[0], r[1]) for r in rows) == [("node-0", "3"), ("node-1", "3")], output
+    assert sorted((r[0], r[1]) for r in session_rows(output)) == [("node-0", "3"), ("node-1", "3")], output
 
 
 def test_a_dropped_connection_leaves_nothing_registered(host):
@@ -84,8 +88,7 @@ def test_a_dropped_connection_leaves_nothing_registered(host):
         return output
 
     output = run(scenario())
-    rows = [line.split("\t")[0] for line in output.splitlines() if line.startswith("node-")]
-    assert rows == ["node-0"], output
+    assert [r[0] for r in session_rows(output)] == ["node-0"], output
 
 
 def test_installed_layout_loads(tmp_path):

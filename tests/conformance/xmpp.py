@@ -124,12 +124,39 @@ async def close(*clients):
     await asyncio.wait([c.disconnected for c in clients], timeout=TIMEOUT)
 
 
-def send_messages(sender, to, count, *, kind="chat", hint=None, prefix="m"):
+def send_messages(sender, to, count, *, kind="chat", hint=None, prefix="m", payload=None):
+    """Sends `count` messages; `hint` adds a CMR hint, `payload` (an XML
+    string) one more child."""
     for i in range(count):
         msg = sender.make_message(mto=to, mbody=f"{prefix}-{i}", mtype=kind)
         if hint:
             msg.append(ET.fromstring(f"<cmr xmlns='{NS_CMR}' algorithm='{hint}'/>"))
+        if payload:
+            msg.append(ET.fromstring(payload))
         msg.send()
+
+
+async def send_paced(sender, to, batches, size, prefix):
+    """Sends `batches` batches of `size` messages with a pause after each,
+    as a sensor fleet does, so that acknowledgements can come back."""
+    for batch in range(batches):
+        send_messages(sender, to, size, prefix=f"{prefix}-{batch}")
+        await settle(0.05)
+
+
+def withhold_acks(client):
+    """Makes the client stop answering XEP-0198 ack requests, so what it
+    receives stays unacknowledged. Returns a function that makes it answer
+    again and acknowledge everything at once."""
+    plugin = client.plugin["xep_0198"]
+    send_ack = plugin.send_ack
+    plugin.send_ack = lambda: None
+
+    def resume():
+        plugin.send_ack = send_ack
+        send_ack()
+
+    return resume
 
 
 async def cluster(host, priorities, algorithm, account=None, **options):

@@ -153,10 +153,8 @@ class EjabberdHost(ServerHost):
     def join_cluster(self, other):
         """Makes this running node join `other`'s cluster, as an operator
         does with `ejabberdctl join_cluster`; ejabberd restarts on this node."""
-        log = self.dir / "ejabberd.log"
-
         def listeners_started():
-            return log.read_text(errors="replace").count("Start accepting TCP connections")
+            return self.log().count("Start accepting TCP connections")
 
         before = listeners_started()
         output = self.ctl("join_cluster", other._node_name())

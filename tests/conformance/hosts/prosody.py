@@ -101,13 +101,13 @@ class ProsodyHost(ServerHost):
         raise RuntimeError(f"prosody did not listen on {self.port}:\n{self.log_tail()}")
 
     def log_tail(self, lines=40):
-        path = self.dir / "prosody.log"
-        return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else "(no log)"
+        return "\n".join(self.log().splitlines()[-lines:]) or "(no log)"
 
     WARNING = r"\t(warn|error)\t"
 
     def log(self):
-        return (self.dir / "prosody.log").read_text(errors="replace")
+        path = self.dir / "prosody.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     @classmethod
     def installed(cls, workdir: Path):

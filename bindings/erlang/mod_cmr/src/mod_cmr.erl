@@ -186,6 +186,10 @@ set_presence(U, S, R, #presence{show = Show, priority = Priority}) ->
     end.
 
 unset_presence(U, S, R, _Status) ->
+    register_unavailable(U, S, R).
+
+%% Keeps the session registered but ineligible, if it still exists.
+register_unavailable(U, S, R) ->
     case token(U, S, R) of
         undefined -> ok;
         Token -> register_session(S, Token, U, R, 0, <<>>, false)
@@ -256,10 +260,7 @@ set_load(#jid{luser = U, lserver = S, lresource = R}, SID, Load) ->
 %% A session waiting for XEP-0198 resumption gets nothing new; what it
 %% holds is resent when it resumes, or on timeout (resend_on_timeout).
 c2s_session_pending(#{jid := #jid{luser = U, lserver = S, lresource = R}} = State) ->
-    case token(U, S, R) of
-        undefined -> ok;
-        Token -> register_session(S, Token, U, R, 0, <<>>, false)
-    end,
+    register_unavailable(U, S, R),
     State;
 c2s_session_pending(State) ->
     State.
