@@ -1,6 +1,6 @@
 //! Generates the C headers from `src/ffi` with cbindgen: `cmr.h`, and
-//! `cmr_cdef.h` (no preprocessor lines, no comments) for LuaJIT's
-//! `ffi.cdef`. They go to OUT_DIR, and also to `$CMR_HEADER_DIR` when set,
+//! `cmr_cdef.h` (no preprocessor lines, so no constants, no comments) for
+//! LuaJIT's `ffi.cdef`. They go to OUT_DIR, and also to `$CMR_HEADER_DIR` when set,
 //! which is how the Makefile refreshes `include/` and checks it is current.
 //! Also gives the cdylib its soname, `libcmr.so.0`.
 
@@ -18,12 +18,23 @@ fn main() {
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let config =
         cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    use cbindgen::ItemType;
     let cdef_config = cbindgen::Config {
         header: None,
         include_guard: None,
         sys_includes: Vec::new(),
         cpp_compat: false,
         documentation: false,
+        export: cbindgen::ExportConfig {
+            item_types: vec![
+                ItemType::Enums,
+                ItemType::Structs,
+                ItemType::Typedefs,
+                ItemType::OpaqueItems,
+                ItemType::Functions,
+            ],
+            ..config.export.clone()
+        },
         ..config.clone()
     };
     let mut dirs = vec![PathBuf::from(env::var("OUT_DIR").unwrap())];

@@ -125,6 +125,7 @@ fn sessions(c: &mut Criterion) {
                     std::ptr::null(),
                     0,
                     true,
+                    std::ptr::null_mut(),
                 )
             };
             assert_eq!(status, cmr_status::Ok);
@@ -143,7 +144,8 @@ fn sessions(c: &mut Criterion) {
                     0,
                     std::ptr::null(),
                     0,
-                    true
+                    true,
+                    std::ptr::null_mut()
                 ),
                 cmr_status::Ok
             );

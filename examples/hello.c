@@ -11,8 +11,8 @@ int main(void) {
   if (cmr_router_new(S("default=roundrobin"), &router) != CMR_STATUS_OK) return 1;
 
   /* The host registers each session with its own token (its session handle). */
-  cmr_router_register(router, S("sensors@example.org/node-1"), 1, 0, S(""), true);
-  cmr_router_register(router, S("sensors@example.org/node-2"), 2, 0, S(""), true);
+  cmr_router_register(router, S("sensors@example.org/node-1"), 1, 0, S(""), true, NULL);
+  cmr_router_register(router, S("sensors@example.org/node-2"), 2, 0, S(""), true, NULL);
 
   cmr_message msg = {0};
   msg.recipient = "sensors@example.org";

@@ -7,6 +7,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The largest IQ `cmr_router_handle_iq` accepts, in bytes.
+#define CMR_MAX_IQ_BYTES 65536
+
+// The deepest element nesting `cmr_router_handle_iq` accepts (the stanza
+// is level 1).
+#define CMR_MAX_DEPTH 16
+
+// The most attributes `cmr_router_handle_iq` accepts on one element.
+#define CMR_MAX_ATTRIBUTES 32
+
 // The result of every call. The numbers are stable across versions.
 typedef enum {
   // Success.
@@ -39,7 +49,10 @@ typedef enum {
   CMR_STATUS_NOT_OFFERED = 106,
   // A policy option with a bad name or value.
   CMR_STATUS_INVALID_OPTION = 107,
-  // A bug inside cmr was caught before it reached the caller.
+  // A bug inside cmr was caught before it reached the caller. The
+  // router it happened on refuses every later call with this status (its
+  // state may be half updated): the host logs it and routes messages
+  // itself until it makes a new router.
   CMR_STATUS_PANIC = 200,
 } cmr_status;
 
@@ -80,8 +93,10 @@ const char *cmr_version(void);
 const char *cmr_status_message(uint32_t status);
 
 // Copies the message of the last error on the calling thread into `buf`.
-// The message stays until the next error on this thread. Thread-safe: each
-// thread has its own message.
+// The message stays until the next error on this thread; a buffer too
+// small gives `CMR_STATUS_BUFFER_TOO_SMALL` with the size needed and keeps
+// the message. Messages quote inputs shortened, so they stay well under
+// 1 KB. Thread-safe: each thread has its own message.
 //
 // # Safety
 // `buf` has `cap` writable bytes (may be NULL when `cap` is 0); `out_len`
@@ -112,10 +127,17 @@ void cmr_router_free(cmr_router *router);
 // session, unique for the router's lifetime; a new token on a known
 // resource replaces the old session. `priority` is -128..127; `show` is
 // empty, `chat`, `away`, `xa` or `dnd`; `available` is whether the session
-// has sent available presence. Thread-safe.
+// has sent available presence. `*out_new_account` (when not NULL) is set
+// when this call gave the account its first session: exactly one call
+// does, however many sessions bind at once, and the host then restores
+// the account's persisted algorithm with `cmr_router_set_algorithm`. A
+// presence update that changes no session's eligibility or priority
+// leaves the round robin and weighted rotations where they are.
+// Thread-safe.
 //
 // # Safety
-// `router` is a live router; the strings have their lengths in bytes.
+// `router` is a live router; the strings have their lengths in bytes;
+// `out_new_account` is NULL or writable.
 cmr_status cmr_router_register(const cmr_router *router,
                                const char *full_jid,
                                size_t full_jid_len,
@@ -123,16 +145,20 @@ cmr_status cmr_router_register(const cmr_router *router,
                                int32_t priority,
                                const char *show,
                                size_t show_len,
-                               bool available);
+                               bool available,
+                               bool *out_new_account);
 
 // Removes the session if `token` still owns its resource (a stale token
-// gives `CMR_STATUS_NOT_FOUND` and removes nothing). Thread-safe.
+// gives `CMR_STATUS_NOT_FOUND` and removes nothing). `jid` is the
+// session's full JID, or the account's bare JID to remove whichever of
+// its sessions `token` owns (for a host that found a picked session gone
+// and no longer knows its resource). Thread-safe.
 //
 // # Safety
-// `router` is a live router; `full_jid` has `full_jid_len` bytes.
+// `router` is a live router; `jid` has `jid_len` bytes.
 cmr_status cmr_router_unregister(const cmr_router *router,
-                                 const char *full_jid,
-                                 size_t full_jid_len,
+                                 const char *jid,
+                                 size_t jid_len,
                                  uint64_t token);
 
 // Reports activity of the session (for `mostactive`): stamps it with the
@@ -144,6 +170,20 @@ cmr_status cmr_router_touch(const cmr_router *router,
                             const char *full_jid,
                             size_t full_jid_len,
                             uint64_t token);
+
+// Marks the session as waiting for XEP-0198 resumption (`hibernating`
+// true: its connection is gone, its stream may resume), or as back (false).
+// While it waits it gets messages only when no other session is eligible,
+// and the copies of `all`, as the servers deliver to such a session
+// natively. Thread-safe.
+//
+// # Safety
+// `router` is a live router; `full_jid` has `full_jid_len` bytes.
+cmr_status cmr_router_set_hibernating(const cmr_router *router,
+                                      const char *full_jid,
+                                      size_t full_jid_len,
+                                      uint64_t token,
+                                      bool hibernating);
 
 // Reports the session's load (for `leastloaded`), for example its
 // unacknowledged XEP-0198 queue. Thread-safe.
@@ -203,10 +243,15 @@ cmr_status cmr_router_set_algorithm(const cmr_router *router,
 // Answers a XEP-0354 IQ given as a whole stanza (with `from`, `to`, `id`,
 // `type`; no `xmlns` means `jabber:client`): writes the whole response
 // stanza for the host to send, and sets `*out_changed` when the account's
-// algorithm changed (the host then persists `cmr_router_get_algorithm`).
-// `CMR_STATUS_NOT_MINE`: a result, an error or another namespace.
-// A protocol error is a response (an error IQ) with `CMR_STATUS_OK`.
-// Thread-safe.
+// algorithm changed (the host then persists `cmr_router_get_algorithm`);
+// a set for an account with no registered session changes nothing and is
+// answered `<unexpected-request/>`. `CMR_STATUS_NOT_MINE`: a result, an
+// error or another namespace. A protocol error is a response (an error
+// IQ) with `CMR_STATUS_OK`. Not well-formed XML, more than
+// `CMR_MAX_IQ_BYTES` bytes, elements nested deeper than `CMR_MAX_DEPTH`,
+// more than `CMR_MAX_ATTRIBUTES` attributes on one element, a duplicate
+// attribute or anything after the stanza: `CMR_STATUS_INVALID_XML`, found
+// in time linear in the input, before any deep tree is built. Thread-safe.
 //
 // # Safety
 // `router` is a live router; `xml` has `xml_len` bytes; `buf` has `cap`

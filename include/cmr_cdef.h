@@ -29,8 +29,6 @@ typedef struct {
   bool sender_is_local;
 } cmr_message;
 
-
-
 const char *cmr_version(void);
 
 const char *cmr_status_message(uint32_t status);
@@ -48,17 +46,24 @@ cmr_status cmr_router_register(const cmr_router *router,
                                int32_t priority,
                                const char *show,
                                size_t show_len,
-                               bool available);
+                               bool available,
+                               bool *out_new_account);
 
 cmr_status cmr_router_unregister(const cmr_router *router,
-                                 const char *full_jid,
-                                 size_t full_jid_len,
+                                 const char *jid,
+                                 size_t jid_len,
                                  uint64_t token);
 
 cmr_status cmr_router_touch(const cmr_router *router,
                             const char *full_jid,
                             size_t full_jid_len,
                             uint64_t token);
+
+cmr_status cmr_router_set_hibernating(const cmr_router *router,
+                                      const char *full_jid,
+                                      size_t full_jid_len,
+                                      uint64_t token,
+                                      bool hibernating);
 
 cmr_status cmr_router_set_load(const cmr_router *router,
                                const char *full_jid,

@@ -63,10 +63,16 @@ impl Algorithm {
     }
 }
 
-/// Per-account rotation state.
+/// Per-account rotation state. It belongs to the account, not to its
+/// sessions' presence: a presence update that changes nothing eligible
+/// leaves it alone, and a change of the eligible set goes on from where
+/// the rotation stands (SPEC: "it does not restart").
 #[derive(Clone, Debug)]
 pub struct PickState {
-    /// `roundrobin`: position of the next pick among the eligible.
+    /// `roundrobin`: index in the account's resources where the search for
+    /// the next in turn starts; the length when the last one had its turn.
+    /// The turn follows registration order, so a new resource joins it at
+    /// the end.
     cursor: u32,
     /// `leastloaded`: picks since the recent counts were last halved.
     window: u32,
@@ -85,11 +91,36 @@ impl PickState {
         }
     }
 
-    /// Starts the rotations afresh (after the eligible set changed); the
-    /// random generator runs on.
-    pub fn restart(&mut self) {
-        self.cursor = 0;
-        self.window = 0;
+    /// Keeps the round robin's place when the resource at `index` is
+    /// removed from the account's resources.
+    pub fn removed(&mut self, index: usize) {
+        if index < self.cursor as usize {
+            self.cursor -= 1;
+        }
+    }
+}
+
+/// Which sessions a pick may choose among.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// Available, non-negative, and connected: not waiting for XEP-0198
+    /// resumption.
+    Live,
+    /// Available and non-negative, hibernating or not. A hibernating
+    /// session keeps what it is sent for when it resumes, as the servers do
+    /// natively; `all` always uses this tier, the others only when no
+    /// session is live.
+    Any,
+}
+
+impl Tier {
+    /// The tier the one-resource algorithms choose in.
+    pub fn of(resources: &[Resource]) -> Tier {
+        if resources.iter().any(|r| r.is_eligible(Tier::Live)) {
+            Tier::Live
+        } else {
+            Tier::Any
+        }
     }
 }
 
@@ -117,27 +148,24 @@ pub fn pick(
     sender: &str,
     out: &mut [u64],
 ) -> Pick {
-    let eligible = resources.iter().filter(|r| r.is_eligible()).count();
-    if eligible == 0 {
-        return Pick::NotRouted;
-    }
     if algorithm == Algorithm::All {
         return all(resources, out);
+    }
+    let tier = Tier::of(resources);
+    let eligible = resources.iter().filter(|r| r.is_eligible(tier)).count();
+    if eligible == 0 {
+        return Pick::NotRouted;
     }
     let Some(slot) = out.first_mut() else {
         return Pick::BufferTooSmall(1);
     };
     let index = match algorithm {
-        Algorithm::All | Algorithm::MostActive => most_active(resources),
-        Algorithm::RoundRobin => {
-            let turn = state.cursor as usize % eligible;
-            state.cursor = ((turn + 1) % eligible) as u32;
-            nth_eligible(resources, turn)
-        }
-        Algorithm::Weighted => weighted(resources),
-        Algorithm::Random => nth_eligible(resources, state.rng.usize(..eligible)),
-        Algorithm::Sticky => sticky(resources, sender),
-        Algorithm::LeastLoaded => least_loaded(state, resources, eligible),
+        Algorithm::All | Algorithm::MostActive => most_active(resources, tier),
+        Algorithm::RoundRobin => round_robin(state, resources, tier),
+        Algorithm::Weighted => weighted(resources, tier),
+        Algorithm::Random => nth_eligible(resources, tier, state.rng.usize(..eligible)),
+        Algorithm::Sticky => sticky(resources, tier, sender),
+        Algorithm::LeastLoaded => least_loaded(state, resources, tier, eligible),
     };
     let chosen = &mut resources[index];
     chosen.routed += 1;
@@ -146,13 +174,15 @@ pub fn pick(
 }
 
 fn all(resources: &mut [Resource], out: &mut [u64]) -> Pick {
-    let max = resources
+    let Some(max) = resources
         .iter()
-        .filter(|r| r.is_eligible())
+        .filter(|r| r.is_eligible(Tier::Any))
         .map(|r| r.priority)
         .max()
-        .unwrap_or(0);
-    let is_target = |r: &Resource| r.is_eligible() && r.priority == max;
+    else {
+        return Pick::NotRouted;
+    };
+    let is_target = |r: &Resource| r.is_eligible(Tier::Any) && r.priority == max;
     let needed = resources.iter().filter(|r| is_target(r)).count();
     if out.len() < needed {
         return Pick::BufferTooSmall(needed);
@@ -167,11 +197,24 @@ fn all(resources: &mut [Resource], out: &mut [u64]) -> Pick {
     Pick::Routed(needed)
 }
 
-fn nth_eligible(resources: &[Resource], n: usize) -> usize {
+/// The first eligible resource at or after the cursor, in registration
+/// order and around; the cursor moves past it.
+fn round_robin(state: &mut PickState, resources: &[Resource], tier: Tier) -> usize {
+    let len = resources.len();
+    let start = (state.cursor as usize).min(len);
+    let index = (start..len)
+        .chain(0..start)
+        .find(|&i| resources[i].is_eligible(tier))
+        .unwrap_or(0);
+    state.cursor = (index + 1) as u32;
+    index
+}
+
+fn nth_eligible(resources: &[Resource], tier: Tier, n: usize) -> usize {
     resources
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.is_eligible())
+        .filter(|(_, r)| r.is_eligible(tier))
         .nth(n)
         .map_or(0, |(i, _)| i)
 }
@@ -182,13 +225,13 @@ fn scale(bits: u32, n: usize) -> usize {
 }
 
 /// The indices of the `m`-th and `n`-th eligible resources (`m != n`).
-fn nth_two_eligible(resources: &[Resource], m: usize, n: usize) -> (usize, usize) {
+fn nth_two_eligible(resources: &[Resource], tier: Tier, m: usize, n: usize) -> (usize, usize) {
     let (mut a, mut b) = (0, 0);
     let last = m.max(n);
     for (k, (i, _)) in resources
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.is_eligible())
+        .filter(|(_, r)| r.is_eligible(tier))
         .enumerate()
     {
         if k == m {
@@ -205,12 +248,16 @@ fn nth_two_eligible(resources: &[Resource], m: usize, n: usize) -> (usize, usize
 }
 
 /// Index of the first eligible resource with the greatest `key`.
-fn first_max_by<K: PartialOrd>(resources: &[Resource], key: impl Fn(&Resource) -> K) -> usize {
+fn first_max_by<K: PartialOrd>(
+    resources: &[Resource],
+    tier: Tier,
+    key: impl Fn(&Resource) -> K,
+) -> usize {
     let mut best: Option<(usize, K)> = None;
     for (i, r) in resources
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.is_eligible())
+        .filter(|(_, r)| r.is_eligible(tier))
     {
         let k = key(r);
         if best.as_ref().is_none_or(|(_, b)| k > *b) {
@@ -222,30 +269,121 @@ fn first_max_by<K: PartialOrd>(resources: &[Resource], key: impl Fn(&Resource) -
 
 /// Highest priority, then show (chat > none > away > xa > dnd), then the
 /// latest activity.
-fn most_active(resources: &[Resource]) -> usize {
-    first_max_by(resources, |r| (r.priority, r.show, r.last_activity))
+fn most_active(resources: &[Resource], tier: Tier) -> usize {
+    first_max_by(resources, tier, |r| (r.priority, r.show, r.last_activity))
 }
 
-/// Smooth weighted round robin (as in nginx): every eligible resource gains
-/// its weight, the richest is picked and pays the total back. Weight is the
-/// priority; when every eligible priority is 0 they all weigh 1.
-fn weighted(resources: &mut [Resource]) -> usize {
-    let all_zero = resources
-        .iter()
-        .filter(|r| r.is_eligible())
-        .all(|r| r.priority == 0);
+/// The weights of the weighted rotation: each resource's priority, or 1
+/// each when every eligible priority is 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Weights {
+    tier: Tier,
+    all_zero: bool,
+}
+
+impl Weights {
+    fn of(resources: &[Resource]) -> Weights {
+        Weights::in_tier(resources, Tier::of(resources))
+    }
+
+    fn in_tier(resources: &[Resource], tier: Tier) -> Weights {
+        let all_zero = resources
+            .iter()
+            .filter(|r| r.is_eligible(tier))
+            .all(|r| r.priority == 0);
+        Weights { tier, all_zero }
+    }
+
+    /// 0 for a resource outside the rotation.
+    fn of_resource(self, r: &Resource) -> i64 {
+        match (r.is_eligible(self.tier), self.all_zero) {
+            (false, _) => 0,
+            (true, true) => 1,
+            (true, false) => i64::from(r.priority),
+        }
+    }
+
+    fn total(self, resources: &[Resource]) -> i64 {
+        resources.iter().map(|r| self.of_resource(r)).sum()
+    }
+}
+
+/// Smooth weighted round robin (as in nginx): every resource in the
+/// rotation gains its weight, the richest is picked and pays the total
+/// back. `current_weight` is 0 outside the rotation and sums to 0 in it.
+fn weighted(resources: &mut [Resource], tier: Tier) -> usize {
+    let weights = Weights::in_tier(resources, tier);
     let mut total = 0;
-    for r in resources.iter_mut().filter(|r| r.is_eligible()) {
-        let weight = if all_zero { 1 } else { i32::from(r.priority) };
-        r.current_weight += weight;
+    for r in resources.iter_mut() {
+        let weight = weights.of_resource(r);
+        r.current_weight += weight as i32;
         total += weight;
     }
-    let best = first_max_by(resources, |r| {
-        let weighs = all_zero || r.priority > 0;
-        (weighs, r.current_weight)
+    let best = first_max_by(resources, tier, |r| {
+        (weights.of_resource(r) > 0, r.current_weight)
     });
-    resources[best].current_weight -= total;
+    resources[best].current_weight -= total as i32;
     best
+}
+
+/// The weighted rotation's total weight, taken before a change so that
+/// [`rebalance`] can carry each resource's standing over it.
+pub fn weighted_total(resources: &[Resource]) -> i64 {
+    Weights::of(resources).total(resources)
+}
+
+/// Carries the weighted rotation over a change of the eligible set or of
+/// the weights (`old_total` is [`weighted_total`] before it). Each staying
+/// resource keeps its standing in messages (`current_weight / total`), a
+/// joining one starts level, a leaving one's standing is shared out by
+/// weight, and no standing is kept beyond one message either way, so the
+/// SPEC's bound holds from the change on.
+pub fn rebalance(resources: &mut [Resource], old_total: i64) {
+    let weights = Weights::of(resources);
+    let total = weights.total(resources);
+    let mut sum = 0;
+    for r in resources.iter_mut() {
+        let weight = weights.of_resource(r);
+        r.current_weight = if weight == 0 || old_total == 0 {
+            0
+        } else {
+            (i64::from(r.current_weight) * total / old_total) as i32
+        };
+        sum += i64::from(r.current_weight);
+    }
+    if total == 0 {
+        return;
+    }
+    // Level the sum to 0 in proportion to weight; what truncation leaves,
+    // and what the clamp takes, goes to whoever has room.
+    let mut residual = sum;
+    for r in resources.iter_mut() {
+        let share = sum * weights.of_resource(r) / total;
+        r.current_weight -= share as i32;
+        residual -= share;
+    }
+    let bound = total - 1;
+    for r in resources.iter_mut() {
+        if weights.of_resource(r) == 0 {
+            continue;
+        }
+        let clamped = i64::from(r.current_weight).clamp(-bound, bound);
+        residual += clamped - i64::from(r.current_weight);
+        r.current_weight = clamped as i32;
+    }
+    for r in resources.iter_mut() {
+        if residual == 0 {
+            break;
+        }
+        if weights.of_resource(r) == 0 {
+            continue;
+        }
+        let current = i64::from(r.current_weight);
+        let moved = (current - residual).clamp(-bound, bound) - current;
+        r.current_weight = (current + moved) as i32;
+        residual += moved;
+    }
+    debug_assert_eq!(residual, 0);
 }
 
 /// The per-resource half of `sticky`'s score, kept in the resource.
@@ -256,10 +394,10 @@ pub fn name_hash(resource: &str) -> u32 {
 /// Rendezvous hashing: the resource whose name scores highest for the
 /// sender's bare JID. xxh3 is specified bit for bit, so the choice is the
 /// same in every process and version.
-fn sticky(resources: &[Resource], sender: &str) -> usize {
+fn sticky(resources: &[Resource], tier: Tier, sender: &str) -> usize {
     let bare = sender.split('/').next().unwrap_or_default();
     let seed = xxh3_64(bare.as_bytes());
-    first_max_by(resources, |r| {
+    first_max_by(resources, tier, |r| {
         xxh3_64_with_seed(&r.name_hash.to_le_bytes(), seed)
     })
 }
@@ -267,9 +405,14 @@ fn sticky(resources: &[Resource], sender: &str) -> usize {
 /// Power of two choices: two distinct eligible resources at random, the one
 /// with the lower host-reported load wins, then the one that got fewer
 /// messages recently.
-fn least_loaded(state: &mut PickState, resources: &mut [Resource], eligible: usize) -> usize {
+fn least_loaded(
+    state: &mut PickState,
+    resources: &mut [Resource],
+    tier: Tier,
+    eligible: usize,
+) -> usize {
     let index = if eligible == 1 {
-        nth_eligible(resources, 0)
+        nth_eligible(resources, tier, 0)
     } else {
         // Both choices from one draw, each half scaled to its range (a bias
         // below eligible / 2^32), and both found in one scan.
@@ -279,7 +422,7 @@ fn least_loaded(state: &mut PickState, resources: &mut [Resource], eligible: usi
         if second >= first {
             second += 1;
         }
-        let (a, b) = nth_two_eligible(resources, first, second);
+        let (a, b) = nth_two_eligible(resources, tier, first, second);
         let load = |r: &Resource| (r.load, r.recent);
         if load(&resources[b]) < load(&resources[a]) {
             b
@@ -301,7 +444,7 @@ fn least_loaded(state: &mut PickState, resources: &mut [Resource], eligible: usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Show;
+    use crate::registry::{Flags, Show};
 
     pub(crate) fn resource(name: &str, token: u64, priority: i8) -> Resource {
         Resource {
@@ -315,7 +458,7 @@ mod tests {
             recent: 0,
             priority,
             show: Show::None,
-            available: true,
+            flags: Flags::default().with_available(true),
         }
     }
 
@@ -328,7 +471,7 @@ mod tests {
     #[test]
     fn nothing_eligible_is_not_routed() {
         let mut rs = vec![resource("a", 1, -1), resource("b", 2, 5)];
-        rs[1].available = false;
+        rs[1].flags = rs[1].flags.with_available(false);
         for alg in Algorithm::EVERY {
             let mut out = [0; 4];
             assert_eq!(
@@ -409,8 +552,8 @@ mod tests {
             resource("b", 3, -1),
             resource("c", 4, 0),
         ];
-        rs[1].available = false;
-        assert_eq!(nth_two_eligible(&rs, 1, 0), (3, 0));
+        rs[1].flags = rs[1].flags.with_available(false);
+        assert_eq!(nth_two_eligible(&rs, Tier::Live, 1, 0), (3, 0));
         // Two eligible: every pick compares both, so the lower load wins.
         rs[0].load = 5;
         let state = &mut PickState::new(3);
@@ -434,6 +577,94 @@ mod tests {
                 first
             );
         }
+    }
+
+    #[test]
+    fn round_robin_keeps_its_place_when_the_set_changes() {
+        let mut rs: Vec<Resource> = (1..=4).map(|t| resource("r", t, 0)).collect();
+        let state = &mut PickState::new(7);
+        let picks = |state: &mut PickState, rs: &mut Vec<Resource>, n: usize| -> Vec<u64> {
+            (0..n)
+                .map(|_| pick_one(Algorithm::RoundRobin, state, rs, ""))
+                .collect()
+        };
+        assert_eq!(picks(state, &mut rs, 2), [1, 2]);
+        // The one next in turn leaves: the turn passes to the one after it.
+        rs.remove(2);
+        state.removed(2);
+        assert_eq!(picks(state, &mut rs, 1), [4]);
+        // A newcomer joins at the end of the turn.
+        rs.push(resource("new", 5, 0));
+        assert_eq!(picks(state, &mut rs, 3), [5, 1, 2]);
+        // One that turns ineligible is skipped, and has its turn when back.
+        rs[2].flags = rs[2].flags.with_available(false);
+        assert_eq!(picks(state, &mut rs, 2), [5, 1]);
+        rs[2].flags = rs[2].flags.with_available(true);
+        assert_eq!(picks(state, &mut rs, 2), [2, 4]);
+    }
+
+    #[test]
+    fn a_hibernating_session_gets_messages_only_when_no_other_is_live() {
+        let mut rs = vec![resource("a", 1, 0), resource("b", 2, 0)];
+        rs[0].flags = rs[0].flags.with_hibernating(true);
+        for alg in Algorithm::EVERY
+            .into_iter()
+            .filter(|&a| a != Algorithm::All)
+        {
+            assert_eq!(
+                pick_one(alg, &mut PickState::new(7), &mut rs, "s@x"),
+                2,
+                "{alg:?}"
+            );
+        }
+        // `all` delivers to every available session, as the servers do.
+        let mut out = [0; 2];
+        let state = &mut PickState::new(7);
+        assert_eq!(
+            pick(Algorithm::All, state, &mut rs, "", &mut out),
+            Pick::Routed(2)
+        );
+        rs[1].flags = rs[1].flags.with_hibernating(true);
+        for alg in Algorithm::EVERY
+            .into_iter()
+            .filter(|&a| a != Algorithm::All)
+        {
+            let token = pick_one(alg, &mut PickState::new(7), &mut rs, "s@x");
+            assert!([1, 2].contains(&token), "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn weighted_carries_each_standing_over_a_change() {
+        let mut rs = vec![
+            resource("a", 1, 3),
+            resource("b", 2, 2),
+            resource("c", 3, 1),
+        ];
+        let state = &mut PickState::new(7);
+        for _ in 0..4 {
+            pick_one(Algorithm::Weighted, state, &mut rs, "");
+        }
+        let sum = |rs: &[Resource]| rs.iter().map(|r| i64::from(r.current_weight)).sum::<i64>();
+        // c leaves: its standing is shared out, the sum stays 0 and every
+        // standing stays within one message of the new total (5).
+        let before = weighted_total(&rs);
+        rs.pop();
+        rebalance(&mut rs, before);
+        assert_eq!(sum(&rs), 0);
+        assert!(rs.iter().all(|r| r.current_weight.abs() < 5), "{rs:?}");
+        // A change of weight with the same total moves nothing.
+        let standing: Vec<i32> = rs.iter().map(|r| r.current_weight).collect();
+        let total = weighted_total(&rs);
+        rebalance(&mut rs, total);
+        assert_eq!(
+            rs.iter().map(|r| r.current_weight).collect::<Vec<_>>(),
+            standing
+        );
+        // A resource that leaves the rotation keeps no standing.
+        rs[1].flags = rs[1].flags.with_available(false);
+        rebalance(&mut rs, 5);
+        assert_eq!((rs[0].current_weight, rs[1].current_weight), (0, 0));
     }
 
     #[test]

@@ -2,6 +2,67 @@
 
 use std::fmt;
 
+/// An input quoted in an error message: at most 128 bytes of
+/// it, with control characters escaped, so that a hostile 64 MB JID leaves
+/// a short message and cannot forge lines in the host's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quoted {
+    head: String,
+    /// The whole input's length in bytes.
+    len: usize,
+}
+
+/// Bytes of an input kept in a message.
+const QUOTED_BYTES: usize = 128;
+
+impl Quoted {
+    pub fn new(value: &str) -> Quoted {
+        let mut end = value.len().min(QUOTED_BYTES);
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        Quoted {
+            head: value[..end].to_owned(),
+            len: value.len(),
+        }
+    }
+
+    /// The input without the quotes, for names (`option colour=...`).
+    pub fn unquoted(&self) -> impl fmt::Display + '_ {
+        Unquoted(self)
+    }
+
+    fn write(&self, f: &mut fmt::Formatter<'_>, quote: &str) -> fmt::Result {
+        f.write_str(quote)?;
+        for c in self.head.chars() {
+            if c.is_control() || c == '\'' {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        f.write_str(quote)?;
+        if self.len > self.head.len() {
+            write!(f, "... ({} bytes in all)", self.len)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Quoted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, "'")
+    }
+}
+
+struct Unquoted<'a>(&'a Quoted);
+
+impl fmt::Display for Unquoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.write(f, "")
+    }
+}
+
 /// Everything that can go wrong in a call. Every variant says which input
 /// was wrong, so the host can log it as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,29 +72,33 @@ pub enum Error {
     /// A JID did not parse, or was bare where a full JID is needed.
     InvalidJid {
         what: &'static str,
-        value: String,
+        value: Quoted,
         reason: String,
     },
-    /// The XML given to the IQ handler is not well-formed or is not a stanza.
+    /// The XML given to the IQ handler is not well-formed, breaks one of
+    /// the limits, or is not a stanza.
     InvalidXml { reason: String },
     /// A value outside its range (priority, show, ...).
     InvalidArgument {
         what: &'static str,
-        value: String,
+        value: Quoted,
         expected: &'static str,
     },
     /// An algorithm name or URI that the library does not know.
-    UnknownAlgorithm { value: String },
+    UnknownAlgorithm { value: Quoted },
     /// An algorithm that exists but that the policy does not offer.
-    NotOffered { value: String },
+    NotOffered { value: Quoted },
     /// A policy option with a bad name or value.
     InvalidOption {
-        option: String,
-        value: String,
+        option: Quoted,
+        value: Quoted,
         reason: String,
     },
     /// The account or resource is not registered.
-    NotFound { what: &'static str, value: String },
+    NotFound { what: &'static str, value: Quoted },
+    /// The router caught a panic in an earlier call (a bug in cmr) and
+    /// refuses every call since, as its state may be half updated.
+    Failed,
 }
 
 impl fmt::Display for Error {
@@ -45,7 +110,7 @@ impl fmt::Display for Error {
                 value,
                 reason,
             } => {
-                write!(f, "{what} '{value}' is not a valid JID: {reason}")
+                write!(f, "{what} {value} is not a valid JID: {reason}")
             }
             Error::InvalidXml { reason } => write!(f, "invalid stanza: {reason}"),
             Error::InvalidArgument {
@@ -53,13 +118,13 @@ impl fmt::Display for Error {
                 value,
                 expected,
             } => {
-                write!(f, "{what} '{value}' is out of range: expected {expected}")
+                write!(f, "{what} {value} is out of range: expected {expected}")
             }
-            Error::UnknownAlgorithm { value } => write!(f, "unknown algorithm '{value}'"),
+            Error::UnknownAlgorithm { value } => write!(f, "unknown algorithm {value}"),
             Error::NotOffered { value } => {
                 write!(
                     f,
-                    "algorithm '{value}' is not offered by this router's policy"
+                    "algorithm {value} is not offered by this router's policy"
                 )
             }
             Error::InvalidOption {
@@ -67,11 +132,35 @@ impl fmt::Display for Error {
                 value,
                 reason,
             } => {
-                write!(f, "option {option}='{value}': {reason}")
+                write!(f, "option {}={value}: {reason}", option.unquoted())
             }
-            Error::NotFound { what, value } => write!(f, "{what} '{value}' is not registered"),
+            Error::NotFound { what, value } => write!(f, "{what} {value} is not registered"),
+            Error::Failed => write!(
+                f,
+                "this router caught a panic in an earlier call (a bug in cmr) and refuses every \
+                 call since; the host routes messages itself until it makes a new router"
+            ),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_inputs_are_short_and_escaped() {
+        let long = "x".repeat(64 << 20);
+        let message = Quoted::new(&long).to_string();
+        assert!(message.len() < 200, "{} bytes", message.len());
+        assert!(message.ends_with(&format!("... ({} bytes in all)", 64 << 20)));
+        assert_eq!(Quoted::new("a\nb'c").to_string(), r"'a\nb\'c'");
+        // Truncated on a character boundary.
+        let wide = "é".repeat(100);
+        assert!(Quoted::new(&wide)
+            .to_string()
+            .starts_with(&format!("'{}'", "é".repeat(64))));
+    }
+}

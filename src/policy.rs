@@ -2,12 +2,15 @@
 //! whether users may change it, whether message hints are honoured.
 
 use crate::algorithm::Algorithm;
-use crate::error::Error;
+use crate::error::{Error, Quoted};
 
 /// Default URI prefix of the algorithms beyond XEP-0354. It is deliberately
 /// outside `urn:xmpp:` (the XSF registrar's space); operators who own a URI
 /// space set `prefix` to it.
 pub const DEFAULT_PREFIX: &str = "urn:x-cmr:algorithm:";
+
+/// The longest `prefix` accepted: it is repeated in every query answer.
+const MAX_PREFIX_BYTES: usize = 256;
 
 /// Whose `<cmr algorithm=.../>` message hints are honoured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,8 +56,8 @@ fn uris(prefix: &str) -> [String; 7] {
 
 fn invalid(option: &str, value: &str, reason: impl Into<String>) -> Error {
     Error::InvalidOption {
-        option: option.to_owned(),
-        value: value.to_owned(),
+        option: Quoted::new(option),
+        value: Quoted::new(value),
         reason: reason.into(),
     }
 }
@@ -105,6 +108,21 @@ impl Policy {
                     }
                 }
                 "prefix" => {
+                    // It goes into every answer's XML, where control
+                    // characters cannot be written.
+                    if value
+                        .chars()
+                        .any(|c| c.is_control() || matches!(c, '\u{fffe}' | '\u{ffff}'))
+                    {
+                        return Err(invalid(key, value, "control characters are not allowed"));
+                    }
+                    if value.len() > MAX_PREFIX_BYTES {
+                        return Err(invalid(
+                            key,
+                            value,
+                            format!("expected at most {MAX_PREFIX_BYTES} bytes"),
+                        ));
+                    }
                     if !value.contains(':') {
                         return Err(invalid(
                             key,
@@ -132,10 +150,24 @@ impl Policy {
         }
         if let Some(list) = offered_text {
             policy.offered = [false; 7];
-            for name in list.split(',').filter(|n| !n.is_empty()) {
+            for name in list.split(',') {
+                if name.is_empty() {
+                    return Err(invalid("offered", list, "an empty algorithm name"));
+                }
                 let algorithm = policy.resolve(name).ok_or_else(|| {
-                    invalid("offered", list, format!("unknown algorithm '{name}'"))
+                    invalid(
+                        "offered",
+                        list,
+                        format!("unknown algorithm {}", Quoted::new(name)),
+                    )
                 })?;
+                if policy.offered[algorithm.index()] {
+                    return Err(invalid(
+                        "offered",
+                        list,
+                        format!("{} is listed more than once", Quoted::new(name)),
+                    ));
+                }
                 policy.offered[algorithm.index()] = true;
             }
             if !policy.offers(Algorithm::All) && !policy.offers(Algorithm::MostActive) {
@@ -271,5 +303,13 @@ mod tests {
         assert!(error_of("colour=blue").contains("colour='blue': unknown option"));
         assert!(error_of("hints=any hints=never").contains("more than once"));
         assert!(error_of("default").contains("expected key=value"));
+        assert!(error_of("offered=all,,mostactive").contains("an empty algorithm name"));
+        assert!(error_of("offered=all,").contains("an empty algorithm name"));
+        assert!(error_of("offered=all,all,all").contains("'all' is listed more than once"));
+        assert!(error_of("offered=all,urn:xmpp:cmr:all").contains("more than once"));
+        assert!(
+            error_of("prefix=tag:a\u{1}:").contains(r"prefix='tag:a\u{1}:': control characters")
+        );
+        assert!(error_of(&format!("prefix=tag:{}", "a".repeat(300))).contains("at most 256 bytes"));
     }
 }

@@ -1,8 +1,11 @@
 //! XEP-0354 wire format (`urn:xmpp:cmr:0`): its elements as Rust types that
 //! parse from and build into `minidom` elements, and the IQ envelope.
 
-use crate::error::Error;
+use crate::error::{Error, Quoted};
 use jid::{BareJid, Jid};
+use minidom::rxml::error::EndOrError;
+use minidom::rxml::{Parse, RawEvent, RawParser};
+use minidom::tree_builder::TreeBuilder;
 use minidom::Element;
 
 pub const NS: &str = "urn:xmpp:cmr:0";
@@ -10,6 +13,17 @@ pub const NS_HINTS: &str = "urn:xmpp:cmr:hints:0";
 const NS_CLIENT: &str = "jabber:client";
 const NS_SERVER: &str = "jabber:server";
 const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// The largest IQ stanza accepted, in bytes. A CMR IQ takes a few hundred.
+pub const MAX_IQ_BYTES: usize = 64 * 1024;
+/// The deepest element nesting accepted (the stanza is level 1). A CMR IQ
+/// is 3 deep; the limit is checked while parsing, before any deeper
+/// element is built, so that neither the parse nor the drop of the tree
+/// depends on the caller's stack.
+pub const MAX_DEPTH: usize = 16;
+/// The most attributes accepted on one element (namespace declarations
+/// included).
+pub const MAX_ATTRIBUTES: usize = 32;
 
 /// Why a payload in our namespace is malformed; answered as `<bad-request/>`
 /// with this text.
@@ -42,8 +56,8 @@ impl TryFrom<&Element> for Query {
     fn try_from(elem: &Element) -> Result<Query, Malformed> {
         if !elem.is("query", NS) {
             return Err(Malformed(format!(
-                "expected <query/>, got <{}/>",
-                elem.name()
+                "expected <query/>, got {}",
+                Quoted::new(elem.name())
             )));
         }
         let mut query = Query::default();
@@ -57,8 +71,8 @@ impl TryFrom<&Element> for Query {
                 query.available.push(algorithm_attr(child)?);
             } else {
                 return Err(Malformed(format!(
-                    "unexpected <{}/> in <query/>",
-                    child.name()
+                    "unexpected {} in <query/>",
+                    Quoted::new(child.name())
                 )));
             }
         }
@@ -92,14 +106,14 @@ impl TryFrom<&Element> for Cmr {
     fn try_from(elem: &Element) -> Result<Cmr, Malformed> {
         if !elem.is("cmr", NS) {
             return Err(Malformed(format!(
-                "expected <cmr/>, got <{}/>",
-                elem.name()
+                "expected <cmr/>, got {}",
+                Quoted::new(elem.name())
             )));
         }
         if let Some(child) = elem.children().next() {
             return Err(Malformed(format!(
-                "unexpected <{}/> in <cmr/>",
-                child.name()
+                "unexpected {} in <cmr/>",
+                Quoted::new(child.name())
             )));
         }
         Ok(Cmr {
@@ -151,19 +165,88 @@ impl Iq {
 fn parse_jid(what: &'static str, value: &str) -> Result<Jid, Error> {
     Jid::new(value).map_err(|e| Error::InvalidJid {
         what,
-        value: value.to_owned(),
+        value: Quoted::new(value),
         reason: e.to_string(),
     })
 }
 
-/// Parses a whole IQ stanza. `Ok(None)`: not a CMR get or set (another
-/// namespace, a result or error, not an IQ), for the host to handle. A
-/// missing `xmlns` on the stanza means `jabber:client`.
+fn invalid_xml(reason: impl Into<String>) -> Error {
+    Error::InvalidXml {
+        reason: reason.into(),
+    }
+}
+
+/// Parses one whole stanza into a tree, in time linear in its size and
+/// within [`MAX_IQ_BYTES`], [`MAX_DEPTH`] and [`MAX_ATTRIBUTES`]. The input
+/// must be exactly one element: anything but whitespace after it is an
+/// error, as are duplicate attributes. A missing `xmlns` means
+/// `jabber:client`.
+pub fn parse_stanza(xml: &str) -> Result<Element, Error> {
+    if xml.len() > MAX_IQ_BYTES {
+        return Err(invalid_xml(format!(
+            "{} bytes; at most {MAX_IQ_BYTES} are accepted",
+            xml.len()
+        )));
+    }
+    let mut parser = RawParser::new();
+    let mut builder =
+        TreeBuilder::new().with_prefixes_stack(vec![Some(NS_CLIENT.to_owned()).into()]);
+    let mut input = xml.as_bytes();
+    let mut depth = 0;
+    // The attribute names of the element being opened: few (bounded), so a
+    // scan finds a duplicate without allocating per element.
+    let mut attributes: Vec<(Option<String>, String)> = Vec::new();
+    loop {
+        let event = match parser.parse(&mut input, true) {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(EndOrError::Error(e)) => return Err(invalid_xml(e.to_string())),
+            // At the end of the input: the element is not closed.
+            Err(EndOrError::NeedMoreData) => return Err(invalid_xml("the stanza is cut short")),
+        };
+        match &event {
+            RawEvent::ElementHeadOpen(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(invalid_xml(format!(
+                        "elements nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+                attributes.clear();
+            }
+            RawEvent::Attribute(_, (prefix, name), _) => {
+                let key = (prefix.as_ref().map(|p| p.as_str()), name.as_str());
+                if attributes
+                    .iter()
+                    .any(|(p, n)| (p.as_deref(), n.as_str()) == key)
+                {
+                    return Err(invalid_xml(format!(
+                        "attribute {} given twice",
+                        Quoted::new(name.as_str())
+                    )));
+                }
+                if attributes.len() == MAX_ATTRIBUTES {
+                    return Err(invalid_xml(format!(
+                        "more than {MAX_ATTRIBUTES} attributes on one element"
+                    )));
+                }
+                attributes.push((key.0.map(str::to_owned), key.1.to_owned()));
+            }
+            RawEvent::ElementFoot(_) => depth -= 1,
+            _ => {}
+        }
+        builder
+            .process_event(event)
+            .map_err(|e| invalid_xml(e.to_string()))?;
+    }
+    builder.root.take().ok_or_else(|| invalid_xml("no element"))
+}
+
+/// Parses a whole IQ stanza (see [`parse_stanza`] for what is accepted).
+/// `Ok(None)`: not a CMR get or set (another namespace, a result or error),
+/// for the host to handle.
 pub fn parse_iq(xml: &str) -> Result<Option<Iq>, Error> {
-    let root = Element::from_reader_with_prefixes(xml.as_bytes(), Some(NS_CLIENT.to_owned()))
-        .map_err(|e| Error::InvalidXml {
-            reason: e.to_string(),
-        })?;
+    let root = parse_stanza(xml)?;
     if root.name() != "iq" || !(root.has_ns(NS_CLIENT) || root.has_ns(NS_SERVER)) {
         return Ok(None);
     }
@@ -187,8 +270,8 @@ pub fn parse_iq(xml: &str) -> Result<Option<Iq>, Error> {
     })?;
     let request = if let Some(extra) = payloads.next() {
         Err(Malformed(format!(
-            "unexpected second payload <{}/>",
-            extra.name()
+            "unexpected second payload {}",
+            Quoted::new(extra.name())
         )))
     } else if is_set {
         Cmr::try_from(payload).map(Request::Set)
@@ -213,6 +296,7 @@ pub enum Condition {
     Forbidden,
     ItemNotFound,
     NotAllowed,
+    UnexpectedRequest,
 }
 
 impl Condition {
@@ -222,6 +306,7 @@ impl Condition {
             Condition::Forbidden => ("forbidden", "auth"),
             Condition::ItemNotFound => ("item-not-found", "cancel"),
             Condition::NotAllowed => ("not-allowed", "cancel"),
+            Condition::UnexpectedRequest => ("unexpected-request", "wait"),
         }
     }
 }
@@ -251,12 +336,14 @@ pub fn error(iq: &Iq, condition: Condition, text: Option<&str>) -> Element {
     reply(iq, "error").append(error).build()
 }
 
-/// Serializes a stanza as the host will send it.
-pub fn to_xml(elem: &Element) -> String {
+/// Serializes a stanza as the host will send it. Every string in an
+/// answer comes from a parsed stanza or a validated policy, so this fails
+/// only on a bug; it fails as an error, not a panic.
+pub fn to_xml(elem: &Element) -> Result<String, Error> {
     let mut out = Vec::new();
-    // Writing to a Vec cannot fail, and minidom writes UTF-8 only.
-    elem.write_to(&mut out).expect("writing XML to memory");
-    String::from_utf8(out).expect("minidom writes UTF-8")
+    elem.write_to(&mut out)
+        .map_err(|e| invalid_xml(format!("the answer cannot be written: {e}")))?;
+    String::from_utf8(out).map_err(|_| invalid_xml("the answer is not UTF-8"))
 }
 
 #[cfg(test)]
@@ -372,6 +459,70 @@ mod tests {
         ));
     }
 
+    fn invalid_reason(xml: &str) -> String {
+        match parse_iq(xml) {
+            Err(Error::InvalidXml { reason }) => reason,
+            other => panic!("{other:?} for {xml:.80}"),
+        }
+    }
+
+    fn nested(depth: usize) -> String {
+        format!(
+            "<iq type='get' from='a@b/c' id='1'><query xmlns='urn:xmpp:cmr:0'>{}{}</query></iq>",
+            "<x>".repeat(depth),
+            "</x>".repeat(depth)
+        )
+    }
+
+    #[test]
+    fn nesting_is_refused_before_the_tree_is_built_on_any_stack() {
+        assert!(parse_iq(&nested(MAX_DEPTH - 2)).is_ok());
+        assert!(invalid_reason(&nested(MAX_DEPTH - 1)).contains("deeper than 16"));
+        // 9,000 levels (63 KB) crashed a 256 KB stack when the tree was
+        // built and dropped; refused at level 17 here, on a 64 KB stack.
+        let deep = nested(9_000);
+        assert!(deep.len() < MAX_IQ_BYTES);
+        let on_small_stack = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || invalid_reason(&deep))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(on_small_stack.contains("deeper than"), "{on_small_stack}");
+    }
+
+    #[test]
+    fn only_one_well_formed_stanza_within_the_limits_is_accepted() {
+        let ok = "<iq type='get' from='a@b/c' id='1'><query xmlns='urn:xmpp:cmr:0'/></iq>";
+        assert!(
+            parse_iq(&format!("{ok}\n  ")).unwrap().is_some(),
+            "whitespace after"
+        );
+        assert!(parse_iq(&format!("<?xml version='1.0'?>{ok}")).is_ok());
+        for (xml, reason) in [
+            (format!("{ok}garbage"), ""),
+            (format!("{ok}<iq/>"), ""),
+            (ok.replace("id='1'", "id='1' id='2'"), "given twice"),
+            (ok.replace("<query", "<query a='1' a='2'"), "given twice"),
+            (ok.replace("id='1'", "id='&#1;'"), ""),
+            (ok.replace("id='1'", "id='\u{1}'"), ""),
+            (ok.replace("id='1'", "id='&lol;'"), ""),
+            (format!("<!DOCTYPE iq [<!ENTITY lol 'lol'>]>{ok}"), ""),
+            (ok.replace("<query", "<!-- hi --><query"), ""),
+            (ok.replace("<query", "<?pi x?><query"), ""),
+            (ok.replace("<query xmlns=", "<p:query xmlns:q="), ""),
+            (ok[..ok.len() - 3].to_owned(), ""),
+            (ok.replace("</iq>", ""), ""),
+            (format!("{ok}{}", " ".repeat(MAX_IQ_BYTES)), "at most 65536"),
+        ] {
+            let got = invalid_reason(&xml);
+            assert!(got.contains(reason), "{got} for {xml:.100}");
+        }
+        let attributes: String = (0..=MAX_ATTRIBUTES).map(|i| format!(" a{i}='x'")).collect();
+        let many = ok.replace("<query", &format!("<query{attributes}"));
+        assert!(invalid_reason(&many).contains("more than 32 attributes"));
+    }
+
     #[test]
     fn errors_carry_condition_type_and_text() {
         let iq = parse(EXAMPLE_3);
@@ -379,7 +530,8 @@ mod tests {
             &iq,
             Condition::NotAllowed,
             Some("fixed by the operator"),
-        ));
+        ))
+        .unwrap();
         let back: Element = xml.parse().unwrap();
         assert_eq!(back.attr("type"), Some("error"));
         assert_eq!(back.attr("to"), Some("juliet@capulet.lit/balcony"));

@@ -1,7 +1,7 @@
 //! The accounts and their resources, sharded so that threads working on
 //! different accounts rarely meet on one lock.
 
-use crate::algorithm::{Algorithm, PickState};
+use crate::algorithm::{self, Algorithm, PickState, Tier};
 use compact_str::CompactString;
 use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
@@ -52,6 +52,38 @@ pub struct Presence {
     pub available: bool,
 }
 
+/// A session's availability and XEP-0198 hibernation, in one byte so that
+/// a session stays one cache line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags(u8);
+
+impl Flags {
+    const AVAILABLE: u8 = 1;
+    const HIBERNATING: u8 = 2;
+
+    /// Whether the session has sent available presence.
+    pub fn available(self) -> bool {
+        self.0 & Flags::AVAILABLE != 0
+    }
+
+    /// Whether the session waits for XEP-0198 resumption.
+    pub fn hibernating(self) -> bool {
+        self.0 & Flags::HIBERNATING != 0
+    }
+
+    fn with(self, bit: u8, on: bool) -> Flags {
+        Flags(if on { self.0 | bit } else { self.0 & !bit })
+    }
+
+    pub fn with_available(self, on: bool) -> Flags {
+        self.with(Flags::AVAILABLE, on)
+    }
+
+    pub fn with_hibernating(self, on: bool) -> Flags {
+        self.with(Flags::HIBERNATING, on)
+    }
+}
+
 /// One session of an account, as the host registered it. Exactly one cache
 /// line: a pick reads one line per session, and sessions of accounts that
 /// other threads work on never share a line with it.
@@ -75,15 +107,17 @@ pub struct Resource {
     pub name_hash: u32,
     pub priority: i8,
     pub show: Show,
-    pub available: bool,
+    pub flags: Flags,
 }
 
 impl Resource {
     /// RFC 6121 8.5.2.1.1: only available, non-negative resources get
-    /// messages to the bare JID.
+    /// messages to the bare JID; in the live tier, only connected ones.
     #[inline]
-    pub fn is_eligible(&self) -> bool {
-        self.available && self.priority >= 0
+    pub fn is_eligible(&self, tier: Tier) -> bool {
+        self.flags.available()
+            && self.priority >= 0
+            && (tier == Tier::Any || !self.flags.hibernating())
     }
 }
 
@@ -97,20 +131,35 @@ pub struct Account {
 }
 
 impl Account {
-    /// After the eligible set changed, the rotations start afresh so that
-    /// their fairness bounds hold for the new set.
-    fn restart(&mut self) {
-        self.state.restart();
-        for r in &mut self.resources {
-            r.current_weight = 0;
+    /// Applies `change` to the resources. When it says it changed who is
+    /// eligible or a weight, the weighted rotation is carried over the
+    /// change; otherwise the rotations are left alone.
+    fn change<R>(&mut self, change: impl FnOnce(&mut Vec<Resource>) -> (R, bool)) -> R {
+        let old_total = algorithm::weighted_total(&self.resources);
+        let (result, changed) = change(&mut self.resources);
+        if changed {
+            algorithm::rebalance(&mut self.resources, old_total);
         }
+        result
     }
+}
+
+/// What the rotations depend on in one resource.
+fn standing(r: &Resource) -> (bool, bool, i8) {
+    (
+        r.is_eligible(Tier::Live),
+        r.is_eligible(Tier::Any),
+        r.priority,
+    )
 }
 
 /// How a register call changed the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Registration {
-    /// A new resource (and maybe a new account).
+    /// The first session of an account that had none: the host restores
+    /// the account's persisted algorithm now.
+    NewAccount,
+    /// A new resource of a registered account.
     Added,
     /// The same session updated its presence.
     Updated,
@@ -149,7 +198,7 @@ impl Registry {
     }
 
     /// Registers or updates `resource` of the account `bare`. A new account
-    /// starts with `default_algorithm`; the account's rotations restart.
+    /// starts with `default_algorithm`.
     pub fn register(
         &self,
         bare: &str,
@@ -161,56 +210,67 @@ impl Registry {
     ) -> Registration {
         let hash = self.hasher.hash_one(bare);
         let mut table = self.shard(hash).lock();
-        let account = match table.find_mut(hash, |a| a.key == bare) {
-            Some(account) => account,
-            None => table
-                .insert_unique(
-                    hash,
-                    Account {
-                        key: CompactString::from(bare),
-                        algorithm: default_algorithm,
-                        state: PickState::new(hash),
-                        resources: Vec::new(),
-                    },
-                    |a| self.hasher.hash_one(a.key.as_str()),
-                )
-                .into_mut(),
+        let (account, new_account) = match table.find_mut(hash, |a| a.key == bare) {
+            Some(account) => (account, false),
+            None => (
+                table
+                    .insert_unique(
+                        hash,
+                        Account {
+                            key: CompactString::from(bare),
+                            algorithm: default_algorithm,
+                            state: PickState::new(hash),
+                            resources: Vec::new(),
+                        },
+                        |a| self.hasher.hash_one(a.key.as_str()),
+                    )
+                    .into_mut(),
+                true,
+            ),
         };
-        account.restart();
-        let fresh = Resource {
-            name: CompactString::from(resource),
-            name_hash: crate::algorithm::name_hash(resource),
-            token,
-            last_activity: now,
-            routed: 0,
-            load: 0,
-            current_weight: 0,
-            recent: 0,
-            priority: presence.priority,
-            show: presence.show,
-            available: presence.available,
-        };
-        match account.resources.iter_mut().find(|r| r.name == resource) {
-            Some(existing) if existing.token == token => {
-                existing.priority = presence.priority;
-                existing.show = presence.show;
-                existing.available = presence.available;
-                Registration::Updated
+        account.change(|resources| {
+            let fresh = Resource {
+                name: CompactString::from(resource),
+                name_hash: crate::algorithm::name_hash(resource),
+                token,
+                last_activity: now,
+                routed: 0,
+                load: 0,
+                current_weight: 0,
+                recent: 0,
+                priority: presence.priority,
+                show: presence.show,
+                flags: Flags::default().with_available(presence.available),
+            };
+            match resources.iter_mut().find(|r| r.name == resource) {
+                Some(existing) if existing.token == token => {
+                    let before = standing(existing);
+                    existing.priority = presence.priority;
+                    existing.show = presence.show;
+                    existing.flags = existing.flags.with_available(presence.available);
+                    (Registration::Updated, standing(existing) != before)
+                }
+                Some(existing) => {
+                    *existing = fresh;
+                    (Registration::Replaced, true)
+                }
+                None => {
+                    resources.push(fresh);
+                    let added = if new_account {
+                        Registration::NewAccount
+                    } else {
+                        Registration::Added
+                    };
+                    (added, true)
+                }
             }
-            Some(existing) => {
-                *existing = fresh;
-                Registration::Replaced
-            }
-            None => {
-                account.resources.push(fresh);
-                Registration::Added
-            }
-        }
+        })
     }
 
-    /// Removes the resource if `token` still owns it; an account without
+    /// Removes the session that `token` owns: the one of `resource`, or with
+    /// `None`, whichever of the account's sessions has it. An account without
     /// resources is dropped entirely. Returns whether anything was removed.
-    pub fn unregister(&self, bare: &str, resource: &str, token: u64) -> bool {
+    pub fn unregister(&self, bare: &str, resource: Option<&str>, token: u64) -> bool {
         let hash = self.hasher.hash_one(bare);
         let mut table = self.shard(hash).lock();
         let Ok(mut entry) = table.find_entry(hash, |a| a.key == bare) else {
@@ -220,12 +280,11 @@ impl Registry {
         let Some(index) = account
             .resources
             .iter()
-            .position(|r| r.name == resource && r.token == token)
+            .position(|r| r.token == token && resource.is_none_or(|name| r.name == name))
         else {
             return false;
         };
-        account.resources.remove(index);
-        if account.resources.is_empty() {
+        if account.resources.len() == 1 {
             entry.remove();
             // After mass logouts a shard would otherwise keep its peak size.
             // Shrinking at a quarter full to twice the length leaves room to
@@ -235,9 +294,34 @@ impl Registry {
                 table.shrink_to(len * 2, |a| self.hasher.hash_one(a.key.as_str()));
             }
         } else {
-            account.restart();
+            account.change(|resources| {
+                resources.remove(index);
+                ((), true)
+            });
+            account.state.removed(index);
         }
         true
+    }
+
+    /// Marks the session that `token` owns as waiting for XEP-0198
+    /// resumption, or as back. Returns whether the session exists.
+    pub fn set_hibernating(&self, bare: &str, resource: &str, token: u64, on: bool) -> bool {
+        self.with_account(bare, |account| {
+            account.change(|resources| {
+                match resources
+                    .iter_mut()
+                    .find(|r| r.name == resource && r.token == token)
+                {
+                    Some(r) => {
+                        let before = standing(r);
+                        r.flags = r.flags.with_hibernating(on);
+                        (true, standing(r) != before)
+                    }
+                    None => (false, false),
+                }
+            })
+        })
+        .unwrap_or(false)
     }
 
     /// Runs `f` on the account under its shard's lock, or returns `None`
@@ -289,6 +373,10 @@ mod tests {
         let all = Algorithm::All;
         assert_eq!(
             reg.register("a@x", "r", 1, AVAILABLE, 0, all),
+            Registration::NewAccount
+        );
+        assert_eq!(
+            reg.register("a@x", "s", 3, AVAILABLE, 0, all),
             Registration::Added
         );
         assert_eq!(
@@ -308,8 +396,9 @@ mod tests {
         let reg = Registry::default();
         reg.register("a@x", "r", 1, AVAILABLE, 0, Algorithm::All);
         reg.register("a@x", "r", 2, AVAILABLE, 0, Algorithm::All);
-        assert!(!reg.unregister("a@x", "r", 1));
-        assert!(reg.unregister("a@x", "r", 2));
+        assert!(!reg.unregister("a@x", Some("r"), 1));
+        assert!(!reg.unregister("a@x", None, 1));
+        assert!(reg.unregister("a@x", None, 2));
         assert_eq!(reg.accounts(), 0, "an account without resources is dropped");
     }
 
@@ -323,7 +412,7 @@ mod tests {
         }
         let peak = capacity(&registry);
         for i in 100..100_000 {
-            assert!(registry.unregister(&bare(i), "r", 1));
+            assert!(registry.unregister(&bare(i), Some("r"), 1));
         }
         assert_eq!(registry.accounts(), 100);
         let after = capacity(&registry);

@@ -2,11 +2,11 @@
 //! needs. This is the safe API that the C ABI wraps.
 
 use crate::algorithm::{self, Algorithm, Pick};
-use crate::error::Error;
+use crate::error::{Error, Quoted};
 use crate::policy::Policy;
 use crate::protocol::{self, Condition, Query, Request};
 use crate::registry::{Presence, Registration, Registry, Show};
-use jid::{BareJid, FullJid};
+use jid::{BareJid, FullJid, Jid};
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -50,6 +50,7 @@ pub struct ResourceStats {
     pub priority: i8,
     pub show: Show,
     pub available: bool,
+    pub hibernating: bool,
     pub load: u32,
 }
 
@@ -63,20 +64,34 @@ pub struct Router {
     epoch: Instant,
 }
 
+fn invalid_jid(what: &'static str, value: &str, error: jid::Error) -> Error {
+    Error::InvalidJid {
+        what,
+        value: Quoted::new(value),
+        reason: error.to_string(),
+    }
+}
+
 fn full_jid(value: &str) -> Result<FullJid, Error> {
-    FullJid::new(value).map_err(|e| Error::InvalidJid {
-        what: "full JID",
-        value: value.to_owned(),
-        reason: e.to_string(),
-    })
+    FullJid::new(value).map_err(|e| invalid_jid("full JID", value, e))
 }
 
 fn bare_jid(value: &str) -> Result<BareJid, Error> {
-    BareJid::new(value).map_err(|e| Error::InvalidJid {
-        what: "bare JID",
-        value: value.to_owned(),
-        reason: e.to_string(),
-    })
+    BareJid::new(value).map_err(|e| invalid_jid("bare JID", value, e))
+}
+
+fn no_account(jid: &BareJid) -> Error {
+    Error::NotFound {
+        what: "account",
+        value: Quoted::new(jid.as_str()),
+    }
+}
+
+fn no_session(jid: &str, token: u64) -> Error {
+    Error::NotFound {
+        what: "session",
+        value: Quoted::new(&format!("{jid} (token {token})")),
+    }
 }
 
 /// RFC 6121 5.2.2: a missing or unknown type is `normal`. Only `chat` and
@@ -116,12 +131,12 @@ impl Router {
         let jid = full_jid(full)?;
         let priority = i8::try_from(priority).map_err(|_| Error::InvalidArgument {
             what: "priority",
-            value: priority.to_string(),
+            value: Quoted::new(&priority.to_string()),
             expected: "-128..127",
         })?;
         let show = Show::parse(show).ok_or_else(|| Error::InvalidArgument {
             what: "show",
-            value: show.to_owned(),
+            value: Quoted::new(show),
             expected: "empty, chat, away, xa or dnd",
         })?;
         let presence = Presence {
@@ -139,19 +154,20 @@ impl Router {
         ))
     }
 
-    /// Removes the session if `token` still owns the resource.
-    pub fn unregister(&self, full: &str, token: u64) -> Result<(), Error> {
-        let jid = full_jid(full)?;
+    /// Removes the session if `token` still owns the resource. Given the
+    /// account's bare JID instead of the session's full one, removes
+    /// whichever of its sessions `token` owns (for a host that no longer
+    /// knows the resource of a session it found gone).
+    pub fn unregister(&self, jid: &str, token: u64) -> Result<(), Error> {
+        let parsed = Jid::new(jid).map_err(|e| invalid_jid("JID", jid, e))?;
+        let resource = parsed.resource().map(|r| r.as_str());
         if self
             .registry
-            .unregister(jid.to_bare().as_str(), jid.resource().as_str(), token)
+            .unregister(parsed.to_bare().as_str(), resource, token)
         {
             Ok(())
         } else {
-            Err(Error::NotFound {
-                what: "session",
-                value: format!("{full} (token {token})"),
-            })
+            Err(no_session(jid, token))
         }
     }
 
@@ -164,10 +180,22 @@ impl Router {
         let jid = full_jid(full)?;
         self.registry
             .with_resource(jid.to_bare().as_str(), jid.resource().as_str(), token, f)
-            .ok_or_else(|| Error::NotFound {
-                what: "session",
-                value: format!("{full} (token {token})"),
-            })
+            .ok_or_else(|| no_session(full, token))
+    }
+
+    /// Marks the session as waiting for XEP-0198 resumption (`on`), or as
+    /// back. While it waits it gets messages only when no other session is
+    /// eligible, and the copies of `all`.
+    pub fn set_hibernating(&self, full: &str, token: u64, on: bool) -> Result<(), Error> {
+        let jid = full_jid(full)?;
+        if self
+            .registry
+            .set_hibernating(jid.to_bare().as_str(), jid.resource().as_str(), token, on)
+        {
+            Ok(())
+        } else {
+            Err(no_session(full, token))
+        }
     }
 
     /// Stamps the session's last activity with the router's clock.
@@ -228,19 +256,16 @@ impl Router {
             .policy
             .resolve(algorithm)
             .ok_or_else(|| Error::UnknownAlgorithm {
-                value: algorithm.to_owned(),
+                value: Quoted::new(algorithm),
             })?;
         if !self.policy.offers(algorithm) {
             return Err(Error::NotOffered {
-                value: self.policy.uri(algorithm).to_owned(),
+                value: Quoted::new(self.policy.uri(algorithm)),
             });
         }
         self.registry
             .with_account(jid.as_str(), |a| a.algorithm = algorithm)
-            .ok_or_else(|| Error::NotFound {
-                what: "account",
-                value: jid.to_string(),
-            })
+            .ok_or_else(|| no_account(&jid))
     }
 
     /// Answers a XEP-0354 IQ given as a whole stanza. `Ok(None)`: not a CMR
@@ -284,6 +309,9 @@ impl Router {
                 protocol::result(&iq, Some((&query).into()))
             }
             (Some(account), Ok(Request::Set(cmr))) => {
+                let active = self
+                    .registry
+                    .with_account(account.as_str(), |a| a.algorithm);
                 if !self.policy.users_may_change() {
                     protocol::error(
                         &iq,
@@ -291,10 +319,21 @@ impl Router {
                         Some("the operator does not let users change the routing"),
                     )
                 } else if let Some(algorithm) = self.policy.offered_by_uri(&cmr.algorithm) {
-                    if algorithm != self.active(&account) {
-                        change = Some((account, algorithm));
+                    match active {
+                        // Nowhere to keep the choice: a set comes from a
+                        // session, which the host registers first.
+                        None => protocol::error(
+                            &iq,
+                            Condition::UnexpectedRequest,
+                            Some("no session of this account is registered with CMR yet"),
+                        ),
+                        Some(active) => {
+                            if algorithm != active {
+                                change = Some((account, algorithm));
+                            }
+                            protocol::result(&iq, None)
+                        }
                     }
-                    protocol::result(&iq, None)
                 } else {
                     protocol::error(
                         &iq,
@@ -305,16 +344,22 @@ impl Router {
             }
         };
         Ok(Some(IqAnswer {
-            xml: protocol::to_xml(&reply),
+            xml: protocol::to_xml(&reply)?,
             change,
         }))
     }
 
-    /// Applies the change an answer carries (if any) to the registry.
-    pub fn commit(&self, answer: &IqAnswer) {
-        if let Some((account, algorithm)) = &answer.change {
-            self.registry
-                .with_account(account.as_str(), |a| a.algorithm = *algorithm);
+    /// Applies the change an answer carries (if any) to the registry, and
+    /// says whether it changed the account's algorithm: only then has the
+    /// host something to persist. (The account may have lost its last
+    /// session since the answer was made.)
+    pub fn commit(&self, answer: &IqAnswer) -> bool {
+        match &answer.change {
+            Some((account, algorithm)) => self
+                .registry
+                .with_account(account.as_str(), |a| a.algorithm = *algorithm)
+                .is_some(),
+            None => false,
         }
     }
 
@@ -339,32 +384,32 @@ impl Router {
                         routed: r.routed,
                         priority: r.priority,
                         show: r.show,
-                        available: r.available,
+                        available: r.flags.available(),
+                        hibernating: r.flags.hibernating(),
                         load: r.load,
                     })
                     .collect()
             })
-            .ok_or_else(|| Error::NotFound {
-                what: "account",
-                value: jid.to_string(),
-            })
+            .ok_or_else(|| no_account(&jid))
     }
 
     /// The stats as a tab-separated table with a header line, for admin
     /// commands to print or parse.
     pub fn stats_table(&self, bare: &str) -> Result<String, Error> {
-        let mut table = String::from("resource\trouted\tpriority\tshow\tavailable\tload\ttoken\n");
+        let mut table =
+            String::from("resource\trouted\tpriority\tshow\tavailable\tload\ttoken\thibernating\n");
         for r in self.stats(bare)? {
             let _ = writeln!(
                 table,
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 r.resource,
                 r.routed,
                 r.priority,
                 r.show.as_str(),
                 r.available,
                 r.load,
-                r.token
+                r.token,
+                r.hibernating
             );
         }
         Ok(table)
@@ -394,7 +439,7 @@ mod tests {
 
     fn answer(r: &Router, xml: &str) -> IqAnswer {
         let a = r.answer_iq(xml).unwrap().expect("a CMR IQ");
-        r.commit(&a);
+        assert_eq!(r.commit(&a), a.change().is_some());
         a
     }
 
@@ -621,7 +666,13 @@ mod tests {
             r.pick(&msg("a@x"), &mut out);
         }
         let table = r.stats_table("a@x").unwrap();
-        assert_eq!(table.lines().nth(1), Some("1\t3\t0\tnone\ttrue\t0\t1"));
-        assert_eq!(table.lines().nth(2), Some("2\t2\t0\taway\ttrue\t0\t2"));
+        assert_eq!(
+            table.lines().nth(1),
+            Some("1\t3\t0\tnone\ttrue\t0\t1\tfalse")
+        );
+        assert_eq!(
+            table.lines().nth(2),
+            Some("2\t2\t0\taway\ttrue\t0\t2\tfalse")
+        );
     }
 }

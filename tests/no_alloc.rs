@@ -49,7 +49,17 @@ fn pick_does_not_allocate() {
         for (i, jid) in ["a@x/1", "a@x/2", "a@x/3", "a@x/4"].into_iter().enumerate() {
             let (p, l) = s(jid);
             assert_eq!(
-                cmr_router_register(router, p, l, i as u64, 1, std::ptr::null(), 0, true),
+                cmr_router_register(
+                    router,
+                    p,
+                    l,
+                    i as u64,
+                    1,
+                    std::ptr::null(),
+                    0,
+                    true,
+                    std::ptr::null_mut()
+                ),
                 cmr_status::Ok
             );
         }

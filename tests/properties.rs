@@ -192,3 +192,57 @@ fn random_is_uniform_within_a_stated_bound() {
         (0..4).collect()
     );
 }
+
+/// Changes every few messages must not starve the light resources: the
+/// weighted rotation carries each standing over a change instead of
+/// starting afresh (which gives the heaviest resource every stretch).
+#[test]
+fn frequent_changes_starve_no_one() {
+    for (algorithm, priorities) in [("weighted", [10i32, 1, 2]), ("roundrobin", [0, 0, 0])] {
+        let router = Router::new(Policy::from_options(&format!("default={algorithm}")).unwrap());
+        for (i, &p) in priorities.iter().enumerate() {
+            router
+                .register(&format!("{ACCOUNT}/node-{i}"), i as u64, p, "", true)
+                .unwrap();
+        }
+        let toggling = format!("{ACCOUNT}/toggling");
+        let mut counts = [0usize; 4];
+        let mut ideal = [0f64; 3];
+        for n in 0..3000 {
+            // A fourth resource comes and goes every 3 messages.
+            let on = n / 3 % 2 == 0;
+            router.register(&toggling, 3, 5, "", on).unwrap();
+            let token = pick(&router, "s@x")[0];
+            counts[token as usize] += 1;
+            let weights: Vec<f64> = priorities
+                .iter()
+                .map(|&p| {
+                    if algorithm == "weighted" {
+                        p as f64
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            let extra = if on {
+                if algorithm == "weighted" {
+                    5.0
+                } else {
+                    1.0
+                }
+            } else {
+                0.0
+            };
+            let total: f64 = weights.iter().sum::<f64>() + extra;
+            for i in 0..3 {
+                ideal[i] += weights[i] / total;
+            }
+        }
+        for i in 0..3 {
+            assert!(
+                counts[i] as f64 > 0.9 * ideal[i],
+                "{algorithm}: {counts:?} against {ideal:?}"
+            );
+        }
+    }
+}

@@ -46,6 +46,7 @@ pub fn router(options: &str, accounts: usize) -> Bench {
                     std::ptr::null(),
                     0,
                     true,
+                    std::ptr::null_mut(),
                 )
             };
             assert_eq!(status, cmr_status::Ok);

@@ -4,6 +4,7 @@
 
 use super::cmr_status;
 use crate::error::Error;
+use std::any::Any;
 use std::cell::RefCell;
 use std::ffi::c_char;
 
@@ -12,11 +13,15 @@ thread_local! {
 }
 
 /// Records `message` as this thread's last error and returns `status`.
+/// Never panics: it also runs outside the panic boundary, after a caught
+/// panic, and on threads whose thread-locals are being torn down (there
+/// the message is lost; the status still says what happened).
 pub(super) fn fail(status: cmr_status, message: &str) -> cmr_status {
-    LAST_ERROR.with(|last| {
-        let mut last = last.borrow_mut();
-        last.clear();
-        last.push_str(message);
+    let _ = LAST_ERROR.try_with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            last.clear();
+            last.push_str(message);
+        }
     });
     status
 }
@@ -32,34 +37,52 @@ pub(super) fn fail_with(error: Error) -> cmr_status {
         Error::NotOffered { .. } => cmr_status::NotOffered,
         Error::InvalidOption { .. } => cmr_status::InvalidOption,
         Error::NotFound { .. } => cmr_status::NotFound,
+        Error::Failed => cmr_status::Panic,
     };
     fail(status, &error.to_string())
 }
 
+/// Runs `f` on this thread's last error message (empty when there is none
+/// or it cannot be reached).
 pub(super) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
-    LAST_ERROR.with(|last| f(&last.borrow()))
+    match LAST_ERROR.try_with(|last| last.try_borrow().ok().map(|m| m.clone())) {
+        Ok(Some(message)) => f(&message),
+        _ => f(""),
+    }
+}
+
+/// The text a panic carried, if it is a string.
+fn panic_text(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// What an export returns when its body panicked.
 pub(super) trait PanicDefault {
-    fn on_panic() -> Self;
+    fn on_panic(payload: &(dyn Any + Send)) -> Self;
 }
 
 impl PanicDefault for cmr_status {
-    fn on_panic() -> Self {
+    fn on_panic(payload: &(dyn Any + Send)) -> Self {
         fail(
             cmr_status::Panic,
-            "a panic was caught inside cmr (a bug; see stderr)",
+            &format!(
+                "a panic was caught inside cmr (a bug): {}",
+                panic_text(payload)
+            ),
         )
     }
 }
 
 impl PanicDefault for () {
-    fn on_panic() -> Self {}
+    fn on_panic(_: &(dyn Any + Send)) -> Self {}
 }
 
 impl PanicDefault for *const c_char {
-    fn on_panic() -> Self {
+    fn on_panic(_: &(dyn Any + Send)) -> Self {
         std::ptr::null()
     }
 }
@@ -70,11 +93,38 @@ macro_rules! ffi_panic_boundary {
     ( $($body:tt)* ) => {
         match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| { $($body)* })) {
             Ok(ret) => ret,
-            Err(_) => $crate::ffi::boundary::PanicDefault::on_panic(),
+            Err(payload) => $crate::ffi::boundary::PanicDefault::on_panic(&*payload),
         }
     };
 }
 pub(super) use ffi_panic_boundary;
+
+/// Like `ffi_panic_boundary!` for an export on a router: `$router` (a
+/// pointer) becomes a `&Router` in the body. A router whose call panicked
+/// may hold an account half updated, so it is marked failed, and every
+/// later call on it returns `CMR_STATUS_PANIC` without touching it.
+macro_rules! router_boundary {
+    ($router:ident, $($body:tt)*) => {
+        $crate::ffi::boundary::ffi_panic_boundary! {
+            let handle = $crate::ffi::boundary::try_ref!($router);
+            if handle.failed.load(::std::sync::atomic::Ordering::Acquire) {
+                return $crate::ffi::boundary::fail_with($crate::error::Error::Failed);
+            }
+            let body = ::std::panic::AssertUnwindSafe(|| {
+                let $router = &handle.router;
+                $($body)*
+            });
+            match ::std::panic::catch_unwind(body) {
+                Ok(status) => status,
+                Err(payload) => {
+                    handle.failed.store(true, ::std::sync::atomic::Ordering::Release);
+                    <$crate::ffi::cmr_status as $crate::ffi::boundary::PanicDefault>::on_panic(&*payload)
+                }
+            }
+        }
+    };
+}
+pub(super) use router_boundary;
 
 /// Turns a pointer into a reference, or returns `NullParameter` naming it.
 macro_rules! try_ref {

@@ -16,9 +16,13 @@ pub(crate) mod boundary;
 
 use crate::algorithm::Pick;
 use crate::policy::Policy;
+use crate::registry::Registration;
 use crate::router::{Message, Router};
-use boundary::{fail, fail_with, ffi_panic_boundary, try_mut, try_out, try_ref, try_str};
+use boundary::{
+    fail, fail_with, ffi_panic_boundary, router_boundary, try_mut, try_out, try_ref, try_str,
+};
 use std::ffi::c_char;
+use std::sync::atomic::AtomicBool;
 
 /// The result of every call. The numbers are stable across versions.
 #[repr(C)]
@@ -54,14 +58,33 @@ pub enum cmr_status {
     NotOffered = 106,
     /// A policy option with a bad name or value.
     InvalidOption = 107,
-    /// A bug inside cmr was caught before it reached the caller.
+    /// A bug inside cmr was caught before it reached the caller. The
+    /// router it happened on refuses every later call with this status (its
+    /// state may be half updated): the host logs it and routes messages
+    /// itself until it makes a new router.
     Panic = 200,
 }
+
+/// The largest IQ `cmr_router_handle_iq` accepts, in bytes.
+pub const CMR_MAX_IQ_BYTES: usize = 65536;
+/// The deepest element nesting `cmr_router_handle_iq` accepts (the stanza
+/// is level 1).
+pub const CMR_MAX_DEPTH: usize = 16;
+/// The most attributes `cmr_router_handle_iq` accepts on one element.
+pub const CMR_MAX_ATTRIBUTES: usize = 32;
+// The header's figures are the core's (cbindgen needs literals).
+const _: () = assert!(
+    CMR_MAX_IQ_BYTES == crate::protocol::MAX_IQ_BYTES
+        && CMR_MAX_DEPTH == crate::protocol::MAX_DEPTH
+        && CMR_MAX_ATTRIBUTES == crate::protocol::MAX_ATTRIBUTES
+);
 
 /// A router: the routing state and policy of one virtual host (or of
 /// several that share a policy). Opaque.
 pub struct cmr_router {
     router: Router,
+    /// Set when a call on this router panicked.
+    failed: AtomicBool,
 }
 
 /// A message to route, as borrowed views of its parts.
@@ -119,8 +142,10 @@ pub extern "C" fn cmr_status_message(status: u32) -> *const c_char {
 }
 
 /// Copies the message of the last error on the calling thread into `buf`.
-/// The message stays until the next error on this thread. Thread-safe: each
-/// thread has its own message.
+/// The message stays until the next error on this thread; a buffer too
+/// small gives `CMR_STATUS_BUFFER_TOO_SMALL` with the size needed and keeps
+/// the message. Messages quote inputs shortened, so they stay well under
+/// 1 KB. Thread-safe: each thread has its own message.
 ///
 /// # Safety
 /// `buf` has `cap` writable bytes (may be NULL when `cap` is 0); `out_len`
@@ -132,8 +157,15 @@ pub unsafe extern "C" fn cmr_last_error(
     out_len: *mut usize,
 ) -> cmr_status {
     ffi_panic_boundary! {
-        let out = try_out!(buf, cap, out_len);
-        boundary::with_last_error(|message| out.write(message.as_bytes()))
+        let mut out = try_out!(buf, cap, out_len);
+        boundary::with_last_error(|message| {
+            // Not `write`: a too-small error would replace the message.
+            if out.fits(message.len()) {
+                out.write(message.as_bytes())
+            } else {
+                cmr_status::BufferTooSmall
+            }
+        })
     }
 }
 
@@ -158,7 +190,8 @@ pub unsafe extern "C" fn cmr_router_new(
         let options = try_str!(options, options_len);
         match Policy::from_options(options) {
             Ok(policy) => {
-                *out_router = Box::into_raw(Box::new(cmr_router { router: Router::new(policy) }));
+                let router = cmr_router { router: Router::new(policy), failed: AtomicBool::new(false) };
+                *out_router = Box::into_raw(Box::new(router));
                 cmr_status::Ok
             }
             Err(error) => fail_with(error),
@@ -186,10 +219,17 @@ pub unsafe extern "C" fn cmr_router_free(router: *mut cmr_router) {
 /// session, unique for the router's lifetime; a new token on a known
 /// resource replaces the old session. `priority` is -128..127; `show` is
 /// empty, `chat`, `away`, `xa` or `dnd`; `available` is whether the session
-/// has sent available presence. Thread-safe.
+/// has sent available presence. `*out_new_account` (when not NULL) is set
+/// when this call gave the account its first session: exactly one call
+/// does, however many sessions bind at once, and the host then restores
+/// the account's persisted algorithm with `cmr_router_set_algorithm`. A
+/// presence update that changes no session's eligibility or priority
+/// leaves the round robin and weighted rotations where they are.
+/// Thread-safe.
 ///
 /// # Safety
-/// `router` is a live router; the strings have their lengths in bytes.
+/// `router` is a live router; the strings have their lengths in bytes;
+/// `out_new_account` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cmr_router_register(
     router: *const cmr_router,
@@ -200,34 +240,42 @@ pub unsafe extern "C" fn cmr_router_register(
     show: *const c_char,
     show_len: usize,
     available: bool,
+    out_new_account: *mut bool,
 ) -> cmr_status {
-    ffi_panic_boundary! {
-        let router = &try_ref!(router).router;
+    router_boundary! { router,
         let full_jid = try_str!(full_jid, full_jid_len);
         let show = try_str!(show, show_len);
         match router.register(full_jid, token, priority, show, available) {
-            Ok(_) => cmr_status::Ok,
+            Ok(registration) => {
+                // SAFETY: NULL or writable, by the caller's contract.
+                if let Some(out) = unsafe { out_new_account.as_mut() } {
+                    *out = registration == Registration::NewAccount;
+                }
+                cmr_status::Ok
+            }
             Err(error) => fail_with(error),
         }
     }
 }
 
 /// Removes the session if `token` still owns its resource (a stale token
-/// gives `CMR_STATUS_NOT_FOUND` and removes nothing). Thread-safe.
+/// gives `CMR_STATUS_NOT_FOUND` and removes nothing). `jid` is the
+/// session's full JID, or the account's bare JID to remove whichever of
+/// its sessions `token` owns (for a host that found a picked session gone
+/// and no longer knows its resource). Thread-safe.
 ///
 /// # Safety
-/// `router` is a live router; `full_jid` has `full_jid_len` bytes.
+/// `router` is a live router; `jid` has `jid_len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn cmr_router_unregister(
     router: *const cmr_router,
-    full_jid: *const c_char,
-    full_jid_len: usize,
+    jid: *const c_char,
+    jid_len: usize,
     token: u64,
 ) -> cmr_status {
-    ffi_panic_boundary! {
-        let router = &try_ref!(router).router;
-        let full_jid = try_str!(full_jid, full_jid_len);
-        match router.unregister(full_jid, token) {
+    router_boundary! { router,
+        let jid = try_str!(jid, jid_len);
+        match router.unregister(jid, token) {
             Ok(()) => cmr_status::Ok,
             Err(error) => fail_with(error),
         }
@@ -246,10 +294,34 @@ pub unsafe extern "C" fn cmr_router_touch(
     full_jid_len: usize,
     token: u64,
 ) -> cmr_status {
-    ffi_panic_boundary! {
-        let router = &try_ref!(router).router;
+    router_boundary! { router,
         let full_jid = try_str!(full_jid, full_jid_len);
         match router.touch(full_jid, token) {
+            Ok(()) => cmr_status::Ok,
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Marks the session as waiting for XEP-0198 resumption (`hibernating`
+/// true: its connection is gone, its stream may resume), or as back (false).
+/// While it waits it gets messages only when no other session is eligible,
+/// and the copies of `all`, as the servers deliver to such a session
+/// natively. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `full_jid` has `full_jid_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_set_hibernating(
+    router: *const cmr_router,
+    full_jid: *const c_char,
+    full_jid_len: usize,
+    token: u64,
+    hibernating: bool,
+) -> cmr_status {
+    router_boundary! { router,
+        let full_jid = try_str!(full_jid, full_jid_len);
+        match router.set_hibernating(full_jid, token, hibernating) {
             Ok(()) => cmr_status::Ok,
             Err(error) => fail_with(error),
         }
@@ -269,8 +341,7 @@ pub unsafe extern "C" fn cmr_router_set_load(
     token: u64,
     load: u32,
 ) -> cmr_status {
-    ffi_panic_boundary! {
-        let router = &try_ref!(router).router;
+    router_boundary! { router,
         let full_jid = try_str!(full_jid, full_jid_len);
         match router.set_load(full_jid, token, load) {
             Ok(()) => cmr_status::Ok,
@@ -300,8 +371,7 @@ pub unsafe extern "C" fn cmr_router_pick(
     out_cap: usize,
     out_len: *mut usize,
 ) -> cmr_status {
-    ffi_panic_boundary! {
-        let router = &try_ref!(router).router;
+    router_boundary! { router,
         let m = try_ref!(message);
         let out_len = try_mut!(out_len);
         let (recipient, kind, sender, hint) = (m.recipient, m.message_type, m.sender, m.hint);
@@ -352,8 +422,7 @@ pub unsafe extern "C" fn cmr_router_get_algorithm(
     cap: usize,
     out_len: *mut usize,
 ) -> cmr_status {
-    ffi_panic_boundary! {
-        let router = &try_ref!(router).router;
+    router_boundary! { router,
         let out = try_out!(buf, cap, out_len);
         let bare_jid = try_str!(bare_jid, bare_jid_len);
         match router.algorithm(bare_jid) {
@@ -377,8 +446,7 @@ pub unsafe extern "C" fn cmr_router_set_algorithm(
     algorithm: *const c_char,
     algorithm_len: usize,
 ) -> cmr_status {
-    ffi_panic_boundary! {
-        let router = &try_ref!(router).router;
+    router_boundary! { router,
         let bare_jid = try_str!(bare_jid, bare_jid_len);
         let algorithm = try_str!(algorithm, algorithm_len);
         match router.set_algorithm(bare_jid, algorithm) {
@@ -391,10 +459,15 @@ pub unsafe extern "C" fn cmr_router_set_algorithm(
 /// Answers a XEP-0354 IQ given as a whole stanza (with `from`, `to`, `id`,
 /// `type`; no `xmlns` means `jabber:client`): writes the whole response
 /// stanza for the host to send, and sets `*out_changed` when the account's
-/// algorithm changed (the host then persists `cmr_router_get_algorithm`).
-/// `CMR_STATUS_NOT_MINE`: a result, an error or another namespace.
-/// A protocol error is a response (an error IQ) with `CMR_STATUS_OK`.
-/// Thread-safe.
+/// algorithm changed (the host then persists `cmr_router_get_algorithm`);
+/// a set for an account with no registered session changes nothing and is
+/// answered `<unexpected-request/>`. `CMR_STATUS_NOT_MINE`: a result, an
+/// error or another namespace. A protocol error is a response (an error
+/// IQ) with `CMR_STATUS_OK`. Not well-formed XML, more than
+/// `CMR_MAX_IQ_BYTES` bytes, elements nested deeper than `CMR_MAX_DEPTH`,
+/// more than `CMR_MAX_ATTRIBUTES` attributes on one element, a duplicate
+/// attribute or anything after the stanza: `CMR_STATUS_INVALID_XML`, found
+/// in time linear in the input, before any deep tree is built. Thread-safe.
 ///
 /// # Safety
 /// `router` is a live router; `xml` has `xml_len` bytes; `buf` has `cap`
@@ -409,8 +482,7 @@ pub unsafe extern "C" fn cmr_router_handle_iq(
     out_len: *mut usize,
     out_changed: *mut bool,
 ) -> cmr_status {
-    ffi_panic_boundary! {
-        let router = &try_ref!(router).router;
+    router_boundary! { router,
         let out_changed = try_mut!(out_changed);
         let mut out = try_out!(buf, cap, out_len);
         let xml = try_str!(xml, xml_len);
@@ -418,8 +490,7 @@ pub unsafe extern "C" fn cmr_router_handle_iq(
         match router.answer_iq(xml) {
             Ok(Some(answer)) if !out.fits(answer.xml.len()) => out.too_small(answer.xml.len()),
             Ok(Some(answer)) => {
-                router.commit(&answer);
-                *out_changed = answer.change().is_some();
+                *out_changed = router.commit(&answer);
                 out.write(answer.xml.as_bytes())
             }
             Ok(None) => {
@@ -445,8 +516,7 @@ pub unsafe extern "C" fn cmr_router_disco_features(
     cap: usize,
     out_len: *mut usize,
 ) -> cmr_status {
-    ffi_panic_boundary! {
-        let router = &try_ref!(router).router;
+    router_boundary! { router,
         let out = try_out!(buf, cap, out_len);
         out.write(router.disco_features().join("\n").as_bytes())
     }
@@ -469,13 +539,106 @@ pub unsafe extern "C" fn cmr_router_stats(
     cap: usize,
     out_len: *mut usize,
 ) -> cmr_status {
-    ffi_panic_boundary! {
-        let router = &try_ref!(router).router;
+    router_boundary! { router,
         let out = try_out!(buf, cap, out_len);
         let bare_jid = try_str!(bare_jid, bare_jid_len);
         match router.stats_table(bare_jid) {
             Ok(table) => out.write(table.as_bytes()),
             Err(error) => fail_with(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An export whose body panics, as a bug would.
+    unsafe extern "C" fn buggy(router: *const cmr_router) -> cmr_status {
+        router_boundary! { router,
+            let _ = router;
+            panic!("a bug")
+        }
+    }
+
+    fn last_error() -> String {
+        let mut buf = [0u8; 512];
+        let mut len = 0;
+        let status = unsafe { cmr_last_error(buf.as_mut_ptr().cast(), buf.len(), &mut len) };
+        assert_eq!(status, cmr_status::Ok);
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    }
+
+    #[test]
+    fn a_router_whose_call_panicked_refuses_every_later_call() {
+        let mut router = std::ptr::null_mut();
+        unsafe {
+            assert_eq!(
+                cmr_router_new(std::ptr::null(), 0, &mut router),
+                cmr_status::Ok
+            );
+            let jid = "a@x/r";
+            let register = |router| {
+                cmr_router_register(
+                    router,
+                    jid.as_ptr().cast(),
+                    jid.len(),
+                    1,
+                    0,
+                    std::ptr::null(),
+                    0,
+                    true,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(register(router), cmr_status::Ok);
+            assert_eq!(buggy(router), cmr_status::Panic);
+            assert!(last_error().contains("a bug"), "{}", last_error());
+            assert_eq!(register(router), cmr_status::Panic);
+            assert!(
+                last_error().contains("refuses every call"),
+                "{}",
+                last_error()
+            );
+            let mut other = std::ptr::null_mut();
+            assert_eq!(
+                cmr_router_new(std::ptr::null(), 0, &mut other),
+                cmr_status::Ok
+            );
+            assert_eq!(register(other), cmr_status::Ok, "other routers go on");
+            cmr_router_free(router);
+            cmr_router_free(other);
+        }
+    }
+
+    #[test]
+    fn the_error_path_survives_thread_teardown() {
+        struct FailsOnDrop;
+        impl Drop for FailsOnDrop {
+            fn drop(&mut self) {
+                // Thread-locals are being torn down: the status still comes.
+                let status = unsafe {
+                    cmr_router_pick(
+                        std::ptr::null(),
+                        std::ptr::null(),
+                        std::ptr::null_mut(),
+                        0,
+                        std::ptr::null_mut(),
+                    )
+                };
+                assert_eq!(status, cmr_status::NullParameter);
+            }
+        }
+        thread_local!(static GUARD: std::cell::RefCell<Option<FailsOnDrop>> = const { std::cell::RefCell::new(None) });
+        std::thread::spawn(|| {
+            // Thread-locals are destroyed in the reverse order of their
+            // first use: the guard first, then the library's message, so
+            // the message is gone when the guard calls in.
+            GUARD.with(|g| *g.borrow_mut() = Some(FailsOnDrop));
+            let status = unsafe { cmr_router_new(std::ptr::null(), 1, &mut std::ptr::null_mut()) };
+            assert_eq!(status, cmr_status::NullParameter);
+        })
+        .join()
+        .unwrap();
     }
 }

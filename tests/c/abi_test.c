@@ -20,6 +20,13 @@ static int passed, failed;
 
 #define S(text) text, strlen(text)
 
+static int contains(const char *buf, size_t len, const char *needle) {
+  size_t n = strlen(needle);
+  for (size_t i = 0; i + n <= len; i++)
+    if (memcmp(buf + i, needle, n) == 0) return 1;
+  return 0;
+}
+
 /* The thread's last error, NUL-terminated for printing. */
 static const char *last_error(void) {
   static char buf[512];
@@ -29,12 +36,6 @@ static const char *last_error(void) {
   return buf;
 }
 
-static int contains(const char *buf, size_t len, const char *needle) {
-  size_t n = strlen(needle);
-  for (size_t i = 0; i + n <= len; i++)
-    if (memcmp(buf + i, needle, n) == 0) return 1;
-  return 0;
-}
 
 static cmr_message message(const char *recipient, const char *type, const char *hint) {
   cmr_message m = {0};
@@ -60,6 +61,31 @@ static void test_version_and_messages(void) {
   CHECK(cmr_last_error(NULL, 5, &len) == CMR_STATUS_NULL_PARAMETER);
 }
 
+/* A buffer too small for the last error gives the size needed and keeps
+ * the message; a message about a huge input quotes it shortened. */
+static void test_last_error_sizes(void) {
+  cmr_router *router = NULL;
+  CHECK(cmr_router_new(S(""), &router) == CMR_STATUS_OK);
+  static char jid[70000];
+  memset(jid, 'r', sizeof jid);
+  memcpy(jid, "a@x/", 4);
+  CHECK(cmr_router_register(router, jid, 2000, 1, 0, NULL, 0, true, NULL) == CMR_STATUS_INVALID_JID);
+  size_t needed = 0;
+  char small[8];
+  CHECK(cmr_last_error(small, sizeof small, &needed) == CMR_STATUS_BUFFER_TOO_SMALL);
+  CHECK(needed > sizeof small && needed < 512);
+  CHECK(cmr_last_error(NULL, 0, &needed) == CMR_STATUS_BUFFER_TOO_SMALL);
+  char *buf = malloc(needed);
+  size_t len = 0;
+  CHECK(cmr_last_error(buf, needed, &len) == CMR_STATUS_OK && len == needed);
+  CHECK(contains(buf, len, "not a valid JID") && contains(buf, len, "(2000 bytes in all)"));
+  free(buf);
+  /* A 64 KB JID: the message stays short. */
+  CHECK(cmr_router_set_algorithm(router, jid, sizeof jid, S("all")) == CMR_STATUS_INVALID_JID);
+  CHECK(cmr_last_error(NULL, 0, &needed) == CMR_STATUS_BUFFER_TOO_SMALL && needed < 512);
+  cmr_router_free(router);
+}
+
 static void test_router_new(void) {
   cmr_router *router = NULL;
   CHECK(cmr_router_new(NULL, 0, NULL) == CMR_STATUS_NULL_PARAMETER);
@@ -77,22 +103,116 @@ static void test_router_new(void) {
   cmr_router_free(NULL);
 }
 
-static void test_register_and_pick(cmr_router *router) {
-  CHECK(cmr_router_register(NULL, S("a@x/1"), 1, 0, NULL, 0, true) == CMR_STATUS_NULL_PARAMETER);
-  CHECK(cmr_router_register(router, NULL, 5, 1, 0, NULL, 0, true) == CMR_STATUS_NULL_PARAMETER);
-  CHECK(cmr_router_register(router, S("a@x"), 1, 0, NULL, 0, true) == CMR_STATUS_INVALID_JID);
-  CHECK(strstr(last_error(), "'a@x'") != NULL);
-  CHECK(cmr_router_register(router, S("@@/r"), 1, 0, NULL, 0, true) == CMR_STATUS_INVALID_JID);
-  CHECK(cmr_router_register(router, "a@x/\xc3", 5, 1, 0, NULL, 0, true) == CMR_STATUS_INVALID_UTF8);
-  CHECK(cmr_router_register(router, S("a@x/1"), 1, 128, NULL, 0, true) == CMR_STATUS_INVALID_ARGUMENT);
-  CHECK(strstr(last_error(), "priority '128'") != NULL);
-  CHECK(cmr_router_register(router, S("a@x/1"), 1, -129, NULL, 0, true) == CMR_STATUS_INVALID_ARGUMENT);
-  CHECK(cmr_router_register(router, S("a@x/1"), 1, 0, S("busy"), true) == CMR_STATUS_INVALID_ARGUMENT);
+static void test_options_are_validated(void) {
+  cmr_router *router = NULL;
+  const char *bad[] = {"prefix=tag:a\x01:", "offered=all,,mostactive", "offered=all,all,all", "offered=all,"};
+  for (int i = 0; i < 4; i++) {
+    CHECK(cmr_router_new(S(bad[i]), &router) == CMR_STATUS_INVALID_OPTION);
+    CHECK(router == NULL);
+  }
+}
 
-  CHECK(cmr_router_register(router, S("Cluster@X/node-1"), 11, 0, S(""), true) == CMR_STATUS_OK);
-  CHECK(cmr_router_register(router, S("cluster@x/node-2"), 12, 0, S("chat"), true) == CMR_STATUS_OK);
-  CHECK(cmr_router_register(router, S("cluster@x/node-3"), 13, -1, S("away"), true) == CMR_STATUS_OK);
-  CHECK(cmr_router_register(router, S("cluster@x/node-4"), 14, 5, S("dnd"), false) == CMR_STATUS_OK);
+/* Exactly one register call gives an account its first session, in
+ * whichever order two sessions bind, so the host restores once. */
+static void test_first_session(void) {
+  cmr_router *router = NULL;
+  CHECK(cmr_router_new(S(""), &router) == CMR_STATUS_OK);
+  const char *first[] = {"m@x/a", "m@x/b"};
+  for (int order = 0; order < 2; order++) {
+    bool new_a = false, new_b = true;
+    CHECK(cmr_router_register(router, S(first[order]), 1, 0, NULL, 0, false, &new_a) == CMR_STATUS_OK);
+    CHECK(cmr_router_register(router, S(first[1 - order]), 2, 0, NULL, 0, false, &new_b) == CMR_STATUS_OK);
+    CHECK(new_a && !new_b);
+    /* A presence update is not a first session either. */
+    CHECK(cmr_router_register(router, S(first[order]), 1, 0, NULL, 0, true, &new_a) == CMR_STATUS_OK && !new_a);
+    CHECK(cmr_router_unregister(router, S(first[0]), order == 0 ? 1 : 2) == CMR_STATUS_OK);
+    CHECK(cmr_router_unregister(router, S(first[1]), order == 0 ? 2 : 1) == CMR_STATUS_OK);
+  }
+  cmr_router_free(router);
+}
+
+/* Round robin over four sessions while one re-sends its unchanged presence
+ * after every second message: the turn goes on (it restarted before, and
+ * two sessions got everything). */
+static void test_rotation_survives_presence_updates(void) {
+  cmr_router *router = NULL;
+  CHECK(cmr_router_new(S("default=roundrobin"), &router) == CMR_STATUS_OK);
+  const char *nodes[] = {"rr@x/n1", "rr@x/n2", "rr@x/n3", "rr@x/n4"};
+  for (int i = 0; i < 4; i++) CHECK(cmr_router_register(router, S(nodes[i]), i, 0, NULL, 0, true, NULL) == CMR_STATUS_OK);
+  cmr_message m = message("rr@x", "chat", NULL);
+  int counts[4] = {0};
+  for (int i = 0; i < 300; i++) {
+    uint64_t token;
+    size_t n;
+    CHECK(cmr_router_pick(router, &m, &token, 1, &n) == CMR_STATUS_OK && n == 1 && token < 4);
+    counts[token]++;
+    if (i % 2 == 1) CHECK(cmr_router_register(router, S(nodes[1]), 1, 0, NULL, 0, true, NULL) == CMR_STATUS_OK);
+  }
+  CHECK(counts[0] == 75 && counts[1] == 75 && counts[2] == 75 && counts[3] == 75);
+  cmr_router_free(router);
+}
+
+/* A session waiting for resumption gets messages only when no other is
+ * live; it is back in the turn when it resumes. */
+static void test_hibernation(void) {
+  cmr_router *router = NULL;
+  CHECK(cmr_router_new(S("default=roundrobin"), &router) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("h@x/a"), 1, 0, NULL, 0, true, NULL) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("h@x/b"), 2, 0, NULL, 0, true, NULL) == CMR_STATUS_OK);
+  CHECK(cmr_router_set_hibernating(router, S("h@x/b"), 2, true) == CMR_STATUS_OK);
+  CHECK(cmr_router_set_hibernating(router, S("h@x/b"), 3, true) == CMR_STATUS_NOT_FOUND);
+  CHECK(cmr_router_set_hibernating(NULL, S("h@x/b"), 2, true) == CMR_STATUS_NULL_PARAMETER);
+  cmr_message m = message("h@x", "chat", NULL);
+  uint64_t token;
+  size_t n;
+  for (int i = 0; i < 4; i++) CHECK(cmr_router_pick(router, &m, &token, 1, &n) == CMR_STATUS_OK && token == 1);
+  CHECK(cmr_router_unregister(router, S("h@x/a"), 1) == CMR_STATUS_OK);
+  CHECK(cmr_router_pick(router, &m, &token, 1, &n) == CMR_STATUS_OK && token == 2);
+  CHECK(cmr_router_register(router, S("h@x/a"), 4, 0, NULL, 0, true, NULL) == CMR_STATUS_OK);
+  CHECK(cmr_router_set_hibernating(router, S("h@x/b"), 2, false) == CMR_STATUS_OK);
+  int got_b = 0;
+  for (int i = 0; i < 4; i++) {
+    CHECK(cmr_router_pick(router, &m, &token, 1, &n) == CMR_STATUS_OK);
+    got_b += token == 2;
+  }
+  CHECK(got_b == 2);
+  char buf[256];
+  size_t len;
+  CHECK(cmr_router_stats(router, S("h@x"), buf, sizeof buf, &len) == CMR_STATUS_OK);
+  CHECK(contains(buf, len, "\thibernating\n") && contains(buf, len, "\t2\tfalse\n"));
+  cmr_router_free(router);
+}
+
+/* A set for an account with no registered session changes nothing, so the
+ * host has nothing to persist (it used to persist the default). */
+static void test_set_without_a_session(void) {
+  cmr_router *router = NULL;
+  CHECK(cmr_router_new(S(""), &router) == CMR_STATUS_OK);
+  const char *set = "<iq type='set' from='ghost@x/r' id='s'><cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:roundrobin'/></iq>";
+  char buf[1024];
+  size_t len;
+  bool changed = true;
+  CHECK(cmr_router_handle_iq(router, S(set), buf, sizeof buf, &len, &changed) == CMR_STATUS_OK);
+  CHECK(!changed && contains(buf, len, "<unexpected-request"));
+  cmr_router_free(router);
+}
+
+static void test_register_and_pick(cmr_router *router) {
+  CHECK(cmr_router_register(NULL, S("a@x/1"), 1, 0, NULL, 0, true, NULL) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_register(router, NULL, 5, 1, 0, NULL, 0, true, NULL) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_register(router, S("a@x"), 1, 0, NULL, 0, true, NULL) == CMR_STATUS_INVALID_JID);
+  CHECK(strstr(last_error(), "'a@x'") != NULL);
+  CHECK(cmr_router_register(router, S("@@/r"), 1, 0, NULL, 0, true, NULL) == CMR_STATUS_INVALID_JID);
+  CHECK(cmr_router_register(router, "a@x/\xc3", 5, 1, 0, NULL, 0, true, NULL) == CMR_STATUS_INVALID_UTF8);
+  CHECK(cmr_router_register(router, S("a@x/1"), 1, 128, NULL, 0, true, NULL) == CMR_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(last_error(), "priority '128'") != NULL);
+  CHECK(cmr_router_register(router, S("a@x/1"), 1, -129, NULL, 0, true, NULL) == CMR_STATUS_INVALID_ARGUMENT);
+  CHECK(cmr_router_register(router, S("a@x/1"), 1, 0, S("busy"), true, NULL) == CMR_STATUS_INVALID_ARGUMENT);
+
+  CHECK(cmr_router_register(router, S("Cluster@X/node-1"), 11, 0, S(""), true, NULL) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("cluster@x/node-2"), 12, 0, S("chat"), true, NULL) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("cluster@x/node-3"), 13, -1, S("away"), true, NULL) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("cluster@x/node-4"), 14, 5, S("dnd"), false, NULL) == CMR_STATUS_OK);
 
   uint64_t tokens[4];
   size_t len = 99;
@@ -168,7 +288,7 @@ static void test_algorithm_calls(cmr_router *router) {
 
   cmr_router *narrow = NULL;
   CHECK(cmr_router_new(S("offered=all,roundrobin"), &narrow) == CMR_STATUS_OK);
-  CHECK(cmr_router_register(narrow, S("a@x/r"), 1, 0, NULL, 0, true) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(narrow, S("a@x/r"), 1, 0, NULL, 0, true, NULL) == CMR_STATUS_OK);
   CHECK(cmr_router_set_algorithm(narrow, S("a@x"), S("urn:xmpp:cmr:weighted")) == CMR_STATUS_NOT_OFFERED);
   cmr_router_free(narrow);
 }
@@ -233,9 +353,9 @@ static void test_disco_and_stats(cmr_router *router) {
   CHECK(cmr_router_disco_features(NULL, buf, sizeof buf, &len) == CMR_STATUS_NULL_PARAMETER);
 
   CHECK(cmr_router_stats(router, S("cluster@x"), buf, sizeof buf, &len) == CMR_STATUS_OK);
-  CHECK(contains(buf, len, "resource\trouted\tpriority\tshow\tavailable\tload\ttoken\n"));
-  CHECK(contains(buf, len, "node-3\t0\t-1\taway\ttrue\t0\t13\n"));
-  CHECK(contains(buf, len, "node-4\t0\t5\tdnd\tfalse\t0\t14\n"));
+  CHECK(contains(buf, len, "resource\trouted\tpriority\tshow\tavailable\tload\ttoken\thibernating\n"));
+  CHECK(contains(buf, len, "node-3\t0\t-1\taway\ttrue\t0\t13\tfalse\n"));
+  CHECK(contains(buf, len, "node-4\t0\t5\tdnd\tfalse\t0\t14\tfalse\n"));
   CHECK(cmr_router_stats(router, S("cluster@x"), buf, 8, &len) == CMR_STATUS_BUFFER_TOO_SMALL);
   CHECK(cmr_router_stats(router, S("nobody@x"), buf, sizeof buf, &len) == CMR_STATUS_NOT_FOUND);
   CHECK(cmr_router_stats(router, S("cluster@x/node-1"), buf, sizeof buf, &len) == CMR_STATUS_INVALID_JID);
@@ -243,7 +363,12 @@ static void test_disco_and_stats(cmr_router *router) {
   /* Unregister: a stale token removes nothing; the last session drops the account. */
   CHECK(cmr_router_unregister(router, S("cluster@x/node-1"), 12) == CMR_STATUS_NOT_FOUND);
   CHECK(cmr_router_unregister(NULL, S("cluster@x/node-1"), 11) == CMR_STATUS_NULL_PARAMETER);
-  CHECK(cmr_router_unregister(router, S("cluster@x"), 11) == CMR_STATUS_INVALID_JID);
+  CHECK(cmr_router_unregister(router, S("@x/1"), 11) == CMR_STATUS_INVALID_JID);
+  /* The account's bare JID removes whichever session has the token. */
+  CHECK(cmr_router_unregister(router, S("cluster@x"), 99) == CMR_STATUS_NOT_FOUND);
+  CHECK(cmr_router_register(router, S("cluster@x/node-5"), 15, 0, S(""), true, NULL) == CMR_STATUS_OK);
+  CHECK(cmr_router_unregister(router, S("cluster@x"), 15) == CMR_STATUS_OK);
+  CHECK(cmr_router_unregister(router, S("cluster@x/node-5"), 15) == CMR_STATUS_NOT_FOUND);
   const char *nodes[] = {"cluster@x/node-1", "cluster@x/node-2", "cluster@x/node-3", "cluster@x/node-4"};
   for (int i = 0; i < 4; i++) CHECK(cmr_router_unregister(router, S(nodes[i]), 11 + i) == CMR_STATUS_OK);
   CHECK(cmr_router_stats(router, S("cluster@x"), buf, sizeof buf, &len) == CMR_STATUS_NOT_FOUND);
@@ -251,7 +376,13 @@ static void test_disco_and_stats(cmr_router *router) {
 
 int main(void) {
   test_version_and_messages();
+  test_last_error_sizes();
   test_router_new();
+  test_options_are_validated();
+  test_first_session();
+  test_rotation_survives_presence_updates();
+  test_hibernation();
+  test_set_without_a_session();
   cmr_router *router = NULL;
   if (cmr_router_new(S("default=sticky hints=any"), &router) != CMR_STATUS_OK) {
     fprintf(stderr, "cmr_router_new: %s\n", last_error());

@@ -1,0 +1,811 @@
+//! A stateful model test of the router through the C ABI: random sequences
+//! of register (with and without changes), unregister (stale tokens and
+//! by bare JID included), touch, set_load, hibernation, set_algorithm and
+//! picks with and without hints, over several accounts, against a small
+//! reference model. After every step it checks eligibility, `all`'s set,
+//! the round robin and weighted bounds over every stretch between changes
+//! and what a change may cost over the whole run, that sticky moves only
+//! the senders of a resource that left, and that the stats add up.
+
+use cmr::ffi::*;
+use proptest::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::ffi::c_char;
+
+const ACCOUNTS: usize = 3;
+const RESOURCES: usize = 5;
+const SENDERS: usize = 6;
+const ALGORITHMS: [&str; 7] = [
+    "all",
+    "mostactive",
+    "roundrobin",
+    "weighted",
+    "random",
+    "sticky",
+    "leastloaded",
+];
+const SHOWS: [&str; 5] = ["", "chat", "away", "xa", "dnd"];
+/// Show rank for mostactive: chat > none > away > xa > dnd.
+const SHOW_RANK: [u8; 5] = [3, 4, 2, 1, 0];
+const KINDS: [&str; 5] = ["chat", "normal", "", "x-unknown", "headline"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Register {
+        account: usize,
+        resource: usize,
+        fresh_token: bool,
+        priority: i32,
+        show: usize,
+        available: bool,
+    },
+    /// The same presence again, as clients re-send it all the time.
+    Refresh {
+        account: usize,
+        resource: usize,
+    },
+    Unregister {
+        account: usize,
+        resource: usize,
+        stale: bool,
+        by_bare: bool,
+    },
+    Touch {
+        account: usize,
+        resource: usize,
+    },
+    SetLoad {
+        account: usize,
+        resource: usize,
+        load: u32,
+    },
+    Hibernate {
+        account: usize,
+        resource: usize,
+        on: bool,
+    },
+    SetAlgorithm {
+        account: usize,
+        algorithm: usize,
+    },
+    Pick {
+        account: usize,
+        sender: usize,
+        hint: Option<usize>,
+        kind: usize,
+        count: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let a = 0..ACCOUNTS;
+    let r = 0..RESOURCES;
+    prop_oneof![
+        4 => (a.clone(), r.clone(), prop::bool::weighted(0.2), -1..5i32, 0..5usize, prop::bool::weighted(0.85))
+            .prop_map(|(account, resource, fresh_token, priority, show, available)| Op::Register {
+                account, resource, fresh_token, priority, show, available
+            }),
+        3 => (a.clone(), r.clone()).prop_map(|(account, resource)| Op::Refresh { account, resource }),
+        2 => (a.clone(), r.clone(), prop::bool::weighted(0.2), any::<bool>())
+            .prop_map(|(account, resource, stale, by_bare)| Op::Unregister { account, resource, stale, by_bare }),
+        1 => (a.clone(), r.clone()).prop_map(|(account, resource)| Op::Touch { account, resource }),
+        1 => (a.clone(), r.clone(), 0..6u32).prop_map(|(account, resource, load)| Op::SetLoad { account, resource, load }),
+        1 => (a.clone(), r.clone(), any::<bool>()).prop_map(|(account, resource, on)| Op::Hibernate { account, resource, on }),
+        1 => (a.clone(), 0..7usize).prop_map(|(account, algorithm)| Op::SetAlgorithm { account, algorithm }),
+        8 => (a, 0..SENDERS, prop::option::weighted(0.15, 0..7usize), prop::sample::select(vec![0, 0, 0, 1, 2, 3, 4]), 1..12usize)
+            .prop_map(|(account, sender, hint, kind, count)| Op::Pick { account, sender, hint, kind, count }),
+    ]
+}
+
+/// The router, through the C ABI.
+struct Abi(*mut cmr_router);
+
+fn s(text: &str) -> (*const c_char, usize) {
+    (text.as_ptr().cast(), text.len())
+}
+
+impl Abi {
+    fn new(options: &str) -> Abi {
+        let mut router = std::ptr::null_mut();
+        let (p, l) = s(options);
+        assert_eq!(unsafe { cmr_router_new(p, l, &mut router) }, cmr_status::Ok);
+        Abi(router)
+    }
+
+    fn register(
+        &self,
+        jid: &str,
+        token: u64,
+        priority: i32,
+        show: &str,
+        available: bool,
+    ) -> (cmr_status, bool) {
+        let (j, jl) = s(jid);
+        let (sh, sl) = s(show);
+        let mut new_account = false;
+        let status = unsafe {
+            cmr_router_register(
+                self.0,
+                j,
+                jl,
+                token,
+                priority,
+                sh,
+                sl,
+                available,
+                &mut new_account,
+            )
+        };
+        (status, new_account)
+    }
+
+    fn unregister(&self, jid: &str, token: u64) -> cmr_status {
+        let (j, jl) = s(jid);
+        unsafe { cmr_router_unregister(self.0, j, jl, token) }
+    }
+
+    fn touch(&self, jid: &str, token: u64) -> cmr_status {
+        let (j, jl) = s(jid);
+        unsafe { cmr_router_touch(self.0, j, jl, token) }
+    }
+
+    fn set_load(&self, jid: &str, token: u64, load: u32) -> cmr_status {
+        let (j, jl) = s(jid);
+        unsafe { cmr_router_set_load(self.0, j, jl, token, load) }
+    }
+
+    fn set_hibernating(&self, jid: &str, token: u64, on: bool) -> cmr_status {
+        let (j, jl) = s(jid);
+        unsafe { cmr_router_set_hibernating(self.0, j, jl, token, on) }
+    }
+
+    fn set_algorithm(&self, bare: &str, algorithm: &str) -> cmr_status {
+        let (j, jl) = s(bare);
+        let (a, al) = s(algorithm);
+        unsafe { cmr_router_set_algorithm(self.0, j, jl, a, al) }
+    }
+
+    fn pick(&self, bare: &str, kind: &str, sender: &str, hint: &str) -> (cmr_status, Vec<u64>) {
+        let message = cmr_message {
+            recipient: s(bare).0,
+            recipient_len: bare.len(),
+            message_type: s(kind).0,
+            message_type_len: kind.len(),
+            sender: s(sender).0,
+            sender_len: sender.len(),
+            hint: s(hint).0,
+            hint_len: hint.len(),
+            sender_is_local: true,
+        };
+        let mut out = [0u64; RESOURCES];
+        let mut len = 0;
+        let status =
+            unsafe { cmr_router_pick(self.0, &message, out.as_mut_ptr(), out.len(), &mut len) };
+        (status, out[..len].to_vec())
+    }
+
+    /// The stats table's rows: token -> (routed, available, hibernating).
+    fn stats(&self, bare: &str) -> Option<HashMap<u64, (u64, bool, bool)>> {
+        let (j, jl) = s(bare);
+        let mut buf = vec![0u8; 4096];
+        let mut len = 0;
+        let status = unsafe {
+            cmr_router_stats(self.0, j, jl, buf.as_mut_ptr().cast(), buf.len(), &mut len)
+        };
+        if status == cmr_status::NotFound {
+            return None;
+        }
+        assert_eq!(status, cmr_status::Ok);
+        let text = std::str::from_utf8(&buf[..len]).unwrap();
+        Some(
+            text.lines()
+                .skip(1)
+                .map(|line| {
+                    let cols: Vec<&str> = line.split('\t').collect();
+                    (
+                        cols[6].parse().unwrap(),
+                        (
+                            cols[1].parse().unwrap(),
+                            cols[4] == "true",
+                            cols[7] == "true",
+                        ),
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Abi {
+    fn drop(&mut self) {
+        unsafe { cmr_router_free(self.0) }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Res {
+    name: usize,
+    token: u64,
+    priority: i32,
+    show: usize,
+    available: bool,
+    hibernating: bool,
+    routed: u64,
+}
+
+impl Res {
+    fn eligible(&self, live_only: bool) -> bool {
+        self.available && self.priority >= 0 && !(live_only && self.hibernating)
+    }
+}
+
+/// One account's resources in registration order, its algorithm, and what
+/// the checks follow.
+#[derive(Debug, Default)]
+struct Account {
+    resources: Vec<Res>,
+    algorithm: usize,
+    /// Round robin picks per token since the last change.
+    rr_window: HashMap<u64, u64>,
+    /// Weighted picks per token since the last change, and their number.
+    wr_window: HashMap<u64, u64>,
+    wr_picks: u64,
+    /// Whether the weighted rotation was at rest (every standing 0) when
+    /// the stretch began: then it is exact over whole cycles.
+    wr_from_rest: bool,
+    wr_at_rest: bool,
+    /// For each token continuously in the round robin: picks since its last
+    /// turn, the most resources eligible meanwhile, and the changes meanwhile.
+    rr_wait: HashMap<u64, (u64, u64, u64)>,
+    /// For each token continuously in the weighted rotation: its picks, its
+    /// ideal share and the changes since it joined.
+    wr_share: HashMap<u64, (f64, f64, u64)>,
+    /// sticky: each sender's last resource, and the tokens that joined the
+    /// rotation since.
+    sticky: HashMap<usize, (u64, HashSet<u64>)>,
+}
+
+/// Which resources may be picked: the live ones, or all when none is live.
+fn tier(resources: &[Res]) -> bool {
+    resources.iter().any(|r| r.eligible(true))
+}
+
+fn eligible(resources: &[Res]) -> Vec<&Res> {
+    let live = tier(resources);
+    resources.iter().filter(|r| r.eligible(live)).collect()
+}
+
+/// The weighted rotation's weights by token.
+fn weights(resources: &[Res]) -> HashMap<u64, i64> {
+    let set = eligible(resources);
+    let all_zero = set.iter().all(|r| r.priority == 0);
+    set.iter()
+        .map(|r| (r.token, if all_zero { 1 } else { i64::from(r.priority) }))
+        .filter(|&(_, w)| w > 0)
+        .collect()
+}
+
+impl Account {
+    fn jid(account: usize, resource: usize) -> String {
+        format!("user{account}@example.org/r{resource}")
+    }
+
+    /// What the rotations depend on; a change is a difference here.
+    fn signature(&self) -> (HashSet<u64>, HashMap<u64, i64>) {
+        (
+            eligible(&self.resources).iter().map(|r| r.token).collect(),
+            weights(&self.resources),
+        )
+    }
+
+    /// After an operation: when the eligible set or a weight changed, the
+    /// stretch ends; the number of resources that changed is what the
+    /// whole-run bounds may charge.
+    fn after_change(&mut self, before: (HashSet<u64>, HashMap<u64, i64>)) {
+        let after = self.signature();
+        if after == before {
+            return;
+        }
+        let changed = before.0.symmetric_difference(&after.0).count() as u64
+            + after
+                .1
+                .iter()
+                .filter(|(t, w)| before.1.get(t).is_some_and(|b| b != *w))
+                .count() as u64;
+        let changed = changed.max(1);
+        self.rr_window.clear();
+        self.wr_window.clear();
+        self.wr_picks = 0;
+        self.wr_from_rest = self.wr_at_rest;
+        self.rr_wait.retain(|t, _| after.0.contains(t));
+        for (_, _, changes) in self.rr_wait.values_mut() {
+            *changes += changed;
+        }
+        for &t in &after.0 {
+            self.rr_wait.entry(t).or_insert((0, 0, 0));
+        }
+        self.wr_share.retain(|t, _| after.1.contains_key(t));
+        for (_, _, changes) in self.wr_share.values_mut() {
+            *changes += changed;
+        }
+        for &t in after.1.keys() {
+            self.wr_share.entry(t).or_insert((0.0, 0.0, 0));
+        }
+        let joined: Vec<u64> = after.0.difference(&before.0).copied().collect();
+        for (_, new) in self.sticky.values_mut() {
+            new.extend(&joined);
+        }
+    }
+}
+
+struct Model {
+    abi: Abi,
+    accounts: Vec<Option<Account>>,
+    next_token: u64,
+}
+
+impl Model {
+    fn position(&self, account: usize, resource: usize) -> Option<usize> {
+        self.accounts[account]
+            .as_ref()?
+            .resources
+            .iter()
+            .position(|r| r.name == resource)
+    }
+
+    fn token(&self, account: usize, resource: usize) -> Option<u64> {
+        let i = self.position(account, resource)?;
+        Some(self.accounts[account].as_ref().unwrap().resources[i].token)
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match *op {
+            Op::Register {
+                account,
+                resource,
+                fresh_token,
+                priority,
+                show,
+                available,
+            } => {
+                let known = self.token(account, resource);
+                let token = match known {
+                    Some(t) if !fresh_token => t,
+                    _ => {
+                        self.next_token += 1;
+                        self.next_token
+                    }
+                };
+                let (status, new_account) = self.abi.register(
+                    &Account::jid(account, resource),
+                    token,
+                    priority,
+                    SHOWS[show],
+                    available,
+                );
+                prop_assert_eq!(status, cmr_status::Ok);
+                prop_assert_eq!(
+                    new_account,
+                    self.accounts[account].is_none(),
+                    "first session signal"
+                );
+                let entry = self.accounts[account].get_or_insert_with(|| Account {
+                    wr_at_rest: true,
+                    ..Account::default()
+                });
+                let before = entry.signature();
+                match entry.resources.iter_mut().find(|r| r.name == resource) {
+                    Some(r) if r.token == token => {
+                        r.priority = priority;
+                        r.show = show;
+                        r.available = available;
+                    }
+                    Some(r) => {
+                        *r = Res {
+                            name: resource,
+                            token,
+                            priority,
+                            show,
+                            available,
+                            hibernating: false,
+                            routed: 0,
+                        };
+                    }
+                    None => entry.resources.push(Res {
+                        name: resource,
+                        token,
+                        priority,
+                        show,
+                        available,
+                        hibernating: false,
+                        routed: 0,
+                    }),
+                }
+                entry.after_change(before);
+            }
+            Op::Refresh { account, resource } => {
+                let Some(i) = self.position(account, resource) else {
+                    return Ok(());
+                };
+                let entry = self.accounts[account].as_mut().unwrap();
+                let r = entry.resources[i].clone();
+                let (status, new_account) = self.abi.register(
+                    &Account::jid(account, resource),
+                    r.token,
+                    r.priority,
+                    SHOWS[r.show],
+                    r.available,
+                );
+                prop_assert_eq!(status, cmr_status::Ok);
+                prop_assert!(!new_account);
+            }
+            Op::Unregister {
+                account,
+                resource,
+                stale,
+                by_bare,
+            } => {
+                let Some(token) = self.token(account, resource) else {
+                    return Ok(());
+                };
+                let jid = if by_bare {
+                    format!("user{account}@example.org")
+                } else {
+                    Account::jid(account, resource)
+                };
+                if stale {
+                    prop_assert_eq!(
+                        self.abi.unregister(&jid, token + 1_000_000),
+                        cmr_status::NotFound
+                    );
+                    return Ok(());
+                }
+                prop_assert_eq!(self.abi.unregister(&jid, token), cmr_status::Ok);
+                let entry = self.accounts[account].as_mut().unwrap();
+                let before = entry.signature();
+                entry.resources.retain(|r| r.token != token);
+                if entry.resources.is_empty() {
+                    self.accounts[account] = None;
+                } else {
+                    entry.after_change(before);
+                }
+            }
+            Op::Touch { account, resource } => {
+                let token = self.token(account, resource).unwrap_or(999_999);
+                let expected = if token == 999_999 {
+                    cmr_status::NotFound
+                } else {
+                    cmr_status::Ok
+                };
+                prop_assert_eq!(
+                    self.abi.touch(&Account::jid(account, resource), token),
+                    expected
+                );
+            }
+            Op::SetLoad {
+                account,
+                resource,
+                load,
+            } => {
+                let token = self.token(account, resource).unwrap_or(999_999);
+                let expected = if token == 999_999 {
+                    cmr_status::NotFound
+                } else {
+                    cmr_status::Ok
+                };
+                prop_assert_eq!(
+                    self.abi
+                        .set_load(&Account::jid(account, resource), token, load),
+                    expected
+                );
+            }
+            Op::Hibernate {
+                account,
+                resource,
+                on,
+            } => {
+                let Some(i) = self.position(account, resource) else {
+                    let status =
+                        self.abi
+                            .set_hibernating(&Account::jid(account, resource), 999_999, on);
+                    prop_assert_eq!(status, cmr_status::NotFound);
+                    return Ok(());
+                };
+                let entry = self.accounts[account].as_mut().unwrap();
+                let token = entry.resources[i].token;
+                prop_assert_eq!(
+                    self.abi
+                        .set_hibernating(&Account::jid(account, resource), token, on),
+                    cmr_status::Ok
+                );
+                let before = entry.signature();
+                entry.resources[i].hibernating = on;
+                entry.after_change(before);
+            }
+            Op::SetAlgorithm { account, algorithm } => {
+                let status = self
+                    .abi
+                    .set_algorithm(&format!("user{account}@example.org"), ALGORITHMS[algorithm]);
+                match self.accounts[account].as_mut() {
+                    Some(entry) => {
+                        prop_assert_eq!(status, cmr_status::Ok);
+                        entry.algorithm = algorithm;
+                    }
+                    None => prop_assert_eq!(status, cmr_status::NotFound),
+                }
+            }
+            Op::Pick {
+                account,
+                sender,
+                hint,
+                kind,
+                count,
+            } => {
+                for _ in 0..count {
+                    self.pick(account, sender, hint, kind)?;
+                }
+            }
+        }
+        self.check_stats()
+    }
+
+    fn pick(
+        &mut self,
+        account: usize,
+        sender: usize,
+        hint: Option<usize>,
+        kind: usize,
+    ) -> Result<(), TestCaseError> {
+        let hint_uri = hint.map_or(String::new(), |h| match h {
+            0..=3 => format!("urn:xmpp:cmr:{}", ALGORITHMS[h]),
+            _ => format!("urn:x-cmr:algorithm:{}", ALGORITHMS[h]),
+        });
+        let sender_jid = format!("sensor{sender}@example.net/x");
+        let bare = format!("user{account}@example.org");
+        let (status, picked) = self.abi.pick(&bare, KINDS[kind], &sender_jid, &hint_uri);
+        let Some(entry) = self.accounts[account].as_mut() else {
+            prop_assert_eq!(status, cmr_status::NotRouted, "unknown account");
+            return Ok(());
+        };
+        if KINDS[kind] == "headline" {
+            prop_assert_eq!(status, cmr_status::NotRouted, "headline is the server's");
+            return Ok(());
+        }
+        let algorithm = hint.unwrap_or(entry.algorithm);
+        let set = eligible(&entry.resources);
+        if algorithm == 0 {
+            // all: every available non-negative session at the top priority,
+            // hibernating or not.
+            let any: Vec<&Res> = entry
+                .resources
+                .iter()
+                .filter(|r| r.eligible(false))
+                .collect();
+            let max = any.iter().map(|r| r.priority).max();
+            let expected: Vec<u64> = any
+                .iter()
+                .filter(|r| Some(r.priority) == max)
+                .map(|r| r.token)
+                .collect();
+            if expected.is_empty() {
+                prop_assert_eq!(status, cmr_status::NotRouted);
+            } else {
+                prop_assert_eq!(status, cmr_status::Ok);
+                prop_assert_eq!(&picked, &expected);
+            }
+        } else if set.is_empty() {
+            prop_assert_eq!(status, cmr_status::NotRouted);
+        } else {
+            prop_assert_eq!(status, cmr_status::Ok);
+            prop_assert_eq!(picked.len(), 1);
+            let chosen = picked[0];
+            let r = set.iter().find(|r| r.token == chosen);
+            prop_assert!(
+                r.is_some(),
+                "{} is not eligible in {:?}",
+                chosen,
+                entry.resources
+            );
+            let r = r.unwrap();
+            if algorithm == 1 {
+                let best = set
+                    .iter()
+                    .map(|r| (r.priority, SHOW_RANK[r.show]))
+                    .max()
+                    .unwrap();
+                prop_assert_eq!((r.priority, SHOW_RANK[r.show]), best, "mostactive");
+            }
+        }
+        for &t in &picked {
+            entry
+                .resources
+                .iter_mut()
+                .find(|r| r.token == t)
+                .unwrap()
+                .routed += 1;
+        }
+        match (algorithm, picked.first()) {
+            (2, Some(&chosen)) => check_round_robin(entry, chosen, set_len(&entry.resources))?,
+            (3, Some(&chosen)) => check_weighted(entry, chosen)?,
+            (5, Some(&chosen)) => {
+                if let Some((previous, joined)) = entry.sticky.get(&sender) {
+                    let still = eligible(&entry.resources)
+                        .iter()
+                        .any(|r| r.token == *previous);
+                    prop_assert!(
+                        !still || chosen == *previous || joined.contains(&chosen),
+                        "sticky moved sender {} from {} to {}",
+                        sender,
+                        previous,
+                        chosen
+                    );
+                }
+                entry.sticky.insert(sender, (chosen, HashSet::new()));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Every account's stats match what its sessions were given.
+    fn check_stats(&self) -> Result<(), TestCaseError> {
+        for (a, entry) in self.accounts.iter().enumerate() {
+            let stats = self.abi.stats(&format!("user{a}@example.org"));
+            match entry {
+                None => prop_assert!(stats.is_none(), "account {} should be gone", a),
+                Some(entry) => {
+                    let stats = stats.expect("registered");
+                    let expected: HashMap<u64, (u64, bool, bool)> = entry
+                        .resources
+                        .iter()
+                        .map(|r| (r.token, (r.routed, r.available, r.hibernating)))
+                        .collect();
+                    prop_assert_eq!(stats, expected);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set_len(resources: &[Res]) -> u64 {
+    eligible(resources).len() as u64
+}
+
+/// Round robin: within 1 of each other over the stretch, exact over every
+/// whole cycle of it; and across changes, a resource waits for its turn at
+/// most one turn per other eligible resource and one per change.
+fn check_round_robin(entry: &mut Account, chosen: u64, n: u64) -> Result<(), TestCaseError> {
+    *entry.rr_window.entry(chosen).or_default() += 1;
+    let set: Vec<u64> = eligible(&entry.resources).iter().map(|r| r.token).collect();
+    let counts: Vec<u64> = set
+        .iter()
+        .map(|t| entry.rr_window.get(t).copied().unwrap_or(0))
+        .collect();
+    let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+    prop_assert!(max - min <= 1, "round robin stretch {:?}", counts);
+    let total: u64 = counts.iter().sum();
+    if total % n == 0 {
+        prop_assert_eq!(min, max, "exact over whole cycles");
+    }
+    for (&token, (waited, most, changes)) in entry.rr_wait.iter_mut() {
+        if token == chosen {
+            *waited = 0;
+            *most = 0;
+            *changes = 0;
+        } else {
+            *waited += 1;
+            *most = (*most).max(n);
+            prop_assert!(
+                *waited < *most + *changes,
+                "token {} waited {} picks with at most {} eligible and {} changes",
+                token,
+                waited,
+                most,
+                changes
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Weighted: less than 2 messages from each ideal share at every point of a
+/// stretch, exact over whole cycles of a stretch that began at rest; and
+/// over the whole run, at most 2 messages lost per change.
+fn check_weighted(entry: &mut Account, chosen: u64) -> Result<(), TestCaseError> {
+    let weights = weights(&entry.resources);
+    let total: i64 = weights.values().sum();
+    entry.wr_at_rest = false;
+    entry.wr_picks += 1;
+    *entry.wr_window.entry(chosen).or_default() += 1;
+    prop_assert!(
+        weights.contains_key(&chosen),
+        "weighted picked {} outside {:?}",
+        chosen,
+        weights
+    );
+    for (&token, &weight) in &weights {
+        let got = entry.wr_window.get(&token).copied().unwrap_or(0) as f64;
+        let ideal = entry.wr_picks as f64 * weight as f64 / total as f64;
+        prop_assert!(
+            (got - ideal).abs() < 2.0,
+            "token {}: {} against {} in the stretch",
+            token,
+            got,
+            ideal
+        );
+        if entry.wr_from_rest && entry.wr_picks % total as u64 == 0 {
+            prop_assert_eq!(got, ideal, "exact over whole cycles from rest");
+        }
+        let (picks, share, changes) = entry.wr_share.get_mut(&token).unwrap();
+        *share += weight as f64 / total as f64;
+        if token == chosen {
+            *picks += 1.0;
+        }
+        prop_assert!(
+            *picks > *share - 2.0 * (*changes as f64 + 1.0),
+            "token {}: {} picks for a share of {} over {} changes",
+            token,
+            picks,
+            share,
+            changes
+        );
+    }
+    Ok(())
+}
+
+fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut model = Model {
+        abi: Abi::new("hints=any"),
+        accounts: (0..ACCOUNTS).map(|_| None).collect(),
+        next_token: 0,
+    };
+    for op in ops {
+        model.step(op)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_router_follows_the_model(ops in prop::collection::vec(op(), 1..120)) {
+        run(&ops)?;
+    }
+}
+
+/// Defect 2 as it was met: three resources, round robin, one re-sending
+/// its unchanged presence after every second message.
+#[test]
+fn unchanged_presence_leaves_the_rotation_alone() {
+    let mut ops = Vec::new();
+    for resource in 0..3 {
+        ops.push(Op::Register {
+            account: 0,
+            resource,
+            fresh_token: false,
+            priority: 1,
+            show: 0,
+            available: true,
+        });
+    }
+    ops.push(Op::SetAlgorithm {
+        account: 0,
+        algorithm: 2,
+    });
+    for _ in 0..150 {
+        ops.push(Op::Pick {
+            account: 0,
+            sender: 0,
+            hint: None,
+            kind: 0,
+            count: 2,
+        });
+        ops.push(Op::Refresh {
+            account: 0,
+            resource: 1,
+        });
+    }
+    run(&ops).unwrap();
+}
