@@ -20,16 +20,45 @@ static cmr_router *check_router(lua_State *L) {
   return box->router;
 }
 
-/* nil, message: the Lua way of reporting an error. */
+/* The status as the word a host can test (`panic`: the router is unusable). */
+static const char *status_name(cmr_status status) {
+  switch (status) {
+    case CMR_STATUS_BUFFER_TOO_SMALL: return "buffer_too_small";
+    case CMR_STATUS_NOT_FOUND: return "not_found";
+    case CMR_STATUS_NULL_PARAMETER: return "null_parameter";
+    case CMR_STATUS_INVALID_UTF8: return "invalid_utf8";
+    case CMR_STATUS_INVALID_JID: return "invalid_jid";
+    case CMR_STATUS_INVALID_XML: return "invalid_xml";
+    case CMR_STATUS_INVALID_ARGUMENT: return "invalid_argument";
+    case CMR_STATUS_UNKNOWN_ALGORITHM: return "unknown_algorithm";
+    case CMR_STATUS_NOT_OFFERED: return "not_offered";
+    case CMR_STATUS_INVALID_OPTION: return "invalid_option";
+    case CMR_STATUS_PANIC: return "panic";
+    default: return "error";
+  }
+}
+
+/* nil, message, status: the Lua way of reporting an error. */
 static int push_error(lua_State *L, cmr_status status) {
-  char buf[512];
+  char small[512];
   size_t len = 0;
   lua_pushnil(L);
-  if (cmr_last_error(buf, sizeof buf, &len) == CMR_STATUS_OK && len > 0)
-    lua_pushlstring(L, buf, len);
-  else
+  cmr_status got = cmr_last_error(small, sizeof small, &len);
+  if (got == CMR_STATUS_BUFFER_TOO_SMALL) {
+    luaL_Buffer b;
+    char *big = luaL_buffinitsize(L, &b, len);
+    if (cmr_last_error(big, len, &len) == CMR_STATUS_OK) {
+      luaL_pushresultsize(&b, len);
+    } else {
+      luaL_pushresultsize(&b, 0);
+    }
+  } else if (got == CMR_STATUS_OK && len > 0) {
+    lua_pushlstring(L, small, len);
+  } else {
     lua_pushstring(L, cmr_status_message((uint32_t)status));
-  return 2;
+  }
+  lua_pushstring(L, status_name(status));
+  return 3;
 }
 
 static int push_ok(lua_State *L, cmr_status status) {
@@ -90,7 +119,12 @@ static int l_register(lua_State *L) {
   int available = lua_toboolean(L, 6);
   /* Out of int32 range is out of -128..127 too: let the library say so. */
   int32_t p = priority > INT32_MAX ? INT32_MAX : priority < INT32_MIN ? INT32_MIN : (int32_t)priority;
-  return push_ok(L, cmr_router_register(router, jid, jid_len, token, p, show, show_len, available));
+  bool new_account = false;
+  cmr_status status = cmr_router_register(router, jid, jid_len, token, p, show, show_len, available, &new_account);
+  if (status != CMR_STATUS_OK) return push_error(L, status);
+  lua_pushboolean(L, 1);
+  lua_pushboolean(L, new_account);
+  return 2;
 }
 
 static int l_unregister(lua_State *L) {
@@ -105,6 +139,13 @@ static int l_touch(lua_State *L) {
   size_t len;
   const char *jid = luaL_checklstring(L, 2, &len);
   return push_ok(L, cmr_router_touch(router, jid, len, check_token(L, 3)));
+}
+
+static int l_set_hibernating(lua_State *L) {
+  cmr_router *router = check_router(L);
+  size_t len;
+  const char *jid = luaL_checklstring(L, 2, &len);
+  return push_ok(L, cmr_router_set_hibernating(router, jid, len, check_token(L, 3), lua_toboolean(L, 4)));
 }
 
 static int l_set_load(lua_State *L) {
@@ -227,6 +268,7 @@ static int l_version(lua_State *L) {
 static const luaL_Reg router_methods[] = {
     {"register", l_register},         {"unregister", l_unregister},
     {"touch", l_touch},               {"set_load", l_set_load},
+    {"set_hibernating", l_set_hibernating},
     {"pick", l_pick},                 {"get_algorithm", l_get_algorithm},
     {"set_algorithm", l_set_algorithm}, {"handle_iq", l_handle_iq},
     {"disco_features", l_disco_features}, {"stats", l_stats},

@@ -16,20 +16,32 @@ local message = ffi.new("cmr_message");
 local tokens_cap = 16;
 local tokens = ffi.new("uint64_t[?]", tokens_cap);
 local out_len = ffi.new("size_t[1]");
-local changed = ffi.new("bool[1]");
+local flag = ffi.new("bool[1]");
 local text_cap = 1024;
 local text = ffi.new("char[?]", text_cap);
 
-local function last_error(status)
-	local buf = ffi.new("char[512]");
-	if lib.cmr_last_error(buf, 512, out_len) == OK and out_len[0] > 0 then
-		return ffi.string(buf, out_len[0]);
+-- The status as the word a host can test (`panic`: the router is unusable).
+local status_names = {
+	[3] = "buffer_too_small", [4] = "not_found", [100] = "null_parameter", [101] = "invalid_utf8",
+	[102] = "invalid_jid", [103] = "invalid_xml", [104] = "invalid_argument", [105] = "unknown_algorithm",
+	[106] = "not_offered", [107] = "invalid_option", [200] = "panic",
+};
+
+-- nil, message, status: the Lua way of reporting an error.
+local function failure(status)
+	status = tonumber(status);
+	local got = lib.cmr_last_error(nil, 0, out_len);
+	local message;
+	if got == TOO_SMALL then
+		local size = tonumber(out_len[0]);
+		local buf = ffi.new("char[?]", size);
+		if lib.cmr_last_error(buf, size, out_len) == OK then message = ffi.string(buf, out_len[0]); end
 	end
-	return ffi.string(lib.cmr_status_message(status));
+	return nil, message or ffi.string(lib.cmr_status_message(status)), status_names[status] or "error";
 end
 
 local function result(status)
-	if status ~= OK then return nil, last_error(status); end
+	if status ~= OK then return failure(status); end
 	return true;
 end
 
@@ -48,7 +60,7 @@ end
 
 local function text_result(call)
 	local status, value = with_text(call);
-	if status ~= OK then return nil, last_error(status); end
+	if status ~= OK then return failure(status); end
 	return value;
 end
 
@@ -63,7 +75,14 @@ end
 function router_mt:register(jid, token, priority, show, available)
 	show = show or "";
 	priority = math.max(-2147483648, math.min(2147483647, priority));
-	return result(lib.cmr_router_register(ptr(self), jid, #jid, token, priority, show, #show, not not available));
+	local status = lib.cmr_router_register(ptr(self), jid, #jid, token, priority, show, #show, not not available,
+		flag);
+	if status ~= OK then return failure(status); end
+	return true, flag[0];
+end
+
+function router_mt:set_hibernating(jid, token, hibernating)
+	return result(lib.cmr_router_set_hibernating(ptr(self), jid, #jid, token, not not hibernating));
 end
 
 function router_mt:unregister(jid, token)
@@ -100,7 +119,7 @@ function router_mt:pick(recipient, message_type, sender, hint, sender_is_local)
 		status = lib.cmr_router_pick(ptr(self), message, tokens, tokens_cap, out_len);
 	end
 	if status == NOT_ROUTED then return 0; end
-	if status ~= OK then return nil, last_error(status); end
+	if status ~= OK then return failure(status); end
 	local n = tonumber(out_len[0]);
 	if n == 1 then return 1, tonumber(tokens[0]); end
 	return n, unpack_tokens(0, n);
@@ -120,11 +139,11 @@ end
 function router_mt:handle_iq(xml)
 	local router = ptr(self);
 	local status, reply = with_text(function (buf, cap)
-		return lib.cmr_router_handle_iq(router, xml, #xml, buf, cap, out_len, changed);
+		return lib.cmr_router_handle_iq(router, xml, #xml, buf, cap, out_len, flag);
 	end);
 	if status == NOT_MINE then return false; end
-	if status ~= OK then return nil, last_error(status); end
-	return reply, changed[0];
+	if status ~= OK then return failure(status); end
+	return reply, flag[0];
 end
 
 function router_mt:disco_features()
@@ -145,7 +164,7 @@ local function new(options)
 	options = options or "";
 	local out = ffi.new("cmr_router*[1]");
 	local status = lib.cmr_router_new(options, #options, out);
-	if status ~= OK then return nil, last_error(status); end
+	if status ~= OK then return failure(status); end
 	return setmetatable({ router = ffi.gc(out[0], lib.cmr_router_free) }, router_mt);
 end
 

@@ -21,14 +21,19 @@ bad, err = cmr.new("colour=blue");
 check("unknown option named", bad == nil and err:find("colour", 1, true), err);
 
 local router = assert(cmr.new("default=roundrobin hints=any"));
-check("register", router:register("Cluster@Example.ORG/node-1", 1, 0, "", true) == true);
-check("register 2", router:register("cluster@example.org/node-2", 2, 0, "chat", true) == true);
+local registered, new_account = router:register("Cluster@Example.ORG/node-1", 1, 0, "", true);
+check("register: the account's first session", registered == true and new_account == true, new_account);
+registered, new_account = router:register("cluster@example.org/node-2", 2, 0, "chat", true);
+check("register 2: not the first", registered == true and new_account == false, new_account);
 check("register unavailable", router:register("cluster@example.org/node-3", 3, 5, "", false) == true);
 check("register negative", router:register("cluster@example.org/node-4", 4, -1, "away", true) == true);
 
-local ok;
-ok, err = router:register("cluster@example.org", 9, 0, "", true);
-check("bare JID rejected", ok == nil and err:find("not a valid JID", 1, true), err);
+local ok, status;
+ok, err, status = router:register("cluster@example.org", 9, 0, "", true);
+check("bare JID rejected", ok == nil and err:find("not a valid JID", 1, true) and status == "invalid_jid", err);
+-- A message longer than the bindings' first buffer comes back whole.
+ok, err = router:register("cluster@example.org/" .. ("r"):rep(1500), 9, 0, "", true);
+check("long error message", ok == nil and err:find("bytes in all", 1, true) and #err > 200, err);
 ok, err = router:register("cluster@example.org/x", 9, 200, "", true);
 check("priority out of range", ok == nil and err:find("priority '200'", 1, true), err);
 ok, err = router:register("cluster@example.org/x", 9, 1e12, "", true);
@@ -68,6 +73,10 @@ check("touch", router:touch("cluster@example.org/node-1", 1) == true);
 ok, err = router:touch("cluster@example.org/node-1", 99);
 check("touch stale token", ok == nil and err:find("not registered", 1, true), err);
 check("set_load", router:set_load("cluster@example.org/node-1", 1, 7) == true);
+check("set_hibernating", router:set_hibernating("cluster@example.org/node-1", 1, true) == true);
+check("set_hibernating back", router:set_hibernating("cluster@example.org/node-1", 1, false) == true);
+ok, err, status = router:set_hibernating("cluster@example.org/node-1", 99, true);
+check("set_hibernating stale token", ok == nil and status == "not_found", err);
 
 check("get_algorithm", router:get_algorithm("cluster@example.org") == "urn:xmpp:cmr:roundrobin");
 check("set_algorithm", router:set_algorithm("cluster@example.org", "sticky") == true);
@@ -87,8 +96,9 @@ check("iq malformed", reply == nil and err:find("invalid stanza", 1, true), err)
 
 check("disco", router:disco_features() == "urn:xmpp:cmr:0\nurn:xmpp:cmr:hints:0");
 local stats = router:stats("cluster@example.org");
-check("stats", stats and stats:find("^resource\trouted") and stats:find("\nnode%-2\t%d+\t0\tchat\ttrue\t0\t2\n"), stats);
+check("stats", stats and stats:find("^resource\trouted") and stats:find("\nnode%-2\t%d+\t0\tchat\ttrue\t0\t2\tfalse\n"), stats);
 check("unregister", router:unregister("cluster@example.org/node-1", 1) == true);
+check("unregister by bare JID and token", router:unregister("cluster@example.org", 2) == true);
 ok, err = router:unregister("cluster@example.org/node-1", 1);
 check("unregister twice", ok == nil and err:find("not registered", 1, true), err);
 

@@ -4,12 +4,15 @@
  * resource freed by the garbage collector. Every call is sub-microsecond
  * except handle_iq (~10 us), well within a normal scheduler's slice. */
 #include <erl_nif.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "cmr.h"
 
 static ErlNifResourceType *router_type;
+/* Routers made and not yet freed by the garbage collector (live_routers/0). */
+static atomic_long live_routers;
 
 typedef struct {
   cmr_router *router;
@@ -19,6 +22,7 @@ static void router_dtor(ErlNifEnv *env, void *obj) {
   (void)env;
   router_res *res = obj;
   cmr_router_free(res->router);
+  atomic_fetch_sub(&live_routers, 1);
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
@@ -62,15 +66,20 @@ static const char *status_atom(cmr_status status) {
   }
 }
 
-/* {error, {Status, Message}} from the library's last error. */
+/* {error, {Status, Message}} from the library's last error, whatever its
+ * length. */
 static ERL_NIF_TERM lib_error(ErlNifEnv *env, cmr_status status) {
-  char buf[512];
   size_t len = 0;
-  if (cmr_last_error(buf, sizeof buf, &len) != CMR_STATUS_OK || len == 0) {
-    const char *m = cmr_status_message((uint32_t)status);
-    return error2(env, status_atom(status), m, strlen(m));
+  ErlNifBinary message;
+  if (cmr_last_error(NULL, 0, &len) == CMR_STATUS_BUFFER_TOO_SMALL && enif_alloc_binary(len, &message)) {
+    if (cmr_last_error((char *)message.data, message.size, &len) == CMR_STATUS_OK) {
+      ERL_NIF_TERM reason = enif_make_tuple2(env, atom(env, status_atom(status)), enif_make_binary(env, &message));
+      return enif_make_tuple2(env, atom(env, "error"), reason);
+    }
+    enif_release_binary(&message);
   }
-  return error2(env, status_atom(status), buf, len);
+  const char *m = cmr_status_message((uint32_t)status);
+  return error2(env, status_atom(status), m, strlen(m));
 }
 
 static ERL_NIF_TERM ok_or_error(ErlNifEnv *env, cmr_status status) {
@@ -104,6 +113,7 @@ static ERL_NIF_TERM nif_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
   if (status != CMR_STATUS_OK) return lib_error(env, status);
   router_res *res = enif_alloc_resource(router_type, sizeof *res);
   res->router = router;
+  atomic_fetch_add(&live_routers, 1);
   ERL_NIF_TERM term = enif_make_resource(env, res);
   enif_release_resource(res);
   return enif_make_tuple2(env, atom(env, "ok"), term);
@@ -123,7 +133,10 @@ static ERL_NIF_TERM nif_register(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
   else return badarg(env, "available must be true or false");
   /* Out of int32 range is out of -128..127 too: let the library say so. */
   int32_t p = priority > INT32_MAX ? INT32_MAX : priority < INT32_MIN ? INT32_MIN : (int32_t)priority;
-  return ok_or_error(env, cmr_router_register(res->router, STR(jid), token, p, STR(show), available));
+  bool new_account = false;
+  cmr_status status = cmr_router_register(res->router, STR(jid), token, p, STR(show), available, &new_account);
+  if (status != CMR_STATUS_OK) return lib_error(env, status);
+  return atom(env, new_account ? "new_account" : "ok");
 }
 
 static ERL_NIF_TERM nif_unregister(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -140,6 +153,18 @@ static ERL_NIF_TERM nif_touch(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
   GET_BINARY(jid, 1, "the full JID");
   GET_TOKEN(token, 2);
   return ok_or_error(env, cmr_router_touch(res->router, STR(jid), token));
+}
+
+static ERL_NIF_TERM nif_set_hibernating(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  GET_ROUTER(res);
+  GET_BINARY(jid, 1, "the full JID");
+  GET_TOKEN(token, 2);
+  bool hibernating;
+  if (enif_is_identical(argv[3], atom(env, "true"))) hibernating = true;
+  else if (enif_is_identical(argv[3], atom(env, "false"))) hibernating = false;
+  else return badarg(env, "hibernating must be true or false");
+  return ok_or_error(env, cmr_router_set_hibernating(res->router, STR(jid), token, hibernating));
 }
 
 static ERL_NIF_TERM nif_set_load(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -282,6 +307,12 @@ static ERL_NIF_TERM nif_version(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
   return text(env, v, strlen(v));
 }
 
+static ERL_NIF_TERM nif_live_routers(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  (void)argv;
+  return enif_make_long(env, atomic_load(&live_routers));
+}
+
 static ERL_NIF_TERM nif_noop(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   (void)argv;
@@ -294,6 +325,7 @@ static ErlNifFunc funcs[] = {
     {"unregister", 3, nif_unregister, 0},
     {"touch", 3, nif_touch, 0},
     {"set_load", 4, nif_set_load, 0},
+    {"set_hibernating", 4, nif_set_hibernating, 0},
     {"pick", 6, nif_pick, 0},
     {"get_algorithm", 2, nif_get_algorithm, 0},
     {"set_algorithm", 3, nif_set_algorithm, 0},
@@ -301,6 +333,7 @@ static ErlNifFunc funcs[] = {
     {"disco_features", 1, nif_disco_features, 0},
     {"stats", 2, nif_stats, 0},
     {"version", 0, nif_version, 0},
+    {"live_routers", 0, nif_live_routers, 0},
     {"noop", 6, nif_noop, 0},
 };
 

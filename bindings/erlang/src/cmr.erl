@@ -4,12 +4,14 @@
 %%% atoms out; every failure is {error, {Status, Message}} where Status is
 %%% an atom (badarg, invalid_jid, not_found, ...) and Message a binary that
 %%% says what was wrong. A router is freed by the garbage collector, and may
-%%% be used from any number of processes at once.
+%%% be used from any number of processes at once. Status `panic' means the
+%%% router caught a bug in cmr: it refuses every call from then on, and the
+%%% host routes messages itself until it makes a new router.
 -module(cmr).
 
--export([new/1, register/6, unregister/3, touch/3, set_load/4, pick/6,
+-export([new/1, register/6, unregister/3, touch/3, set_load/4, set_hibernating/4, pick/6,
          get_algorithm/2, set_algorithm/3, handle_iq/2, disco_features/1,
-         stats/2, version/0, noop/6]).
+         stats/2, version/0, live_routers/0, noop/6]).
 
 -on_load(init/0).
 
@@ -29,17 +31,25 @@ init() ->
 -spec new(binary()) -> {ok, router()} | error().
 new(_Options) -> ?NIF.
 
-%% @doc Registers a session or updates its presence (an upsert).
--spec register(router(), binary(), non_neg_integer(), integer(), binary(), boolean()) -> ok | error().
+%% @doc Registers a session or updates its presence (an upsert). new_account:
+%% this call gave the account its first session (restore its algorithm now).
+-spec register(router(), binary(), non_neg_integer(), integer(), binary(), boolean()) ->
+    ok | new_account | error().
 register(_Router, _FullJid, _Token, _Priority, _Show, _Available) -> ?NIF.
 
-%% @doc Removes the session if Token still owns its resource.
+%% @doc Removes the session if Token still owns its resource. Given the
+%% account's bare JID, removes whichever of its sessions Token owns.
 -spec unregister(router(), binary(), non_neg_integer()) -> ok | error().
 unregister(_Router, _FullJid, _Token) -> ?NIF.
 
 %% @doc Reports activity of the session (for mostactive).
 -spec touch(router(), binary(), non_neg_integer()) -> ok | error().
 touch(_Router, _FullJid, _Token) -> ?NIF.
+
+%% @doc Marks the session as waiting for XEP-0198 resumption, or as back. It
+%% gets messages only when no other session is eligible while it waits.
+-spec set_hibernating(router(), binary(), non_neg_integer(), boolean()) -> ok | error().
+set_hibernating(_Router, _FullJid, _Token, _Hibernating) -> ?NIF.
 
 %% @doc Reports the session's load, e.g. its unacknowledged XEP-0198 queue.
 -spec set_load(router(), binary(), non_neg_integer(), non_neg_integer()) -> ok | error().
@@ -75,6 +85,11 @@ stats(_Router, _BareJid) -> ?NIF.
 
 -spec version() -> binary().
 version() -> ?NIF.
+
+%% @doc How many routers this node holds that the garbage collector has not
+%% freed yet (a leak check).
+-spec live_routers() -> non_neg_integer().
+live_routers() -> ?NIF.
 
 %% @doc A NIF that does nothing, with pick/6's arity: the baseline of the
 %% binding's overhead benchmark.

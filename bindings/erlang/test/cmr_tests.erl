@@ -5,7 +5,7 @@
 
 router() ->
     {ok, R} = cmr:new(<<"default=roundrobin hints=any">>),
-    ok = cmr:register(R, <<"Cluster@Example.ORG/node-1">>, 1, 0, <<>>, true),
+    new_account = cmr:register(R, <<"Cluster@Example.ORG/node-1">>, 1, 0, <<>>, true),
     ok = cmr:register(R, <<"cluster@example.org/node-2">>, 2, 0, <<"chat">>, true),
     ok = cmr:register(R, <<"cluster@example.org/node-3">>, 3, 5, <<>>, false),
     ok = cmr:register(R, <<"cluster@example.org/node-4">>, 4, -1, <<"away">>, true),
@@ -36,7 +36,10 @@ register_errors_test() ->
     ?assertMatch({error, {badarg, _}}, cmr:register(R, <<"a@b/r">>, -1, 0, <<>>, true)),
     ?assertMatch({error, {badarg, _}}, cmr:register(R, <<"a@b/r">>, 9, 0, <<>>, maybe)),
     ?assertMatch({error, {badarg, _}}, cmr:register(not_a_router, <<"a@b/r">>, 9, 0, <<>>, true)),
-    ?assertMatch({error, {badarg, _}}, cmr:register(R, 'a@b/r', 9, 0, <<>>, true)).
+    ?assertMatch({error, {badarg, _}}, cmr:register(R, 'a@b/r', 9, 0, <<>>, true)),
+    %% A message longer than the NIF's first buffer comes back whole.
+    {error, {invalid_jid, Long}} = cmr:register(R, <<"a@b/", (binary:copy(<<"r">>, 1500))/binary>>, 9, 0, <<>>, true),
+    ?assert(contains(Long, <<"bytes in all">>)).
 
 pick_test() ->
     R = router(),
@@ -51,8 +54,9 @@ pick_test() ->
 
 pick_many_test() ->
     {ok, R} = cmr:new(<<"default=all">>),
-    [ok = cmr:register(R, <<"big@example.org/r", (integer_to_binary(I))/binary>>, 1000 + I, 1, <<>>, true)
-     || I <- lists:seq(1, 40)],
+    Registered = [cmr:register(R, <<"big@example.org/r", (integer_to_binary(I))/binary>>, 1000 + I, 1, <<>>, true)
+                  || I <- lists:seq(1, 40)],
+    ?assertEqual([new_account | lists:duplicate(39, ok)], Registered),
     ?assertEqual(lists:seq(1001, 1040), cmr:pick(R, <<"big@example.org">>, <<>>, <<>>, <<>>, false)).
 
 session_calls_test() ->
@@ -61,8 +65,15 @@ session_calls_test() ->
     ?assertMatch({error, {not_found, _}}, cmr:touch(R, <<"cluster@example.org/node-1">>, 99)),
     ?assertEqual(ok, cmr:set_load(R, <<"cluster@example.org/node-1">>, 1, 7)),
     ?assertMatch({error, {badarg, _}}, cmr:set_load(R, <<"cluster@example.org/node-1">>, 1, -7)),
+    ?assertEqual(ok, cmr:set_hibernating(R, <<"cluster@example.org/node-1">>, 1, true)),
+    ?assertEqual([2], cmr:pick(R, <<"cluster@example.org">>, <<"chat">>, <<>>, <<>>, false)),
+    ?assertEqual(ok, cmr:set_hibernating(R, <<"cluster@example.org/node-1">>, 1, false)),
+    ?assertMatch({error, {badarg, _}}, cmr:set_hibernating(R, <<"cluster@example.org/node-1">>, 1, maybe)),
+    ?assertMatch({error, {not_found, _}}, cmr:set_hibernating(R, <<"cluster@example.org/node-1">>, 7, true)),
     ?assertEqual(ok, cmr:unregister(R, <<"cluster@example.org/node-1">>, 1)),
-    ?assertMatch({error, {not_found, _}}, cmr:unregister(R, <<"cluster@example.org/node-1">>, 1)).
+    ?assertMatch({error, {not_found, _}}, cmr:unregister(R, <<"cluster@example.org/node-1">>, 1)),
+    %% By the account's bare JID and the token alone.
+    ?assertEqual(ok, cmr:unregister(R, <<"cluster@example.org">>, 2)).
 
 algorithm_test() ->
     R = router(),
@@ -88,7 +99,7 @@ disco_and_stats_test() ->
     R = router(),
     ?assertEqual({ok, <<"urn:xmpp:cmr:0\nurn:xmpp:cmr:hints:0">>}, cmr:disco_features(R)),
     {ok, Stats} = cmr:stats(R, <<"cluster@example.org">>),
-    ?assert(contains(Stats, <<"node-2\t0\t0\tchat\ttrue\t0\t2\n">>)),
+    ?assert(contains(Stats, <<"node-2\t0\t0\tchat\ttrue\t0\t2\tfalse\n">>)),
     ?assertMatch({error, {not_found, _}}, cmr:stats(R, <<"nobody@example.org">>)).
 
 concurrent_processes_test() ->
@@ -103,7 +114,20 @@ concurrent_processes_test() ->
     ?assertEqual(8000, length(Results)),
     ?assert(lists:all(fun ([T]) -> T =:= 1 orelse T =:= 2 end, Results)).
 
+new_account_test() ->
+    {ok, R} = cmr:new(<<>>),
+    ?assertEqual(new_account, cmr:register(R, <<"m@x/a">>, 1, 0, <<>>, false)),
+    ?assertEqual(ok, cmr:register(R, <<"m@x/b">>, 2, 0, <<>>, false)),
+    ?assertEqual(ok, cmr:register(R, <<"m@x/a">>, 1, 0, <<>>, true)).
+
 gc_frees_the_router_test() ->
-    [begin {ok, _} = cmr:new(<<>>) end || _ <- lists:seq(1, 1000)],
+    Before = cmr:live_routers(),
+    %% The routers live in a process that ends; once it is gone and
+    %% collected, each router's destructor has freed it.
+    {Pid, Ref} = spawn_monitor(fun () ->
+        Routers = [begin {ok, R} = cmr:new(<<>>), R end || _ <- lists:seq(1, 1000)],
+        exit({made, cmr:live_routers(), length(Routers)})
+    end),
+    receive {'DOWN', Ref, process, Pid, {made, During, 1000}} -> ?assert(During >= Before + 1000) end,
     erlang:garbage_collect(),
-    ?assertEqual(<<"0.1.0">>, cmr:version()).
+    ?assertEqual(Before, cmr:live_routers()).
