@@ -67,9 +67,33 @@ function module.unload() routers[module.host] = nil; end
 
 local store = module:open_store("cmr");
 
+-- A call the library refused. "panic" means it caught a bug and refuses
+-- every call from now on: said once, at error level, and Prosody routes
+-- messages itself (every caller falls back on an error).
+local failed_logged = false;
+local function refused(status, message, ...)
+	if status == "panic" then
+		if not failed_logged then
+			failed_logged = true;
+			module:log("error", "cmr failed; Prosody routes messages itself until mod_cmr is reloaded: %s", message);
+		end
+	else
+		module:log("warn", ...);
+	end
+end
+
 -- Sessions by token. Tokens count up for the router's lifetime.
 local session_of = {};
 local last_token = 0;
+
+-- The account's persisted algorithm, applied when its first session binds.
+local function restore(session)
+	local data = store:get(session.username);
+	if data and data.algorithm then
+		local ok, reason, status = router:set_algorithm(jid_bare(session.full_jid), data.algorithm);
+		if not ok then refused(status, reason, "Stored algorithm of %s not restored: %s", session.username, reason); end
+	end
+end
 
 local function register(session)
 	-- A destroyed session's unavailable presence comes after its unbind
@@ -82,10 +106,12 @@ local function register(session)
 		session.cmr_token, session_of[token] = token, session;
 	end
 	local presence = session.presence;
-	local available = presence ~= nil and not session.hibernating;
 	local show = presence and presence:get_child_text("show") or "";
-	local ok, reason = router:register(session.full_jid, token, session.priority or 0, show, available);
-	if not ok then module:log("warn", "Not routing to %s: %s", session.full_jid, reason); end
+	local ok, new_account, status = router:register(session.full_jid, token, session.priority or 0, show, presence ~= nil);
+	if not ok then return refused(status, new_account, "Not routing to %s: %s", session.full_jid, new_account); end
+	-- Only at a module load can a session already hibernate here.
+	if session.hibernating then router:set_hibernating(session.full_jid, token, true); end
+	if new_account then restore(session); end
 end
 
 local function unregister(session)
@@ -96,21 +122,7 @@ local function unregister(session)
 	end
 end
 
--- The account's persisted algorithm, applied when its first session binds.
-local function restore(session)
-	local data = store:get(session.username);
-	if data and data.algorithm then
-		local ok, reason = router:set_algorithm(jid_bare(session.full_jid), data.algorithm);
-		if not ok then module:log("warn", "Stored algorithm of %s not restored: %s", session.username, reason); end
-	end
-end
-
-module:hook("resource-bind", function (event)
-	local session = event.session;
-	register(session);
-	local user = bare_sessions[jid_bare(session.full_jid)];
-	if not user or next(user.sessions, next(user.sessions)) == nil then restore(session); end
-end);
+module:hook("resource-bind", function (event) register(event.session); end);
 
 module:hook("resource-unbind", function (event) unregister(event.session); end);
 
@@ -123,10 +135,18 @@ module:wrap_event("presence/bare", function (handlers, event_name, event_data)
 	return ret;
 end);
 
--- A hibernating XEP-0198 session gets nothing new until it resumes; what it
--- already holds is resent on resumption or stored offline by mod_smacks.
-module:hook("smacks-hibernation-start", function (event) event.origin.hibernating = true; register(event.origin); end);
-module:hook("smacks-hibernation-end", function (event) event.origin.hibernating = nil; register(event.origin); end);
+-- A hibernating XEP-0198 session (mod_smacks keeps session.hibernating)
+-- gets messages only when no other session can, and keeps them for its
+-- resumption. On resumption, `resumed` is the session that goes on (the
+-- new connection's session was never bound).
+local function set_hibernating(session, hibernating)
+	local token = session.cmr_token;
+	if token and session_of[token] == session then
+		router:set_hibernating(session.full_jid, token, hibernating);
+	end
+end
+module:hook("smacks-hibernation-start", function (event) set_hibernating(event.origin, true); end);
+module:hook("smacks-hibernation-end", function (event) set_hibernating(event.resumed, false); end);
 
 -- Activity for `mostactive`, at most once a second per session. The clock
 -- is a second-resolution value a timer keeps, so that this hook, which runs
@@ -220,7 +240,7 @@ local picked = {};
 -- the library does not route it, nil when every picked session was gone.
 local function attempt(stanza, n, token, ...)
 	if not n then
-		module:log("warn", "Not routing %s: %s", stanza:top_tag(), token);
+		refused(..., token, "Not routing %s: %s", stanza:top_tag(), token);
 		return false;
 	end
 	if n == 0 then return false; end
@@ -236,12 +256,16 @@ local honour_hints = false;
 -- attempt removes at least one, so a few attempts always settle.
 local MAX_ATTEMPTS = 8;
 
+-- What RFC 6121 leaves to the server itself; any other type, unknown ones
+-- included, is normal (RFC 6121 5.2.2), so CMR's to route.
+local not_routed_types = { headline = true, groupchat = true, error = true };
+
 -- Routes a chat or normal message for `bare`. Returns true when delivered;
 -- nil lets Prosody handle it (nothing eligible: offline storage or error).
 local function route(event, bare)
 	local origin, stanza = event.origin, event.stanza;
 	local message_type = stanza.attr.type;
-	if message_type ~= nil and message_type ~= "chat" and message_type ~= "normal" then return; end
+	if not_routed_types[message_type] then return; end
 	local hint = honour_hints and stanza:get_child("cmr", xmlns_cmr) or nil;
 	hint = hint and hint.attr.algorithm;
 	local sender = stanza.attr.from or "";
@@ -285,15 +309,25 @@ end, PRIORITY);
 -- mod_smacks stores them offline only when it was the account's last
 -- session and otherwise bounces them to the sender. Natively the other
 -- top sessions had copies; with one session picked, a bounce is a loss. So
--- the messages are routed again among the remaining sessions, or stored
+-- what CMR routed is routed again among the remaining sessions, or stored
 -- offline when none is eligible. Runs before mod_smacks' own handler.
+--
+-- What CMR routed is a chat or normal message to the account, not to this
+-- session: CMR delivers without rewriting `to`, so it is addressed to the
+-- bare JID or to an offline resource. Everything else in the queue is
+-- mod_smacks' to handle: what was sent to this session's full JID, MAM
+-- results and carbons (both addressed to it too), anything forwarded.
+local function routed_by_cmr(session, stanza)
+	local to = stanza.attr.to;
+	return stanza.name == "message" and stanza.attr.xmlns == nil and not not_routed_types[stanza.attr.type]
+		and to ~= nil and to ~= session.full_jid and jid_bare(to) == jid_bare(session.full_jid)
+		and not stanza:get_child("result", "urn:xmpp:mam:2")
+		and not stanza:get_child("received", xmlns_carbons) and not stanza:get_child("sent", xmlns_carbons);
+end
+
 module:hook("delivery/failure", function (event)
 	local session, stanza = event.session, event.stanza;
-	local message_type = stanza.attr.type;
-	if stanza.name ~= "message" or not session.username or stanza.attr.xmlns ~= nil
-			or (message_type ~= nil and message_type ~= "chat" and message_type ~= "normal") then
-		return;
-	end
+	if not session.username or not routed_by_cmr(session, stanza) then return; end
 	unregister(session);
 	local bare = jid_bare(session.full_jid);
 	if route({ origin = {}, stanza = stanza }, bare) then return true; end
@@ -303,11 +337,15 @@ end, 1);
 -- XEP-0354 IQs: the library answers; the host sends and persists.
 local function handle_iq(event)
 	local stanza = event.stanza;
-	local reply, changed = router:handle_iq(tostring(stanza));
+	local reply, changed, status = router:handle_iq(tostring(stanza));
 	if reply == false then return; end
 	if not reply then
-		module:log("warn", "Cannot answer %s: %s", stanza:top_tag(), changed);
-		module:send(st.error_reply(stanza, "modify", "bad-request"));
+		refused(status, changed, "Cannot answer %s: %s", stanza:top_tag(), changed);
+		if status == "panic" then
+			module:send(st.error_reply(stanza, "wait", "internal-server-error"));
+		else
+			module:send(st.error_reply(stanza, "modify", "bad-request", changed));
+		end
 		return true;
 	end
 	module:send(xml_parse(reply));
@@ -350,9 +388,5 @@ end
 
 -- Sessions that exist when the module is loaded or reloaded.
 for _, user in pairs(prosody.hosts[module.host].sessions or {}) do
-	local first = true;
-	for _, session in pairs(user.sessions or {}) do
-		register(session);
-		if first then restore(session); first = false; end
-	end
+	for _, session in pairs(user.sessions or {}) do register(session); end
 end

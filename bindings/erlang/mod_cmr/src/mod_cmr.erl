@@ -21,7 +21,7 @@
 
 -define(NS_CMR, <<"urn:xmpp:cmr:0">>).
 %% A picked session can vanish between the pick and the delivery; each
-%% attempt sees it gone, so a few attempts always settle.
+%% attempt unregisters the gone ones it picked, so a few attempts settle.
 -define(MAX_ATTEMPTS, 8).
 
 -record(cmr_algorithm, {us :: {binary(), binary()}, algorithm :: binary()}).
@@ -86,6 +86,7 @@ stop(Host) ->
     ejabberd_hooks:delete(sm_remove_connection_hook, Host, ?MODULE, remove_connection, 50),
     ejabberd_hooks:delete(sm_register_connection_hook, Host, ?MODULE, register_connection, 50),
     persistent_term:erase({?MODULE, Host}),
+    persistent_term:erase({?MODULE, failed, Host}),
     ok.
 
 reload(Host, NewOpts, _OldOpts) ->
@@ -145,33 +146,46 @@ token(U, S, R) ->
         SID -> sid_token(SID)
     end.
 
+%% The account's persisted algorithm is applied when the library says a
+%% register gave the account its first session (exactly one does, however
+%% many sessions open at once).
 register_session(S, Token, U, R, Priority, Show, Available) ->
     case router(S) of
         undefined -> ok;
         Router ->
             case cmr:register(Router, full_jid(U, S, R), Token, Priority, Show, Available) of
                 ok -> ok;
-                {error, {_, Reason}} -> logger:warning("mod_cmr: not routing to ~ts: ~ts", [full_jid(U, S, R), Reason])
+                new_account -> restore(Router, U, S);
+                {error, Error} -> refused(S, Error, "not routing to ~ts", [full_jid(U, S, R)])
             end
     end.
 
-%% The account's persisted algorithm, applied when its first session opens.
-restore(U, S) ->
+restore(Router, U, S) ->
     case mnesia:dirty_read(cmr_algorithm, {U, S}) of
         [#cmr_algorithm{algorithm = Algorithm}] ->
-            case cmr:set_algorithm(router(S), <<U/binary, "@", S/binary>>, Algorithm) of
+            case cmr:set_algorithm(Router, <<U/binary, "@", S/binary>>, Algorithm) of
                 ok -> ok;
-                {error, {_, Reason}} -> logger:warning("mod_cmr: stored algorithm of ~ts@~ts not restored: ~ts", [U, S, Reason])
+                {error, Error} -> refused(S, Error, "stored algorithm of ~ts@~ts not restored", [U, S])
             end;
         [] -> ok
     end.
 
+%% A call the library refused. `panic': it caught a bug and refuses every
+%% call from now on; said once per host at error level, and ejabberd routes
+%% messages itself (every caller falls back on an error).
+refused(S, {panic, Reason}, _Format, _Args) ->
+    case persistent_term:get({?MODULE, failed, S}, false) of
+        true -> ok;
+        false ->
+            persistent_term:put({?MODULE, failed, S}, true),
+            logger:error("mod_cmr: cmr failed on ~ts; ejabberd routes messages itself until mod_cmr is "
+                         "restarted: ~ts", [S, Reason])
+    end;
+refused(_S, {_, Reason}, Format, Args) ->
+    logger:warning("mod_cmr: " ++ Format ++ ": ~ts", Args ++ [Reason]).
+
 register_connection(SID, #jid{luser = U, lserver = S, lresource = R}, _Info) ->
-    register_session(S, sid_token(SID), U, R, 0, <<>>, false),
-    case ejabberd_sm:get_user_resources(U, S) of
-        [_] -> restore(U, S);
-        _ -> ok
-    end.
+    register_session(S, sid_token(SID), U, R, 0, <<>>, false).
 
 remove_connection(SID, #jid{luser = U, lserver = S, lresource = R}, _Info) ->
     case router(S) of
@@ -210,9 +224,7 @@ register_current(S, Token, U, R) ->
     end.
 
 register_existing_sessions(Host) ->
-    Sessions = ejabberd_sm:get_vh_session_list(Host),
-    [register_current(S, token(U, S, R), U, R) || {U, S, R} <- Sessions],
-    [restore(U, S) || {U, S} <- lists:usort([{U, S} || {U, S, _} <- Sessions])],
+    [register_current(S, token(U, S, R), U, R) || {U, S, R} <- ejabberd_sm:get_vh_session_list(Host)],
     ok.
 
 %% Activity for mostactive, at most once a second per session (the hook
@@ -257,21 +269,26 @@ set_load(#jid{luser = U, lserver = S, lresource = R}, SID, Load) ->
         Router -> cmr:set_load(Router, full_jid(U, S, R), sid_token(SID), Load)
     end.
 
-%% A session waiting for XEP-0198 resumption gets nothing new; what it
-%% holds is resent when it resumes, or on timeout (resend_on_timeout).
-c2s_session_pending(#{jid := #jid{luser = U, lserver = S, lresource = R}} = State) ->
-    register_unavailable(U, S, R),
-    State;
+%% A session waiting for XEP-0198 resumption gets messages only when no
+%% other session can, and keeps them for its resumption; on timeout they
+%% are resent (resend_on_timeout).
 c2s_session_pending(State) ->
-    State.
+    set_hibernating(State, true).
 
-c2s_session_resumed(#{jid := #jid{luser = U, lserver = S, lresource = R}} = State) ->
-    case token(U, S, R) of
+c2s_session_resumed(State) ->
+    set_hibernating(State, false).
+
+set_hibernating(#{jid := #jid{luser = U, lserver = S, lresource = R} = JID, sid := SID} = State, Hibernating) ->
+    case router(S) of
         undefined -> ok;
-        Token -> register_current(S, Token, U, R)
+        Router ->
+            case cmr:set_hibernating(Router, full_jid(U, S, R), sid_token(SID), Hibernating) of
+                ok -> ok;
+                {error, Error} -> refused(S, Error, "hibernation of ~ts not followed", [jid:encode(JID)])
+            end
     end,
     State;
-c2s_session_resumed(State) ->
+set_hibernating(State, _Hibernating) ->
     State.
 
 %%% Routing
@@ -300,20 +317,27 @@ route(Router, #message{type = Type, from = From} = Msg, U, S, Attempts) ->
             Msg;
         true ->
             Hint = hint(Msg),
-            case cmr:pick(Router, <<U/binary, "@", S/binary>>, type(Type), sender(From), Hint, is_local(From, Hint)) of
+            Bare = <<U/binary, "@", S/binary>>,
+            case cmr:pick(Router, Bare, type(Type), sender(From), Hint, is_local(From, Hint)) of
                 Tokens when is_list(Tokens) ->
                     Pids = [Pid || {_, Pid} = SID <- SIDs, lists:member(sid_token(SID), Tokens)],
-                    case deliver(Msg, Pids) of
+                    Delivered = deliver(Msg, Pids),
+                    %% A picked session that is gone (its pid dead, or
+                    %% already out of the session table) leaves the library
+                    %% before the message is picked again.
+                    Live = [sid_token(SID) || {_, Pid} = SID <- SIDs, lists:member(Pid, Delivered)],
+                    [cmr:unregister(Router, Bare, Token) || Token <- Tokens, not lists:member(Token, Live)],
+                    case Delivered of
                         [] ->
                             route(Router, Msg, U, S, Attempts - 1);
-                        Delivered ->
+                        _ ->
                             send_carbons(Msg, U, S, Delivered),
                             {stop, drop}
                     end;
                 not_routed ->
                     Msg;
-                {error, {_, Reason}} ->
-                    logger:warning("mod_cmr: not routing a message to ~ts@~ts: ~ts", [U, S, Reason]),
+                {error, Error} ->
+                    refused(S, Error, "not routing a message to ~ts", [Bare]),
                     Msg
             end
     end.
@@ -434,7 +458,7 @@ stats(Jid) ->
 
 decode_iq_subel(El) -> El.
 
-process_iq(#iq{to = #jid{lserver = S}, from = From} = IQ) ->
+process_iq(#iq{to = #jid{lserver = S}, from = From, lang = Lang} = IQ) ->
     case router(S) of
         undefined -> xmpp:make_error(IQ, xmpp:err_service_unavailable());
         Router ->
@@ -444,9 +468,12 @@ process_iq(#iq{to = #jid{lserver = S}, from = From} = IQ) ->
                     xmpp:decode(fxml_stream:parse_element(Reply), ?NS_CLIENT, [ignore_els]);
                 not_mine ->
                     xmpp:make_error(IQ, xmpp:err_service_unavailable());
-                {error, {_, Reason}} ->
-                    logger:warning("mod_cmr: cannot answer an IQ: ~ts", [Reason]),
-                    xmpp:make_error(IQ, xmpp:err_bad_request())
+                {error, {panic, _} = Error} ->
+                    refused(S, Error, "", []),
+                    xmpp:make_error(IQ, xmpp:err_internal_server_error());
+                {error, {_, Reason} = Error} ->
+                    refused(S, Error, "cannot answer an IQ", []),
+                    xmpp:make_error(IQ, xmpp:err_bad_request(Reason, Lang))
             end
     end.
 
