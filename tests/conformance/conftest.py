@@ -26,12 +26,27 @@ def make_host(workdir, **options):
     return host_class()(workdir, **options)
 
 
+def stop_and_check_log(server):
+    """Stops the server; its log must hold no error and no traceback, from
+    whichever module: checked after every test module."""
+    server.stop()
+    problems = server.problems()
+    assert problems == [], f"{server.name} logged:\n" + "\n".join(problems)
+
+
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     server = make_host(tmp_path_factory.mktemp("host"))
     server.start()
     yield server
-    server.stop()
+    stop_and_check_log(server)
+
+
+def require(host, *features):
+    """Skips the test, saying why, on a host that lacks one of `features`."""
+    missing = sorted(set(features) - host.features)
+    if missing:
+        pytest.skip(f"{host.name} lacks {', '.join(missing)}")
 
 
 def run(coro):

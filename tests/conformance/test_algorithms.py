@@ -3,7 +3,7 @@ no algorithm may break."""
 
 from collections import Counter
 
-from conftest import run
+from conftest import require, run
 from xmpp import close, cluster, deliver, online, send_messages, send_paced, settle, wait_for, withhold_acks
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
@@ -92,8 +92,7 @@ def test_random_within_its_bound(host):
 
 
 def test_leastloaded_starves_a_client_that_withholds_acks(host):
-    if "smacks" not in host.features:
-        return
+    require(host, "smacks")
 
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:x-cmr:algorithm:leastloaded", smacks=True)
@@ -121,8 +120,7 @@ def test_leastloaded_starves_a_client_that_withholds_acks(host):
 
 
 def test_leastloaded_load_falls_with_acknowledgements(host):
-    if "smacks" not in host.features:
-        return
+    require(host, "smacks")
 
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:x-cmr:algorithm:leastloaded", smacks=True)

@@ -5,7 +5,7 @@ server itself, and the fallback is logged once per account."""
 
 import pytest
 
-from conftest import host_class, run
+from conftest import host_class, run, stop_and_check_log
 from xmpp import close, deliver, online, settle
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
@@ -25,8 +25,8 @@ def nodes(tmp_path_factory):
         second.join_cluster(first)
         yield first, second
     finally:
-        second.stop()
-        first.stop()
+        stop_and_check_log(second)
+        stop_and_check_log(first)
 
 
 def test_an_account_split_over_nodes_falls_back_to_server_routing(nodes):

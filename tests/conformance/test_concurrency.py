@@ -5,16 +5,15 @@ counted and reported, and the per-session counts add up."""
 import asyncio
 from collections import Counter
 
-from conftest import run
+from conftest import require, run
 from xmpp import close, online, send_messages, settle, wait_for, withhold_acks
 
 SENDERS = 8
-PER_SENDER = 40
+BURSTS = 8
 
 
 def test_senders_at_once_while_sessions_come_and_go(host):
-    if not {"smacks", "offline", "stats"} <= host.features:
-        return
+    require(host, "smacks", "offline", "stats")
 
     async def scenario():
         account = host.account()
@@ -26,29 +25,20 @@ def test_senders_at_once_while_sessions_come_and_go(host):
         senders = [await online(host, host.account(), "probe") for _ in range(SENDERS)]
         await settle()
         churned = []
-        sending = True
-
-        async def churn():
-            while sending:
-                session = await online(host, account, f"churn-{len(churned)}", smacks=True)
-                churned.append(session)
-                await asyncio.sleep(0.2)
-                await close(session)
-
-        async def send(sender):
-            for burst in range(PER_SENDER // 5):
+        # Each round every sender sends a burst without waiting, and while
+        # those are in flight a session logs in or out: the test drives the
+        # churn itself, so how many sessions come and go does not depend on
+        # the machine's speed.
+        for burst in range(BURSTS):
+            for sender in senders:
                 send_messages(sender, account, 5, prefix=f"{sender.boundjid.bare}-{burst}")
-                # Paced so that several sessions come and go during the stream.
-                await asyncio.sleep(0.1)
-
-        churner = asyncio.create_task(churn())
-        sends = asyncio.gather(*(send(s) for s in senders))
-        await asyncio.sleep(0.3)
-        victim.transport.abort()
-        await sends
-        sending = False
-        await churner
-        expected = {f"{s.boundjid.bare}-{b}-{i}" for s in senders for b in range(PER_SENDER // 5) for i in range(5)}
+            if burst == 1:
+                victim.transport.abort()
+            if burst % 2 == 0:
+                churned.append(await online(host, account, f"churn-{burst}", smacks=True))
+            else:
+                await close(churned[-1])
+        expected = {f"{s.boundjid.bare}-{b}-{i}" for s in senders for b in range(BURSTS) for i in range(5)}
         # What the victim held comes back after the resumption time (resent
         # or stored offline); a fresh session collects what is stored.
         await asyncio.sleep(host.hibernation_seconds + 1.5)
@@ -64,7 +54,6 @@ def test_senders_at_once_while_sessions_come_and_go(host):
         print(f"concurrency: {len(expected)} sent by {SENDERS} senders, {len(expected) - len(missing)} received, "
               f"{duplicates} duplicates, {len(churned)} sessions came and went, one killed")
         assert arrived and not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:5]}"
-        assert len(churned) >= 2, "sessions came and went while the senders sent"
         # The stable sessions never left: what the router counted for each is
         # what its client received.
         stats = host.stats(account)

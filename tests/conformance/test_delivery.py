@@ -4,7 +4,7 @@ middle of a stream, carbons, the archive, hints."""
 import asyncio
 from collections import Counter
 
-from conftest import run
+from conftest import require, run
 from xmpp import NS_CMR, close, cluster, deliver, online, send_messages, settle, wait_for, withhold_acks
 
 NS_CARBONS = "urn:xmpp:carbons:2"
@@ -16,8 +16,7 @@ def bodies(*clients):
 
 
 def test_nothing_eligible_goes_offline_and_arrives_on_next_login(host):
-    if "offline" not in host.features:
-        return
+    require(host, "offline")
 
     async def scenario():
         account, sensor_jid = host.account(), host.account()
@@ -54,8 +53,7 @@ def test_unavailable_in_the_middle_of_a_stream_loses_nothing(host):
 
 
 def test_killed_connection_with_stream_management_loses_nothing(host):
-    if "smacks" not in host.features:
-        return
+    require(host, "smacks")
 
     async def scenario():
         account, sensor_jid = host.account(), host.account()
@@ -91,8 +89,7 @@ def test_killed_connection_with_stream_management_loses_nothing(host):
 
 
 def test_carbons_the_picked_gets_the_message_the_others_a_copy(host):
-    if "carbons" not in host.features:
-        return
+    require(host, "carbons")
 
     async def scenario():
         account, sensor_jid = host.account(), host.account()
@@ -117,8 +114,7 @@ def test_carbons_the_picked_gets_the_message_the_others_a_copy(host):
 
 
 def test_private_messages_are_not_copied(host):
-    if "carbons" not in host.features:
-        return
+    require(host, "carbons")
 
     async def scenario():
         account, (a, b), sensor = await cluster(host, [0, 0], ROUND_ROBIN, carbons=True)
@@ -135,8 +131,7 @@ def test_private_messages_are_not_copied(host):
 
 
 def test_archive_keeps_each_message_once(host):
-    if "mam" not in host.features:
-        return
+    require(host, "mam")
 
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:xmpp:cmr:all")

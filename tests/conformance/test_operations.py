@@ -1,7 +1,7 @@
 """What an operator relies on: persistence across restarts, the stats
 command, and the installed layout."""
 
-from conftest import host_class, run
+from conftest import host_class, require, run, stop_and_check_log
 from xmpp import NS_CMR, close, cluster, deliver, online, settle
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
@@ -18,8 +18,7 @@ def test_the_module_starts_without_warnings(host):
 
 
 def test_algorithm_survives_reconnects_and_a_restart(host):
-    if "restart" not in host.features:
-        return
+    require(host, "restart")
     account, sensor_jid = host.account(), host.account()
 
     async def choose():
@@ -43,8 +42,7 @@ def test_algorithm_survives_reconnects_and_a_restart(host):
 
 
 def test_sessions_online_at_a_module_reload_are_routed(host):
-    if "reload" not in host.features:
-        return
+    require(host, "reload")
 
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
@@ -58,8 +56,7 @@ def test_sessions_online_at_a_module_reload_are_routed(host):
 
 
 def test_stats_command_shows_the_counts(host):
-    if "stats" not in host.features:
-        return
+    require(host, "stats")
 
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
@@ -74,8 +71,7 @@ def test_stats_command_shows_the_counts(host):
 
 
 def test_a_dropped_connection_leaves_nothing_registered(host):
-    if "stats" not in host.features:
-        return
+    require(host, "stats")
 
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
@@ -102,4 +98,4 @@ def test_installed_layout_loads(tmp_path):
             return counts
         assert run(scenario()) == [2, 2]
     finally:
-        installed.stop()
+        stop_and_check_log(installed)

@@ -52,8 +52,9 @@ class ServerHost:
 
     def warnings(self):
         """The server log's warnings and errors, each with the indented lines
-        (a traceback) that follow it. Subclasses give `log()` and the
-        pattern of a warning's first line, `WARNING`."""
+        (a traceback) that follow it. Subclasses give `log()`, the pattern
+        of a warning's or an error's first line, `WARNING`, and of an
+        error's, `ERROR`."""
         entries, current = [], None
         for line in self.log().splitlines():
             if re.search(self.WARNING, line):
@@ -64,6 +65,12 @@ class ServerHost:
             else:
                 current = None
         return entries
+
+    def problems(self):
+        """The log's errors, and any entry that carries a traceback: what
+        no test may leave behind, whichever module logged it."""
+        return [entry for entry in self.warnings()
+                if re.search(self.ERROR, entry.splitlines()[0]) or "\n" in entry or "traceback" in entry.lower()]
 
     def account(self, domain=DOMAIN):
         """A fresh account of `domain`: the JID of a user no test used yet."""

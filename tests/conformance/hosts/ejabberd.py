@@ -163,6 +163,7 @@ class EjabberdHost(ServerHost):
         self._wait_until_listening(lambda: listeners_started() > before)
 
     WARNING = r"\[(warning|error)\]"
+    ERROR = r"\[error\]"
 
     def log(self):
         return (self.dir / "ejabberd.log").read_text(errors="replace")

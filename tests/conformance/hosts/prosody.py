@@ -104,6 +104,7 @@ class ProsodyHost(ServerHost):
         return "\n".join(self.log().splitlines()[-lines:]) or "(no log)"
 
     WARNING = r"\t(warn|error)\t"
+    ERROR = r"\terror\t"
 
     def log(self):
         path = self.dir / "prosody.log"
