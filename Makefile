@@ -179,10 +179,11 @@ conformance-prosody: prosody-deps prosody-module $(VENV)/.installed
 
 $(BUILD)/bin/abi_test: tests/c/abi_test.c include/cmr.h lib
 	mkdir -p $(BUILD)/bin
-	$(CC) $(CFLAGS) -Iinclude $< -L$(LIB) -lcmr -Wl,-rpath,'$$ORIGIN/../lib' -o $@
+	$(CC) $(CFLAGS) -pthread -Iinclude $< -L$(LIB) -lcmr -Wl,-rpath,'$$ORIGIN/../lib' -o $@
 
+# The C ABI test, with the bad-stanza corpus, under valgrind.
 c-tests: $(BUILD)/bin/abi_test
-	valgrind -q --leak-check=full --error-exitcode=1 $(BUILD)/bin/abi_test
+	valgrind -q --leak-check=full --error-exitcode=1 $(BUILD)/bin/abi_test tests/corpus/stanzas
 
 # `make install` into a throwaway prefix, then build the README's example
 # against it with pkg-config alone.

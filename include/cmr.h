@@ -17,6 +17,10 @@
 // The most attributes `cmr_router_handle_iq` accepts on one element.
 #define CMR_MAX_ATTRIBUTES 32
 
+// The longest element or attribute name, or attribute value, that
+// `cmr_router_handle_iq` accepts, in bytes.
+#define CMR_MAX_TOKEN_BYTES 8192
+
 // The result of every call. The numbers are stable across versions.
 typedef enum {
   // Success.
@@ -249,7 +253,8 @@ cmr_status cmr_router_set_algorithm(const cmr_router *router,
 // error or another namespace. A protocol error is a response (an error
 // IQ) with `CMR_STATUS_OK`. Not well-formed XML, more than
 // `CMR_MAX_IQ_BYTES` bytes, elements nested deeper than `CMR_MAX_DEPTH`,
-// more than `CMR_MAX_ATTRIBUTES` attributes on one element, a duplicate
+// more than `CMR_MAX_ATTRIBUTES` attributes on one element, a name or
+// attribute value longer than `CMR_MAX_TOKEN_BYTES`, a duplicate
 // attribute or anything after the stanza: `CMR_STATUS_INVALID_XML`, found
 // in time linear in the input, before any deep tree is built. Thread-safe.
 //

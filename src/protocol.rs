@@ -4,7 +4,7 @@
 use crate::error::{Error, Quoted};
 use jid::{BareJid, Jid};
 use minidom::rxml::error::EndOrError;
-use minidom::rxml::{Parse, RawEvent, RawParser};
+use minidom::rxml::{Options, Parse, RawEvent, RawParser, WithOptions};
 use minidom::tree_builder::TreeBuilder;
 use minidom::Element;
 
@@ -24,6 +24,8 @@ pub const MAX_DEPTH: usize = 16;
 /// The most attributes accepted on one element (namespace declarations
 /// included).
 pub const MAX_ATTRIBUTES: usize = 32;
+/// The longest name or attribute value accepted, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 8192;
 
 /// Why a payload in our namespace is malformed; answered as `<bad-request/>`
 /// with this text.
@@ -177,7 +179,8 @@ fn invalid_xml(reason: impl Into<String>) -> Error {
 }
 
 /// Parses one whole stanza into a tree, in time linear in its size and
-/// within [`MAX_IQ_BYTES`], [`MAX_DEPTH`] and [`MAX_ATTRIBUTES`]. The input
+/// within [`MAX_IQ_BYTES`], [`MAX_DEPTH`], [`MAX_ATTRIBUTES`] and
+/// [`MAX_TOKEN_BYTES`]. The input
 /// must be exactly one element: anything but whitespace after it is an
 /// error, as are duplicate attributes. A missing `xmlns` means
 /// `jabber:client`.
@@ -188,7 +191,10 @@ pub fn parse_stanza(xml: &str) -> Result<Element, Error> {
             xml.len()
         )));
     }
-    let mut parser = RawParser::new();
+    let mut parser = <RawParser as WithOptions>::with_options(Options {
+        max_token_length: MAX_TOKEN_BYTES,
+        ..Options::default()
+    });
     let mut builder =
         TreeBuilder::new().with_prefixes_stack(vec![Some(NS_CLIENT.to_owned()).into()]);
     let mut input = xml.as_bytes();

@@ -69,16 +69,17 @@ local store = module:open_store("cmr");
 
 -- A call the library refused. "panic" means it caught a bug and refuses
 -- every call from now on: said once, at error level, and Prosody routes
--- messages itself (every caller falls back on an error).
+-- messages itself (every caller falls back on an error). Other refusals
+-- are logged at `level`.
 local failed_logged = false;
-local function refused(status, message, ...)
+local function refused(status, message, level, ...)
 	if status == "panic" then
 		if not failed_logged then
 			failed_logged = true;
 			module:log("error", "cmr failed; Prosody routes messages itself until mod_cmr is reloaded: %s", message);
 		end
 	else
-		module:log("warn", ...);
+		module:log(level, ...);
 	end
 end
 
@@ -91,7 +92,7 @@ local function restore(session)
 	local data = store:get(session.username);
 	if data and data.algorithm then
 		local ok, reason, status = router:set_algorithm(jid_bare(session.full_jid), data.algorithm);
-		if not ok then refused(status, reason, "Stored algorithm of %s not restored: %s", session.username, reason); end
+		if not ok then refused(status, reason, "warn", "Stored algorithm of %s not restored: %s", session.username, reason); end
 	end
 end
 
@@ -108,7 +109,7 @@ local function register(session)
 	local presence = session.presence;
 	local show = presence and presence:get_child_text("show") or "";
 	local ok, new_account, status = router:register(session.full_jid, token, session.priority or 0, show, presence ~= nil);
-	if not ok then return refused(status, new_account, "Not routing to %s: %s", session.full_jid, new_account); end
+	if not ok then return refused(status, new_account, "warn", "Not routing to %s: %s", session.full_jid, new_account); end
 	-- Only at a module load can a session already hibernate here.
 	if session.hibernating then router:set_hibernating(session.full_jid, token, true); end
 	if new_account then restore(session); end
@@ -240,7 +241,7 @@ local picked = {};
 -- the library does not route it, nil when every picked session was gone.
 local function attempt(stanza, n, token, ...)
 	if not n then
-		refused(..., token, "Not routing %s: %s", stanza:top_tag(), token);
+		refused(..., token, "warn", "Not routing %s: %s", stanza:top_tag(), token);
 		return false;
 	end
 	if n == 0 then return false; end
@@ -340,7 +341,8 @@ local function handle_iq(event)
 	local reply, changed, status = router:handle_iq(tostring(stanza));
 	if reply == false then return; end
 	if not reply then
-		refused(status, changed, "Cannot answer %s: %s", stanza:top_tag(), changed);
+		-- A client's malformed IQ: answered, and not worth a warning each.
+		refused(status, changed, "debug", "Cannot answer %s: %s", stanza:top_tag(), changed);
 		if status == "panic" then
 			module:send(st.error_reply(stanza, "wait", "internal-server-error"));
 		else

@@ -17,6 +17,7 @@
          decode_iq_subel/1, disco_features/5, get_commands_spec/0, stats/1]).
 
 -include("xmpp.hrl").
+-include("logger.hrl").
 -include("ejabberd_commands.hrl").
 
 -define(NS_CMR, <<"urn:xmpp:cmr:0">>).
@@ -471,8 +472,10 @@ process_iq(#iq{to = #jid{lserver = S}, from = From, lang = Lang} = IQ) ->
                 {error, {panic, _} = Error} ->
                     refused(S, Error, "", []),
                     xmpp:make_error(IQ, xmpp:err_internal_server_error());
-                {error, {_, Reason} = Error} ->
-                    refused(S, Error, "cannot answer an IQ", []),
+                {error, {_, Reason}} ->
+                    %% A client's malformed IQ: answered, and not worth a
+                    %% warning each.
+                    ?DEBUG("mod_cmr: cannot answer an IQ: ~ts", [Reason]),
                     xmpp:make_error(IQ, xmpp:err_bad_request(Reason, Lang))
             end
     end.

@@ -1,0 +1,86 @@
+"""The bad-stanza corpus (tests/corpus/stanzas), sent by a logged-in client
+as raw bytes: each case gets the answer its manifest expects from a live
+server (an IQ result or error, or the server's own stream error where its
+parser refuses the bytes first), and the server stays up."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from conftest import run
+from xmpp import TIMEOUT, close, error_condition, online
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "stanzas"
+# The corpus stanzas carry the `from` a host stamps; a client sends none.
+FROM = b" from='juliet@capulet.lit/balcony'"
+
+
+def cases():
+    for line in (CORPUS / "cases.tsv").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _library, live = line.split("\t")
+            yield name, live
+
+
+def expected_live(live, host_name):
+    """The manifest's live outcome for this host: one for every host, or
+    `host=outcome` pairs separated by semicolons."""
+    if "=" not in live:
+        return live
+    return dict(pair.split("=", 1) for pair in live.split(";"))[host_name]
+
+
+async def answer(host, account, data):
+    """What the server makes of `data` from a logged-in client: `result`,
+    an error condition, `stream-error` (it closed the stream) or
+    `no-answer`."""
+    client = await online(host, account, "hostile")
+    loop = asyncio.get_running_loop()
+    answered, closed = loop.create_future(), loop.create_future()
+
+    def on_iq(iq):
+        if iq["id"] == "c1" and not answered.done():
+            answered.set_result(iq.xml)
+
+    def on_close(_event):
+        if not closed.done():
+            closed.set_result(True)
+
+    client.register_handler(Callback("corpus answer", MatchXPath("{jabber:client}iq"), on_iq))
+    client.add_event_handler("stream_error", on_close)
+    client.add_event_handler("disconnected", on_close)
+    # Stop slixmpp from reconnecting once the server closed the stream.
+    client.add_event_handler("disconnected", lambda _: client.abort())
+    client.transport.write(data)
+    done, _ = await asyncio.wait([answered, closed], timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    if answered in done:
+        reply = answered.result()
+        outcome = "result" if reply.get("type") == "result" else error_condition(reply)
+    elif closed in done:
+        outcome = "stream-error"
+    else:
+        outcome = "no-answer"
+    if not closed.done():
+        await close(client)
+    return outcome
+
+
+@pytest.mark.parametrize("name,live", list(cases()))
+def test_bad_stanza(host, name, live):
+    expected = expected_live(live, host.name)
+    if expected.startswith("not-sent"):
+        pytest.skip(f"{name}: {expected}")
+    data = (CORPUS / name).read_bytes().replace(FROM, b"")
+
+    async def scenario():
+        account = host.account()
+        outcome = await answer(host, account, data)
+        # The server is still up and still answers.
+        probe = await online(host, account, "after")
+        await close(probe)
+        return outcome
+
+    assert run(scenario()) == expected
