@@ -34,12 +34,20 @@ def stop_and_check_log(server):
     assert problems == [], f"{server.name} logged:\n" + "\n".join(problems)
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
+def served(tmp_path_factory, **settings):
+    """A server for one test module, with `settings` (attributes such as
+    `hibernation_seconds`) applied before it starts."""
     server = make_host(tmp_path_factory.mktemp("host"))
+    for name, value in settings.items():
+        setattr(server, name, value)
     server.start()
     yield server
     stop_and_check_log(server)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    yield from served(tmp_path_factory)
 
 
 def require(host, *features):

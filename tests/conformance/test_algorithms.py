@@ -194,3 +194,47 @@ def test_message_to_an_offline_full_jid_is_routed(host):
         assert [len(n.messages) for n in nodes] == [5, 5]
         await close(sensor, *nodes)
     run(scenario())
+
+
+async def round_trip(client, host):
+    """A disco#info round trip to the server: everything the client sent
+    before it has been processed when it returns."""
+    await client.plugin["xep_0030"].get_info(jid=host.domain, timeout=10)
+
+
+async def interleave_presence(host, priorities, algorithm, total):
+    """Sends `total` messages one at a time; after every second one, node-1
+    re-sends its presence unchanged. Each step waits for the one before:
+    the message is received, then the presence is sent, then node-1's round
+    trip returns, so the server's order is fixed and counts are exact."""
+    account, nodes, sensor = await cluster(host, priorities, algorithm)
+    for i in range(total):
+        send_messages(sensor, account, 1, prefix=f"m{i}")
+        assert await wait_for(lambda: sum(len(n.messages) for n in nodes) == i + 1)
+        if i % 2 == 1:
+            nodes[1].set_presence(priority=priorities[1])
+            await round_trip(nodes[1], host)
+    counts = [len(n.messages) for n in nodes]
+    await close(sensor, *nodes)
+    return counts
+
+
+def test_round_robin_goes_on_through_unchanged_presence(host):
+    # Restarting the turn on each presence gave 150/150/0 and 150/115/35.
+    assert run(interleave_presence(host, [0, 0, 0], ROUND_ROBIN, 300)) == [100, 100, 100]
+
+
+def test_weighted_goes_on_through_unchanged_presence(host):
+    # Weights 3:2:1; 300 messages are 50 whole cycles.
+    assert run(interleave_presence(host, [3, 2, 1], "urn:xmpp:cmr:weighted", 300)) == [150, 100, 50]
+
+
+def test_unknown_message_types_are_routed_as_normal(host):
+    async def scenario():
+        account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
+        counts = await deliver(sensor, account, nodes, 10, kind="x-unknown")
+        await close(sensor, *nodes)
+        return counts
+
+    # RFC 6121 5.2.2: an unknown type is normal, so CMR routes it.
+    assert run(scenario()) == [5, 5]

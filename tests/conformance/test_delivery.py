@@ -5,14 +5,10 @@ import asyncio
 from collections import Counter
 
 from conftest import require, run
-from xmpp import NS_CMR, close, cluster, deliver, online, send_messages, settle, wait_for, withhold_acks
+from xmpp import NS_CMR, bodies, close, cluster, deliver, online, send_messages, settle, wait_for, withhold_acks
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
-
-
-def bodies(*clients):
-    return Counter(b for c in clients for b in c.bodies())
 
 
 def test_nothing_eligible_goes_offline_and_arrives_on_next_login(host):

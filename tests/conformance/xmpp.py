@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections import Counter
 
 import slixmpp
 from slixmpp.xmlstream import ET
@@ -50,7 +51,7 @@ class Client(slixmpp.ClientXMPP):
     def _on_message(self, msg):
         if msg.xml.find("{urn:xmpp:carbons:2}received") is not None:
             return
-        if msg["type"] in ("chat", "normal", "headline", "groupchat"):
+        if msg["type"] != "error":
             self.messages.append(msg)
 
     def _on_carbon(self, msg):
@@ -128,7 +129,9 @@ def send_messages(sender, to, count, *, kind="chat", hint=None, prefix="m", payl
     """Sends `count` messages; `hint` adds a CMR hint, `payload` (an XML
     string) one more child."""
     for i in range(count):
-        msg = sender.make_message(mto=to, mbody=f"{prefix}-{i}", mtype=kind)
+        msg = sender.make_message(mto=to, mbody=f"{prefix}-{i}")
+        # Set directly: slixmpp drops a type it does not know.
+        msg.xml.set("type", kind)
         if hint:
             msg.append(ET.fromstring(f"<cmr xmlns='{NS_CMR}' algorithm='{hint}'/>"))
         if payload:
@@ -179,3 +182,25 @@ async def deliver(sender, account, nodes, count, expected_total=None, **options)
         [len(n.messages) for n in nodes]
     await settle(0.2)
     return [len(n.messages) for n in nodes]
+
+
+async def drop_connection(client):
+    """Kills the client's TCP connection without a word, as a phone that
+    loses its network does, and waits until the client has seen it."""
+    lost = asyncio.get_running_loop().create_future()
+    client.add_event_handler("disconnected", lambda _: lost.done() or lost.set_result(True))
+    client.transport.abort()
+    await asyncio.wait_for(lost, TIMEOUT)
+
+
+async def resume(host, client):
+    """Reconnects the client; its XEP-0198 stream resumes."""
+    resumed = asyncio.get_running_loop().create_future()
+    client.add_event_handler("session_resumed", lambda _: resumed.done() or resumed.set_result(True))
+    client.connect("127.0.0.1", host.port)
+    await asyncio.wait_for(resumed, TIMEOUT)
+
+
+def bodies(*clients):
+    """How many times each body reached any of `clients`."""
+    return Counter(b for c in clients for b in c.bodies())

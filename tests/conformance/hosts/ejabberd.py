@@ -67,6 +67,9 @@ class EjabberdHost(ServerHost):
     features = {"carbons", "mam", "smacks", "offline", "restart", "stats", "reload", "cluster"}
     # mod_carboncopy leaves the messages it sees delivered unchanged.
     keeps_carbons_private = True
+    # A dead session's unacknowledged messages to its full JID: ejabberd
+    # resends them (resend_on_timeout), to the account, where they are routed.
+    resends_full_jid_messages = True
 
     # The least a benchmark needs: no archive, no carbons.
     LEAN = ["mod_roster", "mod_disco"]

@@ -50,6 +50,9 @@ class ProsodyHost(ServerHost):
     features = {"carbons", "mam", "smacks", "offline", "stats", "restart", "reload"}
     # mod_carbons removes <private/> from the messages it sees delivered.
     keeps_carbons_private = False
+    # A dead session's unacknowledged messages to its full JID: Prosody's
+    # mod_smacks bounces them to the sender.
+    resends_full_jid_messages = False
 
     # The least a benchmark needs: no archive, no carbons.
     LEAN = ["roster", "saslauth", "disco"]

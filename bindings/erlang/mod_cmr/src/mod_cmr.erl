@@ -276,8 +276,14 @@ set_load(#jid{luser = U, lserver = S, lresource = R}, SID, Load) ->
 c2s_session_pending(State) ->
     set_hibernating(State, true).
 
+%% The resumed stream may bind the session anew (a new SID, registered
+%% unavailable by register_connection/3): its presence is taken again from
+%% the session manager, as the client sends none on resumption.
+c2s_session_resumed(#{jid := #jid{luser = U, lserver = S, lresource = R}, sid := SID} = State) ->
+    register_current(S, sid_token(SID), U, R),
+    set_hibernating(State, false);
 c2s_session_resumed(State) ->
-    set_hibernating(State, false).
+    State.
 
 set_hibernating(#{jid := #jid{luser = U, lserver = S, lresource = R} = JID, sid := SID} = State, Hibernating) ->
     case router(S) of

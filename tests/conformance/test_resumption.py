@@ -1,0 +1,109 @@
+"""XEP-0198 hibernation and resumption, as mobile and IoT clients live it:
+the connection drops, stanzas pile up for the hibernating session, the
+client resumes. The server here keeps a hibernating session long enough
+that no step races the timeout."""
+
+import asyncio
+
+import pytest
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from conftest import require, run, served
+from xmpp import (TIMEOUT, bodies, close, drop_connection, online, resume, send_messages, settle, wait_for,
+                  withhold_acks)
+
+ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    yield from served(tmp_path_factory, hibernation_seconds=300)
+
+
+async def hibernating(host, account, resource, state=True):
+    """Waits until the stats show `resource` hibernating (or not)."""
+    def shows():
+        rows = {r[0]: r for r in (line.split("\t") for line in host.stats(account).splitlines())}
+        return resource in rows and rows[resource][7] == str(state).lower()
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while not shows():
+        assert asyncio.get_running_loop().time() < deadline, host.stats(account)
+        await asyncio.sleep(0.1)
+
+
+def test_resumption_after_a_dropped_connection(host):
+    require(host, "smacks")
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        keep = await online(host, account, "keep")
+        sleeper = await online(host, account, "sleeper", smacks=True)
+        await keep.set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        # Routed to the sleeper before the drop and never acknowledged (the
+        # client resumes with its own count of what it handled).
+        withhold_acks(sleeper)
+        send_messages(sensor, account, 10, prefix="before")
+        assert await wait_for(lambda: sum(bodies(keep, sleeper).values()) >= 10)
+        before = set(sleeper.bodies())
+        assert len(before) == 5
+        await drop_connection(sleeper)
+        await hibernating(host, account, "sleeper")
+        # Aimed at the hibernating session: a headline to the account, a
+        # presence of its other session, a message to its full JID; and
+        # routed messages, which the live session takes meanwhile.
+        send_messages(sensor, account, 1, kind="headline", prefix="headline")
+        keep.set_presence(priority=0, show="chat")
+        send_messages(sensor, f"{account}/sleeper", 1, prefix="direct")
+        send_messages(sensor, account, 6, prefix="during")
+        assert await wait_for(lambda: len([b for b in keep.bodies() if b.startswith("during")]) == 6)
+        presences = []
+        sleeper.register_handler(Callback("presences", MatchXPath("{jabber:client}presence"),
+                                          lambda p: presences.append(p["from"].resource)))
+        sleeper.messages.clear()
+        await resume(host, sleeper)
+        await hibernating(host, account, "sleeper", state=False)
+        assert await wait_for(lambda: {"headline-0", "direct-0"} <= set(sleeper.bodies()))
+        assert await wait_for(lambda: "keep" in presences), presences
+        # Routed to again once resumed.
+        send_messages(sensor, account, 10, prefix="after")
+        assert await wait_for(lambda: sum(b.startswith("after") for b in bodies(keep, sleeper).elements()) >= 10)
+        await settle(0.2)
+        after = [sum(b.startswith("after") for b in c.bodies()) for c in (keep, sleeper)]
+        sent = {f"{kind}-{i}" for kind, n in (("before", 10), ("during", 6), ("after", 10)) for i in range(n)}
+        lost = sent - set(bodies(keep, sleeper)) - before
+        await close(sensor, keep, sleeper)
+        return after, lost, host.problems()
+
+    after, lost, problems = run(scenario())
+    assert after == [5, 5]
+    assert lost == set()
+    assert problems == [], "no error or traceback in the server log"
+
+
+def test_the_only_session_hibernating_keeps_its_messages(host):
+    require(host, "smacks")
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        sleeper = await online(host, account, "sleeper", smacks=True)
+        await sleeper.set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        await drop_connection(sleeper)
+        await hibernating(host, account, "sleeper")
+        # No session is live: the hibernating one keeps them for its
+        # resumption, as the servers do without mod_cmr.
+        send_messages(sensor, account, 10, prefix="while")
+        await resume(host, sleeper)
+        assert await wait_for(lambda: len(sleeper.messages) >= 10)
+        await settle(0.3)
+        got = sorted(sleeper.bodies())
+        await close(sensor, sleeper)
+        return got
+
+    assert run(scenario()) == sorted(f"while-{i}" for i in range(10))
+
+

@@ -1,0 +1,82 @@
+"""What real clients do to their sessions: a picked session dying with
+archive results and carbons in its queue, and sessions of one account
+binding at the same moment. (Resumption: test_resumption.py.)"""
+
+import asyncio
+
+from conftest import require, run
+from xmpp import bodies, close, drop_connection, online, send_messages, settle, wait_for, withhold_acks
+
+ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
+NS_MAM = "urn:xmpp:mam:2"
+NS_CARBONS = "urn:xmpp:carbons:2"
+
+
+def test_a_picked_session_dies_with_archive_results_and_carbons_queued(host):
+    require(host, "smacks", "mam", "carbons")
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        survivor = await online(host, account, "survivor")
+        victim = await online(host, account, "victim", smacks=True, carbons=True)
+        await survivor.set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        await settle()
+        raw = []
+        survivor.add_event_handler("message", lambda m: raw.append(m.xml))
+        withhold_acks(victim)
+        # Routed messages: half to the victim; the survivor's half gives the
+        # victim <received/> carbons. Then the victim's archive query fills
+        # its queue with results, and the sensor writes to its full JID.
+        send_messages(sensor, account, 20, prefix="routed")
+        assert await wait_for(lambda: sum(bodies(survivor, victim).values()) >= 20)
+        assert await wait_for(lambda: len(victim.carbons) >= 10)
+        await victim.iq("set", f"<query xmlns='{NS_MAM}'/>")
+        send_messages(sensor, f"{account}/victim", 3, prefix="direct")
+        assert await wait_for(lambda: len([b for b in victim.bodies() if b.startswith("direct")]) == 3)
+        got_before = set(victim.bodies())
+        await drop_connection(victim)
+        # After the hibernation time the server gives up on the session and
+        # hands what it never acknowledged to mod_cmr, then to mod_smacks.
+        await asyncio.sleep(host.hibernation_seconds + 1.5)
+        routed = {f"routed-{i}" for i in range(20)}
+        assert await wait_for(lambda: routed <= set(survivor.bodies()) | got_before, timeout=15)
+        await settle(0.5)
+        await close(sensor, survivor)
+        return raw, survivor.bodies()
+
+    raw, survivor_bodies = run(scenario())
+    # Nothing but routed messages reached the survivor: no archive result,
+    # no carbon; and what was sent to the victim's full JID went where the
+    # server sends it natively (bounced by Prosody's mod_smacks; resent by
+    # ejabberd to the account, where it is routed).
+    assert [m for m in raw if m.find(f"{{{NS_MAM}}}result") is not None] == []
+    assert [m for m in raw if m.find(f"{{{NS_CARBONS}}}received") is not None
+            or m.find(f"{{{NS_CARBONS}}}sent") is not None] == []
+    direct = [b for b in survivor_bodies if b.startswith("direct")]
+    assert len(direct) == (3 if host.resends_full_jid_messages else 0), survivor_bodies
+
+
+def test_sessions_binding_at_the_same_moment_restore_the_choice(host):
+    # Prosody handles one event at a time, so two binds never interleave
+    # there: this is a smoke test. ejabberd binds each session in its own
+    # process, at once; the library says which bind was the account's first
+    # (tests/c/abi_test.c drives both orders), and that one restores.
+    account = host.account()
+
+    async def choose():
+        node = await online(host, account, "node-0")
+        await node.set_algorithm(ROUND_ROBIN)
+        await close(node)
+
+    async def together():
+        nodes = await asyncio.gather(*(online(host, account, f"node-{i}") for i in range(2)))
+        active = []
+        for node in nodes:
+            reply = await node.iq("get", "<query xmlns='urn:xmpp:cmr:0'/>")
+            active.append(reply.find("{urn:xmpp:cmr:0}query/{urn:xmpp:cmr:0}active").get("algorithm"))
+        await close(*nodes)
+        return active
+
+    run(choose())
+    assert run(together()) == [ROUND_ROBIN, ROUND_ROBIN]
