@@ -57,6 +57,12 @@ def require(host, *features):
         pytest.skip(f"{host.name} lacks {', '.join(missing)}")
 
 
+def session_rows(stats):
+    """The per-session rows (resources node-N) of the stats command's
+    output, as columns."""
+    return [line.split("\t") for line in stats.splitlines() if line.startswith("node-")]
+
+
 def run(coro):
     """Runs one test's coroutine on a fresh event loop."""
     return asyncio.run(asyncio.wait_for(coro, 60))

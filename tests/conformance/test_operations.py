@@ -1,15 +1,10 @@
 """What an operator relies on: persistence across restarts, the stats
 command, and the installed layout."""
 
-from conftest import host_class, require, run, stop_and_check_log
+from conftest import host_class, require, run, session_rows, stop_and_check_log
 from xmpp import NS_CMR, close, cluster, deliver, online, settle
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
-
-
-def session_rows(stats):
-    """The per-session rows of the stats command's output, as columns."""
-    return [line.split("\t") for line in stats.splitlines() if line.startswith("node-")]
 
 
 def test_the_module_starts_without_warnings(host):

@@ -4,8 +4,9 @@ binding at the same moment. (Resumption: test_resumption.py.)"""
 
 import asyncio
 
-from conftest import require, run
-from xmpp import bodies, close, drop_connection, online, send_messages, settle, wait_for, withhold_acks
+from conftest import require, run, session_rows
+from xmpp import (bodies, close, cluster, deliver, drop_connection, online, send_messages, settle, wait_for,
+                  withhold_acks)
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 NS_MAM = "urn:xmpp:mam:2"
@@ -55,6 +56,28 @@ def test_a_picked_session_dies_with_archive_results_and_carbons_queued(host):
             or m.find(f"{{{NS_CARBONS}}}sent") is not None] == []
     direct = [b for b in survivor_bodies if b.startswith("direct")]
     assert len(direct) == (3 if host.resends_full_jid_messages else 0), survivor_bodies
+
+
+def test_a_picked_session_whose_process_died_is_dropped(host):
+    # Prosody runs every session in one process: a session cannot die
+    # without its unbind, which unregisters it.
+    require(host, "kill_session")
+
+    async def scenario():
+        account, (dead, alive), sensor = await cluster(host, [1, 0], "urn:xmpp:cmr:mostactive")
+        host.kill_session(f"{account}/node-0")
+        # The supervisor reports the kill: the test's doing, not a fault.
+        host.expected_problems.append(r"ejabberd_c2s_sup(.|\n)*reason: killed")
+        # node-0 is picked first (highest priority) and found dead: it leaves
+        # the registry and the message goes to node-1, each time.
+        counts = await deliver(sensor, account, [dead, alive], 10)
+        stats = host.stats(account)
+        await close(sensor, alive)
+        return counts, stats
+
+    counts, stats = run(scenario())
+    assert counts == [0, 10]
+    assert [(row[0], row[1]) for row in session_rows(stats)] == [("node-1", "10")], stats
 
 
 def test_sessions_binding_at_the_same_moment_restore_the_choice(host):

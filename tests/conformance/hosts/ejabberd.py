@@ -64,7 +64,7 @@ FIXED_CMR = """      mod_cmr:
 class EjabberdHost(ServerHost):
     name = "ejabberd"
     stop_timeout = 20
-    features = {"carbons", "mam", "smacks", "offline", "restart", "stats", "reload", "cluster"}
+    features = {"carbons", "mam", "smacks", "offline", "restart", "stats", "reload", "cluster", "kill_session"}
     # mod_carboncopy leaves the messages it sees delivered unchanged.
     keeps_carbons_private = True
     # A dead session's unacknowledged messages to its full JID: ejabberd
@@ -198,15 +198,28 @@ class EjabberdHost(ServerHost):
     def stats(self, jid):
         return self.ctl("cmr_stats", jid)
 
+    def _rpc(self, calls):
+        """Runs Erlang `calls` (with `Node` bound to this node) from a hidden
+        node over Erlang distribution, as ejabberdctl reaches the server."""
+        script = f"Node = '{self._node_name()}', {calls}, halt()."
+        subprocess.run(["erl", "-noshell", "-hidden", "-sname", f"rpc{self.port}", "-setcookie", self._cookie(),
+                        "-eval", script], check=True, capture_output=True, timeout=60,
+                       env=dict(os.environ, ERL_EPMD_ADDRESS="127.0.0.1"))
+
     def reload_module(self):
         """Stops and starts mod_cmr on the main host, sessions staying
-        online. ejabberdctl has no command for it, so this calls gen_mod on
-        the node over Erlang distribution, as ejabberdctl reaches it."""
-        calls = (f"ok = rpc:call('{self._node_name()}', gen_mod, stop_module_keep_config, [<<\"{DOMAIN}\">>, mod_cmr]), "
-                 f"ok = rpc:call('{self._node_name()}', gen_mod, start_module, [<<\"{DOMAIN}\">>, mod_cmr]), halt().")
-        subprocess.run(["erl", "-noshell", "-hidden", "-sname", f"reload{self.port}", "-setcookie", self._cookie(),
-                        "-eval", calls], check=True, capture_output=True, timeout=60,
-                       env=dict(os.environ, ERL_EPMD_ADDRESS="127.0.0.1"))
+        online. ejabberdctl has no command for it, so this calls gen_mod."""
+        self._rpc(f"ok = rpc:call(Node, gen_mod, stop_module_keep_config, [<<\"{DOMAIN}\">>, mod_cmr]), "
+                  f"ok = rpc:call(Node, gen_mod, start_module, [<<\"{DOMAIN}\">>, mod_cmr])")
+
+    def kill_session(self, jid):
+        """Kills the process of the session `jid` (user@host/resource) outright,
+        as a crash does: it leaves no word, and ejabberd's session table
+        keeps the dead pid until it notices."""
+        user, rest = jid.split("@")
+        server, resource = rest.split("/")
+        self._rpc(f"Pid = rpc:call(Node, ejabberd_sm, get_session_pid, [<<\"{user}\">>, <<\"{server}\">>, "
+                  f"<<\"{resource}\">>]), true = is_pid(Pid), true = rpc:call(Node, erlang, exit, [Pid, kill])")
 
     def _node_name(self):
         return f"{self.node}@{socket.gethostname().split('.')[0]}"
