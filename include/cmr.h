@@ -14,6 +14,9 @@
 // is level 1).
 #define CMR_MAX_DEPTH 16
 
+// The most elements `cmr_router_handle_iq` accepts in one IQ.
+#define CMR_MAX_ELEMENTS 64
+
 // The most attributes `cmr_router_handle_iq` accepts on one element.
 #define CMR_MAX_ATTRIBUTES 32
 
@@ -253,7 +256,8 @@ cmr_status cmr_router_set_algorithm(const cmr_router *router,
 // error or another namespace. A protocol error is a response (an error
 // IQ) with `CMR_STATUS_OK`. Not well-formed XML, more than
 // `CMR_MAX_IQ_BYTES` bytes, elements nested deeper than `CMR_MAX_DEPTH`,
-// more than `CMR_MAX_ATTRIBUTES` attributes on one element, a name or
+// more than `CMR_MAX_ELEMENTS` elements, more than `CMR_MAX_ATTRIBUTES`
+// attributes on one element, a name or
 // attribute value longer than `CMR_MAX_TOKEN_BYTES`, a duplicate
 // attribute or anything after the stanza: `CMR_STATUS_INVALID_XML`, found
 // in time linear in the input, before any deep tree is built. Thread-safe.

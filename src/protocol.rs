@@ -26,6 +26,11 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_ATTRIBUTES: usize = 32;
 /// The longest name or attribute value accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8192;
+/// The most elements accepted in one stanza (a CMR IQ has at most one per
+/// algorithm, plus two): building each costs far more than reading text.
+pub const MAX_ELEMENTS: usize = 64;
+/// How much of the input the parser is given at a time.
+const FEED_BYTES: usize = 4096;
 
 /// Why a payload in our namespace is malformed; answered as `<bad-request/>`
 /// with this text.
@@ -179,8 +184,8 @@ fn invalid_xml(reason: impl Into<String>) -> Error {
 }
 
 /// Parses one whole stanza into a tree, in time linear in its size and
-/// within [`MAX_IQ_BYTES`], [`MAX_DEPTH`], [`MAX_ATTRIBUTES`] and
-/// [`MAX_TOKEN_BYTES`]. The input
+/// within [`MAX_IQ_BYTES`], [`MAX_DEPTH`], [`MAX_ELEMENTS`],
+/// [`MAX_ATTRIBUTES`] and [`MAX_TOKEN_BYTES`]. The input
 /// must be exactly one element: anything but whitespace after it is an
 /// error, as are duplicate attributes. A missing `xmlns` means
 /// `jabber:client`.
@@ -197,26 +202,39 @@ pub fn parse_stanza(xml: &str) -> Result<Element, Error> {
     });
     let mut builder =
         TreeBuilder::new().with_prefixes_stack(vec![Some(NS_CLIENT.to_owned()).into()]);
-    let mut input = xml.as_bytes();
+    // Fed in slices: given all of a long text at once, the lexer looks for
+    // its end anew for each chunk it emits, which is quadratic.
+    let mut slices = xml.as_bytes().chunks(FEED_BYTES).peekable();
+    let mut input: &[u8] = &[];
+    let mut elements = 0;
     let mut depth = 0;
     // The attribute names of the element being opened: few (bounded), so a
     // scan finds a duplicate without allocating per element.
     let mut attributes: Vec<(Option<String>, String)> = Vec::new();
     loop {
-        let event = match parser.parse(&mut input, true) {
+        let event = match parser.parse(&mut input, slices.peek().is_none()) {
             Ok(Some(event)) => event,
             Ok(None) => break,
             Err(EndOrError::Error(e)) => return Err(invalid_xml(e.to_string())),
-            // At the end of the input: the element is not closed.
-            Err(EndOrError::NeedMoreData) => return Err(invalid_xml("the stanza is cut short")),
+            Err(EndOrError::NeedMoreData) => match slices.next() {
+                Some(slice) => {
+                    input = slice;
+                    continue;
+                }
+                None => return Err(invalid_xml("the stanza is cut short")),
+            },
         };
         match &event {
             RawEvent::ElementHeadOpen(..) => {
                 depth += 1;
+                elements += 1;
                 if depth > MAX_DEPTH {
                     return Err(invalid_xml(format!(
                         "elements nested deeper than {MAX_DEPTH} levels"
                     )));
+                }
+                if elements > MAX_ELEMENTS {
+                    return Err(invalid_xml(format!("more than {MAX_ELEMENTS} elements")));
                 }
                 attributes.clear();
             }
@@ -524,6 +542,11 @@ mod tests {
             let got = invalid_reason(&xml);
             assert!(got.contains(reason), "{got} for {xml:.100}");
         }
+        let siblings = ok.replace(
+            "/></iq>",
+            &format!(">{}</query></iq>", "<x/>".repeat(MAX_ELEMENTS - 1)),
+        );
+        assert!(invalid_reason(&siblings).contains("more than 64 elements"));
         let attributes: String = (0..=MAX_ATTRIBUTES).map(|i| format!(" a{i}='x'")).collect();
         let many = ok.replace("<query", &format!("<query{attributes}"));
         assert!(invalid_reason(&many).contains("more than 32 attributes"));

@@ -70,6 +70,8 @@ pub const CMR_MAX_IQ_BYTES: usize = 65536;
 /// The deepest element nesting `cmr_router_handle_iq` accepts (the stanza
 /// is level 1).
 pub const CMR_MAX_DEPTH: usize = 16;
+/// The most elements `cmr_router_handle_iq` accepts in one IQ.
+pub const CMR_MAX_ELEMENTS: usize = 64;
 /// The most attributes `cmr_router_handle_iq` accepts on one element.
 pub const CMR_MAX_ATTRIBUTES: usize = 32;
 /// The longest element or attribute name, or attribute value, that
@@ -79,6 +81,7 @@ pub const CMR_MAX_TOKEN_BYTES: usize = 8192;
 const _: () = assert!(
     CMR_MAX_IQ_BYTES == crate::protocol::MAX_IQ_BYTES
         && CMR_MAX_DEPTH == crate::protocol::MAX_DEPTH
+        && CMR_MAX_ELEMENTS == crate::protocol::MAX_ELEMENTS
         && CMR_MAX_ATTRIBUTES == crate::protocol::MAX_ATTRIBUTES
         && CMR_MAX_TOKEN_BYTES == crate::protocol::MAX_TOKEN_BYTES
 );
@@ -469,7 +472,8 @@ pub unsafe extern "C" fn cmr_router_set_algorithm(
 /// error or another namespace. A protocol error is a response (an error
 /// IQ) with `CMR_STATUS_OK`. Not well-formed XML, more than
 /// `CMR_MAX_IQ_BYTES` bytes, elements nested deeper than `CMR_MAX_DEPTH`,
-/// more than `CMR_MAX_ATTRIBUTES` attributes on one element, a name or
+/// more than `CMR_MAX_ELEMENTS` elements, more than `CMR_MAX_ATTRIBUTES`
+/// attributes on one element, a name or
 /// attribute value longer than `CMR_MAX_TOKEN_BYTES`, a duplicate
 /// attribute or anything after the stanza: `CMR_STATUS_INVALID_XML`, found
 /// in time linear in the input, before any deep tree is built. Thread-safe.

@@ -2,7 +2,8 @@
  * and back. Binaries in, binaries or atoms out; every failure is
  * {error, {Status, Message}}, never an exception. The router is a NIF
  * resource freed by the garbage collector. Every call is sub-microsecond
- * except handle_iq (~10 us), well within a normal scheduler's slice. */
+ * and runs on a normal scheduler, except handle_iq (~10 us for a real IQ,
+ * up to a millisecond for the largest hostile one) on a dirty one. */
 #include <erl_nif.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -329,7 +330,9 @@ static ErlNifFunc funcs[] = {
     {"pick", 6, nif_pick, 0},
     {"get_algorithm", 2, nif_get_algorithm, 0},
     {"set_algorithm", 3, nif_set_algorithm, 0},
-    {"handle_iq", 2, nif_handle_iq, 0},
+    /* A hostile IQ of the largest size takes up to about a millisecond to
+     * refuse: more than a normal scheduler's slice. */
+    {"handle_iq", 2, nif_handle_iq, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"disco_features", 1, nif_disco_features, 0},
     {"stats", 2, nif_stats, 0},
     {"version", 0, nif_version, 0},
