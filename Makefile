@@ -18,7 +18,7 @@ HOST ?= prosody
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
 .PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd
-.PHONY: demo-library bench-lua bench-throughput
+.PHONY: demo-library bench-lua bench-throughput fuzz
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
 all: lib
@@ -222,6 +222,21 @@ bench-erlang: erlang-deps erlang
 # loopback: HOST=prosody (the default) or HOST=ejabberd.
 bench-throughput: $(HOST)-deps $(HOST)-module $(VENV)/.installed
 	CMR_HOST=$(HOST) $(VENV)/bin/python benches/throughput.py
+
+# A fuzz campaign of one target (iq, options or abi; RELIABILITY.md):
+# cargo-fuzz on nightly Rust, outside `make test`, which replays the kept
+# corpus on stable. New inputs go to a scratch copy of the corpus.
+FUZZ_TARGET ?= iq
+FUZZ_RUNS ?= 10000000
+FUZZ_SANITIZER ?= none
+FUZZ_MAX_LEN ?= 524288
+FUZZ_WORK ?= $(BUILD)/fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "error: cargo-fuzz not found: cargo install cargo-fuzz" >&2; exit 1; }
+	rm -rf $(FUZZ_WORK)/$(FUZZ_TARGET) && mkdir -p $(FUZZ_WORK)/$(FUZZ_TARGET)
+	cp fuzz/corpus/$(FUZZ_TARGET)/* $(FUZZ_WORK)/$(FUZZ_TARGET)/
+	cargo +nightly fuzz run -O -s $(FUZZ_SANITIZER) $(FUZZ_TARGET) $(FUZZ_WORK)/$(FUZZ_TARGET) -- \
+	    -runs=$(FUZZ_RUNS) -max_len=$(FUZZ_MAX_LEN) -artifact_prefix=$(FUZZ_WORK)/artifact-$(FUZZ_TARGET)-
 
 # Runs the benchmarks, then prints BENCHMARKS.md's tables from criterion's
 # estimates.
