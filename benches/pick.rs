@@ -38,8 +38,20 @@ fn activate(bench: &Bench, algorithm: Algorithm) {
     }
 }
 
+/// The account counts to bench: all three, or those listed in
+/// `CMR_BENCH_ACCOUNTS` (comma-separated), for a quick or profiled run.
+fn account_counts() -> Vec<usize> {
+    match std::env::var("CMR_BENCH_ACCOUNTS") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.parse().expect("a number of accounts"))
+            .collect(),
+        Err(_) => vec![1, 10_000, 1_000_000],
+    }
+}
+
 fn picks(c: &mut Criterion) {
-    for accounts in [1usize, 10_000, 1_000_000] {
+    for accounts in account_counts() {
         let bench = router("", accounts);
         let order = random_order(accounts, ORDER_LEN);
         let mut group = c.benchmark_group(format!("pick/{accounts}-accounts"));

@@ -37,6 +37,12 @@ const FEED_BYTES: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed(pub String);
 
+/// Whether the element holds text other than whitespace (a CMR payload
+/// holds none).
+fn has_text(elem: &Element) -> bool {
+    elem.texts().any(|t| !t.trim().is_empty())
+}
+
 fn algorithm_attr(elem: &Element) -> Result<String, Malformed> {
     elem.attr("algorithm")
         .filter(|a| !a.is_empty())
@@ -66,6 +72,9 @@ impl TryFrom<&Element> for Query {
                 "expected <query/>, got {}",
                 Quoted::new(elem.name())
             )));
+        }
+        if has_text(elem) {
+            return Err(Malformed("unexpected text in <query/>".into()));
         }
         let mut query = Query::default();
         for child in elem.children() {
@@ -122,6 +131,9 @@ impl TryFrom<&Element> for Cmr {
                 "unexpected {} in <cmr/>",
                 Quoted::new(child.name())
             )));
+        }
+        if has_text(elem) {
+            return Err(Malformed("unexpected text in <cmr/>".into()));
         }
         Ok(Cmr {
             algorithm: algorithm_attr(elem)?,
@@ -204,6 +216,8 @@ pub fn parse_stanza(xml: &str) -> Result<Element, Error> {
         TreeBuilder::new().with_prefixes_stack(vec![Some(NS_CLIENT.to_owned()).into()]);
     // Fed in slices: given all of a long text at once, the lexer looks for
     // its end anew for each chunk it emits, which is quadratic.
+    // Whitespace around the stanza is not part of it.
+    let xml = xml.trim_start_matches([' ', '\t', '\r', '\n']);
     let mut slices = xml.as_bytes().chunks(FEED_BYTES).peekable();
     let mut input: &[u8] = &[];
     let mut elements = 0;
@@ -292,7 +306,9 @@ pub fn parse_iq(xml: &str) -> Result<Option<Iq>, Error> {
     let id = root.attr("id").ok_or_else(|| Error::InvalidXml {
         reason: "the IQ has no 'id'".into(),
     })?;
-    let request = if let Some(extra) = payloads.next() {
+    let request = if has_text(&root) {
+        Err(Malformed("unexpected text in the IQ".into()))
+    } else if let Some(extra) = payloads.next() {
         Err(Malformed(format!(
             "unexpected second payload {}",
             Quoted::new(extra.name())
@@ -456,6 +472,13 @@ mod tests {
             "<iq type='set' from='a@b/c' id='1'><cmr xmlns='urn:xmpp:cmr:0' algorithm='x'/><x xmlns='y'/></iq>",
         );
         assert!(two.request.unwrap_err().0.contains("second payload"));
+        for text in [
+            "<iq type='set' from='a@b/c' id='1'><cmr xmlns='urn:xmpp:cmr:0' algorithm='x'>t</cmr></iq>",
+            "<iq type='get' from='a@b/c' id='1'><query xmlns='urn:xmpp:cmr:0'>t</query></iq>",
+            "<iq type='get' from='a@b/c' id='1'>t<query xmlns='urn:xmpp:cmr:0'/></iq>",
+        ] {
+            assert!(parse(text).request.unwrap_err().0.contains("unexpected text"), "{text}");
+        }
     }
 
     #[test]
@@ -523,6 +546,10 @@ mod tests {
             "whitespace after"
         );
         assert!(parse_iq(&format!("<?xml version='1.0'?>{ok}")).is_ok());
+        assert!(
+            parse_iq(&format!(" \n{ok}")).unwrap().is_some(),
+            "whitespace before"
+        );
         for (xml, reason) in [
             (format!("{ok}garbage"), ""),
             (format!("{ok}<iq/>"), ""),

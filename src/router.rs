@@ -23,6 +23,12 @@ pub struct Message<'a> {
     pub hint: &'a str,
     /// Whether the sender is a user of this server (for `hints=local`).
     pub sender_is_local: bool,
+    /// The message was routed before to a session that then died without
+    /// acknowledging it: it is picked again only by an algorithm that gives
+    /// each message to one session. Under `all` the other sessions have
+    /// their copies already, so it is not routed (the host handles it as it
+    /// does natively).
+    pub redelivery: bool,
 }
 
 /// The answer to a CMR IQ, to be sent back by the host.
@@ -34,8 +40,9 @@ pub struct IqAnswer {
 }
 
 impl IqAnswer {
-    /// The account whose algorithm this answer changes, and the new one;
-    /// the host persists it once [`Router::commit`] applied it.
+    /// The account whose algorithm this answer sets (an accepted set, even
+    /// to the active one), and the algorithm; the host persists it once
+    /// [`Router::commit`] applied it.
     pub fn change(&self) -> Option<(&BareJid, Algorithm)> {
         self.change.as_ref().map(|(jid, a)| (jid, *a))
     }
@@ -224,6 +231,9 @@ impl Router {
         self.registry
             .with_account(message.recipient, |account| {
                 let algorithm = hinted.unwrap_or(account.algorithm);
+                if message.redelivery && algorithm == Algorithm::All {
+                    return Pick::NotRouted;
+                }
                 algorithm::pick(
                     algorithm,
                     &mut account.state,
@@ -309,9 +319,7 @@ impl Router {
                 protocol::result(&iq, Some((&query).into()))
             }
             (Some(account), Ok(Request::Set(cmr))) => {
-                let active = self
-                    .registry
-                    .with_account(account.as_str(), |a| a.algorithm);
+                let registered = self.registry.with_account(account.as_str(), |_| ());
                 if !self.policy.users_may_change() {
                     protocol::error(
                         &iq,
@@ -319,7 +327,7 @@ impl Router {
                         Some("the operator does not let users change the routing"),
                     )
                 } else if let Some(algorithm) = self.policy.offered_by_uri(&cmr.algorithm) {
-                    match active {
+                    match registered {
                         // Nowhere to keep the choice: a set comes from a
                         // session, which the host registers first.
                         None => protocol::error(
@@ -327,10 +335,11 @@ impl Router {
                             Condition::UnexpectedRequest,
                             Some("no session of this account is registered with CMR yet"),
                         ),
-                        Some(active) => {
-                            if algorithm != active {
-                                change = Some((account, algorithm));
-                            }
+                        // Persisted even when it is already active: an
+                        // explicit choice must not follow a later change of
+                        // the policy's default.
+                        Some(_) => {
+                            change = Some((account, algorithm));
                             protocol::result(&iq, None)
                         }
                     }
@@ -350,9 +359,9 @@ impl Router {
     }
 
     /// Applies the change an answer carries (if any) to the registry, and
-    /// says whether it changed the account's algorithm: only then has the
-    /// host something to persist. (The account may have lost its last
-    /// session since the answer was made.)
+    /// says whether it set the account's algorithm: only then has the host
+    /// something to persist. (The account may have lost its last session
+    /// since the answer was made.)
     pub fn commit(&self, answer: &IqAnswer) -> bool {
         match &answer.change {
             Some((account, algorithm)) => self
@@ -504,6 +513,36 @@ mod tests {
             let m = Message { kind, ..msg("a@x") };
             assert_eq!(r.pick(&m, &mut out), Pick::NotRouted, "type {kind:?}");
         }
+    }
+
+    #[test]
+    fn a_redelivery_is_picked_again_only_for_one_session() {
+        let r = router("default=all");
+        r.register("a@x/1", 1, 0, "", true).unwrap();
+        r.register("a@x/2", 2, 0, "", true).unwrap();
+        let mut out = [0; 4];
+        let again = Message {
+            redelivery: true,
+            ..msg("a@x")
+        };
+        // Under `all` every session had its copy already.
+        assert_eq!(r.pick(&again, &mut out), Pick::NotRouted);
+        r.set_algorithm("a@x", "roundrobin").unwrap();
+        assert_eq!(r.pick(&again, &mut out), Pick::Routed(1));
+    }
+
+    #[test]
+    fn a_set_to_the_active_algorithm_is_still_a_choice_to_persist() {
+        let r = router("");
+        r.register("a@x/r", 1, 0, "", true).unwrap();
+        let a = answer(
+            &r,
+            "<iq type='set' from='a@x/r' id='s'><cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:all'/></iq>",
+        );
+        assert_eq!(
+            a.change().map(|(j, alg)| (j.to_string(), alg)),
+            Some(("a@x".into(), Algorithm::All))
+        );
     }
 
     #[test]

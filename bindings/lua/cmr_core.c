@@ -152,12 +152,14 @@ static int l_set_load(lua_State *L) {
   cmr_router *router = check_router(L);
   size_t len;
   const char *jid = luaL_checklstring(L, 2, &len);
-  lua_Integer load = luaL_checkinteger(L, 4);
-  uint32_t l = load < 0 ? 0 : load > UINT32_MAX ? UINT32_MAX : (uint32_t)load;
+  /* Any number: the host's count of a client's acknowledgements may come
+   * from hostile input. */
+  lua_Number load = luaL_checknumber(L, 4);
+  uint32_t l = !(load > 0) ? 0 : load >= (lua_Number)UINT32_MAX ? UINT32_MAX : (uint32_t)load;
   return push_ok(L, cmr_router_set_load(router, jid, len, check_token(L, 3), l));
 }
 
-/* pick(recipient, type, sender, hint, sender_is_local) -> n, token... */
+/* pick(recipient, type, sender, hint, sender_is_local, redelivery) -> n, token... */
 static int l_pick(lua_State *L) {
   cmr_router *router = check_router(L);
   cmr_message m;
@@ -166,6 +168,7 @@ static int l_pick(lua_State *L) {
   m.sender = luaL_optlstring(L, 4, "", &m.sender_len);
   m.hint = luaL_optlstring(L, 5, "", &m.hint_len);
   m.sender_is_local = lua_toboolean(L, 6);
+  m.redelivery = lua_toboolean(L, 7);
   uint64_t small[16];
   uint64_t *tokens = small;
   size_t n = 0;

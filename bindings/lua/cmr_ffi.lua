@@ -94,7 +94,8 @@ function router_mt:touch(jid, token)
 end
 
 function router_mt:set_load(jid, token, load)
-	load = math.max(0, math.min(4294967295, load));
+	-- Any number: NaN and what is not positive count as 0.
+	load = load > 0 and math.floor(math.min(4294967295, load)) or 0;
 	return result(lib.cmr_router_set_load(ptr(self), jid, #jid, token, load));
 end
 
@@ -105,13 +106,14 @@ local function unpack_tokens(i, n)
 	return tonumber(tokens[i]), unpack_tokens(i + 1, n);
 end
 
-function router_mt:pick(recipient, message_type, sender, hint, sender_is_local)
+function router_mt:pick(recipient, message_type, sender, hint, sender_is_local, redelivery)
 	message_type, sender, hint = message_type or "", sender or "", hint or "";
 	message.recipient, message.recipient_len = recipient, #recipient;
 	message.message_type, message.message_type_len = message_type, #message_type;
 	message.sender, message.sender_len = sender, #sender;
 	message.hint, message.hint_len = hint, #hint;
 	message.sender_is_local = not not sender_is_local;
+	message.redelivery = not not redelivery;
 	local status = lib.cmr_router_pick(ptr(self), message, tokens, tokens_cap, out_len);
 	if status == TOO_SMALL then
 		tokens_cap = tonumber(out_len[0]);

@@ -73,6 +73,10 @@ check("touch", router:touch("cluster@example.org/node-1", 1) == true);
 ok, err = router:touch("cluster@example.org/node-1", 99);
 check("touch stale token", ok == nil and err:find("not registered", 1, true), err);
 check("set_load", router:set_load("cluster@example.org/node-1", 1, 7) == true);
+-- Any number is a load: a fraction, an infinity or NaN from a client's count.
+for _, load in ipairs { 0.5, -1e400, 1e400, 0/0 } do
+	check("set_load " .. tostring(load), router:set_load("cluster@example.org/node-1", 1, load) == true);
+end
 check("set_hibernating", router:set_hibernating("cluster@example.org/node-1", 1, true) == true);
 check("set_hibernating back", router:set_hibernating("cluster@example.org/node-1", 1, false) == true);
 ok, err, status = router:set_hibernating("cluster@example.org/node-1", 99, true);

@@ -83,6 +83,8 @@ local function refused(status, message, level, ...)
 	end
 end
 
+local valid_show = { chat = "chat", away = "away", xa = "xa", dnd = "dnd" };
+
 -- Sessions by token. Tokens count up for the router's lifetime.
 local session_of = {};
 local last_token = 0;
@@ -107,7 +109,9 @@ local function register(session)
 		session.cmr_token, session_of[token] = token, session;
 	end
 	local presence = session.presence;
-	local show = presence and presence:get_child_text("show") or "";
+	-- A <show/> outside RFC 6121's four is no show at all, as Prosody
+	-- treats it.
+	local show = presence and valid_show[presence:get_child_text("show")] or "";
 	local ok, new_account, status = router:register(session.full_jid, token, session.priority or 0, show, presence ~= nil);
 	if not ok then return refused(status, new_account, "warn", "Not routing to %s: %s", session.full_jid, new_account); end
 	-- Only at a module load can a session already hibernate here.
@@ -176,9 +180,10 @@ end
 module:hook("stanza/" .. xmlns_sm3 .. ":a", function (event)
 	-- Runs before mod_smacks consumes the ack: what stays unacked is what
 	-- was sent beyond the client's h.
-	local session, h = event.origin, tonumber(event.stanza.attr.h);
+	-- h comes from the client: only a count is one.
+	local session, h = event.origin, math.tointeger(tonumber(event.stanza.attr.h));
 	local queue = session.outgoing_stanza_queue;
-	if queue and h then
+	if queue and h and h >= 0 then
 		report_load(session, math.max(0, queue:count_unacked() - (h - queue:count_acked())));
 	end
 end, 1);
@@ -263,7 +268,9 @@ local not_routed_types = { headline = true, groupchat = true, error = true };
 
 -- Routes a chat or normal message for `bare`. Returns true when delivered;
 -- nil lets Prosody handle it (nothing eligible: offline storage or error).
-local function route(event, bare)
+-- A `redelivery` comes back from a session that died without acknowledging
+-- it: its carbons went out the first time.
+local function route(event, bare, redelivery)
 	local origin, stanza = event.origin, event.stanza;
 	local message_type = stanza.attr.type;
 	if not_routed_types[message_type] then return; end
@@ -278,10 +285,10 @@ local function route(event, bare)
 	local private = carbons_loaded and stanza:get_child("private", xmlns_carbons) or nil;
 	if private then stanza:remove_children("private", xmlns_carbons); end
 	for _ = 1, MAX_ATTEMPTS do
-		local delivered = attempt(stanza, router:pick(bare, message_type, sender, hint, sender_is_local));
+		local delivered = attempt(stanza, router:pick(bare, message_type, sender, hint, sender_is_local, redelivery));
 		if delivered == false then break; end
 		if delivered then
-			if carbons_loaded and not private then send_carbons(stanza, bare, delivered, origin); end
+			if carbons_loaded and not private and not redelivery then send_carbons(stanza, bare, delivered, origin); end
 			for session in pairs(delivered) do delivered[session] = nil; end
 			return true;
 		end
@@ -310,14 +317,17 @@ end, PRIORITY);
 -- mod_smacks stores them offline only when it was the account's last
 -- session and otherwise bounces them to the sender. Natively the other
 -- top sessions had copies; with one session picked, a bounce is a loss. So
--- what CMR routed is routed again among the remaining sessions, or stored
--- offline when none is eligible. Runs before mod_smacks' own handler.
+-- what CMR routed to it alone is routed again among the remaining
+-- sessions. Runs before mod_smacks' own handler.
 --
 -- What CMR routed is a chat or normal message to the account, not to this
 -- session: CMR delivers without rewriting `to`, so it is addressed to the
 -- bare JID or to an offline resource. Everything else in the queue is
 -- mod_smacks' to handle: what was sent to this session's full JID, MAM
--- results and carbons (both addressed to it too), anything forwarded.
+-- results and carbons (both addressed to it too), anything forwarded. And
+-- where another session already holds a copy, it is not routed again:
+-- under `all` (the library says so), or when a session has carbons on (it
+-- got a <received/> copy, and must not get the message too).
 local function routed_by_cmr(session, stanza)
 	local to = stanza.attr.to;
 	return stanza.name == "message" and stanza.attr.xmlns == nil and not not_routed_types[stanza.attr.type]
@@ -326,13 +336,21 @@ local function routed_by_cmr(session, stanza)
 		and not stanza:get_child("received", xmlns_carbons) and not stanza:get_child("sent", xmlns_carbons);
 end
 
+local function carbons_elsewhere(session)
+	local user = carbons_loaded and bare_sessions[jid_bare(session.full_jid)];
+	for _, other in pairs(user and user.sessions or {}) do
+		if other ~= session and other.want_carbons then return true; end
+	end
+	return false;
+end
+
 module:hook("delivery/failure", function (event)
 	local session, stanza = event.session, event.stanza;
-	if not session.username or not routed_by_cmr(session, stanza) then return; end
+	if not session.username or not routed_by_cmr(session, stanza) or carbons_elsewhere(session) then return; end
 	unregister(session);
-	local bare = jid_bare(session.full_jid);
-	if route({ origin = {}, stanza = stanza }, bare) then return true; end
-	return module:fire_event("message/offline/handle", { origin = session, username = session.username, stanza = stanza });
+	-- Not routed again (no other session is eligible, or under `all` the
+	-- others have their copies): mod_smacks handles it, as it does natively.
+	return route({ origin = {}, stanza = stanza }, jid_bare(session.full_jid), true);
 end, 1);
 
 -- XEP-0354 IQs: the library answers; the host sends and persists.
@@ -353,8 +371,12 @@ local function handle_iq(event)
 	module:send(xml_parse(reply));
 	if changed then
 		local bare = jid_bare(stanza.attr.from);
-		local username = bare:match("^([^@]+)@");
-		store:set(username, { algorithm = router:get_algorithm(bare) });
+		local algorithm, reason, status = router:get_algorithm(bare);
+		if algorithm then
+			store:set(bare:match("^([^@]+)@"), { algorithm = algorithm });
+		else
+			refused(status, reason, "warn", "Choice of %s not stored: %s", bare, reason);
+		end
 	end
 	return true;
 end
@@ -383,7 +405,10 @@ function shell_env.cmr:stats(jid)
 	if not host_router then return false, "mod_cmr is not loaded on " .. tostring(jid_host(jid)); end
 	local table_text, reason = host_router:stats(jid);
 	if not table_text then return false, reason; end
-	self.session.print("algorithm\t" .. host_router:get_algorithm(jid));
+	local algorithm;
+	algorithm, reason = host_router:get_algorithm(jid);
+	if not algorithm then return false, reason; end
+	self.session.print("algorithm\t" .. algorithm);
 	for line in table_text:gmatch("[^\n]+") do self.session.print(line); end
 	return true, "OK";
 end

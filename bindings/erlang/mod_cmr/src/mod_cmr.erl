@@ -201,14 +201,14 @@ set_presence(U, S, R, #presence{show = Show, priority = Priority}) ->
     end.
 
 unset_presence(U, S, R, _Status) ->
-    register_unavailable(U, S, R).
-
-%% Keeps the session registered but ineligible, if it still exists.
-register_unavailable(U, S, R) ->
     case token(U, S, R) of
         undefined -> ok;
-        Token -> register_session(S, Token, U, R, 0, <<>>, false)
+        Token -> register_unavailable(S, Token, U, R)
     end.
+
+%% Keeps the session registered but ineligible.
+register_unavailable(S, Token, U, R) ->
+    register_session(S, Token, U, R, 0, <<>>, false).
 
 priority(undefined) -> 0;
 priority(P) -> P.
@@ -216,17 +216,28 @@ priority(P) -> P.
 show(undefined) -> <<>>;
 show(Show) -> atom_to_binary(Show).
 
-%% Registers the session as its presence stands now: available with its
-%% priority, or unavailable.
-register_current(S, Token, U, R) ->
-    case [P || {P, Res} <- ejabberd_sm:get_user_present_resources(U, S), Res == R] of
-        [P] -> register_session(S, Token, U, R, P, <<>>, true);
-        [] -> register_session(S, Token, U, R, 0, <<>>, false)
-    end.
+%% Registers the session as its last presence stands: available with its
+%% priority and show, or unavailable.
+register_presence(S, Token, U, R, #presence{type = available, show = Show, priority = Priority}) ->
+    register_session(S, Token, U, R, priority(Priority), show(Show), true);
+register_presence(S, Token, U, R, _NoPresence) ->
+    register_unavailable(S, Token, U, R).
 
 register_existing_sessions(Host) ->
-    [register_current(S, token(U, S, R), U, R) || {U, S, R} <- ejabberd_sm:get_vh_session_list(Host)],
-    ok.
+    lists:foreach(
+      fun({U, S, R}) ->
+              case ejabberd_sm:get_session_sid(U, S, R) of
+                  none -> ok;
+                  {_, Pid} = SID -> register_presence(S, sid_token(SID), U, R, presence_of(Pid))
+              end
+      end, ejabberd_sm:get_vh_session_list(Host)).
+
+%% A session's last presence, asked of its process (not its own: that
+%% would wait on itself).
+presence_of(Pid) ->
+    try ejabberd_c2s:get_presence(Pid)
+    catch _:_ -> undefined
+    end.
 
 %% Activity for mostactive, at most once a second per session (the hook
 %% runs in the session's own process).
@@ -280,7 +291,7 @@ c2s_session_pending(State) ->
 %% unavailable by register_connection/3): its presence is taken again from
 %% the session manager, as the client sends none on resumption.
 c2s_session_resumed(#{jid := #jid{luser = U, lserver = S, lresource = R}, sid := SID} = State) ->
-    register_current(S, sid_token(SID), U, R),
+    register_presence(S, sid_token(SID), U, R, maps:get(pres_last, State, undefined)),
     set_hibernating(State, false);
 c2s_session_resumed(State) ->
     State.
@@ -453,10 +464,11 @@ stats(Jid) ->
             case router(S) of
                 undefined -> "mod_cmr is not loaded on " ++ binary_to_list(S);
                 Router ->
-                    {ok, Algorithm} = cmr:get_algorithm(Router, Jid),
-                    case cmr:stats(Router, Jid) of
-                        {ok, Table} -> binary_to_list(<<"algorithm\t", Algorithm/binary, "\n", Table/binary>>);
-                        {error, {_, Reason}} -> binary_to_list(Reason)
+                    case {cmr:get_algorithm(Router, Jid), cmr:stats(Router, Jid)} of
+                        {{ok, Algorithm}, {ok, Table}} ->
+                            binary_to_list(<<"algorithm\t", Algorithm/binary, "\n", Table/binary>>);
+                        {{error, {_, Reason}}, _} -> binary_to_list(Reason);
+                        {_, {error, {_, Reason}}} -> binary_to_list(Reason)
                     end
             end
     end.
@@ -487,8 +499,10 @@ process_iq(#iq{to = #jid{lserver = S}, from = From, lang = Lang} = IQ) ->
     end.
 
 persist(Router, #jid{luser = U, lserver = S}) ->
-    {ok, Algorithm} = cmr:get_algorithm(Router, <<U/binary, "@", S/binary>>),
-    mnesia:dirty_write(#cmr_algorithm{us = {U, S}, algorithm = Algorithm}).
+    case cmr:get_algorithm(Router, <<U/binary, "@", S/binary>>) of
+        {ok, Algorithm} -> mnesia:dirty_write(#cmr_algorithm{us = {U, S}, algorithm = Algorithm});
+        {error, Error} -> refused(S, Error, "the choice of ~ts@~ts is not stored", [U, S])
+    end.
 
 disco_features({error, _} = Acc, _From, _To, _Node, _Lang) ->
     Acc;
@@ -497,8 +511,10 @@ disco_features(Acc, _From, #jid{lserver = S}, <<>>, _Lang) ->
     case router(S) of
         undefined -> Acc;
         Router ->
-            {ok, Text} = cmr:disco_features(Router),
-            {result, binary:split(Text, <<"\n">>, [global]) ++ Existing}
+            case cmr:disco_features(Router) of
+                {ok, Text} -> {result, binary:split(Text, <<"\n">>, [global]) ++ Existing};
+                {error, Error} -> refused(S, Error, "disco features not given", []), Acc
+            end
     end;
 disco_features(Acc, _From, _To, _Node, _Lang) ->
     Acc.
