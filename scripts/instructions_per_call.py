@@ -7,9 +7,10 @@ drift on a shared machine.
 
 runs `cargo bench --bench BENCH` once per FILTER (a criterion benchmark id,
 matched exactly) under `valgrind --tool=callgrind`, collecting only inside
-FUNCTION, and prints its instructions divided by its calls. Example:
+FUNCTION, and prints its instructions divided by its calls. Example (the
+pick bench sets up only the account counts in CMR_BENCH_ACCOUNTS):
 
-    scripts/instructions_per_call.py pick cmr_router_pick pick/1-accounts/roundrobin/hot
+    CMR_BENCH_ACCOUNTS=1 scripts/instructions_per_call.py pick cmr_router_pick pick/1-accounts/roundrobin/hot
 """
 
 import json

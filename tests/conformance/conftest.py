@@ -65,4 +65,4 @@ def session_rows(stats):
 
 def run(coro):
     """Runs one test's coroutine on a fresh event loop."""
-    return asyncio.run(asyncio.wait_for(coro, 60))
+    return asyncio.run(asyncio.wait_for(coro, 300))

@@ -4,7 +4,8 @@ no algorithm may break."""
 from collections import Counter
 
 from conftest import require, run
-from xmpp import close, cluster, deliver, online, send_messages, send_paced, settle, wait_for, withhold_acks
+from xmpp import (close, cluster, deliver, online, send_messages, send_paced, settle, stats_row, update_presence,
+                  wait_for, withhold_acks)
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -29,12 +30,10 @@ def test_weighted_follows_priority(host):
 def test_mostactive_by_priority_then_show(host):
     async def scenario():
         account, nodes, sensor = await cluster(host, [1, 1, 0], "urn:xmpp:cmr:mostactive")
-        nodes[0].set_presence(priority=1, show="away")
-        nodes[1].set_presence(priority=1, show="chat")
-        await settle()
+        await update_presence(nodes[0], priority=1, show="away")
+        await update_presence(nodes[1], priority=1, show="chat")
         assert await deliver(sensor, account, nodes, 30) == [0, 30, 0]
-        nodes[1].set_presence(priority=1, show="dnd")
-        await settle()
+        await update_presence(nodes[1], priority=1, show="dnd")
         assert await deliver(sensor, account, nodes, 30, expected_total=60) == [30, 30, 0], "away beats dnd"
         await close(sensor, *nodes)
     run(scenario())
@@ -66,7 +65,7 @@ def test_sticky_keeps_each_sender_and_moves_only_the_leavers(host):
                 assert count == 10 and before[sender] == i
         leaving = next(i for i in range(3) if i in before.values())
         await close(nodes[leaving])
-        await settle()
+        assert await wait_for(lambda: stats_row(host, account, f"node-{leaving}") is None)
         staying = [n for i, n in enumerate(nodes) if i != leaving]
         for n in staying:
             n.messages.clear()
@@ -98,7 +97,6 @@ def test_leastloaded_starves_a_client_that_withholds_acks(host):
         account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:x-cmr:algorithm:leastloaded", smacks=True)
         # node-1 stops acknowledging: its XEP-0198 queue, its load, grows.
         withhold_acks(nodes[1])
-        await settle()
         shares = []
         for batch in range(3):
             for n in nodes:
@@ -148,8 +146,7 @@ def test_leastloaded_load_falls_with_acknowledgements(host):
 def test_negative_priority_and_unavailable_never_receive(host):
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, -1, 0], ROUND_ROBIN)
-        nodes[2].set_presence(available=False)
-        await settle()
+        await update_presence(nodes[2], available=False)
         for algorithm in [ROUND_ROBIN, "urn:xmpp:cmr:all", "urn:x-cmr:algorithm:random"]:
             await nodes[0].set_algorithm(algorithm)
             send_messages(sensor, account, 20)
@@ -196,12 +193,6 @@ def test_message_to_an_offline_full_jid_is_routed(host):
     run(scenario())
 
 
-async def round_trip(client, host):
-    """A disco#info round trip to the server: everything the client sent
-    before it has been processed when it returns."""
-    await client.plugin["xep_0030"].get_info(jid=host.domain, timeout=10)
-
-
 async def interleave_presence(host, priorities, algorithm, total):
     """Sends `total` messages one at a time; after every second one, node-1
     re-sends its presence unchanged. Each step waits for the one before:
@@ -212,8 +203,7 @@ async def interleave_presence(host, priorities, algorithm, total):
         send_messages(sensor, account, 1, prefix=f"m{i}")
         assert await wait_for(lambda: sum(len(n.messages) for n in nodes) == i + 1)
         if i % 2 == 1:
-            nodes[1].set_presence(priority=priorities[1])
-            await round_trip(nodes[1], host)
+            await update_presence(nodes[1], priority=priorities[1])
     counts = [len(n.messages) for n in nodes]
     await close(sensor, *nodes)
     return counts

@@ -6,7 +6,7 @@ server itself, and the fallback is logged once per account."""
 import pytest
 
 from conftest import host_class, run, stop_and_check_log
-from xmpp import close, deliver, online, settle
+from xmpp import close, deliver, online, wait_for
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 FALLBACK_LOG = "has sessions on other nodes"
@@ -38,14 +38,14 @@ def test_an_account_split_over_nodes_falls_back_to_server_routing(nodes):
         on_second = await online(second, account, "node-1")
         sensor = await online(first, sensor_jid, "probe")
         await on_first.set_algorithm(ROUND_ROBIN)
-        await settle()
         # Server routing: every session at the highest priority gets each
         # message, where round robin would have split them 5 and 5.
         split = await deliver(sensor, account, [on_first, on_second], 10, expected_total=20)
         # Once all sessions are on one node, CMR routes again.
         await close(on_second)
+        # Gone from the cluster's session table, which every node reads.
+        assert await wait_for(lambda: f"{account}/node-1" not in first.ctl("connected_users"))
         joined = await online(first, account, "node-2")
-        await settle()
         for node in (on_first, joined):
             node.messages.clear()
         together = await deliver(sensor, account, [on_first, joined], 10)

@@ -2,11 +2,10 @@
 gracefully and killed (XEP-0198 on): nothing is lost, duplicates are
 counted and reported, and the per-session counts add up."""
 
-import asyncio
 from collections import Counter
 
 from conftest import require, run
-from xmpp import close, online, send_messages, settle, wait_for, withhold_acks
+from xmpp import TIMEOUT, close, online, send_messages, settle, until_expired, wait_for, withhold_acks
 
 SENDERS = 8
 BURSTS = 8
@@ -23,7 +22,6 @@ def test_senders_at_once_while_sessions_come_and_go(host):
         withhold_acks(victim)
         await stable[0].set_algorithm("urn:xmpp:cmr:roundrobin")
         senders = [await online(host, host.account(), "probe") for _ in range(SENDERS)]
-        await settle()
         churned = []
         # Each round every sender sends a burst without waiting, and while
         # those are in flight a session logs in or out: the test drives the
@@ -41,12 +39,12 @@ def test_senders_at_once_while_sessions_come_and_go(host):
         expected = {f"{s.boundjid.bare}-{b}-{i}" for s in senders for b in range(BURSTS) for i in range(5)}
         # What the victim held comes back after the resumption time (resent
         # or stored offline); a fresh session collects what is stored.
-        await asyncio.sleep(host.hibernation_seconds + 1.5)
+        await until_expired(host, account, "victim")
         collector = await online(host, account, "collector")
         sessions = [*stable, *churned, collector]
         seen_by_victim = Counter(victim.bodies())
         arrived = await wait_for(lambda: expected <= set(Counter(b for c in sessions for b in c.bodies()))
-                                 | set(seen_by_victim), timeout=20)
+                                 | set(seen_by_victim), timeout=2 * TIMEOUT)
         await settle(0.5)
         received = Counter(b for c in sessions for b in c.bodies()) + seen_by_victim
         missing = expected - set(received)

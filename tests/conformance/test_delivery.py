@@ -1,11 +1,11 @@
 """Delivery around the routing: offline storage, sessions that leave in the
 middle of a stream, carbons, the archive, hints."""
 
-import asyncio
 from collections import Counter
 
 from conftest import require, run
-from xmpp import NS_CMR, bodies, close, cluster, deliver, online, send_messages, settle, wait_for, withhold_acks
+from xmpp import (NS_CMR, bodies, close, cluster, deliver, online, send_messages, settle, until_expired,
+                  update_presence, wait_for, withhold_acks)
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
@@ -18,9 +18,8 @@ def test_nothing_eligible_goes_offline_and_arrives_on_next_login(host):
         account, sensor_jid = host.account(), host.account()
         node = await online(host, account, "node-0")
         await node.set_algorithm(ROUND_ROBIN)
-        node.set_presence(available=False)
+        await update_presence(node, available=False)
         sensor = await online(host, sensor_jid, "probe")
-        await settle()
         send_messages(sensor, account, 5)
         await settle(0.5)
         assert node.messages == []
@@ -60,7 +59,6 @@ def test_killed_connection_with_stream_management_loses_nothing(host):
         # when its TCP connection dies without a word.
         withhold_acks(victim)
         sensor = await online(host, sensor_jid, "probe")
-        await settle()
         send_messages(sensor, account, 50, prefix="before")
         assert await wait_for(lambda: sum(bodies(survivor, victim).values()) >= 50)
         victim.transport.abort()
@@ -68,10 +66,10 @@ def test_killed_connection_with_stream_management_loses_nothing(host):
         send_messages(sensor, account, 50, prefix="after")
         # mod_smacks keeps the dead session for its hibernation time, then
         # stores what was not acknowledged offline.
-        await asyncio.sleep(host.hibernation_seconds + 1.5)
+        await until_expired(host, account, "node-1")
         fresh = await online(host, account, "node-2")
         expected = {f"before-{i}" for i in range(50)} | {f"after-{i}" for i in range(50)}
-        arrived = await wait_for(lambda: expected <= set(bodies(survivor, fresh)) | victim_got, timeout=15)
+        arrived = await wait_for(lambda: expected <= set(bodies(survivor, fresh)) | victim_got)
         missing = expected - set(bodies(survivor, fresh)) - victim_got
         assert arrived, f"{len(missing)} missing, e.g. {sorted(missing)[:8]}; victim had {len(victim_got)}"
         await settle(0.5)
@@ -94,7 +92,6 @@ def test_carbons_the_picked_gets_the_message_the_others_a_copy(host):
         c = await online(host, account, "c")
         await a.set_algorithm(ROUND_ROBIN)
         sensor = await online(host, sensor_jid, "probe")
-        await settle()
         send_messages(sensor, account, 30)
         assert await wait_for(lambda: sum(len(n.messages) for n in (a, b, c)) >= 30)
         assert await wait_for(lambda: len(a.carbons) + len(b.carbons) >= 40)
@@ -146,7 +143,6 @@ def test_hints_honoured_or_ignored_per_policy(host):
             account, sensor_jid = host.account(domain), host.account(domain)
             nodes = [await online(host, account, f"node-{i}") for i in range(2)]
             sensor = await online(host, sensor_jid, "probe")
-            await settle()
             # The active algorithm is the default, all; the hint asks for one.
             send_messages(sensor, account, 10, hint=ROUND_ROBIN)
             expected = 10 if honoured else 20

@@ -10,8 +10,8 @@ import pytest
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from conftest import run
-from xmpp import TIMEOUT, close, error_condition, online
+from conftest import require, run
+from xmpp import TIMEOUT, close, cluster, deliver, error_condition, online, round_trip
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "stanzas"
 # The corpus stanzas carry the `from` a host stamps; a client sends none.
@@ -84,3 +84,27 @@ def test_bad_stanza(host, name, live):
         return outcome
 
     assert run(scenario()) == expected
+
+
+def test_hostile_acks_and_shows_leave_the_log_clean(host):
+    """A client controls what it acknowledges and what it shows: numbers
+    that are no count, and a <show/> outside RFC 6121's four. mod_cmr
+    neither fails on them nor writes a line per stanza; the session with
+    the odd show is routed to as available."""
+    require(host, "smacks")
+
+    async def scenario():
+        account, (plain, odd), sensor = await cluster(host, [0, 0], "urn:xmpp:cmr:roundrobin")
+        acker = await online(host, host.account(), "acker", smacks=True)
+        for h in ("0.5", "-1", "-1e400", "1e400", "nan", "x"):
+            acker.transport.write(f"<a xmlns='urn:xmpp:sm:3' h='{h}'/>".encode())
+        for _ in range(5):
+            odd.transport.write(b"<presence><show>online</show></presence>")
+        await round_trip(odd)
+        counts = await deliver(sensor, account, [plain, odd], 10)
+        await close(sensor, plain, odd, acker)
+        return counts
+
+    assert run(scenario()) == [5, 5]
+    assert [w for w in host.warnings() if "cmr" in w] == []
+    assert host.problems() == []

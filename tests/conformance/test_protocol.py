@@ -1,7 +1,7 @@
 """XEP-0354 protocol: disco features, the query, the set and its errors."""
 
 from conftest import run
-from xmpp import NS_CMR, close, error_condition, online
+from xmpp import NS_CMR, TIMEOUT, close, error_condition, online
 
 XEP = ["urn:xmpp:cmr:all", "urn:xmpp:cmr:mostactive", "urn:xmpp:cmr:roundrobin", "urn:xmpp:cmr:weighted"]
 QUERY = f"<query xmlns='{NS_CMR}'/>"
@@ -18,7 +18,7 @@ def algorithms(reply, element):
 
 
 async def features(client, jid):
-    info = await client.plugin["xep_0030"].get_info(jid=jid, timeout=10)
+    info = await client.plugin["xep_0030"].get_info(jid=jid, timeout=TIMEOUT)
     return set(info["disco_info"]["features"])
 
 

@@ -10,8 +10,8 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from conftest import require, run, served
-from xmpp import (TIMEOUT, bodies, close, drop_connection, online, resume, send_messages, settle, wait_for,
-                  withhold_acks)
+from xmpp import (TIMEOUT, bodies, close, deliver, drop_connection, online, resume, send_messages, settle, stats_row,
+                  wait_for, withhold_acks)
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -24,8 +24,8 @@ def host(tmp_path_factory):
 async def hibernating(host, account, resource, state=True):
     """Waits until the stats show `resource` hibernating (or not)."""
     def shows():
-        rows = {r[0]: r for r in (line.split("\t") for line in host.stats(account).splitlines())}
-        return resource in rows and rows[resource][7] == str(state).lower()
+        row = stats_row(host, account, resource)
+        return row is not None and row[7] == str(state).lower()
     deadline = asyncio.get_running_loop().time() + TIMEOUT
     while not shows():
         assert asyncio.get_running_loop().time() < deadline, host.stats(account)
@@ -41,7 +41,6 @@ def test_resumption_after_a_dropped_connection(host):
         sleeper = await online(host, account, "sleeper", smacks=True)
         await keep.set_algorithm(ROUND_ROBIN)
         sensor = await online(host, sensor_jid, "probe")
-        await settle()
         # Routed to the sleeper before the drop and never acknowledged (the
         # client resumes with its own count of what it handled).
         withhold_acks(sleeper)
@@ -91,7 +90,6 @@ def test_the_only_session_hibernating_keeps_its_messages(host):
         sleeper = await online(host, account, "sleeper", smacks=True)
         await sleeper.set_algorithm(ROUND_ROBIN)
         sensor = await online(host, sensor_jid, "probe")
-        await settle()
         await drop_connection(sleeper)
         await hibernating(host, account, "sleeper")
         # No session is live: the hibernating one keeps them for its
@@ -107,3 +105,25 @@ def test_the_only_session_hibernating_keeps_its_messages(host):
     assert run(scenario()) == sorted(f"while-{i}" for i in range(10))
 
 
+
+
+def test_a_resumed_session_keeps_its_show(host):
+    require(host, "smacks")
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        busy = await online(host, account, "busy", show="dnd", smacks=True)
+        away = await online(host, account, "away", show="away")
+        await busy.set_algorithm("urn:xmpp:cmr:mostactive")
+        sensor = await online(host, sensor_jid, "probe")
+        # mostactive: away beats dnd, before the drop and after the resumption.
+        first = await deliver(sensor, account, [busy, away], 4, prefix="before")
+        await drop_connection(busy)
+        await hibernating(host, account, "busy")
+        await resume(host, busy)
+        await hibernating(host, account, "busy", state=False)
+        second = await deliver(sensor, account, [busy, away], 4, expected_total=8, prefix="after")
+        await close(sensor, busy, away)
+        return first, second
+
+    assert run(scenario()) == ([0, 4], [0, 8])

@@ -3,10 +3,13 @@ archive results and carbons in its queue, and sessions of one account
 binding at the same moment. (Resumption: test_resumption.py.)"""
 
 import asyncio
+from collections import Counter
+
+import pytest
 
 from conftest import require, run, session_rows
-from xmpp import (bodies, close, cluster, deliver, drop_connection, online, send_messages, settle, wait_for,
-                  withhold_acks)
+from xmpp import (bodies, close, cluster, deliver, drop_connection, online, round_trip, send_messages, settle,
+                  until_expired, wait_for, withhold_acks)
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 NS_MAM = "urn:xmpp:mam:2"
@@ -22,7 +25,6 @@ def test_a_picked_session_dies_with_archive_results_and_carbons_queued(host):
         victim = await online(host, account, "victim", smacks=True, carbons=True)
         await survivor.set_algorithm(ROUND_ROBIN)
         sensor = await online(host, sensor_jid, "probe")
-        await settle()
         raw = []
         survivor.add_event_handler("message", lambda m: raw.append(m.xml))
         withhold_acks(victim)
@@ -39,9 +41,9 @@ def test_a_picked_session_dies_with_archive_results_and_carbons_queued(host):
         await drop_connection(victim)
         # After the hibernation time the server gives up on the session and
         # hands what it never acknowledged to mod_cmr, then to mod_smacks.
-        await asyncio.sleep(host.hibernation_seconds + 1.5)
+        await until_expired(host, account, "victim")
         routed = {f"routed-{i}" for i in range(20)}
-        assert await wait_for(lambda: routed <= set(survivor.bodies()) | got_before, timeout=15)
+        assert await wait_for(lambda: routed <= set(survivor.bodies()) | got_before)
         await settle(0.5)
         await close(sensor, survivor)
         return raw, survivor.bodies()
@@ -55,7 +57,65 @@ def test_a_picked_session_dies_with_archive_results_and_carbons_queued(host):
     assert [m for m in raw if m.find(f"{{{NS_CARBONS}}}received") is not None
             or m.find(f"{{{NS_CARBONS}}}sent") is not None] == []
     direct = [b for b in survivor_bodies if b.startswith("direct")]
-    assert len(direct) == (3 if host.resends_full_jid_messages else 0), survivor_bodies
+    assert len(direct) == (3 if host.resends_dead_session_queue else 0), survivor_bodies
+
+
+def test_a_session_dying_under_all_duplicates_nothing(host):
+    require(host, "smacks")
+    if host.resends_dead_session_queue:
+        pytest.skip(f"{host.name} resends a dead session's queue through its own routing (resend_on_timeout), "
+                    "so every session gets those messages again, with or without mod_cmr")
+
+    async def scenario():
+        account, (keep, third), sensor = await cluster(host, [0, 0], "urn:xmpp:cmr:all")
+        victim = await online(host, account, "victim", smacks=True)
+        withhold_acks(victim)
+        send_messages(sensor, account, 6)
+        assert await wait_for(lambda: len(victim.messages) == 6 and len(keep.messages) == 6)
+        await drop_connection(victim)
+        await until_expired(host, account, "victim")
+        # Under all the others had their copies: nothing is routed again.
+        await round_trip(sensor)
+        await settle(0.3)
+        counts = [bodies(keep), bodies(third)]
+        await close(sensor, keep, third)
+        return counts
+
+    expected = {f"m-{i}": 1 for i in range(6)}
+    assert run(scenario()) == [expected, expected]
+
+
+def test_a_session_dying_beside_one_with_carbons_gives_no_double_or_private_copy(host):
+    require(host, "smacks", "carbons")
+    if host.resends_dead_session_queue:
+        pytest.skip(f"{host.name} resends a dead session's queue through its own routing (resend_on_timeout), "
+                    "where it is routed and copied as new, with or without mod_cmr")
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        keep = await online(host, account, "keep", carbons=True)
+        third = await online(host, account, "third")
+        victim = await online(host, account, "victim", smacks=True)
+        await keep.set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        withhold_acks(victim)
+        send_messages(sensor, account, 6, prefix="plain")
+        send_messages(sensor, account, 3, prefix="private", payload=f"<private xmlns='{NS_CARBONS}'/>")
+        assert await wait_for(lambda: sum(bodies(keep, third, victim).values()) == 9)
+        await drop_connection(victim)
+        await until_expired(host, account, "victim")
+        await round_trip(sensor)
+        await settle(0.3)
+        copies = [c["body"] for c in keep.carbons]
+        await close(sensor, keep, third)
+        return keep.bodies(), copies
+
+    got, copies = run(scenario())
+    # The victim's share went to mod_smacks (keep holds a copy of each
+    # plain one): never the message and its copy, no copy of a private one.
+    assert set(got).isdisjoint(copies), (got, copies)
+    assert [c for c in copies if c.startswith("private")] == []
+    assert Counter(got + copies).most_common(1)[0][1] == 1
 
 
 def test_a_picked_session_whose_process_died_is_dropped(host):

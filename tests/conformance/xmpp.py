@@ -14,7 +14,9 @@ logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 NS_CMR = "urn:xmpp:cmr:0"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-TIMEOUT = 10
+# An upper bound for what a test waits on: generous, as a busy machine is
+# slow; a passing test does not wait it out.
+TIMEOUT = 30
 
 
 class Client(slixmpp.ClientXMPP):
@@ -46,6 +48,8 @@ class Client(slixmpp.ClientXMPP):
             await self.plugin["xep_0280"].enable()
         if self.available:
             self.send_presence(ppriority=self.priority, pshow=self.show)
+        # Started once the server has handled the presence.
+        await round_trip(self)
         self.started.set()
 
     def _on_message(self, msg):
@@ -83,6 +87,19 @@ class Client(slixmpp.ClientXMPP):
     async def set_algorithm(self, algorithm):
         reply = await self.iq("set", f"<cmr xmlns='{NS_CMR}' algorithm='{algorithm}'/>")
         assert reply.get("type") == "result", ET.tostring(reply)
+
+
+async def round_trip(client):
+    """A disco#info round trip to the client's server: everything the client
+    sent before it has been handled when it returns."""
+    await client.plugin["xep_0030"].get_info(jid=client.boundjid.domain, timeout=TIMEOUT)
+
+
+async def update_presence(client, **presence):
+    """Sends a presence (see Client.set_presence) and waits until the server
+    has handled it."""
+    client.set_presence(**presence)
+    await round_trip(client)
 
 
 def error_condition(reply):
@@ -169,7 +186,6 @@ async def cluster(host, priorities, algorithm, account=None, **options):
     nodes = [await online(host, account, f"node-{i}", priority=p, **options) for i, p in enumerate(priorities)]
     sensor = await online(host, sensor_jid, "probe")
     await nodes[0].set_algorithm(algorithm)
-    await settle()
     return account, nodes, sensor
 
 
@@ -191,6 +207,23 @@ async def drop_connection(client):
     client.add_event_handler("disconnected", lambda _: lost.done() or lost.set_result(True))
     client.transport.abort()
     await asyncio.wait_for(lost, TIMEOUT)
+
+
+def stats_row(host, account, resource):
+    """The columns of `resource`'s row in the stats command's output, or
+    None when it is not registered."""
+    for line in host.stats(account).splitlines():
+        columns = line.split("\t")
+        if columns[0] == resource:
+            return columns
+    return None
+
+
+async def until_expired(host, account, resource):
+    """Waits until the server gave up on a dropped session that waited for
+    XEP-0198 resumption (its hibernation time, then it is unregistered)."""
+    assert await wait_for(lambda: stats_row(host, account, resource) is None,
+                          timeout=host.hibernation_seconds + TIMEOUT), host.stats(account)
 
 
 async def resume(host, client):

@@ -50,9 +50,10 @@ class ProsodyHost(ServerHost):
     features = {"carbons", "mam", "smacks", "offline", "stats", "restart", "reload"}
     # mod_carbons removes <private/> from the messages it sees delivered.
     keeps_carbons_private = False
-    # A dead session's unacknowledged messages to its full JID: Prosody's
-    # mod_smacks bounces them to the sender.
-    resends_full_jid_messages = False
+    # A dead session's unacknowledged messages: Prosody's mod_smacks bounces
+    # them to the sender (or stores them, for the last session), and mod_cmr
+    # routes again what it routed to that session alone.
+    resends_dead_session_queue = False
 
     # The least a benchmark needs: no archive, no carbons.
     LEAN = ["roster", "saslauth", "disco"]
@@ -92,7 +93,8 @@ class ProsodyHost(ServerHost):
         log = open(self.dir / "stdout.log", "ab")
         self.process = subprocess.Popen(
             ["prosody", "--config", str(self.config), "-F"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
+        # Generous: the machine may be busy.
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"prosody exited with {self.process.returncode}:\n{self.log_tail()}")
