@@ -84,12 +84,6 @@ typedef struct {
   size_t hint_len;
   // Whether the sender is a user of this server (hint policy `local`).
   bool sender_is_local;
-  // The message comes back from a session that died without
-  // acknowledging it (XEP-0198): it is picked again only under an
-  // algorithm that gives each message to one session; under `all` the
-  // others have their copies already, and the pick is
-  // `CMR_STATUS_NOT_ROUTED`.
-  bool redelivery;
 } cmr_message;
 
 

@@ -27,7 +27,6 @@ typedef struct {
   const char *hint;
   size_t hint_len;
   bool sender_is_local;
-  bool redelivery;
 } cmr_message;
 
 const char *cmr_version(void);

@@ -23,12 +23,6 @@ pub struct Message<'a> {
     pub hint: &'a str,
     /// Whether the sender is a user of this server (for `hints=local`).
     pub sender_is_local: bool,
-    /// The message was routed before to a session that then died without
-    /// acknowledging it: it is picked again only by an algorithm that gives
-    /// each message to one session. Under `all` the other sessions have
-    /// their copies already, so it is not routed (the host handles it as it
-    /// does natively).
-    pub redelivery: bool,
 }
 
 /// The answer to a CMR IQ, to be sent back by the host.
@@ -231,9 +225,6 @@ impl Router {
         self.registry
             .with_account(message.recipient, |account| {
                 let algorithm = hinted.unwrap_or(account.algorithm);
-                if message.redelivery && algorithm == Algorithm::All {
-                    return Pick::NotRouted;
-                }
                 algorithm::pick(
                     algorithm,
                     &mut account.state,
@@ -513,22 +504,6 @@ mod tests {
             let m = Message { kind, ..msg("a@x") };
             assert_eq!(r.pick(&m, &mut out), Pick::NotRouted, "type {kind:?}");
         }
-    }
-
-    #[test]
-    fn a_redelivery_is_picked_again_only_for_one_session() {
-        let r = router("default=all");
-        r.register("a@x/1", 1, 0, "", true).unwrap();
-        r.register("a@x/2", 2, 0, "", true).unwrap();
-        let mut out = [0; 4];
-        let again = Message {
-            redelivery: true,
-            ..msg("a@x")
-        };
-        // Under `all` every session had its copy already.
-        assert_eq!(r.pick(&again, &mut out), Pick::NotRouted);
-        r.set_algorithm("a@x", "roundrobin").unwrap();
-        assert_eq!(r.pick(&again, &mut out), Pick::Routed(1));
     }
 
     #[test]

@@ -186,7 +186,6 @@ impl Abi {
             hint: s(hint).0,
             hint_len: hint.len(),
             sender_is_local: true,
-            redelivery: false,
         };
         let mut out = [0u64; RESOURCES];
         let mut len = 0;
@@ -315,8 +314,7 @@ impl Account {
     }
 
     /// After an operation: when the eligible set or a weight changed, the
-    /// stretch ends; the number of resources that changed is what the
-    /// whole-run bounds may charge.
+    /// stretch ends, and the whole-run bounds may charge one change.
     fn after_change(&mut self, before: (HashSet<u64>, HashMap<u64, i64>)) {
         let after = self.signature();
         if after == before {

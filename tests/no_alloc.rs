@@ -78,7 +78,6 @@ fn pick_does_not_allocate() {
         hint,
         hint_len,
         sender_is_local: true,
-        redelivery: false,
     };
     let mut out = [0u64; 8];
     let mut out_len = 0usize;

@@ -67,7 +67,6 @@ pub fn message(recipient: &str, hint: &str) -> cmr_message {
         hint: hint.as_ptr().cast(),
         hint_len: hint.len(),
         sender_is_local: true,
-        redelivery: false,
     }
 }
 

@@ -10,8 +10,7 @@
 --   router:touch(full_jid, token)                               --> true | nil, err, status
 --   router:set_load(full_jid, token, load)                      --> true | nil, err, status
 --   router:set_hibernating(full_jid, token, hibernating)        --> true | nil, err, status
---   router:pick(bare_jid, type, sender, hint, sender_is_local, redelivery)
---                                                               --> n, token1, ..., tokenN
+--   router:pick(bare_jid, type, sender, hint, sender_is_local)  --> n, token1, ..., tokenN
 --                                     (n = 0: not routed, the host routes it) | nil, err, status
 --   router:get_algorithm(bare_jid)                              --> uri | nil, err, status
 --   router:set_algorithm(bare_jid, name_or_uri)                 --> true | nil, err, status

@@ -159,7 +159,7 @@ static int l_set_load(lua_State *L) {
   return push_ok(L, cmr_router_set_load(router, jid, len, check_token(L, 3), l));
 }
 
-/* pick(recipient, type, sender, hint, sender_is_local, redelivery) -> n, token... */
+/* pick(recipient, type, sender, hint, sender_is_local) -> n, token... */
 static int l_pick(lua_State *L) {
   cmr_router *router = check_router(L);
   cmr_message m;
@@ -168,7 +168,6 @@ static int l_pick(lua_State *L) {
   m.sender = luaL_optlstring(L, 4, "", &m.sender_len);
   m.hint = luaL_optlstring(L, 5, "", &m.hint_len);
   m.sender_is_local = lua_toboolean(L, 6);
-  m.redelivery = lua_toboolean(L, 7);
   uint64_t small[16];
   uint64_t *tokens = small;
   size_t n = 0;

@@ -106,14 +106,13 @@ local function unpack_tokens(i, n)
 	return tonumber(tokens[i]), unpack_tokens(i + 1, n);
 end
 
-function router_mt:pick(recipient, message_type, sender, hint, sender_is_local, redelivery)
+function router_mt:pick(recipient, message_type, sender, hint, sender_is_local)
 	message_type, sender, hint = message_type or "", sender or "", hint or "";
 	message.recipient, message.recipient_len = recipient, #recipient;
 	message.message_type, message.message_type_len = message_type, #message_type;
 	message.sender, message.sender_len = sender, #sender;
 	message.hint, message.hint_len = hint, #hint;
 	message.sender_is_local = not not sender_is_local;
-	message.redelivery = not not redelivery;
 	local status = lib.cmr_router_pick(ptr(self), message, tokens, tokens_cap, out_len);
 	if status == TOO_SMALL then
 		tokens_cap = tonumber(out_len[0]);

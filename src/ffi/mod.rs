@@ -112,12 +112,6 @@ pub struct cmr_message {
     pub hint_len: usize,
     /// Whether the sender is a user of this server (hint policy `local`).
     pub sender_is_local: bool,
-    /// The message comes back from a session that died without
-    /// acknowledging it (XEP-0198): it is picked again only under an
-    /// algorithm that gives each message to one session; under `all` the
-    /// others have their copies already, and the pick is
-    /// `CMR_STATUS_NOT_ROUTED`.
-    pub redelivery: bool,
 }
 
 /// The library's version, as a static NUL-terminated string. Thread-safe.
@@ -394,7 +388,6 @@ pub unsafe extern "C" fn cmr_router_pick(
             sender: try_str!(sender, m.sender_len),
             hint: try_str!(hint, m.hint_len),
             sender_is_local: m.sender_is_local,
-            redelivery: m.redelivery,
         };
         let out: &mut [u64] = if out_cap == 0 {
             &mut []

@@ -187,10 +187,8 @@ static ERL_NIF_TERM nif_pick(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
   GET_BINARY(type, 2, "the type");
   GET_BINARY(sender, 3, "the sender");
   GET_BINARY(hint, 4, "the hint");
-  /* No redelivery: ejabberd sends a dead session's messages back through
-   * its own routing, where they are picked as new. */
   cmr_message m = {STR(recipient), STR(type), STR(sender), STR(hint),
-                   enif_is_identical(argv[5], atom(env, "true")), false};
+                   enif_is_identical(argv[5], atom(env, "true"))};
   uint64_t small[16];
   uint64_t *tokens = small;
   size_t n = 0;
