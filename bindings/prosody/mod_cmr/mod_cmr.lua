@@ -180,10 +180,11 @@ end
 module:hook("stanza/" .. xmlns_sm3 .. ":a", function (event)
 	-- Runs before mod_smacks consumes the ack: what stays unacked is what
 	-- was sent beyond the client's h.
-	-- h comes from the client: only a count is one.
-	local session, h = event.origin, math.tointeger(tonumber(event.stanza.attr.h));
+	-- h comes from the client: only a count is one (checked without
+	-- math.tointeger, which LuaJIT lacks).
+	local session, h = event.origin, tonumber(event.stanza.attr.h);
 	local queue = session.outgoing_stanza_queue;
-	if queue and h and h >= 0 then
+	if queue and h and h >= 0 and h < 2^32 and h % 1 == 0 then
 		report_load(session, math.max(0, queue:count_unacked() - (h - queue:count_acked())));
 	end
 end, 1);
@@ -222,20 +223,71 @@ local function send_carbons(stanza, bare, picked, origin)
 	end
 end
 
+-- A message delivered to one session alone, with no carbon of it anywhere,
+-- is marked in that session's XEP-0198 queue (mod_smacks queues a copy of
+-- what it sends): if the session dies without acknowledging it, the mark
+-- says no other session holds it, so it is CMR's to route again. The mark
+-- is an attribute while the message is sent, taken off what is written to
+-- the client by a filter on every session (also for resent and stored
+-- copies); its value says whether the message was <private/>.
+local filters = require "util.filters";
+local ROUTED_ALONE = "urn:x-cmr:delivery\1alone";
+local shared = module:shared("/*/cmr/delivery");
+if not shared.unmark then
+	function shared.unmark(stanza)
+		local attr = type(stanza) == "table" and stanza.attr;
+		if not (attr and attr[ROUTED_ALONE]) then return stanza; end
+		-- A shallow copy: the queued original keeps its mark.
+		local copy = setmetatable({ name = stanza.name, namespaces = stanza.namespaces, tags = stanza.tags, attr = {} },
+			getmetatable(stanza));
+		for k, v in pairs(attr) do if k ~= ROUTED_ALONE then copy.attr[k] = v; end end
+		for i = 1, #stanza do copy[i] = stanza[i]; end
+		return copy;
+	end
+	function shared.install(session)
+		-- After mod_smacks (-999), which queues what passes it.
+		filters.add_filter(session, "stanzas/out", shared.unmark, -1000);
+	end
+end
+filters.remove_filter_hook(shared.install);
+filters.add_filter_hook(shared.install);
+for _, session in pairs(full_sessions) do shared.install(session); end
+
 -- Delivers to the picked sessions, adding those that took the stanza to
--- `picked`; gone ones are unregistered.
-local function deliver(stanza, picked, n, token, ...)
+-- `picked`; gone ones are unregistered. `mark` (a session alone gets it)
+-- goes on the copy a session's XEP-0198 queue keeps.
+local function deliver(stanza, picked, mark, n, token, ...)
 	if n == 0 then return; end
 	local session = session_of[token];
-	if session and not session.destroyed and session.send(stanza) then
-		picked[session] = true;
-		local queue = session.outgoing_stanza_queue;
-		if queue then report_load(session, queue:count_unacked()); end
-	elseif session then
+	if session and not session.destroyed then
+		if mark and session.smacks then stanza.attr[ROUTED_ALONE] = mark; end
+		local sent = session.send(stanza);
+		stanza.attr[ROUTED_ALONE] = nil;
+		if sent then
+			picked[session] = true;
+			local queue = session.outgoing_stanza_queue;
+			if queue then report_load(session, queue:count_unacked()); end
+			return deliver(stanza, picked, mark, n - 1, ...);
+		end
+	end
+	if session then
 		module:log("debug", "Picked session %s is gone; routing again", session.full_jid);
 		unregister(session);
 	end
-	return deliver(stanza, picked, n - 1, ...);
+	return deliver(stanza, picked, mark, n - 1, ...);
+end
+
+-- Whether a session other than `except` of the account would get a carbon
+-- of the stanza (mod_carbons decides what is copied: type, private,
+-- no-copy).
+local function copied_elsewhere(stanza, bare, except, origin)
+	local user = carbons_loaded and bare_sessions[bare];
+	for _, session in pairs(user and user.sessions or {}) do
+		if session ~= except and session.want_carbons then
+			return module:fire_event("carbons-should-copy", { stanza = stanza; session = origin }) and true or false;
+		end
+	end
+	return false;
 end
 
 -- One set of delivered sessions, reused: routing runs to completion
@@ -244,13 +296,16 @@ local picked = {};
 
 -- What one pick led to: the set of sessions that got the stanza, false when
 -- the library does not route it, nil when every picked session was gone.
-local function attempt(stanza, n, token, ...)
+-- `private` and the rest say what goes into the mark of a lone delivery.
+local function attempt(stanza, bare, origin, private, n, token, ...)
 	if not n then
 		refused(..., token, "warn", "Not routing %s: %s", stanza:top_tag(), token);
 		return false;
 	end
 	if n == 0 then return false; end
-	deliver(stanza, picked, n, token, ...);
+	local mark = n == 1 and (private and "private"
+		or not copied_elsewhere(stanza, bare, session_of[token], origin) and "plain") or nil;
+	deliver(stanza, picked, mark, n, token, ...);
 	return next(picked) and picked or nil;
 end
 
@@ -268,9 +323,7 @@ local not_routed_types = { headline = true, groupchat = true, error = true };
 
 -- Routes a chat or normal message for `bare`. Returns true when delivered;
 -- nil lets Prosody handle it (nothing eligible: offline storage or error).
--- A `redelivery` comes back from a session that died without acknowledging
--- it: its carbons went out the first time.
-local function route(event, bare, redelivery)
+local function route(event, bare)
 	local origin, stanza = event.origin, event.stanza;
 	local message_type = stanza.attr.type;
 	if not_routed_types[message_type] then return; end
@@ -285,10 +338,11 @@ local function route(event, bare, redelivery)
 	local private = carbons_loaded and stanza:get_child("private", xmlns_carbons) or nil;
 	if private then stanza:remove_children("private", xmlns_carbons); end
 	for _ = 1, MAX_ATTEMPTS do
-		local delivered = attempt(stanza, router:pick(bare, message_type, sender, hint, sender_is_local, redelivery));
+		local delivered = attempt(stanza, bare, origin, private,
+			router:pick(bare, message_type, sender, hint, sender_is_local));
 		if delivered == false then break; end
 		if delivered then
-			if carbons_loaded and not private and not redelivery then send_carbons(stanza, bare, delivered, origin); end
+			if carbons_loaded and not private then send_carbons(stanza, bare, delivered, origin); end
 			for session in pairs(delivered) do delivered[session] = nil; end
 			return true;
 		end
@@ -317,40 +371,22 @@ end, PRIORITY);
 -- mod_smacks stores them offline only when it was the account's last
 -- session and otherwise bounces them to the sender. Natively the other
 -- top sessions had copies; with one session picked, a bounce is a loss. So
--- what CMR routed to it alone is routed again among the remaining
--- sessions. Runs before mod_smacks' own handler.
---
--- What CMR routed is a chat or normal message to the account, not to this
--- session: CMR delivers without rewriting `to`, so it is addressed to the
--- bare JID or to an offline resource. Everything else in the queue is
--- mod_smacks' to handle: what was sent to this session's full JID, MAM
--- results and carbons (both addressed to it too), anything forwarded. And
--- where another session already holds a copy, it is not routed again:
--- under `all` (the library says so), or when a session has carbons on (it
--- got a <received/> copy, and must not get the message too).
-local function routed_by_cmr(session, stanza)
-	local to = stanza.attr.to;
-	return stanza.name == "message" and stanza.attr.xmlns == nil and not not_routed_types[stanza.attr.type]
-		and to ~= nil and to ~= session.full_jid and jid_bare(to) == jid_bare(session.full_jid)
-		and not stanza:get_child("result", "urn:xmpp:mam:2")
-		and not stanza:get_child("received", xmlns_carbons) and not stanza:get_child("sent", xmlns_carbons);
-end
-
-local function carbons_elsewhere(session)
-	local user = carbons_loaded and bare_sessions[jid_bare(session.full_jid)];
-	for _, other in pairs(user and user.sessions or {}) do
-		if other ~= session and other.want_carbons then return true; end
-	end
-	return false;
-end
-
+-- what CMR delivered to it alone (its mark says so) is routed again among
+-- the remaining sessions, or stored offline when none is eligible; no other
+-- session holds it, so neither makes a duplicate. Everything else in the
+-- queue is mod_smacks' to handle, as without mod_cmr: what was sent to
+-- this session's full JID, archive results, carbons, and what other
+-- sessions hold too (under `all`, or as carbons). Runs before mod_smacks'
+-- own handler.
 module:hook("delivery/failure", function (event)
 	local session, stanza = event.session, event.stanza;
-	if not session.username or not routed_by_cmr(session, stanza) or carbons_elsewhere(session) then return; end
+	local mark = stanza.attr[ROUTED_ALONE];
+	if not mark or not session.username then return; end
+	stanza.attr[ROUTED_ALONE] = nil;
+	if mark == "private" then stanza:tag("private", { xmlns = xmlns_carbons }):up(); end
 	unregister(session);
-	-- Not routed again (no other session is eligible, or under `all` the
-	-- others have their copies): mod_smacks handles it, as it does natively.
-	return route({ origin = {}, stanza = stanza }, jid_bare(session.full_jid), true);
+	if route({ origin = {}, stanza = stanza }, jid_bare(session.full_jid)) then return true; end
+	return module:fire_event("message/offline/handle", { origin = session, username = session.username, stanza = stanza });
 end, 1);
 
 -- XEP-0354 IQs: the library answers; the host sends and persists.

@@ -10,7 +10,8 @@
 -protocol({xep, 354, '0.1'}).
 
 -export([start/2, stop/1, reload/3, depends/2, mod_opt_type/1, mod_options/1, mod_doc/0]).
--export([sm_receive_packet/1, register_connection/3, remove_connection/3, set_presence/4,
+-export([sm_receive_packet/1, register_connection/3, remove_connection/3, set_presence/4, c2s_handle_cast/2,
+         c2s_terminated/2,
          unset_presence/4, user_send_packet/1, user_receive_packet/1, c2s_handle_send/3,
          c2s_authenticated_packet/2,
          c2s_session_pending/1, c2s_session_resumed/1, process_iq/1,
@@ -49,6 +50,10 @@ start(Host, Opts) ->
             ejabberd_hooks:add(c2s_authenticated_packet, Host, ?MODULE, c2s_authenticated_packet, 40),
             ejabberd_hooks:add(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
             ejabberd_hooks:add(c2s_session_resumed, Host, ?MODULE, c2s_session_resumed, 50),
+            ejabberd_hooks:add(c2s_handle_cast, Host, ?MODULE, c2s_handle_cast, 50),
+            %% Before mod_stream_mgmt (50) resends what the session never
+            %% acknowledged: none of it may be picked for this session.
+            ejabberd_hooks:add(c2s_terminated, Host, ?MODULE, c2s_terminated, 40),
             %% Between mod_mam (88), which archives the one unmarked delivery,
             %% and mod_carboncopy (89), which must not copy what mod_cmr routed.
             ejabberd_hooks:add(user_receive_packet, Host, ?MODULE, user_receive_packet, 88.5),
@@ -77,6 +82,8 @@ stop(Host) ->
     ejabberd_hooks:delete(disco_local_features, Host, ?MODULE, disco_features, 50),
     ejabberd_hooks:delete(sm_receive_packet, Host, ?MODULE, sm_receive_packet, 100),
     ejabberd_hooks:delete(user_receive_packet, Host, ?MODULE, user_receive_packet, 88.5),
+    ejabberd_hooks:delete(c2s_terminated, Host, ?MODULE, c2s_terminated, 40),
+    ejabberd_hooks:delete(c2s_handle_cast, Host, ?MODULE, c2s_handle_cast, 50),
     ejabberd_hooks:delete(c2s_session_resumed, Host, ?MODULE, c2s_session_resumed, 50),
     ejabberd_hooks:delete(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
     ejabberd_hooks:delete(c2s_authenticated_packet, Host, ?MODULE, c2s_authenticated_packet, 40),
@@ -223,21 +230,39 @@ register_presence(S, Token, U, R, #presence{type = available, show = Show, prior
 register_presence(S, Token, U, R, _NoPresence) ->
     register_unavailable(S, Token, U, R).
 
+%% Sessions open when the module starts: each registers itself from its own
+%% state (its last presence, and whether it waits for resumption), in its
+%% own process, so that a start waits on none of them. Sessions on other
+%% cluster nodes are their node's.
 register_existing_sessions(Host) ->
     lists:foreach(
       fun({U, S, R}) ->
-              case ejabberd_sm:get_session_sid(U, S, R) of
-                  none -> ok;
-                  {_, Pid} = SID -> register_presence(S, sid_token(SID), U, R, presence_of(Pid))
+              case ejabberd_sm:get_session_pid(U, S, R) of
+                  Pid when is_pid(Pid), node(Pid) == node() -> xmpp_stream_in:cast(Pid, cmr_register);
+                  _ -> ok
               end
       end, ejabberd_sm:get_vh_session_list(Host)).
 
-%% A session's last presence, asked of its process (not its own: that
-%% would wait on itself).
-presence_of(Pid) ->
-    try ejabberd_c2s:get_presence(Pid)
-    catch _:_ -> undefined
-    end.
+c2s_handle_cast(#{jid := #jid{luser = U, lserver = S, lresource = R}, sid := SID} = State, cmr_register) ->
+    register_presence(S, sid_token(SID), U, R, maps:get(pres_last, State, undefined)),
+    case State of
+        #{mgmt_state := pending} -> set_hibernating(State, true);
+        _ -> ok
+    end,
+    {stop, State};
+c2s_handle_cast(State, _Msg) ->
+    State.
+
+%% A session that ends leaves the library before its unacknowledged
+%% messages are resent, so that they go to the others.
+c2s_terminated(#{jid := #jid{luser = U, lserver = S, lresource = R}, sid := SID} = State, _Reason) ->
+    case router(S) of
+        undefined -> ok;
+        Router -> cmr:unregister(Router, full_jid(U, S, R), sid_token(SID))
+    end,
+    State;
+c2s_terminated(State, _Reason) ->
+    State.
 
 %% Activity for mostactive, at most once a second per session (the hook
 %% runs in the session's own process).
