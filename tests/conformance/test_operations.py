@@ -2,7 +2,7 @@
 command, and the installed layout."""
 
 from conftest import host_class, require, run, session_rows, stop_and_check_log
-from xmpp import NS_CMR, close, cluster, deliver, online, settle
+from xmpp import NS_CMR, close, cluster, deliver, drop_connection, online, stats_row, wait_for
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -37,17 +37,45 @@ def test_algorithm_survives_reconnects_and_a_restart(host):
 
 
 def test_sessions_online_at_a_module_reload_are_routed(host):
-    require(host, "reload")
+    require(host, "reload", "stats")
 
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, 0], ROUND_ROBIN)
         host.reload_module()
-        # The reloaded module found both sessions and the stored choice.
+        # The reloaded module found both sessions (ejabberd's register
+        # themselves, each in its own process) and the stored choice.
+        assert await wait_for(lambda: len(session_rows(host.stats(account))) == 2), host.stats(account)
         counts = await deliver(sensor, account, nodes, 10)
         await close(sensor, *nodes)
         return counts
 
     assert run(scenario()) == [5, 5]
+
+
+def test_a_module_reload_keeps_each_sessions_show_and_hibernation(host):
+    require(host, "reload", "stats", "smacks")
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        busy = await online(host, account, "node-0", show="dnd")
+        away = await online(host, account, "node-1", show="away")
+        asleep = await online(host, account, "node-2", show="chat", smacks=True)
+        await busy.set_algorithm("urn:xmpp:cmr:mostactive")
+        await drop_connection(asleep)
+        assert await wait_for(lambda: stats_row(host, account, "node-2")[7] == "true")
+        host.reload_module()
+        assert await wait_for(lambda: len(session_rows(host.stats(account))) == 3), host.stats(account)
+        rows = {row[0]: (row[3], row[7]) for row in session_rows(host.stats(account))}
+        # mostactive after the reload: away beats dnd, and chat does not
+        # count while its session waits for resumption.
+        sensor = await online(host, sensor_jid, "probe")
+        counts = await deliver(sensor, account, [busy, away], 4)
+        await close(sensor, busy, away)
+        return rows, counts
+
+    rows, counts = run(scenario())
+    assert rows == {"node-0": ("dnd", "false"), "node-1": ("away", "false"), "node-2": ("chat", "true")}
+    assert counts == [0, 4]
 
 
 def test_stats_command_shows_the_counts(host):
@@ -73,7 +101,7 @@ def test_a_dropped_connection_leaves_nothing_registered(host):
         # Gone without closing its stream: the server sends its unavailable
         # presence while it unbinds the session.
         nodes[1].transport.abort()
-        await settle(1)
+        assert await wait_for(lambda: stats_row(host, account, "node-1") is None), host.stats(account)
         output = host.stats(account)
         await close(sensor, nodes[0])
         return output
