@@ -99,6 +99,14 @@ const char *cmr_version(void);
 // known or not). Thread-safe.
 const char *cmr_status_message(uint32_t status);
 
+// A static NUL-terminated name of a status number, for bindings to use as
+// a symbol: `ok`, `not_routed`, `not_mine`, `buffer_too_small`,
+// `not_found`, `null_parameter`, `invalid_utf8`, `invalid_jid`,
+// `invalid_xml`, `invalid_argument`, `unknown_algorithm`, `not_offered`,
+// `invalid_option`, `panic`; `error` for a number it does not know.
+// Thread-safe.
+const char *cmr_status_name(uint32_t status);
+
 // Copies the message of the last error on the calling thread into `buf`.
 // The message stays until the next error on this thread; a buffer too
 // small gives `CMR_STATUS_BUFFER_TOO_SMALL` with the size needed and keeps

@@ -33,6 +33,8 @@ const char *cmr_version(void);
 
 const char *cmr_status_message(uint32_t status);
 
+const char *cmr_status_name(uint32_t status);
+
 cmr_status cmr_last_error(char *buf, size_t cap, size_t *out_len);
 
 cmr_status cmr_router_new(const char *options, size_t options_len, cmr_router **out_router);

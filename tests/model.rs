@@ -249,6 +249,20 @@ struct Res {
 }
 
 impl Res {
+    /// A new session: nothing routed to it, no load, not hibernating.
+    fn new(name: usize, token: u64, priority: i32, show: usize, available: bool) -> Res {
+        Res {
+            name,
+            token,
+            priority,
+            show,
+            available,
+            hibernating: false,
+            routed: 0,
+            load: 0,
+        }
+    }
+
     fn eligible(&self, live_only: bool) -> bool {
         self.available && self.priority >= 0 && !(live_only && self.hibernating)
     }
@@ -410,28 +424,10 @@ impl Model {
                         r.show = show;
                         r.available = available;
                     }
-                    Some(r) => {
-                        *r = Res {
-                            name: resource,
-                            token,
-                            priority,
-                            show,
-                            available,
-                            hibernating: false,
-                            routed: 0,
-                            load: 0,
-                        };
-                    }
-                    None => entry.resources.push(Res {
-                        name: resource,
-                        token,
-                        priority,
-                        show,
-                        available,
-                        hibernating: false,
-                        routed: 0,
-                        load: 0,
-                    }),
+                    Some(r) => *r = Res::new(resource, token, priority, show, available),
+                    None => entry
+                        .resources
+                        .push(Res::new(resource, token, priority, show, available)),
                 }
                 entry.after_change(before);
             }

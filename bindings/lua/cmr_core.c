@@ -20,24 +20,6 @@ static cmr_router *check_router(lua_State *L) {
   return box->router;
 }
 
-/* The status as the word a host can test (`panic`: the router is unusable). */
-static const char *status_name(cmr_status status) {
-  switch (status) {
-    case CMR_STATUS_BUFFER_TOO_SMALL: return "buffer_too_small";
-    case CMR_STATUS_NOT_FOUND: return "not_found";
-    case CMR_STATUS_NULL_PARAMETER: return "null_parameter";
-    case CMR_STATUS_INVALID_UTF8: return "invalid_utf8";
-    case CMR_STATUS_INVALID_JID: return "invalid_jid";
-    case CMR_STATUS_INVALID_XML: return "invalid_xml";
-    case CMR_STATUS_INVALID_ARGUMENT: return "invalid_argument";
-    case CMR_STATUS_UNKNOWN_ALGORITHM: return "unknown_algorithm";
-    case CMR_STATUS_NOT_OFFERED: return "not_offered";
-    case CMR_STATUS_INVALID_OPTION: return "invalid_option";
-    case CMR_STATUS_PANIC: return "panic";
-    default: return "error";
-  }
-}
-
 /* nil, message, status: the Lua way of reporting an error. */
 static int push_error(lua_State *L, cmr_status status) {
   char small[512];
@@ -57,7 +39,8 @@ static int push_error(lua_State *L, cmr_status status) {
   } else {
     lua_pushstring(L, cmr_status_message((uint32_t)status));
   }
-  lua_pushstring(L, status_name(status));
+  /* The status as a word a host can test (`panic`: the router is unusable). */
+  lua_pushstring(L, cmr_status_name((uint32_t)status));
   return 3;
 }
 

@@ -20,13 +20,6 @@ local flag = ffi.new("bool[1]");
 local text_cap = 1024;
 local text = ffi.new("char[?]", text_cap);
 
--- The status as the word a host can test (`panic`: the router is unusable).
-local status_names = {
-	[3] = "buffer_too_small", [4] = "not_found", [100] = "null_parameter", [101] = "invalid_utf8",
-	[102] = "invalid_jid", [103] = "invalid_xml", [104] = "invalid_argument", [105] = "unknown_algorithm",
-	[106] = "not_offered", [107] = "invalid_option", [200] = "panic",
-};
-
 -- nil, message, status: the Lua way of reporting an error.
 local function failure(status)
 	status = tonumber(status);
@@ -37,7 +30,8 @@ local function failure(status)
 		local buf = ffi.new("char[?]", size);
 		if lib.cmr_last_error(buf, size, out_len) == OK then message = ffi.string(buf, out_len[0]); end
 	end
-	return nil, message or ffi.string(lib.cmr_status_message(status)), status_names[status] or "error";
+	-- The status as a word a host can test (`panic`: the router is unusable).
+	return nil, message or ffi.string(lib.cmr_status_message(status)), ffi.string(lib.cmr_status_name(status));
 end
 
 local function result(status)

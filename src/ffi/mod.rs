@@ -148,6 +148,36 @@ pub extern "C" fn cmr_status_message(status: u32) -> *const c_char {
     }
 }
 
+/// A static NUL-terminated name of a status number, for bindings to use as
+/// a symbol: `ok`, `not_routed`, `not_mine`, `buffer_too_small`,
+/// `not_found`, `null_parameter`, `invalid_utf8`, `invalid_jid`,
+/// `invalid_xml`, `invalid_argument`, `unknown_algorithm`, `not_offered`,
+/// `invalid_option`, `panic`; `error` for a number it does not know.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn cmr_status_name(status: u32) -> *const c_char {
+    ffi_panic_boundary! {
+        let name: &'static str = match status {
+            0 => "ok\0",
+            1 => "not_routed\0",
+            2 => "not_mine\0",
+            3 => "buffer_too_small\0",
+            4 => "not_found\0",
+            100 => "null_parameter\0",
+            101 => "invalid_utf8\0",
+            102 => "invalid_jid\0",
+            103 => "invalid_xml\0",
+            104 => "invalid_argument\0",
+            105 => "unknown_algorithm\0",
+            106 => "not_offered\0",
+            107 => "invalid_option\0",
+            200 => "panic\0",
+            _ => "error\0",
+        };
+        name.as_ptr().cast()
+    }
+}
+
 /// Copies the message of the last error on the calling thread into `buf`.
 /// The message stays until the next error on this thread; a buffer too
 /// small gives `CMR_STATUS_BUFFER_TOO_SMALL` with the size needed and keeps

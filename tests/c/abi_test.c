@@ -56,6 +56,9 @@ static void test_version_and_messages(void) {
   CHECK(strcmp(cmr_version(), "0.1.0") == 0);
   CHECK(strstr(cmr_status_message(CMR_STATUS_NOT_ROUTED), "not routed") != NULL);
   CHECK(strcmp(cmr_status_message(9999), "unknown status") == 0);
+  CHECK(strcmp(cmr_status_name(CMR_STATUS_INVALID_JID), "invalid_jid") == 0);
+  CHECK(strcmp(cmr_status_name(CMR_STATUS_PANIC), "panic") == 0);
+  CHECK(strcmp(cmr_status_name(9999), "error") == 0);
   size_t len;
   CHECK(cmr_last_error(NULL, 0, NULL) == CMR_STATUS_NULL_PARAMETER);
   CHECK(strstr(last_error(), "out_len is NULL") != NULL);

@@ -50,22 +50,6 @@ static ERL_NIF_TERM error2(ErlNifEnv *env, const char *status, const char *s, si
   return enif_make_tuple2(env, atom(env, "error"), enif_make_tuple2(env, atom(env, status), text(env, s, len)));
 }
 
-static const char *status_atom(cmr_status status) {
-  switch (status) {
-    case CMR_STATUS_BUFFER_TOO_SMALL: return "buffer_too_small";
-    case CMR_STATUS_NOT_FOUND: return "not_found";
-    case CMR_STATUS_NULL_PARAMETER: return "null_parameter";
-    case CMR_STATUS_INVALID_UTF8: return "invalid_utf8";
-    case CMR_STATUS_INVALID_JID: return "invalid_jid";
-    case CMR_STATUS_INVALID_XML: return "invalid_xml";
-    case CMR_STATUS_INVALID_ARGUMENT: return "invalid_argument";
-    case CMR_STATUS_UNKNOWN_ALGORITHM: return "unknown_algorithm";
-    case CMR_STATUS_NOT_OFFERED: return "not_offered";
-    case CMR_STATUS_INVALID_OPTION: return "invalid_option";
-    case CMR_STATUS_PANIC: return "panic";
-    default: return "error";
-  }
-}
 
 /* {error, {Status, Message}} from the library's last error, whatever its
  * length. */
@@ -74,13 +58,13 @@ static ERL_NIF_TERM lib_error(ErlNifEnv *env, cmr_status status) {
   ErlNifBinary message;
   if (cmr_last_error(NULL, 0, &len) == CMR_STATUS_BUFFER_TOO_SMALL && enif_alloc_binary(len, &message)) {
     if (cmr_last_error((char *)message.data, message.size, &len) == CMR_STATUS_OK) {
-      ERL_NIF_TERM reason = enif_make_tuple2(env, atom(env, status_atom(status)), enif_make_binary(env, &message));
+      ERL_NIF_TERM reason = enif_make_tuple2(env, atom(env, cmr_status_name((uint32_t)status)), enif_make_binary(env, &message));
       return enif_make_tuple2(env, atom(env, "error"), reason);
     }
     enif_release_binary(&message);
   }
   const char *m = cmr_status_message((uint32_t)status);
-  return error2(env, status_atom(status), m, strlen(m));
+  return error2(env, cmr_status_name((uint32_t)status), m, strlen(m));
 }
 
 static ERL_NIF_TERM ok_or_error(ErlNifEnv *env, cmr_status status) {
