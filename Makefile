@@ -18,6 +18,7 @@ HOST ?= prosody
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
 .PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd
+.PHONY: java java-deps java-tests
 .PHONY: demo-library bench-lua bench-throughput fuzz
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -122,6 +123,27 @@ $(ERL_BUILD)/ebin/cmr.beam: bindings/erlang/src/cmr.erl
 	mkdir -p $(ERL_BUILD)/ebin
 	erlc -Werror -o $(ERL_BUILD)/ebin $<
 
+# The Java binding: the JNI shim with libcmr.a linked in (one
+# self-contained .so, its Rust symbols kept inside), and org.cmr built and
+# tested by Maven (JUnit 5) against it.
+JAVA_BUILD := $(BUILD)/java
+JNI_SO := $(JAVA_BUILD)/libcmr_jni.so
+JAVA_HOME ?= $(shell dirname $$(dirname $$(readlink -f $$(command -v javac 2>/dev/null || echo /usr/bin/javac))))
+MVN := mvn -B --no-transfer-progress
+
+java-deps:
+	@scripts/install-deps.sh default-jdk-headless maven
+
+$(JNI_SO): bindings/java/src/main/c/cmr_jni.c include/cmr.h $(LIB)/libcmr.a
+	mkdir -p $(JAVA_BUILD)
+	$(CC) $(CFLAGS) -fPIC -shared -I$(JAVA_HOME)/include -I$(JAVA_HOME)/include/linux -Iinclude $< \
+	    $(LIB)/libcmr.a -Wl,--exclude-libs,ALL -Wl,--gc-sections -Wl,--strip-debug -Wl,-z,defs -lpthread -ldl -lm -lc -lgcc_s -o $@
+
+java: java-deps lib $(JNI_SO)
+
+java-tests: java
+	cd bindings/java && $(MVN) verify -Dcmr.jni=$(CURDIR)/$(JNI_SO)
+
 # mod_cmr for ejabberd 23.01.
 EJABBERD := /usr/lib/x86_64-linux-gnu/ejabberd-23.01
 ERL_MOD_BUILD := $(BUILD)/erlang/mod_cmr
@@ -196,7 +218,7 @@ install-test: lib
 	readelf -d $$tmp/hello | grep -q 'NEEDED.*$(SONAME)' && $$tmp/hello && \
 	rm -rf $$tmp && echo "install-test: 1 passed, 0 failed"
 
-test: test-deps lint check-header rust-tests c-tests install-test lua-tests erlang-tests conformance-prosody \
+test: test-deps lint check-header rust-tests c-tests install-test lua-tests erlang-tests java-tests conformance-prosody \
       conformance-ejabberd
 
 # The live demo on loopback, with and without mod_cmr.

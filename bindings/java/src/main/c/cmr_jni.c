@@ -1,0 +1,457 @@
+/*
+ * JNI shim over include/cmr.h for org.cmr.Native. It only translates:
+ * Java byte arrays in (UTF-8, read in place), tokens and text out, and a
+ * status other than OK into an org.cmr.CmrException carrying the
+ * library's message. libcmr.a is linked in, so this one .so is all a JVM
+ * loads.
+ */
+#include <jni.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmr.h"
+
+/* Text results (answers, stats) are first written here, on the stack; a
+ * larger one is asked again with a buffer of the size the library gave. */
+#define TEXT_STACK_BYTES 4096
+/* Messages quote inputs shortened and stay under 1 KB. */
+#define ERROR_BYTES 1024
+
+static jclass exception_class;
+static jmethodID exception_init;
+
+JNIEXPORT jint JNICALL JNI_OnLoad(JavaVM *vm, void *reserved) {
+    (void)reserved;
+    JNIEnv *env;
+    if ((*vm)->GetEnv(vm, (void **)&env, JNI_VERSION_1_8) != JNI_OK) {
+        return JNI_ERR;
+    }
+    jclass local = (*env)->FindClass(env, "org/cmr/CmrException");
+    if (local == NULL) {
+        return JNI_ERR;
+    }
+    exception_class = (*env)->NewGlobalRef(env, local);
+    (*env)->DeleteLocalRef(env, local);
+    if (exception_class == NULL) {
+        return JNI_ERR;
+    }
+    exception_init = (*env)->GetMethodID(env, exception_class, "<init>", "(I[B)V");
+    return exception_init == NULL ? JNI_ERR : JNI_VERSION_1_8;
+}
+
+JNIEXPORT void JNICALL JNI_OnUnload(JavaVM *vm, void *reserved) {
+    (void)reserved;
+    JNIEnv *env;
+    if ((*vm)->GetEnv(vm, (void **)&env, JNI_VERSION_1_8) == JNI_OK) {
+        (*env)->DeleteGlobalRef(env, exception_class);
+    }
+}
+
+static jbyteArray to_java_bytes(JNIEnv *env, const char *bytes, size_t len) {
+    jbyteArray array = (*env)->NewByteArray(env, (jsize)len);
+    if (array != NULL) {
+        (*env)->SetByteArrayRegion(env, array, 0, (jsize)len, (const jbyte *)bytes);
+    }
+    return array;
+}
+
+/* Throws CmrException(status, this thread's last error message). */
+static void throw_status(JNIEnv *env, cmr_status status) {
+    char message[ERROR_BYTES];
+    size_t len = 0;
+    if (cmr_last_error(message, sizeof message, &len) != CMR_STATUS_OK) {
+        len = 0;
+    }
+    jbyteArray text = to_java_bytes(env, message, len);
+    if (text == NULL) {
+        return; /* OutOfMemoryError is pending */
+    }
+    jthrowable error = (*env)->NewObject(env, exception_class, exception_init, (jint)status, text);
+    if (error != NULL) {
+        (*env)->Throw(env, error);
+    }
+}
+
+static void throw_out_of_memory(JNIEnv *env) {
+    jclass error = (*env)->FindClass(env, "java/lang/OutOfMemoryError");
+    if (error != NULL) {
+        (*env)->ThrowNew(env, error, "cmr: no memory for a result");
+    }
+}
+
+/* A byte array read in place. A null array reads as no bytes: the Java
+ * side refuses null where a value is required. */
+typedef struct {
+    jbyteArray array;
+    const char *bytes;
+    size_t len;
+} input;
+
+static int input_open(JNIEnv *env, jbyteArray array, input *in) {
+    in->array = array;
+    in->bytes = NULL;
+    in->len = 0;
+    if (array == NULL) {
+        return 1;
+    }
+    in->len = (size_t)(*env)->GetArrayLength(env, array);
+    in->bytes = (*env)->GetPrimitiveArrayCritical(env, array, NULL);
+    return in->bytes != NULL;
+}
+
+static void input_close(JNIEnv *env, input *in) {
+    if (in->bytes != NULL) {
+        (*env)->ReleasePrimitiveArrayCritical(env, in->array, (void *)in->bytes, JNI_ABORT);
+    }
+}
+
+static const cmr_router *router_of(jlong handle) {
+    return (const cmr_router *)(intptr_t)handle;
+}
+
+/* A text-producing call: `write` fills (buf, cap) for `arg`. */
+typedef cmr_status (*text_call)(const cmr_router *router, const input *arg, char *buf,
+                                size_t cap, size_t *out_len);
+
+/* Runs `call` into the stack buffer, or again into one of the size needed
+ * (again if the text grew meanwhile), and returns it as a Java byte
+ * array. */
+static jbyteArray text_result(JNIEnv *env, jlong handle, jbyteArray arg_array, text_call call) {
+    char stack[TEXT_STACK_BYTES];
+    char *buf = stack;
+    size_t cap = sizeof stack;
+    size_t len = 0;
+    jbyteArray result = NULL;
+    input arg;
+    for (;;) {
+        if (!input_open(env, arg_array, &arg)) {
+            break;
+        }
+        cmr_status status = call(router_of(handle), &arg, buf, cap, &len);
+        input_close(env, &arg);
+        if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
+            if (buf != stack) {
+                free(buf);
+            }
+            buf = malloc(len);
+            cap = len;
+            if (buf == NULL) {
+                throw_out_of_memory(env);
+                return NULL;
+            }
+            continue;
+        }
+        if (status == CMR_STATUS_OK) {
+            result = to_java_bytes(env, buf, len);
+        } else {
+            throw_status(env, status);
+        }
+        break;
+    }
+    if (buf != stack) {
+        free(buf);
+    }
+    return result;
+}
+
+static cmr_status call_get_algorithm(const cmr_router *router, const input *bare_jid, char *buf,
+                                     size_t cap, size_t *out_len) {
+    return cmr_router_get_algorithm(router, bare_jid->bytes, bare_jid->len, buf, cap, out_len);
+}
+
+static cmr_status call_stats(const cmr_router *router, const input *bare_jid, char *buf, size_t cap,
+                             size_t *out_len) {
+    return cmr_router_stats(router, bare_jid->bytes, bare_jid->len, buf, cap, out_len);
+}
+
+static cmr_status call_disco_features(const cmr_router *router, const input *unused, char *buf,
+                                      size_t cap, size_t *out_len) {
+    (void)unused;
+    return cmr_router_disco_features(router, buf, cap, out_len);
+}
+
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_version(JNIEnv *env, jclass cls) {
+    (void)cls;
+    const char *version = cmr_version();
+    return to_java_bytes(env, version, strlen(version));
+}
+
+JNIEXPORT jlong JNICALL Java_org_cmr_Native_newRouter(JNIEnv *env, jclass cls, jbyteArray options) {
+    (void)cls;
+    input in;
+    cmr_router *router = NULL;
+    if (!input_open(env, options, &in)) {
+        return 0;
+    }
+    cmr_status status = cmr_router_new(in.bytes, in.len, &router);
+    input_close(env, &in);
+    if (status != CMR_STATUS_OK) {
+        throw_status(env, status);
+        return 0;
+    }
+    return (jlong)(intptr_t)router;
+}
+
+JNIEXPORT void JNICALL Java_org_cmr_Native_free(JNIEnv *env, jclass cls, jlong handle) {
+    (void)env;
+    (void)cls;
+    cmr_router_free((cmr_router *)(intptr_t)handle);
+}
+
+JNIEXPORT jboolean JNICALL Java_org_cmr_Native_register(JNIEnv *env, jclass cls, jlong handle,
+                                                        jbyteArray full_jid, jlong token,
+                                                        jint priority, jbyteArray show,
+                                                        jboolean available) {
+    (void)cls;
+    input jid, show_in;
+    bool new_account = false;
+    if (!input_open(env, full_jid, &jid)) {
+        return JNI_FALSE;
+    }
+    if (!input_open(env, show, &show_in)) {
+        input_close(env, &jid);
+        return JNI_FALSE;
+    }
+    cmr_status status = cmr_router_register(router_of(handle), jid.bytes, jid.len, (uint64_t)token,
+                                            priority, show_in.bytes, show_in.len,
+                                            available == JNI_TRUE, &new_account);
+    input_close(env, &show_in);
+    input_close(env, &jid);
+    if (status != CMR_STATUS_OK) {
+        throw_status(env, status);
+    }
+    return new_account ? JNI_TRUE : JNI_FALSE;
+}
+
+/* unregister, touch, set_hibernating and set_load: a JID, a token, a value. */
+enum session_call { UNREGISTER, TOUCH, SET_HIBERNATING, SET_LOAD };
+
+static void session_call(JNIEnv *env, enum session_call which, jlong handle, jbyteArray jid_array,
+                         jlong token, jint value) {
+    input jid;
+    if (!input_open(env, jid_array, &jid)) {
+        return;
+    }
+    const cmr_router *router = router_of(handle);
+    cmr_status status = CMR_STATUS_OK;
+    switch (which) {
+    case UNREGISTER:
+        status = cmr_router_unregister(router, jid.bytes, jid.len, (uint64_t)token);
+        break;
+    case TOUCH:
+        status = cmr_router_touch(router, jid.bytes, jid.len, (uint64_t)token);
+        break;
+    case SET_HIBERNATING:
+        status = cmr_router_set_hibernating(router, jid.bytes, jid.len, (uint64_t)token, value != 0);
+        break;
+    case SET_LOAD:
+        status = cmr_router_set_load(router, jid.bytes, jid.len, (uint64_t)token, (uint32_t)value);
+        break;
+    }
+    input_close(env, &jid);
+    if (status != CMR_STATUS_OK) {
+        throw_status(env, status);
+    }
+}
+
+JNIEXPORT void JNICALL Java_org_cmr_Native_unregister(JNIEnv *env, jclass cls, jlong handle,
+                                                      jbyteArray jid, jlong token) {
+    (void)cls;
+    session_call(env, UNREGISTER, handle, jid, token, 0);
+}
+
+JNIEXPORT void JNICALL Java_org_cmr_Native_touch(JNIEnv *env, jclass cls, jlong handle,
+                                                 jbyteArray full_jid, jlong token) {
+    (void)cls;
+    session_call(env, TOUCH, handle, full_jid, token, 0);
+}
+
+JNIEXPORT void JNICALL Java_org_cmr_Native_setHibernating(JNIEnv *env, jclass cls, jlong handle,
+                                                          jbyteArray full_jid, jlong token,
+                                                          jboolean hibernating) {
+    (void)cls;
+    session_call(env, SET_HIBERNATING, handle, full_jid, token, hibernating == JNI_TRUE);
+}
+
+JNIEXPORT void JNICALL Java_org_cmr_Native_setLoad(JNIEnv *env, jclass cls, jlong handle,
+                                                   jbyteArray full_jid, jlong token, jint load) {
+    (void)cls;
+    session_call(env, SET_LOAD, handle, full_jid, token, load);
+}
+
+/* The message's four strings and the caller's token array, read in place
+ * for the length of one pick. */
+typedef struct {
+    input recipient, type, sender, hint;
+    jlongArray out_array;
+    jlong *out;
+} pick_args;
+
+static int pick_open(JNIEnv *env, pick_args *a, jbyteArray recipient, jbyteArray type,
+                     jbyteArray sender, jbyteArray hint, jlongArray out) {
+    memset(a, 0, sizeof *a);
+    a->out_array = out;
+    if (!input_open(env, recipient, &a->recipient) || !input_open(env, type, &a->type) ||
+        !input_open(env, sender, &a->sender) || !input_open(env, hint, &a->hint)) {
+        return 0;
+    }
+    if (out != NULL && (*env)->GetArrayLength(env, out) > 0) {
+        a->out = (*env)->GetPrimitiveArrayCritical(env, out, NULL);
+        return a->out != NULL;
+    }
+    return 1;
+}
+
+static void pick_close(JNIEnv *env, pick_args *a, jint mode) {
+    if (a->out != NULL) {
+        (*env)->ReleasePrimitiveArrayCritical(env, a->out_array, a->out, mode);
+    }
+    input_close(env, &a->hint);
+    input_close(env, &a->sender);
+    input_close(env, &a->type);
+    input_close(env, &a->recipient);
+}
+
+JNIEXPORT jint JNICALL Java_org_cmr_Native_pick(JNIEnv *env, jclass cls, jlong handle,
+                                                jbyteArray recipient, jbyteArray type,
+                                                jbyteArray sender, jbyteArray hint,
+                                                jboolean sender_is_local, jlongArray out) {
+    (void)cls;
+    pick_args a;
+    if (!pick_open(env, &a, recipient, type, sender, hint, out)) {
+        pick_close(env, &a, JNI_ABORT);
+        return 0;
+    }
+    cmr_message message = {
+        .recipient = a.recipient.bytes,
+        .recipient_len = a.recipient.len,
+        .message_type = a.type.bytes,
+        .message_type_len = a.type.len,
+        .sender = a.sender.bytes,
+        .sender_len = a.sender.len,
+        .hint = a.hint.bytes,
+        .hint_len = a.hint.len,
+        .sender_is_local = sender_is_local == JNI_TRUE,
+    };
+    size_t cap = a.out == NULL ? 0 : (size_t)(*env)->GetArrayLength(env, out);
+    size_t len = 0;
+    cmr_status status = cmr_router_pick(router_of(handle), &message, (uint64_t *)a.out, cap, &len);
+    pick_close(env, &a, status == CMR_STATUS_OK ? 0 : JNI_ABORT);
+    switch (status) {
+    case CMR_STATUS_OK:
+    case CMR_STATUS_BUFFER_TOO_SMALL:
+        return (jint)len;
+    case CMR_STATUS_NOT_ROUTED:
+        return 0;
+    default:
+        throw_status(env, status);
+        return 0;
+    }
+}
+
+/* The same arguments as pick, read and released the same way, and no
+ * call: the baseline that the JNI overhead of a pick is measured against. */
+JNIEXPORT jint JNICALL Java_org_cmr_Native_emptyPick(JNIEnv *env, jclass cls, jlong handle,
+                                                     jbyteArray recipient, jbyteArray type,
+                                                     jbyteArray sender, jbyteArray hint,
+                                                     jboolean sender_is_local, jlongArray out) {
+    (void)cls;
+    (void)handle;
+    (void)sender_is_local;
+    pick_args a;
+    int opened = pick_open(env, &a, recipient, type, sender, hint, out);
+    pick_close(env, &a, JNI_ABORT);
+    return opened;
+}
+
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_getAlgorithm(JNIEnv *env, jclass cls,
+                                                              jlong handle, jbyteArray bare_jid) {
+    (void)cls;
+    return text_result(env, handle, bare_jid, call_get_algorithm);
+}
+
+JNIEXPORT void JNICALL Java_org_cmr_Native_setAlgorithm(JNIEnv *env, jclass cls, jlong handle,
+                                                        jbyteArray bare_jid, jbyteArray algorithm) {
+    (void)cls;
+    input jid, name;
+    if (!input_open(env, bare_jid, &jid)) {
+        return;
+    }
+    if (!input_open(env, algorithm, &name)) {
+        input_close(env, &jid);
+        return;
+    }
+    cmr_status status =
+        cmr_router_set_algorithm(router_of(handle), jid.bytes, jid.len, name.bytes, name.len);
+    input_close(env, &name);
+    input_close(env, &jid);
+    if (status != CMR_STATUS_OK) {
+        throw_status(env, status);
+    }
+}
+
+/* The answer, with one byte in front: 1 when the account's algorithm
+ * changed (org.cmr.IqAnswer reads it); null when the IQ is not CMR's. An
+ * IQ may take up to a millisecond to parse, so it is copied out of the
+ * Java heap rather than held in a critical region. */
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_handleIq(JNIEnv *env, jclass cls, jlong handle,
+                                                          jbyteArray xml) {
+    (void)cls;
+    if (xml == NULL) {
+        return NULL;
+    }
+    jsize xml_len = (*env)->GetArrayLength(env, xml);
+    jbyte *stanza = (*env)->GetByteArrayElements(env, xml, NULL);
+    if (stanza == NULL) {
+        return NULL;
+    }
+    char stack[TEXT_STACK_BYTES];
+    char *buf = stack;
+    size_t cap = sizeof stack - 1;
+    size_t len = 0;
+    bool changed = false;
+    cmr_status status;
+    for (;;) {
+        status = cmr_router_handle_iq(router_of(handle), (const char *)stanza, (size_t)xml_len,
+                                      buf + 1, cap, &len, &changed);
+        if (status != CMR_STATUS_BUFFER_TOO_SMALL) {
+            break;
+        }
+        if (buf != stack) {
+            free(buf);
+        }
+        buf = malloc(len + 1);
+        cap = len;
+        if (buf == NULL) {
+            break;
+        }
+    }
+    (*env)->ReleaseByteArrayElements(env, xml, stanza, JNI_ABORT);
+    jbyteArray result = NULL;
+    if (buf == NULL) {
+        throw_out_of_memory(env);
+        return NULL;
+    }
+    if (status == CMR_STATUS_OK) {
+        buf[0] = changed ? 1 : 0;
+        result = to_java_bytes(env, buf, len + 1);
+    } else if (status != CMR_STATUS_NOT_MINE) {
+        throw_status(env, status);
+    }
+    if (buf != stack) {
+        free(buf);
+    }
+    return result;
+}
+
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_discoFeatures(JNIEnv *env, jclass cls,
+                                                               jlong handle) {
+    (void)cls;
+    return text_result(env, handle, NULL, call_disco_features);
+}
+
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_stats(JNIEnv *env, jclass cls, jlong handle,
+                                                       jbyteArray bare_jid) {
+    (void)cls;
+    return text_result(env, handle, bare_jid, call_stats);
+}

@@ -1,0 +1,239 @@
+package org.cmr;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.lang.reflect.Method;
+import java.net.URL;
+import java.net.URLClassLoader;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.function.Executable;
+
+class RouterTest {
+    private static final String ACCOUNT = "sensors@example.org";
+    private static final String RR = "urn:xmpp:cmr:roundrobin";
+    private Router router;
+
+    @BeforeAll
+    static void load() throws IOException {
+        Router.loadLibrary(Paths.get(System.getProperty("cmr.jni")));
+    }
+
+    @BeforeEach
+    void open() {
+        router = new Router("");
+    }
+
+    @AfterEach
+    void close() {
+        router.close();
+    }
+
+    private static CmrException refused(Status status, String inMessage, Executable call) {
+        CmrException e = assertThrows(CmrException.class, call);
+        assertEquals(status, e.status(), e.getMessage());
+        assertTrue(e.getMessage().contains(inMessage), e.getMessage());
+        return e;
+    }
+
+    private int pick(long[] out) {
+        return router.pick(ACCOUNT, "chat", "probe@example.org/x", null, true, out);
+    }
+
+    @Test
+    void versionIsTheLibrarys() {
+        assertTrue(Router.version().matches("\\d+\\.\\d+\\.\\d+.*"), Router.version());
+    }
+
+    @Test
+    void roundRobinThroughTheBinding() {
+        assertTrue(router.register(ACCOUNT + "/a", 1, 0, null, true));
+        assertFalse(router.register(ACCOUNT + "/b", 2, 0, "chat", true));
+        router.setAlgorithm(ACCOUNT, "roundrobin");
+        assertEquals(RR, router.algorithm(ACCOUNT));
+        long[] out = new long[1];
+        List<Long> picked = new ArrayList<>();
+        for (int i = 0; i < 4; i++) {
+            assertEquals(1, pick(out));
+            picked.add(out[0]);
+        }
+        assertEquals(List.of(1L, 2L, 1L, 2L), picked);
+        String stats = router.stats(ACCOUNT);
+        assertTrue(stats.startsWith("resource\trouted"), stats);
+        assertTrue(stats.contains("a\t2\t"), stats);
+    }
+
+    @Test
+    void notRoutedIsZeroAndAllAsksForRoom() {
+        assertEquals(0, pick(new long[1]), "no session: the host routes");
+        router.register(ACCOUNT + "/a", 1, 0, null, true);
+        router.register(ACCOUNT + "/b", 2, 0, null, true);
+        router.setAlgorithm(ACCOUNT, "all");
+        long[] one = {-7};
+        assertEquals(2, pick(one), "the number needed");
+        assertEquals(-7, one[0], "nothing written");
+        long[] two = new long[2];
+        assertEquals(2, pick(two));
+        java.util.Arrays.sort(two);
+        assertArrayEquals(new long[] {1, 2}, two);
+        assertEquals(2, router.pick(ACCOUNT, null, null, null, false, new long[0]));
+    }
+
+    @Test
+    void everyBadInputIsAClearException() {
+        refused(Status.INVALID_OPTION, "bogus", () -> new Router("bogus=1"));
+        refused(Status.INVALID_JID, "no resource", () -> router.register(ACCOUNT, 1, 0, null, true));
+        refused(Status.INVALID_JID, "", () -> router.register("@@/x", 1, 0, null, true));
+        byte[] latin1 = "caf\u00e9@example.org/x".getBytes(StandardCharsets.ISO_8859_1);
+        refused(Status.INVALID_UTF8, "", () -> router.register(latin1, 1, 0, null, true));
+        refused(Status.INVALID_ARGUMENT, "show", () -> router.register(ACCOUNT + "/a", 1, 0, "bored", true));
+        refused(Status.INVALID_ARGUMENT, "priority", () -> router.register(ACCOUNT + "/a", 1, 500, null, true));
+        refused(Status.INVALID_ARGUMENT, "negative", () -> router.setLoad(ACCOUNT + "/a", 1, -1));
+        router.register(ACCOUNT + "/a", 1, 0, null, true);
+        refused(Status.UNKNOWN_ALGORITHM, "nosuch", () -> router.setAlgorithm(ACCOUNT, "nosuch"));
+        refused(Status.NOT_FOUND, "", () -> router.unregister(ACCOUNT + "/a", 99));
+        refused(Status.INVALID_XML, "", () -> router.handleIq("<iq type='get'><query"));
+        assertEquals(0, router.pick("not a jid@", null, null, null, true, new long[1]), "no such account");
+        assertThrows(NullPointerException.class, () -> router.register((byte[]) null, 1, 0, null, true));
+        assertThrows(NullPointerException.class, () -> router.handleIq((byte[]) null));
+        assertThrows(NullPointerException.class, () -> new Router(null));
+        assertEquals(1, pick(new long[1]), "the refused calls changed nothing");
+        assertEquals("urn:xmpp:cmr:all", router.algorithm(ACCOUNT));
+    }
+
+    @Test
+    void aLongMessageArrivesWhole() {
+        String resource = new String(new char[1000]).replace('\0', 'r');
+        CmrException e = refused(Status.NOT_FOUND, "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr",
+                () -> router.unregister(ACCOUNT + "/" + resource, 99));
+        assertTrue(e.getMessage().endsWith("(1031 bytes in all) is not registered"), e.getMessage());
+    }
+
+    @Test
+    void iqs() {
+        router.register(ACCOUNT + "/a", 1, 0, null, true);
+        String set = "<iq type='set' id='1' from='" + ACCOUNT + "/a' to='" + ACCOUNT + "'>"
+                + "<cmr xmlns='urn:xmpp:cmr:0' algorithm='" + RR + "'/></iq>";
+        IqAnswer answer = router.handleIq(set);
+        assertNotNull(answer);
+        assertTrue(answer.changed());
+        assertTrue(answer.stanza().endsWith("type='result'/>"), answer.stanza());
+        assertEquals(RR, router.algorithm(ACCOUNT));
+        String get = "<iq type='get' id='2' from='" + ACCOUNT + "/a' to='" + ACCOUNT + "'>"
+                + "<query xmlns='urn:xmpp:cmr:0'/></iq>";
+        IqAnswer query = router.handleIq(get);
+        assertFalse(query.changed());
+        assertTrue(query.stanza().contains(RR), query.stanza());
+        assertNull(router.handleIq("<iq type='result' id='3'/>"), "not CMR's");
+        assertArrayEquals(new String[] {"urn:xmpp:cmr:0", "urn:xmpp:cmr:hints:0"}, router.discoFeatures());
+    }
+
+    @Test
+    void aClosedRouterRefusesCalls() {
+        Router closed = new Router("");
+        closed.close();
+        assertThrows(IllegalStateException.class, () -> closed.register(ACCOUNT + "/a", 1, 0, null, true));
+        assertThrows(IllegalStateException.class, () -> closed.pick(ACCOUNT, null, null, null, true, new long[1]));
+    }
+
+    /**
+     * Threads pick for one account while each also registers and
+     * unregisters a session of its own: every pick lands on a session, and
+     * what the threads saw adds up to the library's stats.
+     */
+    @Test
+    void manyThreadsAtOnce() throws Exception {
+        int threads = 8;
+        int rounds = 4000;
+        int stable = 4;
+        for (int s = 1; s <= stable; s++) {
+            router.register(ACCOUNT + "/stable" + s, s, 0, null, true);
+        }
+        router.setAlgorithm(ACCOUNT, "roundrobin");
+        ExecutorService pool = Executors.newFixedThreadPool(threads);
+        CountDownLatch start = new CountDownLatch(1);
+        List<Future<long[]>> done = new ArrayList<>();
+        for (int t = 0; t < threads; t++) {
+            int thread = t;
+            done.add(pool.submit(() -> {
+                // Picks per stable token (1..stable), and at 0 those that
+                // went to a short-lived session.
+                long[] seen = new long[stable + 1];
+                long[] out = new long[1];
+                start.await();
+                for (int i = 0; i < rounds; i++) {
+                    String jid = ACCOUNT + "/churn" + thread;
+                    long token = 1_000_000L * (thread + 1) + i;
+                    boolean newAccount = router.register(jid, token, 0, null, true);
+                    assertFalse(newAccount, "the stable sessions stay");
+                    assertEquals(1, router.pick(ACCOUNT, "chat", null, null, true, out));
+                    seen[out[0] <= stable ? (int) out[0] : 0]++;
+                    router.unregister(jid, token);
+                }
+                return seen;
+            }));
+        }
+        start.countDown();
+        long[] seen = new long[stable + 1];
+        for (Future<long[]> f : done) {
+            long[] one = f.get();
+            for (int s = 0; s <= stable; s++) {
+                seen[s] += one[s];
+            }
+        }
+        pool.shutdown();
+        long total = 0;
+        for (long n : seen) {
+            total += n;
+        }
+        assertEquals((long) threads * rounds, total);
+        String[] rows = router.stats(ACCOUNT).trim().split("\n");
+        assertEquals(stable + 1, rows.length, String.join("\n", rows));
+        for (int r = 1; r < rows.length; r++) {
+            String[] cells = rows[r].split("\t");
+            int token = Integer.parseInt(cells[6]);
+            assertEquals(seen[token], Long.parseLong(cells[1]), "routed to token " + token);
+        }
+    }
+
+    /** A plugin reload: a new class loader loads the binding again. */
+    @Test
+    void aNewClassLoaderLoadsTheBindingAgain() throws Exception {
+        URL classes = Paths.get(System.getProperty("cmr.classes")).toUri().toURL();
+        for (int reload = 0; reload < 3; reload++) {
+            try (URLClassLoader loader = new URLClassLoader(new URL[] {classes}, null)) {
+                Class<?> routerClass = loader.loadClass("org.cmr.Router");
+                assertFalse(routerClass == Router.class);
+                routerClass.getMethod("loadLibrary", java.nio.file.Path.class)
+                        .invoke(null, Paths.get(System.getProperty("cmr.jni")));
+                Object other = routerClass.getConstructor(String.class).newInstance("");
+                Method register = routerClass.getMethod(
+                        "register", String.class, long.class, int.class, String.class, boolean.class);
+                assertEquals(true, register.invoke(other, ACCOUNT + "/a", 5L, 0, null, true));
+                Method pick = routerClass.getMethod("pick", String.class, String.class, String.class,
+                        String.class, boolean.class, long[].class);
+                long[] out = new long[1];
+                assertEquals(1, pick.invoke(other, ACCOUNT, null, null, null, true, out));
+                assertEquals(5L, out[0]);
+                routerClass.getMethod("close").invoke(other);
+            }
+        }
+    }
+}
