@@ -18,7 +18,8 @@ HOST ?= prosody
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
 .PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd
-.PHONY: java java-deps java-tests
+.PHONY: java java-deps java-tests openfire-module
+.PHONY: bench-java
 .PHONY: demo-library bench-lua bench-throughput fuzz
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -144,6 +145,38 @@ java: java-deps lib $(JNI_SO)
 java-tests: java
 	cd bindings/java && $(MVN) verify -Dcmr.jni=$(CURDIR)/$(JNI_SO)
 
+# mod_cmr for Openfire: the plugin jar, built by Maven against xmppserver
+# 4.2.0 with the binding (installed into the local Maven repository first)
+# and the JNI library inside.
+OPENFIRE_JAR := $(BUILD)/openfire/cmr-openfire.jar
+
+openfire-module: java
+	cd bindings/java && $(MVN) -q install -DskipTests -Dcmr.jni=$(CURDIR)/$(JNI_SO)
+	cd bindings/openfire && $(MVN) -q package -Dcmr.jni=$(CURDIR)/$(JNI_SO)
+	mkdir -p $(dir $(OPENFIRE_JAR))
+	cp -f bindings/openfire/target/cmr-openfire.jar $(OPENFIRE_JAR)
+
+# Openfire 4.2.0 from Maven Central, for the conformance suite's Openfire
+# host: the server's jars (MINA 2.0.21 for Java 17, JAXB for SASL) and the
+# launcher that creates our schema and starts it, in build/openfire/server.
+OPENFIRE_HOST := tests/conformance/hosts/openfire
+OPENFIRE_SERVER := $(BUILD)/openfire/server
+.PHONY: openfire-deps conformance-openfire
+
+openfire-deps: java-deps $(OPENFIRE_SERVER)/classes/Launcher.class
+
+$(OPENFIRE_SERVER)/lib/.copied: $(OPENFIRE_HOST)/pom.xml | java-deps
+	rm -rf $(OPENFIRE_SERVER)/lib
+	$(MVN) -q -f $< dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(OPENFIRE_SERVER)/lib
+	touch $@
+
+$(OPENFIRE_SERVER)/classes/Launcher.class: $(OPENFIRE_HOST)/Launcher.java $(OPENFIRE_SERVER)/lib/.copied
+	rm -rf $(OPENFIRE_SERVER)/classes && mkdir -p $(OPENFIRE_SERVER)/classes
+	javac -Xlint:all,-path -Werror -cp '$(OPENFIRE_SERVER)/lib/*' -d $(OPENFIRE_SERVER)/classes $<
+
+conformance-openfire: openfire-deps openfire-module $(VENV)/.installed
+	CMR_HOST=openfire $(VENV)/bin/python -m pytest tests/conformance
+
 # mod_cmr for ejabberd 23.01.
 EJABBERD := /usr/lib/x86_64-linux-gnu/ejabberd-23.01
 ERL_MOD_BUILD := $(BUILD)/erlang/mod_cmr
@@ -219,7 +252,7 @@ install-test: lib
 	rm -rf $$tmp && echo "install-test: 1 passed, 0 failed"
 
 test: test-deps lint check-header rust-tests c-tests install-test lua-tests erlang-tests java-tests conformance-prosody \
-      conformance-ejabberd
+      conformance-ejabberd conformance-openfire
 
 # The live demo on loopback, with and without mod_cmr.
 demo: $(HOST)-deps $(HOST)-module $(VENV)/.installed
@@ -233,6 +266,13 @@ demo-library: lib
 bench-lua: lua
 	LUA_PATH='$(LUA)/?.lua;;' LUA_CPATH='$(LUA)/?.so;;' lua5.4 benches/lua/pick_bench.lua
 	LUA_PATH='$(LUA)/?.lua;;' luajit benches/lua/pick_bench.lua
+
+# The Java binding's cost per pick against an empty native call (JMH).
+bench-java: java
+	cd bindings/java && $(MVN) -q install -DskipTests -Dcmr.jni=$(CURDIR)/$(JNI_SO)
+	cd benches/java && $(MVN) -q package
+	java -Dcmr.jni=$(CURDIR)/$(JNI_SO) -cp benches/java/target/classes:$$(cat benches/java/target/classpath.txt) \
+	    org.openjdk.jmh.Main PickBenchmark
 
 # The NIF's cost per pick.
 bench-erlang: erlang-deps erlang

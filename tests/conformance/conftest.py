@@ -19,6 +19,9 @@ def host_class():
     if name == "ejabberd":
         from hosts.ejabberd import EjabberdHost
         return EjabberdHost
+    if name == "openfire":
+        from hosts.openfire import OpenfireHost
+        return OpenfireHost
     raise pytest.UsageError(f"unknown CMR_HOST {name!r}")
 
 

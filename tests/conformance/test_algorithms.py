@@ -91,7 +91,7 @@ def test_random_within_its_bound(host):
 
 
 def test_leastloaded_starves_a_client_that_withholds_acks(host):
-    require(host, "smacks")
+    require(host, "load")
 
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:x-cmr:algorithm:leastloaded", smacks=True)
@@ -118,7 +118,7 @@ def test_leastloaded_starves_a_client_that_withholds_acks(host):
 
 
 def test_leastloaded_load_falls_with_acknowledgements(host):
-    require(host, "smacks")
+    require(host, "load", "resumption")
 
     async def scenario():
         account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:x-cmr:algorithm:leastloaded", smacks=True)

@@ -53,7 +53,7 @@ def test_sessions_online_at_a_module_reload_are_routed(host):
 
 
 def test_a_module_reload_keeps_each_sessions_show_and_hibernation(host):
-    require(host, "reload", "stats", "smacks")
+    require(host, "reload", "stats", "hibernation")
 
     async def scenario():
         account, sensor_jid = host.account(), host.account()

@@ -1,6 +1,6 @@
 """XEP-0354 protocol: disco features, the query, the set and its errors."""
 
-from conftest import run
+from conftest import require, run
 from xmpp import NS_CMR, TIMEOUT, close, error_condition, online
 
 XEP = ["urn:xmpp:cmr:all", "urn:xmpp:cmr:mostactive", "urn:xmpp:cmr:roundrobin", "urn:xmpp:cmr:weighted"]
@@ -24,15 +24,23 @@ async def features(client, jid):
 
 def test_disco_features_on_server_and_account(host):
     async def scenario():
-        me, fixed = host.account(), host.account(host.fixed_domain)
+        me = host.account()
         a = await online(host, me, "r")
-        b = await online(host, fixed, "r")
         assert {"urn:xmpp:cmr:0", "urn:xmpp:cmr:hints:0"} <= await features(a, host.domain)
         assert {"urn:xmpp:cmr:0", "urn:xmpp:cmr:hints:0"} <= await features(a, me)
+        await close(a)
+    run(scenario())
+
+
+def test_disco_features_follow_each_virtual_hosts_policy(host):
+    require(host, "virtual_hosts")
+
+    async def scenario():
+        b = await online(host, host.account(host.fixed_domain), "r")
         # Hints are off on the fixed host: only the protocol feature.
         fixed_features = await features(b, host.fixed_domain)
         assert "urn:xmpp:cmr:0" in fixed_features and "urn:xmpp:cmr:hints:0" not in fixed_features
-        await close(a, b)
+        await close(b)
     run(scenario())
 
 
@@ -75,6 +83,8 @@ def test_set_changes_the_whole_account_and_its_errors(host):
 
 
 def test_policy_that_forbids_changes_and_offers_less(host):
+    require(host, "virtual_hosts")
+
     async def scenario():
         me = host.account(host.fixed_domain)
         a = await online(host, me, "r")

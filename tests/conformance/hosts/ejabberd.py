@@ -64,7 +64,7 @@ FIXED_CMR = """      mod_cmr:
 class EjabberdHost(ServerHost):
     name = "ejabberd"
     stop_timeout = 20
-    features = {"carbons", "mam", "smacks", "offline", "restart", "stats", "reload", "cluster", "kill_session"}
+    features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "load", "offline", "restart", "stats", "reload", "cluster", "kill_session"}
     # mod_carboncopy leaves the messages it sees delivered unchanged.
     keeps_carbons_private = True
     # A dead session's unacknowledged messages: ejabberd resends them all

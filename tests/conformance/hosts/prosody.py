@@ -47,7 +47,7 @@ VirtualHost "{fixed}"
 class ProsodyHost(ServerHost):
     name = "prosody"
     # What this host can do, for tests that need it.
-    features = {"carbons", "mam", "smacks", "offline", "stats", "restart", "reload"}
+    features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "load", "offline", "stats", "restart", "reload"}
     # mod_carbons removes <private/> from the messages it sees delivered.
     keeps_carbons_private = False
     # A dead session's unacknowledged messages: Prosody's mod_smacks bounces

@@ -1,0 +1,226 @@
+package org.cmr.openfire;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.cmr.CmrException;
+import org.cmr.Router;
+import org.dom4j.Element;
+import org.dom4j.QName;
+import org.jivesoftware.openfire.RoutingTable;
+import org.jivesoftware.openfire.XMPPServer;
+import org.jivesoftware.openfire.interceptor.InterceptorManager;
+import org.jivesoftware.openfire.interceptor.PacketInterceptor;
+import org.jivesoftware.openfire.interceptor.PacketRejectedException;
+import org.jivesoftware.openfire.session.ClientSession;
+import org.jivesoftware.openfire.session.Session;
+import org.jivesoftware.openfire.user.UserManager;
+import org.xmpp.packet.JID;
+import org.xmpp.packet.Message;
+import org.xmpp.packet.Packet;
+
+/**
+ * Routes chat and normal messages for a local account's bare JID (and for
+ * a full JID that is not online) through the library, before Openfire
+ * routes them: delivers to the picked sessions with `to` untouched, then
+ * does what Openfire's own path would have done after routing — carbons,
+ * removing <private/>, the processed-phase interceptors — and stops
+ * Openfire's routing. What the library does not route (nothing eligible,
+ * other types, a failed library) goes on to Openfire: offline storage,
+ * errors, headline broadcast.
+ */
+final class MessageRouting implements PacketInterceptor {
+    private static final String CARBONS = "urn:xmpp:carbons:2";
+    private static final String FORWARD = "urn:xmpp:forward:0";
+    private static final String CLIENT = "jabber:client";
+    private static final QName PRIVATE = QName.get("private", CARBONS);
+    private static final QName HINT = QName.get("cmr", "urn:xmpp:cmr:0");
+    /**
+     * A picked session can close between the pick and the delivery; each
+     * attempt drops at least one, so a few attempts always settle.
+     */
+    private static final int MAX_ATTEMPTS = 8;
+
+    private final CmrPlugin plugin;
+    private final Router router;
+    private final Sessions sessions;
+    private final XMPPServer server = XMPPServer.getInstance();
+    private final RoutingTable routingTable = server.getRoutingTable();
+    private volatile boolean honourHints;
+    /** Tokens of one pick, per thread: `all` may ask for more room. */
+    private final ThreadLocal<long[]> picked = ThreadLocal.withInitial(() -> new long[8]);
+
+    MessageRouting(CmrPlugin plugin, Router router, Sessions sessions) {
+        this.plugin = plugin;
+        this.router = router;
+        this.sessions = sessions;
+    }
+
+    /** Whether messages are searched for a hint (the policy honours them). */
+    void honourHints(boolean honour) {
+        honourHints = honour;
+    }
+
+    @Override
+    public void interceptPacket(Packet packet, Session session, boolean incoming, boolean processed)
+            throws PacketRejectedException {
+        if (!incoming || processed) {
+            return;
+        }
+        ClientSession sender = session instanceof ClientSession ? (ClientSession) session : null;
+        if (sender != null) {
+            sessions.touch(sender);
+        }
+        if (!(packet instanceof Message)) {
+            return;
+        }
+        Message message = (Message) packet;
+        JID to = message.getTo() != null ? message.getTo() : message.getFrom() == null ? null : message.getFrom().asBareJID();
+        if (to == null || to.getNode() == null || !server.isLocal(to)) {
+            return;
+        }
+        if (to.getResource() != null && routingTable.hasClientRoute(to)) {
+            // To an online full JID: Openfire's to deliver.
+            return;
+        }
+        if (route(message, to.asBareJID(), sender)) {
+            // Delivered: Openfire drops a rejected packet silently.
+            throw new PacketRejectedException();
+        }
+    }
+
+    /**
+     * Routes the message to the account's picked sessions; false leaves it
+     * to Openfire, unchanged.
+     */
+    private boolean route(Message message, JID bare, ClientSession sender) {
+        // Read as text: Message.getType() throws on a type it does not know.
+        String type = message.getElement().attributeValue("type", "");
+        // What RFC 6121 leaves to the server: headline, groupchat, error.
+        // Every other type, unknown ones included, is normal.
+        if (type.equals("headline") || type.equals("groupchat") || type.equals("error")) {
+            return false;
+        }
+        if (!UserManager.getInstance().isRegisteredUser(bare.getNode())) {
+            return false;
+        }
+        List<JID> routes = routingTable.getRoutes(bare, null);
+        for (JID route : routes) {
+            if (!routingTable.isLocalRoute(route)) {
+                plugin.leftToOpenfire(bare);
+                return false;
+            }
+        }
+        byte[] recipient = Sessions.bytes(bare.toBareJID());
+        byte[] typeBytes = Sessions.bytes(type);
+        JID from = message.getFrom();
+        byte[] senderBytes = from == null ? null : Sessions.bytes(from.toString());
+        String hint = null;
+        if (honourHints) {
+            Element element = message.getElement().element(HINT);
+            hint = element == null ? null : element.attributeValue("algorithm");
+        }
+        boolean senderIsLocal = hint != null && (sender != null || (from != null && server.isLocal(from)));
+        byte[] hintBytes = hint == null ? null : Sessions.bytes(hint);
+        Element privateElement = message.getElement().element(PRIVATE);
+        List<ClientSession> delivered = new ArrayList<>(1);
+        for (int attempt = 0; attempt < MAX_ATTEMPTS && delivered.isEmpty(); attempt++) {
+            long[] tokens = picked.get();
+            int n;
+            try {
+                n = router.pick(recipient, typeBytes, senderBytes, hintBytes, senderIsLocal, tokens);
+                if (n > tokens.length) {
+                    tokens = new long[n];
+                    picked.set(tokens);
+                    n = router.pick(recipient, typeBytes, senderBytes, hintBytes, senderIsLocal, tokens);
+                }
+            } catch (CmrException e) {
+                plugin.refused(e, "Not routing a message to " + bare);
+                return false;
+            }
+            if (n == 0 || n > tokens.length) {
+                return false;
+            }
+            if (privateElement != null && privateElement.getParent() != null) {
+                // The receiving server removes <private/> before delivering.
+                message.getElement().remove(privateElement);
+            }
+            for (int i = 0; i < n; i++) {
+                Sessions.Tracked tracked = sessions.byToken(tokens[i]);
+                // The status, not isClosed(): 4.2's isClosed() throws on a
+                // session waiting for resumption (it has no connection).
+                if (tracked == null || tracked.session.getStatus() == Session.STATUS_CLOSED) {
+                    if (tracked != null) {
+                        CmrPlugin.LOG.debug("Picked session {} is gone; routing again", tracked.session.getAddress());
+                        sessions.dropPicked(tracked, bare);
+                    }
+                    continue;
+                }
+                // Each session its own copy: a session's XEP-0198 queue
+                // keeps what it was given and may change it (delay).
+                tracked.session.process(delivered.isEmpty() ? message : message.createCopy());
+                delivered.add(tracked.session);
+            }
+        }
+        if (delivered.isEmpty()) {
+            if (privateElement != null && privateElement.getParent() == null) {
+                message.getElement().add(privateElement);
+            }
+            return false;
+        }
+        if (type.equals("chat") && privateElement == null) {
+            carbons(message, bare, delivered, sender);
+        }
+        try {
+            // What Openfire's MessageRouter does once it has routed: the
+            // processed phase (archiving plugins listen there).
+            InterceptorManager.getInstance().invokeInterceptors(message, sender, true, true);
+        } catch (PacketRejectedException e) {
+            // Too late to reject: it has been delivered.
+        }
+        return true;
+    }
+
+    /**
+     * XEP-0280 as Openfire does it for chat messages (the only type copied): a `received` copy to
+     * the recipient's other carbons-enabled sessions, a `sent` copy to the
+     * sender's.
+     */
+    private void carbons(Message message, JID bare, List<ClientSession> delivered, ClientSession sender) {
+        for (JID route : routingTable.getRoutes(bare, null)) {
+            ClientSession other = routingTable.getClientRoute(route);
+            if (other != null && !delivered.contains(other) && other.isMessageCarbonsEnabled()) {
+                other.process(carbon(message, "received", bare, route));
+            }
+        }
+        if (sender != null && message.getFrom() != null) {
+            JID senderBare = message.getFrom().asBareJID();
+            for (JID route : routingTable.getRoutes(senderBare, null)) {
+                ClientSession other = routingTable.getClientRoute(route);
+                if (other != null && other != sender && !delivered.contains(other) && other.isMessageCarbonsEnabled()) {
+                    other.process(carbon(message, "sent", senderBare, route));
+                }
+            }
+        }
+    }
+
+    private static Message carbon(Message message, String direction, JID from, JID to) {
+        Message carbon = new Message();
+        carbon.setType(Message.Type.chat);
+        carbon.setFrom(from);
+        carbon.setTo(to);
+        // Packets carry no namespace (the stream's default applies); inside
+        // <forwarded/> the message and its unqualified children need
+        // jabber:client spelled out.
+        Element copy = message.createCopy().getElement();
+        copy.setQName(QName.get("message", CLIENT));
+        for (Element child : copy.elements()) {
+            if (child.getNamespaceURI().isEmpty()) {
+                child.setQName(QName.get(child.getName(), CLIENT));
+            }
+        }
+        carbon.getElement().addElement(QName.get(direction, CARBONS))
+                .addElement(QName.get("forwarded", FORWARD))
+                .add(copy);
+        return carbon;
+    }
+}

@@ -1,0 +1,186 @@
+package org.cmr.openfire;
+
+import java.nio.charset.StandardCharsets;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
+import org.cmr.CmrException;
+import org.cmr.Router;
+import org.jivesoftware.openfire.event.SessionEventListener;
+import org.jivesoftware.openfire.session.ClientSession;
+import org.jivesoftware.openfire.session.Session;
+import org.jivesoftware.openfire.user.PresenceEventListener;
+import org.xmpp.packet.JID;
+import org.xmpp.packet.Presence;
+
+/**
+ * Feeds the router the sessions of this node: bound, presence changes,
+ * activity, gone. Each session gets a token, unique for the router's
+ * lifetime, that a pick gives back.
+ */
+final class Sessions implements SessionEventListener, PresenceEventListener {
+    /** A session known to the router, with its JID's bytes kept for calls. */
+    static final class Tracked {
+        final ClientSession session;
+        final long token;
+        final byte[] fullJid;
+        /** The second of the last activity reported (for mostactive). */
+        volatile long touchedSecond;
+
+        Tracked(ClientSession session, long token, JID address) {
+            this.session = session;
+            this.token = token;
+            this.fullJid = address.toString().getBytes(StandardCharsets.UTF_8);
+        }
+    }
+
+    private final CmrPlugin plugin;
+    private final Router router;
+    private final AtomicLong lastToken = new AtomicLong();
+    private final Map<ClientSession, Tracked> bySession = new ConcurrentHashMap<>();
+    private final Map<Long, Tracked> byToken = new ConcurrentHashMap<>();
+
+    Sessions(CmrPlugin plugin, Router router) {
+        this.plugin = plugin;
+        this.router = router;
+    }
+
+    /** The session a pick gave, or null when it is gone. */
+    Tracked byToken(long token) {
+        return byToken.get(token);
+    }
+
+    /** Registers the session, or updates it with its current presence. */
+    void register(ClientSession session) {
+        JID address = session.getAddress();
+        if (address == null || address.getResource() == null || address.getNode() == null
+                || session.getStatus() == Session.STATUS_CLOSED) {
+            return;
+        }
+        Tracked tracked = bySession.computeIfAbsent(session, s -> {
+            Tracked t = new Tracked(s, lastToken.incrementAndGet(), address);
+            byToken.put(t.token, t);
+            return t;
+        });
+        Presence presence = session.getPresence();
+        boolean available = presence != null && presence.isAvailable();
+        int priority = presence == null ? 0 : presence.getPriority();
+        String showText = presence == null ? null : show(presence);
+        try {
+            if (router.register(tracked.fullJid, tracked.token, priority, showText == null ? null : bytes(showText),
+                    available)) {
+                plugin.restore(address.asBareJID());
+            }
+        } catch (CmrException e) {
+            plugin.refused(e, "Not routing to " + address);
+        }
+    }
+
+    /** Forgets the session; a later pick can no longer give it. */
+    void unregister(Session session) {
+        Tracked tracked = bySession.remove(session);
+        if (tracked != null) {
+            forget(tracked);
+        }
+    }
+
+    /** Forgets a picked session found closed, by its account's bare JID. */
+    void dropPicked(Tracked tracked, JID bare) {
+        bySession.remove(tracked.session, tracked);
+        byToken.remove(tracked.token, tracked);
+        try {
+            router.unregister(bytes(bare.toBareJID()), tracked.token);
+        } catch (CmrException e) {
+            // Already gone from the router (a listener got there first).
+            plugin.refused(e, null);
+        }
+    }
+
+    private void forget(Tracked tracked) {
+        byToken.remove(tracked.token, tracked);
+        try {
+            router.unregister(tracked.fullJid, tracked.token);
+        } catch (CmrException e) {
+            plugin.refused(e, null);
+        }
+    }
+
+    /** Reports the session's activity, at most once a second. */
+    void touch(ClientSession session) {
+        Tracked tracked = bySession.get(session);
+        long second = System.nanoTime() / 1_000_000_000L;
+        if (tracked != null && tracked.touchedSecond != second) {
+            tracked.touchedSecond = second;
+            try {
+                router.touch(tracked.fullJid, tracked.token);
+            } catch (CmrException e) {
+                plugin.refused(e, null);
+            }
+        }
+    }
+
+    /** Forgets every session (the plugin is going). */
+    void clear() {
+        bySession.clear();
+        byToken.clear();
+    }
+
+    /** The presence's show, or null: an unknown one is none. */
+    private static String show(Presence presence) {
+        try {
+            Presence.Show show = presence.getShow();
+            return show == null ? null : show.name();
+        } catch (IllegalArgumentException unknown) {
+            // Presence.getShow() throws on a value outside RFC 6121's four.
+            return null;
+        }
+    }
+
+    static byte[] bytes(String text) {
+        return text.getBytes(StandardCharsets.UTF_8);
+    }
+
+    @Override
+    public void resourceBound(Session session) {
+        if (session instanceof ClientSession) {
+            register((ClientSession) session);
+        }
+    }
+
+    @Override
+    public void sessionDestroyed(Session session) {
+        unregister(session);
+    }
+
+    @Override
+    public void availableSession(ClientSession session, Presence presence) {
+        register(session);
+    }
+
+    @Override
+    public void unavailableSession(ClientSession session, Presence presence) {
+        register(session);
+    }
+
+    @Override
+    public void presenceChanged(ClientSession session, Presence presence) {
+        register(session);
+    }
+
+    @Override
+    public void sessionCreated(Session session) {}
+
+    @Override
+    public void anonymousSessionCreated(Session session) {}
+
+    @Override
+    public void anonymousSessionDestroyed(Session session) {
+        unregister(session);
+    }
+
+    @Override
+    public void subscribedToPresence(JID subscriber, JID authorizer) {}
+
+    @Override
+    public void unsubscribedToPresence(JID unsubscriber, JID recipient) {}
+}

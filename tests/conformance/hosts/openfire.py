@@ -1,0 +1,328 @@
+"""The Openfire host: Openfire 4.2.0 from Maven Central's jars (`make
+openfire-deps` puts them and the launcher in build/openfire/server), with
+the cmr plugin from build/openfire/cmr-openfire.jar, as a private server on
+loopback: its own home directory, embedded HSQLDB, schema and accounts."""
+
+import base64
+import filecmp
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from hosts.base import ACCOUNTS, DOMAIN, PASSWORD, ServerHost
+
+ROOT = Path(__file__).resolve().parents[3]
+SERVER = ROOT / "build" / "openfire" / "server"
+PLUGIN_JAR = ROOT / "build" / "openfire" / "cmr-openfire.jar"
+# The pom, launcher, schema and config templates.
+FILES = Path(__file__).resolve().parent / "openfire"
+NS_CMR = "urn:xmpp:cmr:0"
+# The fixture's own account, for its readiness and disco checks: the
+# suite's accounts stay untouched.
+PROBE = "probe"
+
+# What Openfire 4.2.0 reads from its database; Launcher.java stores them at
+# every start. Everything but c2s is off: s2s, components, BOSH, the Flash
+# policy port (a fixed 5229), the file transfer proxy, the media proxy and
+# the update checker (it goes online).
+PROPERTIES = """
+xmpp.domain={domain}
+xmpp.fqdn={domain}
+xmpp.socket.plain.port={port}
+xmpp.socket.ssl.active=false
+xmpp.server.socket.active=false
+xmpp.component.socket.active=false
+xmpp.component.ssl.active=false
+xmpp.multiplex.socket.active=false
+xmpp.multiplex.ssl.active=false
+httpbind.enabled=false
+flash.crossdomain.enabled=false
+xmpp.proxy.enabled=false
+mediaproxy.enabled=false
+update.service-enabled=false
+xmpp.session.detach.timeout={detach_ms}
+admin.authorizedJIDs={probe}@{domain}
+"""
+
+# The admin console is not on Central; Launcher.AdminConsole stands for it.
+ADMIN_PLUGIN = """<?xml version="1.0" encoding="UTF-8"?>
+<plugin>
+  <class>Launcher$AdminConsole</class>
+  <name>admin</name>
+  <version>4.2.0</version>
+</plugin>
+"""
+
+# A log entry's first line: "2026.11.28 10:00:00.000 WARN  [thread]: ...".
+ENTRY = r"^\d{4}\.\d\d\.\d\d \d\d:\d\d:\d\d\.\d{3} "
+
+
+class OpenfireHost(ServerHost):
+    name = "openfire"
+    # Openfire 4.2.0 has XEP-0280 carbons, offline storage, XEP-0198 acks and
+    # resumption. Not "hibernation": a detached session expires only at a
+    # sweep every 3 minutes (SessionManager), long after
+    # hibernation_seconds, and no API tells a plugin that a session waits.
+    # Not "load": no API gives a session's unacknowledged queue. One XMPP
+    # domain only: no fixed_domain. No MAM without the Monitoring plugin.
+    features = {"carbons", "offline", "acks", "resumption", "restart", "reload", "stats"}
+    # RoutingTableImpl removes <private/> from the messages it delivers.
+    keeps_carbons_private = False
+    # A dead session's unacknowledged messages: StreamManager.onClose routes
+    # them all again, as new messages (with a delay stamp).
+    resends_dead_session_queue = True
+    # The JVM's shutdown stops every module and shuts the database down.
+    stop_timeout = 60
+    plugin_name = "cmr-openfire"
+    # Openfire logs a client's malformed XML, or an <a/> whose h is no
+    # number, at error level with a stack trace, and closes that connection.
+    refused_input_logs = [r"ConnectionHandler - Closing connection due to (error while processing message|exception in session)"]
+    # The other hosts' module lists and archive switch have no counterpart:
+    # 4.2.0 has no MAM, and its built-in modules are all or nothing.
+    LEAN = None
+
+    def __init__(self, workdir: Path, with_cmr: bool = True, plugin: Path = PLUGIN_JAR, modules=None, archive=True):
+        super().__init__()
+        self.dir = Path(workdir)
+        self.with_cmr = with_cmr
+        self.plugin = Path(plugin)
+        if shutil.which("java") is None or not (SERVER / "classes" / "Launcher.class").exists():
+            raise RuntimeError("Openfire 4.2.0 is not installed: run make openfire-deps")
+
+    def _write_home(self):
+        for sub in ("conf", "logs", "plugins/admin", "resources/security"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(FILES / "openfire.xml", self.dir / "conf" / "openfire.xml")
+        (self.dir / "plugins" / "admin" / "plugin.xml").write_text(ADMIN_PLUGIN)
+        # No property is stored encrypted; 4.2.0 logs an error without it.
+        (self.dir / "conf" / "security.xml").write_text("<security/>\n")
+        (self.dir / "conf" / "openfire.properties").write_text(PROPERTIES.format(
+            domain=DOMAIN, port=self.port, detach_ms=self.hibernation_seconds * 1000, probe=PROBE))
+        # Read when the database is created: plain passwords, from which
+        # Openfire derives the SCRAM keys at first use.
+        now = f"{int(time.time() * 1000):015d}"
+        (self.dir / "conf" / "accounts.sql").write_text("".join(
+            f"INSERT INTO ofUser (username, plainPassword, creationDate, modificationDate) "
+            f"VALUES ('{name}', '{PASSWORD}', '{now}', '{now}');\n"
+            for name in [PROBE] + [f"user{i}" for i in range(ACCOUNTS)]))
+        self._make_keystores()
+
+    def _make_keystores(self):
+        """A self-signed certificate for the domain (STARTTLS is offered),
+        and a trust store holding it: Openfire 4.2.0's default stores."""
+        security = self.dir / "resources" / "security"
+        if (security / "truststore").exists():
+            return
+        store = ["-storetype", "JKS", "-storepass", "changeit"]
+        keystore = [*store, "-keystore", str(security / "keystore"), "-alias", DOMAIN]
+        for command in (
+                ["-genkeypair", *keystore, "-keyalg", "RSA", "-keysize", "2048", "-validity", "3650",
+                 "-dname", f"CN={DOMAIN}", "-ext", f"SAN=dns:{DOMAIN}", "-keypass", "changeit"],
+                ["-exportcert", *keystore, "-rfc", "-file", str(security / "cert.pem")],
+                ["-importcert", *store, "-keystore", str(security / "truststore"), "-alias", DOMAIN,
+                 "-noprompt", "-file", str(security / "cert.pem")]):
+            subprocess.run(["keytool", *command], check=True, capture_output=True, timeout=120)
+
+    def _copy_plugin(self):
+        if not self.plugin.exists():
+            raise RuntimeError(f"{self.plugin} is missing: build the Openfire plugin first")
+        target = self.dir / "plugins" / self.plugin.name
+        # A fresh copy is newer than the unpacked plugin, so Openfire
+        # unpacks it again; an unchanged one stays as it is.
+        if not target.exists() or not filecmp.cmp(self.plugin, target, shallow=False):
+            shutil.copyfile(self.plugin, target)
+
+    def start(self):
+        self._write_home()
+        if self.with_cmr:
+            self._copy_plugin()
+        conf = self.dir / "conf"
+        log = open(self.dir / "stdout.log", "ab")
+        self.process = subprocess.Popen(
+            ["java",
+             # Java 17: the connection pool's cglib defines classes in java.lang.
+             "--add-opens", "java.base/java.lang=ALL-UNNAMED",
+             # The plugin monitor looks every 5 s instead of 20.
+             "-DdevelopmentMode=true",
+             f"-DopenfireHome={self.dir.resolve()}",
+             f"-Dlog4j.configuration=file:{FILES / 'log4j.properties'}",
+             "-cp", f"{SERVER / 'classes'}:{SERVER / 'lib'}/*",
+             "Launcher", str(conf / "openfire.properties"), str(FILES / "schema.sql"), str(conf / "accounts.sql")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        # Generous: a busy machine is slow, and the JVM starts cold.
+        deadline = time.monotonic() + 180
+        try:
+            self._wait(deadline, "log in", self._login_works)
+            if self.with_cmr:
+                self._wait(deadline, f"offer {NS_CMR}", lambda: NS_CMR in self.server_features())
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def _wait(self, deadline, what, condition):
+        """Polls `condition` until it holds; raises with the log's tail when
+        the server exits or the deadline passes first."""
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"openfire exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if condition():
+                    return
+            except (OSError, ProbeError, ET.ParseError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"openfire did not {what} on port {self.port}:\n{self.log_tail()}")
+
+    def _login_works(self):
+        # The client port opens once the modules have started and the plugin
+        # monitor made its first pass; a login proves the database works.
+        with Probe(self.port, PROBE, PASSWORD):
+            return True
+
+    def server_features(self):
+        """The features of the server's disco#info, as a logged-in client
+        sees them."""
+        with Probe(self.port, PROBE, PASSWORD) as probe:
+            return probe.disco_features(DOMAIN)
+
+    def stats(self, jid):
+        """The account's algorithm and per-session figures, as the plugin
+        gives them to an admin of the server (the probe account is one)."""
+        with Probe(self.port, PROBE, PASSWORD) as probe:
+            try:
+                reply = probe.iq(f"<stats xmlns='urn:x-cmr:stats:0' jid='{jid}'/>", to=DOMAIN)
+            except ProbeError as refused:
+                # An account with no session: the error says so.
+                return str(refused)
+        return reply.find("{urn:x-cmr:stats:0}stats").text or ""
+
+    @classmethod
+    def installed(cls, workdir: Path):
+        """A host that gets the plugin as an operator installs it: the jar,
+        as built, in the server's plugins/ directory."""
+        return cls(Path(workdir) / "server")
+
+    def _loads(self):
+        return self.log().count(f"Successfully loaded plugin '{self.plugin_name}'")
+
+    def install_plugin(self):
+        """Copies the plugin jar into the running server, as an operator
+        does, and waits until it has loaded and offers CMR."""
+        loads = self._loads()
+        self._copy_plugin()
+        self._wait_for_load(loads)
+
+    def reload_module(self):
+        """Reloads the cmr plugin, sessions staying online: a jar newer than
+        its unpacked directory makes the plugin monitor unload and load it."""
+        loads = self._loads()
+        unpacked = (self.dir / "plugins" / self.plugin_name).stat().st_mtime
+        stamp = max(time.time(), unpacked + 2)
+        os.utime(self.dir / "plugins" / self.plugin.name, (stamp, stamp))
+        self._wait_for_load(loads)
+
+    def _wait_for_load(self, loads):
+        deadline = time.monotonic() + 120
+        self._wait(deadline, f"load {self.plugin_name}", lambda: self._loads() > loads)
+        self._wait(deadline, f"offer {NS_CMR}", lambda: NS_CMR in self.server_features())
+
+    WARNING = ENTRY + r"(WARN|ERROR) "
+    ERROR = ENTRY + r"ERROR "
+
+    def log(self):
+        """logs/openfire.log, with the lines that continue an entry (an
+        exception's message, its stack trace) indented, as warnings() expects."""
+        path = self.dir / "logs" / "openfire.log"
+        if not path.exists():
+            return ""
+        lines = path.read_text(errors="replace").splitlines()
+        return "\n".join(line if re.match(ENTRY, line) or line[:1].isspace() else "\t" + line for line in lines)
+
+    def log_tail(self, lines=40):
+        text = ""
+        for path in (self.dir / "logs" / "openfire.log", self.dir / "stdout.log"):
+            if path.exists():
+                text += f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+        return text or "(no log)"
+
+
+class ProbeError(Exception):
+    pass
+
+
+class Probe:
+    """A bare client session on a raw socket (PLAIN login over the plain
+    stream, resource binding): enough to see that logins work and to read
+    the server's disco#info without an event loop."""
+
+    STREAM = "http://etherx.jabber.org/streams"
+    SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+
+    def __init__(self, port, user, password, timeout=30):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        try:
+            self._open()
+            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+            self._send(f"<auth xmlns='{self.SASL}' mechanism='PLAIN'>{token}</auth>")
+            if self._next().tag != f"{{{self.SASL}}}success":
+                raise ProbeError("login refused")
+            self._open()
+            self.iq("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>", kind="set")
+            self.iq("<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>", kind="set")
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        try:
+            self._send("</stream:stream>")
+        except OSError:
+            pass
+        self.sock.close()
+
+    def disco_features(self, jid):
+        reply = self.iq("<query xmlns='http://jabber.org/protocol/disco#info'/>", to=jid)
+        return {f.get("var") for f in reply.iter("{http://jabber.org/protocol/disco#info}feature")}
+
+    def _send(self, text):
+        self.sock.sendall(text.encode())
+
+    def _open(self):
+        """Opens a new stream and reads its features."""
+        self.parser = ET.XMLPullParser(events=("start", "end"))
+        self.depth = 0
+        self._send(f"<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' "
+                   f"xmlns:stream='{self.STREAM}' version='1.0'>")
+        if self._next().tag != f"{{{self.STREAM}}}features":
+            raise ProbeError("no stream features")
+
+    def _next(self):
+        """The next complete top-level element of the stream."""
+        while True:
+            for event, element in self.parser.read_events():
+                self.depth += 1 if event == "start" else -1
+                if event == "end" and self.depth == 1:
+                    return element
+                if self.depth == 0:
+                    raise ProbeError("stream closed")
+            data = self.sock.recv(65536)
+            if not data:
+                raise ProbeError("connection closed")
+            self.parser.feed(data)
+
+    def iq(self, payload, kind="get", to=None):
+        self._send(f"<iq type='{kind}' id='probe'{f' to={to!r}' if to else ''}>{payload}</iq>")
+        while True:
+            reply = self._next()
+            if reply.tag == "{jabber:client}iq" and reply.get("id") == "probe":
+                if reply.get("type") != "result":
+                    raise ProbeError(ET.tostring(reply, encoding="unicode"))
+                return reply
