@@ -12,7 +12,7 @@ SONAME := libcmr.so.0
 CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror
 # The test clients (slixmpp, pytest) live in a virtualenv.
 VENV := .venv
-# The server of `make demo` and `make bench-throughput`: prosody or ejabberd.
+# The server of `make demo` and `make bench-throughput`: prosody, ejabberd or openfire.
 HOST ?= prosody
 
 
@@ -281,7 +281,7 @@ bench-erlang: erlang-deps erlang
 	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(BUILD)/erlang/bench -s cmr_bench main
 
 # A server's throughput with mod_cmr against the same server natively, on
-# loopback: HOST=prosody (the default) or HOST=ejabberd.
+# loopback: HOST=prosody (the default), ejabberd or openfire.
 bench-throughput: $(HOST)-deps $(HOST)-module $(VENV)/.installed
 	CMR_HOST=$(HOST) $(VENV)/bin/python benches/throughput.py
 

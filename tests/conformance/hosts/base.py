@@ -33,6 +33,9 @@ class ServerHost:
     fixed_domain = FIXED_DOMAIN
     password = PASSWORD
     stop_timeout = 10
+    # Natively, a message to the bare JID goes to every session that shares
+    # the highest priority (Prosody, ejabberd), or to one of them (Openfire).
+    native_copies_to_top = True
     # What the server itself logs as an error when a client sends what its
     # own parser refuses (patterns): the hostile tests' doing, not a module's.
     refused_input_logs = []

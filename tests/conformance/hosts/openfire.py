@@ -79,6 +79,7 @@ class OpenfireHost(ServerHost):
     # The JVM's shutdown stops every module and shuts the database down.
     stop_timeout = 60
     plugin_name = "cmr-openfire"
+    native_copies_to_top = False
     # Openfire logs a client's malformed XML, or an <a/> whose h is no
     # number, at error level with a stack trace, and closes that connection.
     refused_input_logs = [r"ConnectionHandler - Closing connection due to (error while processing message|exception in session)"]
