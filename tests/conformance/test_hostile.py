@@ -110,3 +110,35 @@ def test_hostile_acks_and_shows_leave_the_log_clean(host):
     assert run(scenario()) == [5, 5]
     assert [w for w in host.warnings() if "cmr" in w and not host.expected(w)] == []
     assert host.problems() == []
+
+
+def test_a_message_before_login_is_not_delivered(host):
+    """A client that has not logged in sends a message to an account: the
+    server refuses it (an error, or it closes the stream), and nothing
+    reaches the account, whatever mod_cmr routes."""
+    async def scenario():
+        account = host.account()
+        target = await online(host, account, "target")
+        reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
+        writer.write(f"<?xml version='1.0'?><stream:stream to='{host.domain}' xmlns='jabber:client' "
+                     "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>".encode())
+        received = b""
+        while b"</stream:features>" not in received:
+            received += await asyncio.wait_for(reader.read(65536), TIMEOUT)
+        writer.write(f"<message to='{account}' id='early'><body>before-login</body></message>".encode())
+        # The server's answer: an error for the message, a stream error, or
+        # the stream closed. Then the account's own round trip orders
+        # anything the server might have delivered before it.
+        received = b""
+        while not any(mark in received for mark in (b"early", b"stream:error", b"</stream:stream>")):
+            chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+            if not chunk:
+                break
+            received += chunk
+        writer.close()
+        await round_trip(target)
+        got = target.bodies()
+        await close(target)
+        return got
+
+    assert run(scenario()) == []

@@ -80,28 +80,52 @@ static void throw_out_of_memory(JNIEnv *env) {
 }
 
 /* A byte array read in place. A null array reads as no bytes: the Java
- * side refuses null where a value is required. */
+ * side refuses null where a value is required. JNI allows no other JNI
+ * call while an array is held critical, so every length is read first
+ * (input_prepare) and only then are the arrays taken (input_take). */
 typedef struct {
     jbyteArray array;
     const char *bytes;
     size_t len;
 } input;
 
-static int input_open(JNIEnv *env, jbyteArray array, input *in) {
+static void input_prepare(JNIEnv *env, jbyteArray array, input *in) {
     in->array = array;
     in->bytes = NULL;
-    in->len = 0;
-    if (array == NULL) {
+    in->len = array == NULL ? 0 : (size_t)(*env)->GetArrayLength(env, array);
+}
+
+static int input_take(JNIEnv *env, input *in) {
+    if (in->array == NULL) {
         return 1;
     }
-    in->len = (size_t)(*env)->GetArrayLength(env, array);
-    in->bytes = (*env)->GetPrimitiveArrayCritical(env, array, NULL);
+    in->bytes = (*env)->GetPrimitiveArrayCritical(env, in->array, NULL);
     return in->bytes != NULL;
 }
 
 static void input_close(JNIEnv *env, input *in) {
     if (in->bytes != NULL) {
         (*env)->ReleasePrimitiveArrayCritical(env, in->array, (void *)in->bytes, JNI_ABORT);
+        in->bytes = NULL;
+    }
+}
+
+/* Takes `n` prepared inputs in order; on failure releases those taken. */
+static int inputs_take(JNIEnv *env, input *inputs[], int n) {
+    for (int i = 0; i < n; i++) {
+        if (!input_take(env, inputs[i])) {
+            while (i-- > 0) {
+                input_close(env, inputs[i]);
+            }
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void inputs_close(JNIEnv *env, input *inputs[], int n) {
+    while (n-- > 0) {
+        input_close(env, inputs[n]);
     }
 }
 
@@ -123,8 +147,9 @@ static jbyteArray text_result(JNIEnv *env, jlong handle, jbyteArray arg_array, t
     size_t len = 0;
     jbyteArray result = NULL;
     input arg;
+    input_prepare(env, arg_array, &arg);
     for (;;) {
-        if (!input_open(env, arg_array, &arg)) {
+        if (!input_take(env, &arg)) {
             break;
         }
         cmr_status status = call(router_of(handle), &arg, buf, cap, &len);
@@ -180,7 +205,8 @@ JNIEXPORT jlong JNICALL Java_org_cmr_Native_newRouter(JNIEnv *env, jclass cls, j
     (void)cls;
     input in;
     cmr_router *router = NULL;
-    if (!input_open(env, options, &in)) {
+    input_prepare(env, options, &in);
+    if (!input_take(env, &in)) {
         return 0;
     }
     cmr_status status = cmr_router_new(in.bytes, in.len, &router);
@@ -204,19 +230,17 @@ JNIEXPORT jboolean JNICALL Java_org_cmr_Native_register(JNIEnv *env, jclass cls,
                                                         jboolean available) {
     (void)cls;
     input jid, show_in;
+    input *inputs[] = {&jid, &show_in};
     bool new_account = false;
-    if (!input_open(env, full_jid, &jid)) {
-        return JNI_FALSE;
-    }
-    if (!input_open(env, show, &show_in)) {
-        input_close(env, &jid);
+    input_prepare(env, full_jid, &jid);
+    input_prepare(env, show, &show_in);
+    if (!inputs_take(env, inputs, 2)) {
         return JNI_FALSE;
     }
     cmr_status status = cmr_router_register(router_of(handle), jid.bytes, jid.len, (uint64_t)token,
                                             priority, show_in.bytes, show_in.len,
                                             available == JNI_TRUE, &new_account);
-    input_close(env, &show_in);
-    input_close(env, &jid);
+    inputs_close(env, inputs, 2);
     if (status != CMR_STATUS_OK) {
         throw_status(env, status);
     }
@@ -229,7 +253,8 @@ enum session_call { UNREGISTER, TOUCH, SET_HIBERNATING, SET_LOAD };
 static void session_call(JNIEnv *env, enum session_call which, jlong handle, jbyteArray jid_array,
                          jlong token, jint value) {
     input jid;
-    if (!input_open(env, jid_array, &jid)) {
+    input_prepare(env, jid_array, &jid);
+    if (!input_take(env, &jid)) {
         return;
     }
     const cmr_router *router = router_of(handle);
@@ -284,32 +309,40 @@ JNIEXPORT void JNICALL Java_org_cmr_Native_setLoad(JNIEnv *env, jclass cls, jlon
 typedef struct {
     input recipient, type, sender, hint;
     jlongArray out_array;
+    size_t out_cap;
     jlong *out;
 } pick_args;
 
 static int pick_open(JNIEnv *env, pick_args *a, jbyteArray recipient, jbyteArray type,
                      jbyteArray sender, jbyteArray hint, jlongArray out) {
-    memset(a, 0, sizeof *a);
+    input *inputs[] = {&a->recipient, &a->type, &a->sender, &a->hint};
+    input_prepare(env, recipient, &a->recipient);
+    input_prepare(env, type, &a->type);
+    input_prepare(env, sender, &a->sender);
+    input_prepare(env, hint, &a->hint);
     a->out_array = out;
-    if (!input_open(env, recipient, &a->recipient) || !input_open(env, type, &a->type) ||
-        !input_open(env, sender, &a->sender) || !input_open(env, hint, &a->hint)) {
+    a->out_cap = out == NULL ? 0 : (size_t)(*env)->GetArrayLength(env, out);
+    a->out = NULL;
+    if (!inputs_take(env, inputs, 4)) {
         return 0;
     }
-    if (out != NULL && (*env)->GetArrayLength(env, out) > 0) {
+    if (a->out_cap > 0) {
         a->out = (*env)->GetPrimitiveArrayCritical(env, out, NULL);
-        return a->out != NULL;
+        if (a->out == NULL) {
+            inputs_close(env, inputs, 4);
+            return 0;
+        }
     }
     return 1;
 }
 
+/* Releases what pick_open took; `mode` 0 copies the tokens back. */
 static void pick_close(JNIEnv *env, pick_args *a, jint mode) {
+    input *inputs[] = {&a->recipient, &a->type, &a->sender, &a->hint};
     if (a->out != NULL) {
         (*env)->ReleasePrimitiveArrayCritical(env, a->out_array, a->out, mode);
     }
-    input_close(env, &a->hint);
-    input_close(env, &a->sender);
-    input_close(env, &a->type);
-    input_close(env, &a->recipient);
+    inputs_close(env, inputs, 4);
 }
 
 JNIEXPORT jint JNICALL Java_org_cmr_Native_pick(JNIEnv *env, jclass cls, jlong handle,
@@ -319,8 +352,7 @@ JNIEXPORT jint JNICALL Java_org_cmr_Native_pick(JNIEnv *env, jclass cls, jlong h
     (void)cls;
     pick_args a;
     if (!pick_open(env, &a, recipient, type, sender, hint, out)) {
-        pick_close(env, &a, JNI_ABORT);
-        return 0;
+        return 0; /* OutOfMemoryError is pending */
     }
     cmr_message message = {
         .recipient = a.recipient.bytes,
@@ -333,9 +365,9 @@ JNIEXPORT jint JNICALL Java_org_cmr_Native_pick(JNIEnv *env, jclass cls, jlong h
         .hint_len = a.hint.len,
         .sender_is_local = sender_is_local == JNI_TRUE,
     };
-    size_t cap = a.out == NULL ? 0 : (size_t)(*env)->GetArrayLength(env, out);
     size_t len = 0;
-    cmr_status status = cmr_router_pick(router_of(handle), &message, (uint64_t *)a.out, cap, &len);
+    cmr_status status =
+        cmr_router_pick(router_of(handle), &message, (uint64_t *)a.out, a.out_cap, &len);
     pick_close(env, &a, status == CMR_STATUS_OK ? 0 : JNI_ABORT);
     switch (status) {
     case CMR_STATUS_OK:
@@ -359,9 +391,11 @@ JNIEXPORT jint JNICALL Java_org_cmr_Native_emptyPick(JNIEnv *env, jclass cls, jl
     (void)handle;
     (void)sender_is_local;
     pick_args a;
-    int opened = pick_open(env, &a, recipient, type, sender, hint, out);
+    if (!pick_open(env, &a, recipient, type, sender, hint, out)) {
+        return 0;
+    }
     pick_close(env, &a, JNI_ABORT);
-    return opened;
+    return 1;
 }
 
 JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_getAlgorithm(JNIEnv *env, jclass cls,
@@ -374,17 +408,15 @@ JNIEXPORT void JNICALL Java_org_cmr_Native_setAlgorithm(JNIEnv *env, jclass cls,
                                                         jbyteArray bare_jid, jbyteArray algorithm) {
     (void)cls;
     input jid, name;
-    if (!input_open(env, bare_jid, &jid)) {
-        return;
-    }
-    if (!input_open(env, algorithm, &name)) {
-        input_close(env, &jid);
+    input *inputs[] = {&jid, &name};
+    input_prepare(env, bare_jid, &jid);
+    input_prepare(env, algorithm, &name);
+    if (!inputs_take(env, inputs, 2)) {
         return;
     }
     cmr_status status =
         cmr_router_set_algorithm(router_of(handle), jid.bytes, jid.len, name.bytes, name.len);
-    input_close(env, &name);
-    input_close(env, &jid);
+    inputs_close(env, inputs, 2);
     if (status != CMR_STATUS_OK) {
         throw_status(env, status);
     }

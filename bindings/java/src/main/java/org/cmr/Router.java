@@ -28,7 +28,8 @@ public final class Router implements AutoCloseable {
 
     /**
      * Loads the JNI library (the shim with libcmr linked in) once per class
-     * loader. It loads a copy with a unique name: a JVM lets one class
+     * loader. It loads a copy with a unique name, made beside the library
+     * (a temporary directory may be mounted noexec): a JVM lets one class
      * loader at a time hold a native library, so a reloaded plugin needs
      * its own copy while the old loader is still being collected.
      */
@@ -36,7 +37,7 @@ public final class Router implements AutoCloseable {
         if (loaded) {
             return;
         }
-        Path copy = Files.createTempFile("cmr_jni-", ".so");
+        Path copy = Files.createTempFile(library.toAbsolutePath().getParent(), "cmr_jni-", ".so");
         try {
             Files.copy(library, copy, StandardCopyOption.REPLACE_EXISTING);
             System.load(copy.toAbsolutePath().toString());

@@ -29,6 +29,10 @@ final class CmrIqHandler extends IQHandler {
 
     @Override
     public IQ handleIQ(IQ iq) {
+        if (iq.getType() == IQ.Type.result || iq.getType() == IQ.Type.error) {
+            // Answers are not answered.
+            return null;
+        }
         IqAnswer answer;
         try {
             answer = router.handleIq(iq.toXML());

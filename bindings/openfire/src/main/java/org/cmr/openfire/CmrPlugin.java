@@ -76,15 +76,17 @@ public final class CmrPlugin implements Plugin {
             disco.addServerFeature(feature);
         }
         routing.honourHints(features.contains("urn:xmpp:cmr:hints:0"));
+        // Listening first, then the sessions that exist now (a load or a
+        // reload): none is missed, and one destroyed meanwhile is taken back
+        // (Sessions.register). Routing starts once they are known.
         SessionEventDispatcher.addListener(sessions);
         PresenceEventDispatcher.addListener(sessions);
-        InterceptorManager.getInstance().addInterceptor(routing);
-        // Sessions that exist now: a load or a reload of the plugin.
         for (ClientSession session : SessionManager.getInstance().getSessions()) {
             if (session.getAddress() != null && server.getRoutingTable().isLocalRoute(session.getAddress())) {
                 sessions.register(session);
             }
         }
+        InterceptorManager.getInstance().addInterceptor(routing);
         LOG.info("cmr {} routing for {}", Router.version(), server.getServerInfo().getXMPPDomain());
     }
 

@@ -67,10 +67,15 @@ final class MessageRouting implements PacketInterceptor {
             return;
         }
         ClientSession sender = session instanceof ClientSession ? (ClientSession) session : null;
-        if (sender != null) {
-            sessions.touch(sender);
+        if (sender != null && !bound(sender)) {
+            // Not logged in or no resource yet: Openfire refuses what it
+            // sends (not-authorized) after the interceptors; leave it so.
+            return;
         }
         if (!(packet instanceof Message)) {
+            if (sender != null) {
+                touch(sender);
+            }
             return;
         }
         Message message = (Message) packet;
@@ -82,9 +87,61 @@ final class MessageRouting implements PacketInterceptor {
             // To an online full JID: Openfire's to deliver.
             return;
         }
-        if (route(message, to.asBareJID(), sender)) {
-            // Delivered: Openfire drops a rejected packet silently.
+        boolean delivered;
+        try {
+            if (sender != null) {
+                sessions.touch(sender);
+            }
+            delivered = route(message, to.asBareJID(), sender, session);
+        } catch (PacketRejectedException rejected) {
+            throw rejected;
+        } catch (RuntimeException | LinkageError e) {
+            // A bug here must not lose the message: Openfire routes it.
+            CmrPlugin.LOG.error("cmr could not route a message to {}; Openfire routes it", to, e);
+            return;
+        }
+        if (delivered) {
+            // Openfire drops a rejected packet silently.
             throw new PacketRejectedException();
+        }
+    }
+
+    /** Whether the session has logged in and bound a resource. */
+    private boolean bound(ClientSession session) {
+        JID address = session.getAddress();
+        return address != null && address.getNode() != null && routingTable.hasClientRoute(address);
+    }
+
+    private void touch(ClientSession sender) {
+        try {
+            sessions.touch(sender);
+        } catch (RuntimeException e) {
+            CmrPlugin.LOG.error("cmr could not note the activity of {}", sender.getAddress(), e);
+        }
+    }
+
+    /**
+     * Runs what InterceptorManager would run after this interceptor: the
+     * global interceptors added later, then the sender's user
+     * interceptors. One that fails is logged and skipped, as Openfire does.
+     */
+    private void invokeLaterInterceptors(Message message, Session session) throws PacketRejectedException {
+        InterceptorManager manager = InterceptorManager.getInstance();
+        List<PacketInterceptor> global = manager.getInterceptors();
+        int index = global.indexOf(this);
+        List<PacketInterceptor> later = new ArrayList<>(global.subList(index + 1, global.size()));
+        String username = session == null ? null : session.getAddress().getNode();
+        if (username != null && server.isLocal(session.getAddress())) {
+            later.addAll(manager.getUserInterceptors(username));
+        }
+        for (PacketInterceptor interceptor : later) {
+            try {
+                interceptor.interceptPacket(message, session, true, false);
+            } catch (PacketRejectedException rejected) {
+                throw rejected;
+            } catch (RuntimeException e) {
+                CmrPlugin.LOG.error("Error in interceptor " + interceptor + " while intercepting " + message.toXML(), e);
+            }
         }
     }
 
@@ -92,7 +149,8 @@ final class MessageRouting implements PacketInterceptor {
      * Routes the message to the account's picked sessions; false leaves it
      * to Openfire, unchanged.
      */
-    private boolean route(Message message, JID bare, ClientSession sender) {
+    private boolean route(Message message, JID bare, ClientSession sender, Session session)
+            throws PacketRejectedException {
         // Read as text: Message.getType() throws on a type it does not know.
         String type = message.getElement().attributeValue("type", "");
         // What RFC 6121 leaves to the server: headline, groupchat, error.
@@ -140,19 +198,21 @@ final class MessageRouting implements PacketInterceptor {
             if (n == 0 || n > tokens.length) {
                 return false;
             }
+            if (attempt == 0) {
+                // The interceptors after this one never see a packet this
+                // one rejects: once it is CMR's to deliver, they get their
+                // say, and may reject it (as they would natively).
+                invokeLaterInterceptors(message, session);
+            }
             if (privateElement != null && privateElement.getParent() != null) {
                 // The receiving server removes <private/> before delivering.
                 message.getElement().remove(privateElement);
             }
             for (int i = 0; i < n; i++) {
                 Sessions.Tracked tracked = sessions.byToken(tokens[i]);
-                // The status, not isClosed(): 4.2's isClosed() throws on a
-                // session waiting for resumption (it has no connection).
-                if (tracked == null || tracked.session.getStatus() == Session.STATUS_CLOSED) {
-                    if (tracked != null) {
-                        CmrPlugin.LOG.debug("Picked session {} is gone; routing again", tracked.session.getAddress());
-                        sessions.dropPicked(tracked, bare);
-                    }
+                if (tracked == null || Sessions.closed(tracked.session)) {
+                    CmrPlugin.LOG.debug("Picked session {} is gone; routing again", tokens[i]);
+                    sessions.dropPicked(tokens[i], tracked, bare);
                     continue;
                 }
                 // Each session its own copy: a session's XEP-0198 queue

@@ -53,8 +53,7 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
     /** Registers the session, or updates it with its current presence. */
     void register(ClientSession session) {
         JID address = session.getAddress();
-        if (address == null || address.getResource() == null || address.getNode() == null
-                || session.getStatus() == Session.STATUS_CLOSED) {
+        if (address == null || address.getResource() == null || address.getNode() == null || closed(session)) {
             return;
         }
         Tracked tracked = bySession.computeIfAbsent(session, s -> {
@@ -64,7 +63,9 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         });
         Presence presence = session.getPresence();
         boolean available = presence != null && presence.isAvailable();
-        int priority = presence == null ? 0 : presence.getPriority();
+        // RFC 6121 bounds a priority to -128..127; Openfire takes any
+        // number. Beyond the bounds, the nearest keeps its sign and rank.
+        int priority = presence == null ? 0 : Math.max(-128, Math.min(127, presence.getPriority()));
         String showText = presence == null ? null : show(presence);
         try {
             if (router.register(tracked.fullJid, tracked.token, priority, showText == null ? null : bytes(showText),
@@ -73,6 +74,11 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
             }
         } catch (CmrException e) {
             plugin.refused(e, "Not routing to " + address);
+        }
+        // Destroyed meanwhile (its listener ran between the two lines
+        // above): take back what this call registered.
+        if (bySession.get(session) != tracked) {
+            forget(tracked);
         }
     }
 
@@ -84,15 +90,33 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         }
     }
 
-    /** Forgets a picked session found closed, by its account's bare JID. */
-    void dropPicked(Tracked tracked, JID bare) {
-        bySession.remove(tracked.session, tracked);
-        byToken.remove(tracked.token, tracked);
+    /**
+     * Forgets a picked token whose session is closed or no longer known
+     * here (`tracked` null), by its account's bare JID.
+     */
+    void dropPicked(long token, Tracked tracked, JID bare) {
+        if (tracked != null) {
+            bySession.remove(tracked.session, tracked);
+            byToken.remove(token, tracked);
+        }
         try {
-            router.unregister(bytes(bare.toBareJID()), tracked.token);
+            router.unregister(bytes(bare.toBareJID()), token);
         } catch (CmrException e) {
             // Already gone from the router (a listener got there first).
             plugin.refused(e, null);
+        }
+    }
+
+    /**
+     * Whether the session is closed. isClosed() is the call 4.2 to 5.x
+     * share; 4.2's throws for a session waiting for XEP-0198 resumption
+     * (it has no connection then), which is not closed.
+     */
+    static boolean closed(Session session) {
+        try {
+            return session.isClosed();
+        } catch (NullPointerException detached) {
+            return false;
         }
     }
 
@@ -140,31 +164,46 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         return text.getBytes(StandardCharsets.UTF_8);
     }
 
+    // The listeners: what goes wrong here is logged, never thrown into
+    // Openfire's session or presence handling.
+
     @Override
     public void resourceBound(Session session) {
         if (session instanceof ClientSession) {
-            register((ClientSession) session);
+            guarded((ClientSession) session);
         }
     }
 
     @Override
     public void sessionDestroyed(Session session) {
-        unregister(session);
+        try {
+            unregister(session);
+        } catch (RuntimeException e) {
+            CmrPlugin.LOG.error("cmr could not forget the session {}", session.getAddress(), e);
+        }
     }
 
     @Override
     public void availableSession(ClientSession session, Presence presence) {
-        register(session);
+        guarded(session);
     }
 
     @Override
     public void unavailableSession(ClientSession session, Presence presence) {
-        register(session);
+        guarded(session);
     }
 
     @Override
     public void presenceChanged(ClientSession session, Presence presence) {
-        register(session);
+        guarded(session);
+    }
+
+    private void guarded(ClientSession session) {
+        try {
+            register(session);
+        } catch (RuntimeException e) {
+            CmrPlugin.LOG.error("cmr could not register the session {}", session.getAddress(), e);
+        }
     }
 
     @Override
@@ -175,7 +214,7 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
 
     @Override
     public void anonymousSessionDestroyed(Session session) {
-        unregister(session);
+        sessionDestroyed(session);
     }
 
     @Override
