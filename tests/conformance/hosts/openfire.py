@@ -80,6 +80,8 @@ class OpenfireHost(ServerHost):
     stop_timeout = 60
     plugin_name = "cmr-openfire"
     native_copies_to_top = False
+    # benches/throughput.py: rounds the JIT needs before the figures settle.
+    warmup_rounds = 4
     # Openfire logs a client's malformed XML, or an <a/> whose h is no
     # number, at error level with a stack trace, and closes that connection.
     refused_input_logs = [r"ConnectionHandler - Closing connection due to (error while processing message|exception in session)"]
@@ -237,12 +239,18 @@ class OpenfireHost(ServerHost):
 
     def log(self):
         """logs/openfire.log, with the lines that continue an entry (an
-        exception's message, its stack trace) indented, as warnings() expects."""
+        exception's message, its stack trace) indented, as warnings() expects;
+        then what killed a thread, which the JVM prints to stdout.log
+        alone, as errors."""
         path = self.dir / "logs" / "openfire.log"
-        if not path.exists():
-            return ""
-        lines = path.read_text(errors="replace").splitlines()
-        return "\n".join(line if re.match(ENTRY, line) or line[:1].isspace() else "\t" + line for line in lines)
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        text = "\n".join(line if re.match(ENTRY, line) or line[:1].isspace() else "\t" + line for line in lines)
+        stdout = self.dir / "stdout.log"
+        if stdout.exists():
+            for line in stdout.read_text(errors="replace").splitlines():
+                if line.startswith("Exception in thread"):
+                    text += f"\n0000.00.00 00:00:00.000 ERROR [stdout.log]: {line}"
+        return text
 
     def log_tail(self, lines=40):
         text = ""

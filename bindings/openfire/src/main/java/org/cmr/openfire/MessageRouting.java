@@ -13,7 +13,6 @@ import org.jivesoftware.openfire.interceptor.PacketInterceptor;
 import org.jivesoftware.openfire.interceptor.PacketRejectedException;
 import org.jivesoftware.openfire.session.ClientSession;
 import org.jivesoftware.openfire.session.Session;
-import org.jivesoftware.openfire.user.UserManager;
 import org.xmpp.packet.JID;
 import org.xmpp.packet.Message;
 import org.xmpp.packet.Packet;
@@ -128,20 +127,23 @@ final class MessageRouting implements PacketInterceptor {
     private void invokeLaterInterceptors(Message message, Session session) throws PacketRejectedException {
         InterceptorManager manager = InterceptorManager.getInstance();
         List<PacketInterceptor> global = manager.getInterceptors();
-        int index = global.indexOf(this);
-        List<PacketInterceptor> later = new ArrayList<>(global.subList(index + 1, global.size()));
+        for (int i = global.indexOf(this) + 1; i < global.size(); i++) {
+            invoke(global.get(i), message, session);
+        }
         String username = session == null ? null : session.getAddress().getNode();
         if (username != null && server.isLocal(session.getAddress())) {
-            later.addAll(manager.getUserInterceptors(username));
-        }
-        for (PacketInterceptor interceptor : later) {
-            try {
-                interceptor.interceptPacket(message, session, true, false);
-            } catch (PacketRejectedException rejected) {
-                throw rejected;
-            } catch (RuntimeException e) {
-                CmrPlugin.LOG.error("Error in interceptor " + interceptor + " while intercepting " + message.toXML(), e);
+            for (PacketInterceptor interceptor : manager.getUserInterceptors(username)) {
+                invoke(interceptor, message, session);
             }
+        }
+    }
+
+    private static void invoke(PacketInterceptor interceptor, Message message, Session session)
+            throws PacketRejectedException {
+        try {
+            interceptor.interceptPacket(message, session, true, false);
+        } catch (RuntimeException e) {
+            CmrPlugin.LOG.error("Error in interceptor " + interceptor + " while intercepting " + message.toXML(), e);
         }
     }
 
@@ -158,9 +160,8 @@ final class MessageRouting implements PacketInterceptor {
         if (type.equals("headline") || type.equals("groupchat") || type.equals("error")) {
             return false;
         }
-        if (!UserManager.getInstance().isRegisteredUser(bare.getNode())) {
-            return false;
-        }
+        // The account's sessions (available ones); an account with none
+        // here, or none at all, is not the library's either.
         List<JID> routes = routingTable.getRoutes(bare, null);
         for (JID route : routes) {
             if (!routingTable.isLocalRoute(route)) {
@@ -228,7 +229,7 @@ final class MessageRouting implements PacketInterceptor {
             return false;
         }
         if (type.equals("chat") && privateElement == null) {
-            carbons(message, bare, delivered, sender);
+            carbons(message, bare, routes, delivered, sender);
         }
         try {
             // What Openfire's MessageRouter does once it has routed: the
@@ -245,8 +246,9 @@ final class MessageRouting implements PacketInterceptor {
      * the recipient's other carbons-enabled sessions, a `sent` copy to the
      * sender's.
      */
-    private void carbons(Message message, JID bare, List<ClientSession> delivered, ClientSession sender) {
-        for (JID route : routingTable.getRoutes(bare, null)) {
+    private void carbons(Message message, JID bare, List<JID> routes, List<ClientSession> delivered,
+            ClientSession sender) {
+        for (JID route : routes) {
             ClientSession other = routingTable.getClientRoute(route);
             if (other != null && !delivered.contains(other) && other.isMessageCarbonsEnabled()) {
                 other.process(carbon(message, "received", bare, route));
