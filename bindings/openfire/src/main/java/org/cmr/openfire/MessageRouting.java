@@ -126,9 +126,14 @@ final class MessageRouting implements PacketInterceptor {
      */
     private void invokeLaterInterceptors(Message message, Session session) throws PacketRejectedException {
         InterceptorManager manager = InterceptorManager.getInstance();
-        List<PacketInterceptor> global = manager.getInterceptors();
-        for (int i = global.indexOf(this) + 1; i < global.size(); i++) {
-            invoke(global.get(i), message, session);
+        // The list's iterator is a snapshot (copy-on-write); none run when
+        // this one is no longer in it (the plugin is unloading).
+        boolean after = false;
+        for (PacketInterceptor interceptor : manager.getInterceptors()) {
+            if (after) {
+                invoke(interceptor, message, session);
+            }
+            after |= interceptor == this;
         }
         String username = session == null ? null : session.getAddress().getNode();
         if (username != null && server.isLocal(session.getAddress())) {
@@ -142,7 +147,10 @@ final class MessageRouting implements PacketInterceptor {
             throws PacketRejectedException {
         try {
             interceptor.interceptPacket(message, session, true, false);
-        } catch (RuntimeException e) {
+        } catch (PacketRejectedException rejected) {
+            throw rejected;
+        } catch (Exception | Error e) {
+            // As InterceptorManager does: logged, and the others go on.
             CmrPlugin.LOG.error("Error in interceptor " + interceptor + " while intercepting " + message.toXML(), e);
         }
     }
@@ -182,22 +190,54 @@ final class MessageRouting implements PacketInterceptor {
         byte[] hintBytes = hint == null ? null : Sessions.bytes(hint);
         Element privateElement = message.getElement().element(PRIVATE);
         List<ClientSession> delivered = new ArrayList<>(1);
+        try {
+            deliver(message, bare, session, privateElement, delivered, recipient, typeBytes, senderBytes, hintBytes,
+                    senderIsLocal);
+        } finally {
+            if (delivered.isEmpty() && privateElement != null && privateElement.getParent() == null) {
+                // Back to Openfire as it came.
+                message.getElement().add(privateElement);
+            }
+        }
+        if (delivered.isEmpty()) {
+            return false;
+        }
+        if (type.equals("chat") && privateElement == null) {
+            carbons(message, bare, routes, delivered, sender);
+        }
+        try {
+            // What Openfire's MessageRouter does once it has routed: the
+            // processed phase (archiving plugins listen there).
+            InterceptorManager.getInstance().invokeInterceptors(message, sender, true, true);
+        } catch (PacketRejectedException e) {
+            // Too late to reject: it has been delivered.
+        }
+        return true;
+    }
+
+    /**
+     * Picks and delivers, adding the sessions that took the message to
+     * `delivered` (left empty when the library does not route it).
+     */
+    private void deliver(Message message, JID bare, Session session, Element privateElement,
+            List<ClientSession> delivered, byte[] recipient, byte[] type, byte[] sender, byte[] hint,
+            boolean senderIsLocal) throws PacketRejectedException {
         for (int attempt = 0; attempt < MAX_ATTEMPTS && delivered.isEmpty(); attempt++) {
             long[] tokens = picked.get();
             int n;
             try {
-                n = router.pick(recipient, typeBytes, senderBytes, hintBytes, senderIsLocal, tokens);
+                n = router.pick(recipient, type, sender, hint, senderIsLocal, tokens);
                 if (n > tokens.length) {
                     tokens = new long[n];
                     picked.set(tokens);
-                    n = router.pick(recipient, typeBytes, senderBytes, hintBytes, senderIsLocal, tokens);
+                    n = router.pick(recipient, type, sender, hint, senderIsLocal, tokens);
                 }
             } catch (CmrException e) {
                 plugin.refused(e, "Not routing a message to " + bare);
-                return false;
+                return;
             }
             if (n == 0 || n > tokens.length) {
-                return false;
+                return;
             }
             if (attempt == 0) {
                 // The interceptors after this one never see a packet this
@@ -222,23 +262,6 @@ final class MessageRouting implements PacketInterceptor {
                 delivered.add(tracked.session);
             }
         }
-        if (delivered.isEmpty()) {
-            if (privateElement != null && privateElement.getParent() == null) {
-                message.getElement().add(privateElement);
-            }
-            return false;
-        }
-        if (type.equals("chat") && privateElement == null) {
-            carbons(message, bare, routes, delivered, sender);
-        }
-        try {
-            // What Openfire's MessageRouter does once it has routed: the
-            // processed phase (archiving plugins listen there).
-            InterceptorManager.getInstance().invokeInterceptors(message, sender, true, true);
-        } catch (PacketRejectedException e) {
-            // Too late to reject: it has been delivered.
-        }
-        return true;
     }
 
     /**

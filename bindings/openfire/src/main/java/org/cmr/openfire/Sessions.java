@@ -104,6 +104,8 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         } catch (CmrException e) {
             // Already gone from the router (a listener got there first).
             plugin.refused(e, null);
+        } catch (IllegalStateException closed) {
+            // The router closed under a reload: nothing left to forget.
         }
     }
 
