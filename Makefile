@@ -18,7 +18,7 @@ HOST ?= prosody
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
 .PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd
-.PHONY: java java-deps java-tests openfire-module
+.PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
 .PHONY: demo-library bench-lua bench-throughput fuzz
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
@@ -154,8 +154,12 @@ java-tests: java
 # and the JNI library inside.
 OPENFIRE_JAR := $(BUILD)/openfire/cmr-openfire.jar
 
-openfire-module: java
+# The binding's jar in the local Maven repository, for the projects that
+# depend on it (the plugin, the JMH benchmark).
+java-install: java
 	cd bindings/java && $(MVN) -q install -DskipTests -Dcmr.jni=$(CURDIR)/$(JNI_SO)
+
+openfire-module: java-install
 	cd bindings/openfire && $(MVN) -q package -Dcmr.jni=$(CURDIR)/$(JNI_SO)
 	mkdir -p $(dir $(OPENFIRE_JAR))
 	cp -f bindings/openfire/target/cmr-openfire.jar $(OPENFIRE_JAR)
@@ -272,8 +276,7 @@ bench-lua: lua
 	LUA_PATH='$(LUA)/?.lua;;' luajit benches/lua/pick_bench.lua
 
 # The Java binding's cost per pick against an empty native call (JMH).
-bench-java: java
-	cd bindings/java && $(MVN) -q install -DskipTests -Dcmr.jni=$(CURDIR)/$(JNI_SO)
+bench-java: java-install
 	cd benches/java && $(MVN) -q package
 	java -Dcmr.jni=$(CURDIR)/$(JNI_SO) -cp benches/java/target/classes:$$(cat benches/java/target/classpath.txt) \
 	    org.openjdk.jmh.Main PickBenchmark

@@ -39,12 +39,9 @@ final class CmrIqHandler extends IQHandler {
         } catch (CmrException e) {
             // A client's malformed IQ: answered, and not worth a warning each.
             plugin.refused(e, null);
-            IQ error = IQ.createResultIQ(iq);
-            error.setChildElement(iq.getChildElement() == null ? null : iq.getChildElement().createCopy());
-            error.setError(e.status() == Status.PANIC
+            return error(iq, e.status() == Status.PANIC
                     ? PacketError.Condition.internal_server_error
                     : PacketError.Condition.bad_request);
-            return error;
         }
         if (answer == null) {
             // A result or an error addressed here: nothing to answer.
@@ -58,6 +55,14 @@ final class CmrIqHandler extends IQHandler {
         } catch (DocumentException e) {
             throw new IllegalStateException("cmr: the library's answer does not parse: " + answer.stanza(), e);
         }
+    }
+
+    /** An error reply to `iq`, carrying a copy of its payload. */
+    static IQ error(IQ iq, PacketError.Condition condition) {
+        IQ error = IQ.createResultIQ(iq);
+        error.setChildElement(iq.getChildElement().createCopy());
+        error.setError(condition);
+        return error;
     }
 
     @Override

@@ -79,9 +79,7 @@ final class MessageRouting implements PacketInterceptor {
             return;
         }
         if (!(packet instanceof Message)) {
-            if (sender != null) {
-                touch(sender);
-            }
+            touch(sender);
             return;
         }
         Message message = (Message) packet;
@@ -94,10 +92,8 @@ final class MessageRouting implements PacketInterceptor {
             return;
         }
         boolean delivered;
+        touch(sender);
         try {
-            if (sender != null) {
-                sessions.touch(sender);
-            }
             delivered = route(message, to.asBareJID(), sender, session);
         } catch (PacketRejectedException rejected) {
             throw rejected;
@@ -118,7 +114,11 @@ final class MessageRouting implements PacketInterceptor {
         return address != null && address.getNode() != null && routingTable.hasClientRoute(address);
     }
 
+    /** Activity of the sender's session (none for server-made packets). */
     private void touch(ClientSession sender) {
+        if (sender == null) {
+            return;
+        }
         try {
             sessions.touch(sender);
         } catch (RuntimeException e) {
@@ -184,22 +184,10 @@ final class MessageRouting implements PacketInterceptor {
                 return false;
             }
         }
-        byte[] recipient = Sessions.bytes(bare.toBareJID());
-        byte[] typeBytes = Sessions.bytes(type);
-        JID from = message.getFrom();
-        byte[] senderBytes = from == null ? null : Sessions.bytes(from.toString());
-        String hint = null;
-        if (honourHints) {
-            Element element = message.getElement().element(HINT);
-            hint = element == null ? null : element.attributeValue("algorithm");
-        }
-        boolean senderIsLocal = hint != null && (sender != null || (from != null && server.isLocal(from)));
-        byte[] hintBytes = hint == null ? null : Sessions.bytes(hint);
         Element privateElement = message.getElement().element(PRIVATE);
         List<ClientSession> delivered = new ArrayList<>(1);
         try {
-            deliver(message, bare, session, privateElement, delivered, recipient, typeBytes, senderBytes, hintBytes,
-                    senderIsLocal);
+            deliver(message, bare, type, sender, session, privateElement, delivered);
         } finally {
             if (delivered.isEmpty() && privateElement != null && privateElement.getParent() == null) {
                 // Back to Openfire as it came.
@@ -226,18 +214,28 @@ final class MessageRouting implements PacketInterceptor {
      * Picks and delivers, adding the sessions that took the message to
      * `delivered` (left empty when the library does not route it).
      */
-    private void deliver(Message message, JID bare, Session session, Element privateElement,
-            List<ClientSession> delivered, byte[] recipient, byte[] type, byte[] sender, byte[] hint,
-            boolean senderIsLocal) throws PacketRejectedException {
+    private void deliver(Message message, JID bare, String type, ClientSession sender, Session session,
+            Element privateElement, List<ClientSession> delivered) throws PacketRejectedException {
+        byte[] recipientBytes = Sessions.bytes(bare.toBareJID());
+        byte[] typeBytes = Sessions.bytes(type);
+        JID from = message.getFrom();
+        byte[] senderBytes = from == null ? null : Sessions.bytes(from.toString());
+        String hint = null;
+        if (honourHints) {
+            Element element = message.getElement().element(HINT);
+            hint = element == null ? null : element.attributeValue("algorithm");
+        }
+        boolean senderIsLocal = hint != null && (sender != null || (from != null && server.isLocal(from)));
+        byte[] hintBytes = hint == null ? null : Sessions.bytes(hint);
         for (int attempt = 0; attempt < MAX_ATTEMPTS && delivered.isEmpty(); attempt++) {
             long[] tokens = picked.get();
             int n;
             try {
-                n = router.pick(recipient, type, sender, hint, senderIsLocal, tokens);
+                n = router.pick(recipientBytes, typeBytes, senderBytes, hintBytes, senderIsLocal, tokens);
                 if (n > tokens.length) {
                     tokens = new long[n];
                     picked.set(tokens);
-                    n = router.pick(recipient, type, sender, hint, senderIsLocal, tokens);
+                    n = router.pick(recipientBytes, typeBytes, senderBytes, hintBytes, senderIsLocal, tokens);
                 }
             } catch (CmrException e) {
                 plugin.refused(e, "Not routing a message to " + bare);

@@ -31,10 +31,10 @@ final class StatsIqHandler extends IQHandler {
     @Override
     public IQ handleIQ(IQ iq) {
         if (iq.getType() != IQ.Type.get) {
-            return iq.getType() == IQ.Type.set ? error(iq, PacketError.Condition.bad_request) : null;
+            return iq.getType() == IQ.Type.set ? CmrIqHandler.error(iq, PacketError.Condition.bad_request) : null;
         }
         if (iq.getFrom() == null || !XMPPServer.getInstance().getAdmins().contains(iq.getFrom().asBareJID())) {
-            return error(iq, PacketError.Condition.forbidden);
+            return CmrIqHandler.error(iq, PacketError.Condition.forbidden);
         }
         String account = iq.getChildElement().attributeValue("jid");
         IQ result = IQ.createResultIQ(iq);
@@ -44,18 +44,11 @@ final class StatsIqHandler extends IQHandler {
             stats.addAttribute("jid", bare);
             stats.setText("algorithm\t" + router.algorithm(bare) + "\n" + router.stats(bare));
         } catch (CmrException | IllegalArgumentException | NullPointerException e) {
-            IQ error = error(iq, PacketError.Condition.bad_request);
+            IQ error = CmrIqHandler.error(iq, PacketError.Condition.bad_request);
             error.getError().setText(String.valueOf(e.getMessage()));
             return error;
         }
         return result;
-    }
-
-    private static IQ error(IQ iq, PacketError.Condition condition) {
-        IQ error = IQ.createResultIQ(iq);
-        error.setChildElement(iq.getChildElement().createCopy());
-        error.setError(condition);
-        return error;
     }
 
     @Override
