@@ -17,7 +17,7 @@ HOST ?= prosody
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
-.PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd
+.PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
 .PHONY: demo-library bench-lua bench-throughput fuzz
@@ -192,12 +192,14 @@ ERL_MOD_BUILD := $(BUILD)/erlang/mod_cmr
 ejabberd-deps:
 	@scripts/install-deps.sh ejabberd erlang-dev erlang-eunit
 
+ERL_MOD_SOURCES := $(wildcard bindings/erlang/mod_cmr/src/*.erl)
+
 ejabberd-module: erlang $(ERL_MOD_BUILD)/ebin/mod_cmr.beam
 
-$(ERL_MOD_BUILD)/ebin/mod_cmr.beam: bindings/erlang/mod_cmr/src/mod_cmr.erl
+$(ERL_MOD_BUILD)/ebin/mod_cmr.beam: $(ERL_MOD_SOURCES)
 	mkdir -p $(ERL_MOD_BUILD)/ebin
 	erlc -Werror -I $(EJABBERD)/include -I $$(ls -d /usr/lib/erlang/lib/p1_xmpp-*/include) -pa $(EJABBERD)/ebin \
-	    -o $(ERL_MOD_BUILD)/ebin $<
+	    -o $(ERL_MOD_BUILD)/ebin $^
 
 # The ejabberd-contrib package: spec, conf, README, the Erlang sources that
 # ejabberd compiles at module_install, and the NIF with libcmr in priv/.
@@ -209,7 +211,7 @@ ejabberd-package: ejabberd-module
 	cp -f bindings/erlang/mod_cmr/mod_cmr.spec bindings/erlang/mod_cmr/COPYING $(EJABBERD_PACKAGE)/
 	cp -f bindings/erlang/mod_cmr/README.md $(EJABBERD_PACKAGE)/README.txt
 	cp -f bindings/erlang/mod_cmr/conf/mod_cmr.yml $(EJABBERD_PACKAGE)/conf/
-	cp -f bindings/erlang/mod_cmr/src/mod_cmr.erl bindings/erlang/src/cmr.erl $(EJABBERD_PACKAGE)/src/
+	cp -f $(ERL_MOD_SOURCES) bindings/erlang/src/cmr.erl $(EJABBERD_PACKAGE)/src/
 	cp -f $(ERL_BUILD)/priv/cmr_nif.so $(ERL_BUILD)/priv/$(SONAME) $(EJABBERD_PACKAGE)/priv/
 
 # Puts the package where `ejabberdctl module_install mod_cmr` finds it.
@@ -291,6 +293,10 @@ bench-erlang: erlang-deps erlang
 # loopback: HOST=prosody (the default), ejabberd or openfire.
 bench-throughput: $(HOST)-deps $(HOST)-module $(VENV)/.installed
 	CMR_HOST=$(HOST) $(VENV)/bin/python benches/throughput.py
+
+# ejabberd in a two-node cluster: messages forwarded to the account's home.
+bench-cluster: ejabberd-deps ejabberd-module $(VENV)/.installed
+	CMR_HOST=ejabberd $(VENV)/bin/python benches/cluster_throughput.py
 
 # A fuzz campaign of one target (iq, options or abi; RELIABILITY.md):
 # cargo-fuzz on nightly Rust, outside `make test`, which replays the kept

@@ -90,24 +90,27 @@ def cpu_seconds(host):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(host, account, sender_jid, second_priority):
+def run(host, account, sender_jid, second_priority, sender_host=None, servers=None):
     """One run: returns messages per second, the server's CPU microseconds
-    per message and the deliveries per session."""
+    per message and the deliveries per session. In a cluster the sender may
+    log in to another node (`sender_host`), and the CPU of all `servers`
+    counts."""
+    servers = servers or [host]
     receivers = [RawSession(host, account, "node-0", 0), RawSession(host, account, "node-1", second_priority)]
-    sender = RawSession(host, sender_jid, "probe", 0)
+    sender = RawSession(sender_host or host, sender_jid, "probe", 0)
     time.sleep(0.3)
     stop = threading.Event()
     counter = threading.Thread(target=count_messages, args=(receivers, stop))
     counter.start()
     payload = "".join(f"<message to='{account}' type='chat'><body>m{i}</body></message>"
                       for i in range(MESSAGES)).encode()
-    cpu = cpu_seconds(host)
+    cpu = sum(cpu_seconds(server) for server in servers)
     start = time.monotonic()
     sender.sock.sendall(payload)
     while sum(r.count for r in receivers) < MESSAGES and time.monotonic() - start < TIMEOUT:
         time.sleep(0.005)
     elapsed = time.monotonic() - start
-    cpu = cpu_seconds(host) - cpu
+    cpu = sum(cpu_seconds(server) for server in servers) - cpu
     stop.set()
     counter.join()
     got = sum(r.count for r in receivers)
@@ -131,44 +134,55 @@ def set_algorithm(host, jid, algorithm):
 
 
 def main():
-    # Idle Erlang schedulers spin by default, which would count as CPU time
-    # per message; both ejabberd nodes run without it.
-    os.environ.setdefault("ERL_FLAGS", "+sbwt none +sbwtdcpu none +sbwtdio none")
     work = Path(tempfile.mkdtemp(prefix="cmr-bench-"))
     Host = host_class()
     native = Host(work / "native", with_cmr=False, modules=Host.LEAN)
     cmr = Host(work / "cmr", modules=Host.LEAN)
     for host in (native, cmr):
         host.start()
-    # (label, host, account, sender, priority of the second session)
-    setups = [("native", native, native.account(), native.account(), -1),
-              ("mod_cmr roundrobin", cmr, cmr.account(), cmr.account(), 0),
-              ("mod_cmr one session", cmr, cmr.account(), cmr.account(), -1)]
-    set_algorithm(cmr, setups[1][2], "urn:xmpp:cmr:roundrobin")
-    set_algorithm(cmr, setups[2][2], "urn:xmpp:cmr:mostactive")
-    rates = {label: [] for label, *_ in setups}
-    costs = {label: [] for label, *_ in setups}
-    # A JVM server compiles its hot paths during the first rounds: those
-    # run, uncounted, until both servers are warm.
-    warmup = getattr(Host, "warmup_rounds", 0)
+    # Each delivers each message once: the second session of native and
+    # one-session setups is at priority -1.
+    setups = [("native", dict(host=native, account=native.account(), sender_jid=native.account(), second_priority=-1)),
+              ("mod_cmr roundrobin", dict(host=cmr, account=cmr.account(), sender_jid=cmr.account(), second_priority=0)),
+              ("mod_cmr one session", dict(host=cmr, account=cmr.account(), sender_jid=cmr.account(),
+                                           second_priority=-1))]
+    set_algorithm(cmr, setups[1][1]["account"], "urn:xmpp:cmr:roundrobin")
+    set_algorithm(cmr, setups[2][1]["account"], "urn:xmpp:cmr:mostactive")
     try:
-        for round_number in range(-warmup, ROUNDS):
-            for label, host, account, sender, second in setups:
-                rate, cost, split = run(host, account, sender, second)
-                if round_number >= 0:
-                    rates[label].append(rate)
-                    costs[label].append(cost)
-                name = f"round {round_number + 1}" if round_number >= 0 else "warm-up"
-                print(f"{name:<8} {label:>20}: {rate:8.0f} msg/s  {cost:5.1f} µs server CPU per message"
-                      f"  deliveries per session {split}")
+        # A JVM server compiles its hot paths during the first rounds: those
+        # run, uncounted, until both servers are warm.
+        rates, costs = measure(setups, getattr(Host, "warmup_rounds", 0))
     finally:
         for host in (native, cmr):
             host.stop()
+    report(Host.name, rates, costs)
+
+
+def measure(setups, warmup=0):
+    """Runs each (label, run's arguments) setup once per round, the setups
+    alternating; returns each one's rates and costs over the counted
+    rounds."""
+    rates = {label: [] for label, _ in setups}
+    costs = {label: [] for label, _ in setups}
+    for round_number in range(-warmup, ROUNDS):
+        for label, arguments in setups:
+            rate, cost, split = run(**arguments)
+            if round_number >= 0:
+                rates[label].append(rate)
+                costs[label].append(cost)
+            name = f"round {round_number + 1}" if round_number >= 0 else "warm-up"
+            print(f"{name:<8} {label:>20}: {rate:8.0f} msg/s  {cost:5.1f} µs server CPU per message"
+                  f"  deliveries per session {split}", flush=True)
+    return rates, costs
+
+
+def report(title, rates, costs):
+    """Medians per setup, and their ratios to the one labelled native."""
     rate = {label: statistics.median(values) for label, values in rates.items()}
     cost = {label: statistics.median(values) for label, values in costs.items()}
     # Wall-clock rates swing with the machine's other load; the server's own
     # CPU time per message swings much less.
-    print(f"{Host.name}: medians over {ROUNDS} rounds of {MESSAGES} messages:")
+    print(f"{title}: medians over {len(rates['native'])} rounds of {MESSAGES} messages:")
     print(f"  {'setup':<20} {'msg/s':>8} {'ratio':>6} {'µs CPU/msg':>11} {'ratio':>6}")
     for label in rates:
         print(f"  {label:<20} {rate[label]:8.0f} {rate[label] / rate['native']:6.3f}"

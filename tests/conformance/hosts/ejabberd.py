@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parents[3]
 EJABBERD = Path("/usr/lib/x86_64-linux-gnu/ejabberd-23.01")
 CODE = [ROOT / "build" / "erlang" / "cmr" / "ebin", ROOT / "build" / "erlang" / "mod_cmr" / "ebin"]
 
+# A virtual host without mod_cmr, for cluster tests that compare with what
+# ejabberd itself does in the same failure.
+NATIVE_DOMAIN = "native.localhost"
+
 CONFIG = """
-hosts: ["{domain}", "{fixed}"]
+hosts: [{hosts}]
 loglevel: info
 certfiles: []
 listen:
@@ -40,7 +44,11 @@ PER_HOST = """host_config:
   "{fixed}":
     modules:
 {modules}
-{fixed_cmr}"""
+{fixed_cmr}{native}"""
+NATIVE = """
+  "{native}":
+    modules:
+{modules}"""
 
 # A host's `modules` in host_config replaces the list, so each host has all.
 MODULES = """      mod_roster: {}
@@ -61,6 +69,15 @@ FIXED_CMR = """      mod_cmr:
         hints: never"""
 
 
+# What a partition makes ejabberd and Erlang log, whichever module runs:
+# the refused connections of disconnect()'s cookie; Mnesia, which does not
+# merge the sides when they meet again (and ejabberd's processes that get
+# its event); Mnesia lock replies that reach a process after the split.
+PARTITION_LOGS = [r"Connection attempt from node \S+ rejected\. Invalid challenge reply",
+                  r"inconsistent_database,\s*running_partitioned_network",
+                  r"Unexpected info: \{mnesia_locker,"]
+
+
 class EjabberdHost(ServerHost):
     name = "ejabberd"
     stop_timeout = 20
@@ -74,7 +91,8 @@ class EjabberdHost(ServerHost):
     # The least a benchmark needs: no archive, no carbons.
     LEAN = ["mod_roster", "mod_disco"]
 
-    def __init__(self, workdir: Path, with_cmr: bool = True, contrib: Path = None, modules=None, archive=True):
+    def __init__(self, workdir: Path, with_cmr: bool = True, contrib: Path = None, modules=None, archive=True,
+                 native=False):
         super().__init__()
         self.archive = archive
         self.dir = Path(workdir)
@@ -83,6 +101,10 @@ class EjabberdHost(ServerHost):
         # that installs mod_cmr with `ejabberdctl module_install` at start.
         self.contrib = contrib
         self.modules = modules
+        # The virtual host NATIVE_DOMAIN (the same modules without mod_cmr, accounts
+        # registered alike), for tests that compare with ejabberd's own
+        # routing under the same failure.
+        self.native_domain = NATIVE_DOMAIN if native else None
         self.node = f"cmr{self.port}"
         if not EJABBERD.exists():
             raise RuntimeError("ejabberd 23.01 is not installed (make test installs it)")
@@ -110,27 +132,34 @@ class EjabberdHost(ServerHost):
         listed = (MODULES.replace("RESUME_TIMEOUT", str(self.hibernation_seconds)) + (ARCHIVE if self.archive else "")
                   if self.modules is None else "\n".join(f"      {m}: {{}}" for m in self.modules))
         if self.with_cmr:
+            native = NATIVE.format(native=self.native_domain, modules=listed) if self.native_domain else ""
             modules = PER_HOST.format(domain=DOMAIN, fixed=FIXED_DOMAIN, modules=listed,
-                                      cmr=MAIN_CMR, fixed_cmr=FIXED_CMR)
+                                      cmr=MAIN_CMR, fixed_cmr=FIXED_CMR, native=native)
         else:
             # One global list, which a module installed later (its own conf
             # merged in by module_install) joins.
             modules = "modules:\n" + "\n".join(line[4:] for line in listed.splitlines())
-        (self.dir / "ejabberd.yml").write_text(CONFIG.format(
-            domain=DOMAIN, fixed=FIXED_DOMAIN, port=self.port, modules_config=modules))
+        hosts = ", ".join(f'"{d}"' for d in self._domains())
+        (self.dir / "ejabberd.yml").write_text(CONFIG.format(hosts=hosts, port=self.port, modules_config=modules))
+
+    def _domains(self):
+        return [DOMAIN, FIXED_DOMAIN] + ([self.native_domain] if self.native_domain else [])
 
     def start(self):
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         ready = self.dir / "ready"
         ready.unlink(missing_ok=True)
-        users = ",".join(f'{{<<"user{i}">>,<<"{d}">>}}' for d in (DOMAIN, FIXED_DOMAIN) for i in range(ACCOUNTS))
+        users = ",".join(f'{{<<"user{i}">>,<<"{d}">>}}' for d in self._domains() for i in range(ACCOUNTS))
         register = (f'[ejabberd_auth:try_register(U, S, <<"{PASSWORD}">>) || {{U, S}} <- [{users}]], '
                     f'file:write_file("{ready}", <<>>).')
         paths = [arg for p in [EJABBERD / "ebin", *CODE] for arg in ("-pa", str(p))]
         log = open(self.dir / "stdout.log", "ab")
+        # Idle schedulers busy-wait by default, which skews CPU figures and
+        # starves the other nodes of a cluster on a small machine.
+        no_busy_wait = ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]
         self.process = subprocess.Popen(
-            ["erl", "-noinput", "-noshell", "-sname", self.node, "-setcookie", self._cookie(), *paths,
+            ["erl", "-noinput", "-noshell", *no_busy_wait, "-sname", self.node, "-setcookie", self._cookie(), *paths,
              "-mnesia", "dir", f'"{self.dir / "spool"}"', "-s", "ejabberd", "-eval", register],
             stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=self.dir)
         self._wait_until_listening(ready.exists)
@@ -161,8 +190,8 @@ class EjabberdHost(ServerHost):
             return self.log().count("Start accepting TCP connections")
 
         before = listeners_started()
-        output = self.ctl("join_cluster", other._node_name())
-        if other._node_name() not in self.ctl("list_cluster"):
+        output = self.ctl("join_cluster", other.node_name())
+        if other.node_name() not in self.ctl("list_cluster"):
             raise RuntimeError(f"join_cluster failed: {output}\n{self.log_tail()}")
         self._wait_until_listening(lambda: listeners_started() > before)
 
@@ -192,7 +221,7 @@ class EjabberdHost(ServerHost):
 
     def ctl(self, *args):
         """Runs an ejabberdctl command against this node."""
-        out = subprocess.run(["ejabberdctl", "--node", self._node_name(), *args], capture_output=True, text=True,
+        out = subprocess.run(["ejabberdctl", "--node", self.node_name(), *args], capture_output=True, text=True,
                              timeout=60, env=dict(os.environ, ERL_EPMD_ADDRESS="127.0.0.1"))
         return out.stdout + out.stderr
 
@@ -201,17 +230,72 @@ class EjabberdHost(ServerHost):
 
     def _rpc(self, calls):
         """Runs Erlang `calls` (with `Node` bound to this node) from a hidden
-        node over Erlang distribution, as ejabberdctl reaches the server."""
-        script = f"Node = '{self._node_name()}', {calls}, halt()."
-        subprocess.run(["erl", "-noshell", "-hidden", "-sname", f"rpc{self.port}", "-setcookie", self._cookie(),
-                        "-eval", script], check=True, capture_output=True, timeout=60,
-                       env=dict(os.environ, ERL_EPMD_ADDRESS="127.0.0.1"))
+        node over Erlang distribution, as ejabberdctl reaches the server, and
+        returns what they printed. Hidden: it never links the cluster's
+        nodes to each other, which a partition test relies on."""
+        script = f"Node = '{self.node_name()}', {calls}, halt()."
+        out = subprocess.run(["erl", "-noshell", "-hidden", "-sname", f"rpc{self.port}", "-setcookie", self._cookie(),
+                              "-eval", script], capture_output=True, text=True, timeout=60,
+                             # A failed call is reported below, not as a crash dump in the cwd.
+                             env=dict(os.environ, ERL_EPMD_ADDRESS="127.0.0.1", ERL_CRASH_DUMP_SECONDS="0"))
+        if out.returncode != 0:
+            raise RuntimeError(f"{calls} failed on {self.node}:\n{out.stdout}{out.stderr}")
+        return out.stdout
+
+    def eval(self, expression):
+        """The value of the Erlang `expression`, evaluated on this node, as
+        printed on one line (~0tp): what a test reads of the server's state
+        that no command shows."""
+        return self._rpc(f"{{ok, Tokens, _}} = erl_scan:string({erlang_string(expression + '.')}), "
+                         f"{{ok, Exprs}} = erl_parse:parse_exprs(Tokens), "
+                         f"{{value, Value, _}} = rpc:call(Node, erl_eval, exprs, [Exprs, []]), "
+                         f"io:format(\"~0tp~n\", [Value])").strip()
+
+    def kill(self):
+        """Kills the node outright (SIGKILL), as a crash or the OOM killer
+        does: no session, no Mnesia table and no peer hears a word."""
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def disconnect(self, *others):
+        """Cuts this node off from `others`, as a network partition does; run
+        here, on the side being isolated. disconnect_node alone lasts
+        milliseconds: the next message between two nodes (a Mnesia lock
+        reply, a pg update) connects them again. A cookie that `others` do
+        not share makes every new connection fail, both ways, until
+        reconnect(); it is set for all of them before any is dropped, as
+        OTP's global drops this node's other connections itself when one
+        goes (prevent_overlapping_partitions)."""
+        for node in (self, *others):
+            node.expected_problems += [log for log in PARTITION_LOGS if log not in node.expected_problems]
+        names = ", ".join(f"'{node.node_name()}'" for node in others)
+        self._rpc(f"[true = rpc:call(Node, erlang, set_cookie, [Other, partitioned]) || Other <- [{names}]], "
+                  f"[rpc:call(Node, erlang, disconnect_node, [Other]) || Other <- [{names}]]")
+
+    def reconnect(self, *others):
+        """Heals a partition made by disconnect(), as a network that comes
+        back does: the shared cookie again, then the connections."""
+        names = ", ".join(f"'{node.node_name()}'" for node in others)
+        self._rpc(f"[true = rpc:call(Node, erlang, set_cookie, [Other, '{self._cookie()}']) || Other <- [{names}]], "
+                  f"[true = rpc:call(Node, net_kernel, connect_node, [Other]) || Other <- [{names}]]")
 
     def reload_module(self):
         """Stops and starts mod_cmr on the main host, sessions staying
         online. ejabberdctl has no command for it, so this calls gen_mod."""
-        self._rpc(f"ok = rpc:call(Node, gen_mod, stop_module_keep_config, [<<\"{DOMAIN}\">>, mod_cmr]), "
-                  f"ok = rpc:call(Node, gen_mod, start_module, [<<\"{DOMAIN}\">>, mod_cmr])")
+        self._rpc(f"{self._module_call('stop_module_keep_config')}, {self._module_call('start_module')}")
+
+    def stop_module(self):
+        """Stops mod_cmr on the main host, as the first step of a rolling
+        upgrade of a cluster."""
+        self._rpc(self._module_call("stop_module_keep_config"))
+
+    def start_module(self):
+        self._rpc(self._module_call("start_module"))
+
+    @staticmethod
+    def _module_call(function):
+        return f"ok = rpc:call(Node, gen_mod, {function}, [<<\"{DOMAIN}\">>, mod_cmr])"
 
     def kill_session(self, jid):
         """Kills the process of the session `jid` (user@host/resource) outright,
@@ -222,6 +306,10 @@ class EjabberdHost(ServerHost):
         self._rpc(f"Pid = rpc:call(Node, ejabberd_sm, get_session_pid, [<<\"{user}\">>, <<\"{server}\">>, "
                   f"<<\"{resource}\">>]), true = is_pid(Pid), true = rpc:call(Node, erlang, exit, [Pid, kill])")
 
-    def _node_name(self):
+    def node_name(self):
         return f"{self.node}@{socket.gethostname().split('.')[0]}"
 
+
+def erlang_string(text):
+    """`text` as an Erlang string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -4,7 +4,9 @@
 %%% module); this module feeds it the sessions' presence, activity and
 %%% XEP-0198 load, asks it who gets each chat or normal message to a bare
 %%% JID (or to an offline full JID), delivers to those sessions with `to`
-%%% untouched, and answers XEP-0354 IQs through it.
+%%% untouched, and answers XEP-0354 IQs through it. In a cluster, each
+%%% account's sessions, messages and IQs go to the library of its home node
+%%% (mod_cmr_cluster).
 -module(mod_cmr).
 -behaviour(gen_mod).
 -protocol({xep, 354, '0.1'}).
@@ -16,6 +18,9 @@
          c2s_authenticated_packet/2,
          c2s_session_pending/1, c2s_session_resumed/1, process_iq/1,
          decode_iq_subel/1, disco_features/5, get_commands_spec/0, stats/1]).
+%% For mod_cmr_cluster, and this module on other nodes.
+-export([apply_event/2, forget/4, route_forwarded/2, route_natively/1, register_existing_sessions/1,
+         local_stats/2, answer_iq/3]).
 
 -include("xmpp.hrl").
 -include("logger.hrl").
@@ -25,10 +30,12 @@
 %% A picked session can vanish between the pick and the delivery; each
 %% attempt unregisters the gone ones it picked, so a few attempts settle.
 -define(MAX_ATTEMPTS, 8).
+%% How long a node waits for an account's home to answer an IQ or a stats
+%% query.
+-define(HOME_TIMEOUT_MS, 5000).
 
+%% Replicated on every node that runs mod_cmr; written by the account's home.
 -record(cmr_algorithm, {us :: {binary(), binary()}, algorithm :: binary()}).
-%% Accounts whose cluster fallback this node has logged, and when.
--record(cmr_cluster_fallback, {us :: {binary(), binary()}, logged_at :: integer()}).
 
 %%% gen_mod
 
@@ -36,11 +43,10 @@ start(Host, Opts) ->
     case cmr:new(options_text(Opts)) of
         {ok, Router} ->
             persistent_term:put({?MODULE, Host}, Router),
+            %% A node joining a cluster where the table exists gets a copy.
             ejabberd_mnesia:create(?MODULE, cmr_algorithm,
                                    [{disc_copies, [node()]}, {attributes, record_info(fields, cmr_algorithm)}]),
-            ejabberd_mnesia:create(?MODULE, cmr_cluster_fallback,
-                                   [{ram_copies, [node()]}, {local_content, true},
-                                    {attributes, record_info(fields, cmr_cluster_fallback)}]),
+            ok = mod_cmr_cluster:start(Host),
             ejabberd_hooks:add(sm_register_connection_hook, Host, ?MODULE, register_connection, 50),
             ejabberd_hooks:add(sm_remove_connection_hook, Host, ?MODULE, remove_connection, 50),
             ejabberd_hooks:add(set_presence_hook, Host, ?MODULE, set_presence, 50),
@@ -93,6 +99,7 @@ stop(Host) ->
     ejabberd_hooks:delete(set_presence_hook, Host, ?MODULE, set_presence, 50),
     ejabberd_hooks:delete(sm_remove_connection_hook, Host, ?MODULE, remove_connection, 50),
     ejabberd_hooks:delete(sm_register_connection_hook, Host, ?MODULE, register_connection, 50),
+    mod_cmr_cluster:stop(Host),
     persistent_term:erase({?MODULE, Host}),
     persistent_term:erase({?MODULE, failed, Host}),
     ok.
@@ -143,29 +150,65 @@ router(Host) -> persistent_term:get({?MODULE, Host}, undefined).
 
 full_jid(U, S, R) -> jid:encode({U, S, R}).
 
-%% A session's token is its SID's timestamp, unique on the node (ejabberd
-%% makes SIDs unique), so it is derived wherever a hook sees the session and
-%% nothing needs storing.
-sid_token({{Mega, Sec, Micro}, _Pid}) -> (Mega * 1000000 + Sec) * 1000000 + Micro.
+%% A session's token: its SID's timestamp, unique on its node (ejabberd
+%% makes SIDs unique there), with the node's number in the cluster above
+%% it, so that tokens are unique across the cluster. Derived in the
+%% session's own process wherever a hook sees it, so nothing needs storing.
+sid_token({{Mega, Sec, Micro}, Pid}) when node(Pid) == node() ->
+    (mod_cmr_cluster:node_index() bsl 52) bor ((Mega * 1000000 + Sec) * 1000000 + Micro).
 
-token(U, S, R) ->
-    case ejabberd_sm:get_session_sid(U, S, R) of
-        none -> undefined;
-        SID -> sid_token(SID)
+%% Every change to a session goes to its account's home, as an event that
+%% apply_event/2 applies there (here, when this node is the home).
+event(S, U, Event) ->
+    case mod_cmr_cluster:home(S, U, S) of
+        Home when Home == node() -> apply_event(S, Event);
+        Home -> mod_cmr_cluster:send_event(S, Home, Event)
+    end.
+
+register_session(S, {_, Pid} = SID, U, R, Priority, Show, Available) ->
+    event(S, U, {register, U, S, R, sid_token(SID), Pid, Priority, Show, Available}).
+
+unregister_session(S, {_, Pid} = SID, U, R) ->
+    event(S, U, {unregister, U, S, R, sid_token(SID), Pid}).
+
+%% On the account's home: the event applied to the library, and the
+%% session's process kept beside its token for delivery.
+apply_event(Host, Event) ->
+    case router(Host) of
+        undefined -> ok;
+        Router -> apply_event(Host, Router, Event)
     end.
 
 %% The account's persisted algorithm is applied when the library says a
 %% register gave the account its first session (exactly one does, however
 %% many sessions open at once).
-register_session(S, Token, U, R, Priority, Show, Available) ->
-    case router(S) of
+apply_event(Host, Router, {register, U, S, R, Token, Pid, Priority, Show, Available}) ->
+    ets:insert(mod_cmr_cluster:sessions(Host), {{U, S, Token}, Pid}),
+    case cmr:register(Router, full_jid(U, S, R), Token, Priority, Show, Available) of
+        ok -> ok;
+        new_account -> restore(Router, U, S);
+        {error, Error} -> refused(S, Error, "not routing to ~ts", [full_jid(U, S, R)])
+    end;
+apply_event(Host, Router, {unregister, U, S, R, Token, _Pid}) ->
+    ets:delete(mod_cmr_cluster:sessions(Host), {U, S, Token}),
+    cmr:unregister(Router, full_jid(U, S, R), Token);
+apply_event(_Host, Router, {touch, U, S, R, Token}) ->
+    cmr:touch(Router, full_jid(U, S, R), Token);
+apply_event(_Host, Router, {load, U, S, R, Token, Load}) ->
+    cmr:set_load(Router, full_jid(U, S, R), Token, Load);
+apply_event(_Host, Router, {hibernating, U, S, R, Token, Hibernating}) ->
+    case cmr:set_hibernating(Router, full_jid(U, S, R), Token, Hibernating) of
+        ok -> ok;
+        {error, Error} -> refused(S, Error, "hibernation of ~ts not followed", [full_jid(U, S, R)])
+    end.
+
+%% Removes a session known by its token only (gone, or its account homed
+%% elsewhere now), on this node's library.
+forget(Host, U, S, Token) ->
+    ets:delete(mod_cmr_cluster:sessions(Host), {U, S, Token}),
+    case router(Host) of
         undefined -> ok;
-        Router ->
-            case cmr:register(Router, full_jid(U, S, R), Token, Priority, Show, Available) of
-                ok -> ok;
-                new_account -> restore(Router, U, S);
-                {error, Error} -> refused(S, Error, "not routing to ~ts", [full_jid(U, S, R)])
-            end
+        Router -> cmr:unregister(Router, <<U/binary, "@", S/binary>>, Token)
     end.
 
 restore(Router, U, S) ->
@@ -193,29 +236,26 @@ refused(_S, {_, Reason}, Format, Args) ->
     logger:warning("mod_cmr: " ++ Format ++ ": ~ts", Args ++ [Reason]).
 
 register_connection(SID, #jid{luser = U, lserver = S, lresource = R}, _Info) ->
-    register_session(S, sid_token(SID), U, R, 0, <<>>, false).
+    register_session(S, SID, U, R, 0, <<>>, false).
 
 remove_connection(SID, #jid{luser = U, lserver = S, lresource = R}, _Info) ->
-    case router(S) of
-        undefined -> ok;
-        Router -> cmr:unregister(Router, full_jid(U, S, R), sid_token(SID))
-    end.
+    unregister_session(S, SID, U, R).
 
 set_presence(U, S, R, #presence{show = Show, priority = Priority}) ->
-    case token(U, S, R) of
-        undefined -> ok;
-        Token -> register_session(S, Token, U, R, priority(Priority), show(Show), true)
+    case ejabberd_sm:get_session_sid(U, S, R) of
+        none -> ok;
+        SID -> register_session(S, SID, U, R, priority(Priority), show(Show), true)
     end.
 
 unset_presence(U, S, R, _Status) ->
-    case token(U, S, R) of
-        undefined -> ok;
-        Token -> register_unavailable(S, Token, U, R)
+    case ejabberd_sm:get_session_sid(U, S, R) of
+        none -> ok;
+        SID -> register_unavailable(S, SID, U, R)
     end.
 
 %% Keeps the session registered but ineligible.
-register_unavailable(S, Token, U, R) ->
-    register_session(S, Token, U, R, 0, <<>>, false).
+register_unavailable(S, SID, U, R) ->
+    register_session(S, SID, U, R, 0, <<>>, false).
 
 priority(undefined) -> 0;
 priority(P) -> P.
@@ -225,15 +265,15 @@ show(Show) -> atom_to_binary(Show).
 
 %% Registers the session as its last presence stands: available with its
 %% priority and show, or unavailable.
-register_presence(S, Token, U, R, #presence{type = available, show = Show, priority = Priority}) ->
-    register_session(S, Token, U, R, priority(Priority), show(Show), true);
-register_presence(S, Token, U, R, _NoPresence) ->
-    register_unavailable(S, Token, U, R).
+register_presence(S, SID, U, R, #presence{type = available, show = Show, priority = Priority}) ->
+    register_session(S, SID, U, R, priority(Priority), show(Show), true);
+register_presence(S, SID, U, R, _NoPresence) ->
+    register_unavailable(S, SID, U, R).
 
-%% Sessions open when the module starts: each registers itself from its own
-%% state (its last presence, and whether it waits for resumption), in its
-%% own process, so that a start waits on none of them. Sessions on other
-%% cluster nodes are their node's.
+%% This node's sessions, when the module starts and whenever the nodes
+%% running it change: each registers itself (with its account's home) from
+%% its own state (its last presence, and whether it waits for resumption),
+%% in its own process, so that nothing here waits on any of them.
 register_existing_sessions(Host) ->
     lists:foreach(
       fun({U, S, R}) ->
@@ -244,7 +284,7 @@ register_existing_sessions(Host) ->
       end, ejabberd_sm:get_vh_session_list(Host)).
 
 c2s_handle_cast(#{jid := #jid{luser = U, lserver = S, lresource = R}, sid := SID} = State, cmr_register) ->
-    register_presence(S, sid_token(SID), U, R, maps:get(pres_last, State, undefined)),
+    register_presence(S, SID, U, R, maps:get(pres_last, State, undefined)),
     case State of
         #{mgmt_state := pending} -> set_hibernating(State, true);
         _ -> ok
@@ -256,27 +296,20 @@ c2s_handle_cast(State, _Msg) ->
 %% A session that ends leaves the library before its unacknowledged
 %% messages are resent, so that they go to the others.
 c2s_terminated(#{jid := #jid{luser = U, lserver = S, lresource = R}, sid := SID} = State, _Reason) ->
-    case router(S) of
-        undefined -> ok;
-        Router -> cmr:unregister(Router, full_jid(U, S, R), sid_token(SID))
-    end,
+    unregister_session(S, SID, U, R),
     State;
 c2s_terminated(State, _Reason) ->
     State.
 
 %% Activity for mostactive, at most once a second per session (the hook
 %% runs in the session's own process).
-user_send_packet({_Pkt, #{jid := #jid{luser = U, lserver = S, lresource = R}}} = Acc) ->
+user_send_packet({_Pkt, #{jid := #jid{luser = U, lserver = S, lresource = R}, sid := SID}} = Acc) ->
     Now = erlang:monotonic_time(second),
     case get(cmr_touched) of
         Now -> ok;
         _ ->
             put(cmr_touched, Now),
-            case {router(S), token(U, S, R)} of
-                {undefined, _} -> ok;
-                {_, undefined} -> ok;
-                {Router, Token} -> cmr:touch(Router, full_jid(U, S, R), Token)
-            end
+            event(S, U, {touch, U, S, R, sid_token(SID)})
     end,
     Acc;
 user_send_packet(Acc) ->
@@ -300,10 +333,12 @@ c2s_authenticated_packet(#{mgmt_state := active, mgmt_queue := Queue, mgmt_stanz
 c2s_authenticated_packet(State, _Pkt) ->
     State.
 
+%% Only a change is sent: for a session away from its account's home, each
+%% is a message to that node.
 set_load(#jid{luser = U, lserver = S, lresource = R}, SID, Load) ->
-    case router(S) of
-        undefined -> ok;
-        Router -> cmr:set_load(Router, full_jid(U, S, R), sid_token(SID), Load)
+    case put(cmr_load, Load) of
+        Load -> ok;
+        _ -> event(S, U, {load, U, S, R, sid_token(SID), Load})
     end.
 
 %% A session waiting for XEP-0198 resumption gets messages only when no
@@ -316,73 +351,94 @@ c2s_session_pending(State) ->
 %% unavailable by register_connection/3): its presence is taken again from
 %% the session manager, as the client sends none on resumption.
 c2s_session_resumed(#{jid := #jid{luser = U, lserver = S, lresource = R}, sid := SID} = State) ->
-    register_presence(S, sid_token(SID), U, R, maps:get(pres_last, State, undefined)),
+    register_presence(S, SID, U, R, maps:get(pres_last, State, undefined)),
     set_hibernating(State, false);
 c2s_session_resumed(State) ->
     State.
 
-set_hibernating(#{jid := #jid{luser = U, lserver = S, lresource = R} = JID, sid := SID} = State, Hibernating) ->
-    case router(S) of
-        undefined -> ok;
-        Router ->
-            case cmr:set_hibernating(Router, full_jid(U, S, R), sid_token(SID), Hibernating) of
-                ok -> ok;
-                {error, Error} -> refused(S, Error, "hibernation of ~ts not followed", [jid:encode(JID)])
-            end
-    end,
+set_hibernating(#{jid := #jid{luser = U, lserver = S, lresource = R}, sid := SID} = State, Hibernating) ->
+    event(S, U, {hibernating, U, S, R, sid_token(SID), Hibernating}),
     State;
 set_hibernating(State, _Hibernating) ->
     State.
 
 %%% Routing
 
+sm_receive_packet(#message{meta = #{cmr_native := true}} = Msg) ->
+    Msg;
 sm_receive_packet(#message{type = Type, to = #jid{luser = U, lserver = S, lresource = R}} = Msg)
   when Type == chat; Type == normal ->
     Online = R /= <<>> andalso ejabberd_sm:get_session_pid(U, S, R) /= none,
     case {Online, router(S)} of
-        {false, Router} when Router /= undefined -> route(Router, Msg, U, S, ?MAX_ATTEMPTS);
+        {false, Router} when Router /= undefined ->
+            case mod_cmr_cluster:home(S, U, S) of
+                Home when Home == node() -> route(Router, Msg, U, S);
+                Home -> mod_cmr_cluster:forward(S, Home, Msg), {stop, drop}
+            end;
         _ -> Msg
     end;
 sm_receive_packet(Acc) ->
     Acc.
 
+%% On the account's home, a message another node forwarded: routed here,
+%% or by ejabberd when the library leaves it to the server.
+route_forwarded(Host, #message{to = #jid{luser = U, lserver = S}} = Msg) ->
+    case router(Host) of
+        undefined -> route_natively(Msg);
+        Router ->
+            case route(Router, Msg, U, S) of
+                {stop, drop} -> ok;
+                Unrouted -> route_natively(Unrouted)
+            end
+    end.
+
+%% ejabberd's own routing, from the session manager on (mod_cmr passes it).
+route_natively(Msg) ->
+    ejabberd_sm:route(xmpp:put_meta(Msg, cmr_native, true)).
+
 %% Returns {stop, drop} when delivered; the message itself lets ejabberd
-%% route it (nothing eligible: offline storage or error).
+%% route it (nothing eligible: offline storage or error). An account with
+%% a session on a cluster node that runs no mod_cmr (a rolling upgrade) is
+%% left to ejabberd: no library sees that session.
+route(Router, Msg, U, S) ->
+    case mod_cmr_cluster:outsiders(S) of
+        [] ->
+            route(Router, Msg, U, S, ?MAX_ATTEMPTS);
+        Outsiders ->
+            case lists:any(fun({_, Pid}) -> lists:member(node(Pid), Outsiders) end, ejabberd_sm:get_session_sids(U, S)) of
+                true -> Msg;
+                false -> route(Router, Msg, U, S, ?MAX_ATTEMPTS)
+            end
+    end.
+
 route(_Router, Msg, _U, _S, 0) ->
     Msg;
 route(Router, #message{type = Type, from = From} = Msg, U, S, Attempts) ->
-    %% One session lookup per attempt: a SID holds both the token and the pid.
-    SIDs = ejabberd_sm:get_session_sids(U, S),
-    case lists:all(fun({_, Pid}) -> node(Pid) == node() end, SIDs) of
-        false ->
-            %% This node's library sees only this node's sessions.
-            log_cluster_fallback(U, S),
+    Hint = hint(Msg),
+    Bare = <<U/binary, "@", S/binary>>,
+    case cmr:pick(Router, Bare, type(Type), sender(From), Hint, is_local(From, Hint)) of
+        Tokens when is_list(Tokens) ->
+            Sessions = mod_cmr_cluster:sessions(S),
+            Picked = [{Token, Pid} || Token <- Tokens, {_, Pid} <- ets:lookup(Sessions, {U, S, Token})],
+            Delivered = deliver(S, Msg, [Pid || {_, Pid} <- Picked]),
+            %% A picked session that is gone (unknown here, or its process
+            %% or node down) leaves the library before the message is
+            %% picked again.
+            [forget(S, U, S, Token) || Token <- Tokens,
+                                       not lists:any(fun({T, Pid}) -> T == Token andalso lists:member(Pid, Delivered) end,
+                                                     Picked)],
+            case Delivered of
+                [] ->
+                    route(Router, Msg, U, S, Attempts - 1);
+                _ ->
+                    send_carbons(Msg, U, S, Delivered),
+                    {stop, drop}
+            end;
+        not_routed ->
             Msg;
-        true ->
-            Hint = hint(Msg),
-            Bare = <<U/binary, "@", S/binary>>,
-            case cmr:pick(Router, Bare, type(Type), sender(From), Hint, is_local(From, Hint)) of
-                Tokens when is_list(Tokens) ->
-                    Pids = [Pid || {_, Pid} = SID <- SIDs, lists:member(sid_token(SID), Tokens)],
-                    Delivered = deliver(Msg, Pids),
-                    %% A picked session that is gone (its pid dead, or
-                    %% already out of the session table) leaves the library
-                    %% before the message is picked again.
-                    Live = [sid_token(SID) || {_, Pid} = SID <- SIDs, lists:member(Pid, Delivered)],
-                    [cmr:unregister(Router, Bare, Token) || Token <- Tokens, not lists:member(Token, Live)],
-                    case Delivered of
-                        [] ->
-                            route(Router, Msg, U, S, Attempts - 1);
-                        _ ->
-                            send_carbons(Msg, U, S, Delivered),
-                            {stop, drop}
-                    end;
-                not_routed ->
-                    Msg;
-                {error, Error} ->
-                    refused(S, Error, "not routing a message to ~ts", [Bare]),
-                    Msg
-            end
+        {error, Error} ->
+            refused(S, Error, "not routing a message to ~ts", [Bare]),
+            Msg
     end.
 
 type(chat) -> <<"chat">>;
@@ -400,12 +456,17 @@ is_local(undefined, _Hint) -> false;
 is_local(#jid{lserver = S}, _Hint) -> lists:member(S, ejabberd_option:hosts()).
 
 %% Delivers to each picked session's process and returns the pids that
-%% took it.
-deliver(Msg, Pids) ->
-    case [Pid || Pid <- Pids, is_process_alive(Pid)] of
+%% took it: local ones alive, remote ones on a connected node (what was
+%% delivered to another node is kept a moment, in case that node dies).
+deliver(Host, Msg, Pids) ->
+    case [Pid || Pid <- Pids, reachable(Pid)] of
         [] ->
             [];
         [First | Rest] = Live ->
+            case lists:usort([node(Pid) || Pid <- Live]) -- [node()] of
+                [] -> ok;
+                Nodes -> mod_cmr_cluster:journal(Host, Nodes, Msg)
+            end,
             %% As ejabberd itself does, the first delivery is the original
             %% (mod_mam archives it) and the others are marked sm_copy.
             ejabberd_c2s:route(First, {route, xmpp:put_meta(Msg, cmr_routed, true)}),
@@ -413,20 +474,11 @@ deliver(Msg, Pids) ->
             Live
     end.
 
+reachable(Pid) when node(Pid) == node() -> is_process_alive(Pid);
+reachable(Pid) -> lists:member(node(Pid), nodes()).
+
 route_copies(Copy, Pids) ->
     lists:foreach(fun(Pid) -> ejabberd_c2s:route(Pid, {route, Copy}) end, Pids).
-
-%% Once per account on this node, so that a split account does not flood
-%% the log.
-log_cluster_fallback(U, S) ->
-    case mnesia:dirty_read(cmr_cluster_fallback, {U, S}) of
-        [] ->
-            mnesia:dirty_write(#cmr_cluster_fallback{us = {U, S}, logged_at = erlang:system_time(second)}),
-            logger:notice("mod_cmr: ~ts@~ts has sessions on other nodes; ejabberd routes its messages "
-                          "until they are all on one node", [U, S]);
-        _ ->
-            ok
-    end.
 
 %% After mod_mam archived the original of a message mod_cmr routed: mark it
 %% sm_copy, so that mod_carboncopy leaves the copies to mod_cmr.
@@ -483,43 +535,100 @@ get_commands_spec() ->
                         result = {stats, string},
                         result_desc = "The active algorithm, then one tab-separated line per session"}].
 
+%% Asked on any node; answered by the account's home, with the node of
+%% each session.
 stats(Jid) ->
     case jid:decode(Jid) of
-        #jid{lserver = S} ->
+        #jid{luser = U, lserver = S} ->
             case router(S) of
                 undefined -> "mod_cmr is not loaded on " ++ binary_to_list(S);
-                Router ->
-                    case {cmr:get_algorithm(Router, Jid), cmr:stats(Router, Jid)} of
-                        {{ok, Algorithm}, {ok, Table}} ->
-                            binary_to_list(<<"algorithm\t", Algorithm/binary, "\n", Table/binary>>);
-                        {{error, {_, Reason}}, _} -> binary_to_list(Reason);
-                        {_, {error, {_, Reason}}} -> binary_to_list(Reason)
-                    end
+                _ ->
+                    Home = mod_cmr_cluster:home(S, U, S),
+                    Answer = case on_home(Home, local_stats, [S, Jid]) of
+                                 {ok, Text} -> binary_to_list(Text);
+                                 {error, Reason} -> Reason ++ "\n"
+                             end,
+                    "home\t" ++ atom_to_list(Home) ++ "\n" ++ Answer
             end
+    end.
+
+%% Runs a function of this module on the account's home.
+on_home(Home, Function, Args) when Home == node() ->
+    apply(?MODULE, Function, Args);
+on_home(Home, Function, Args) ->
+    try erpc:call(Home, ?MODULE, Function, Args, ?HOME_TIMEOUT_MS)
+    catch Class:Reason ->
+            {error, lists:flatten(io_lib:format("the account's home node ~ts did not answer: ~p:~p",
+                                                [Home, Class, Reason]))}
+    end.
+
+local_stats(Host, Jid) ->
+    #jid{luser = U, lserver = S} = jid:decode(Jid),
+    case router(Host) of
+        undefined -> {error, "mod_cmr is not loaded on " ++ atom_to_list(node())};
+        Router ->
+            case {cmr:get_algorithm(Router, Jid), cmr:stats(Router, Jid)} of
+                {{ok, Algorithm}, {ok, Table}} ->
+                    [Header | Rows] = binary:split(Table, <<"\n">>, [global, trim]),
+                    Sessions = mod_cmr_cluster:sessions(Host),
+                    Lines = [<<Header/binary, "\tnode">> | [<<Row/binary, "\t", (session_node(Sessions, U, S, Row))/binary>>
+                                                           || Row <- Rows]],
+                    {ok, iolist_to_binary([<<"algorithm\t">>, Algorithm, <<"\n">>, lists:join(<<"\n">>, Lines), <<"\n">>])};
+                {{error, {_, Reason}}, _} -> {error, binary_to_list(Reason)};
+                {_, {error, {_, Reason}}} -> {error, binary_to_list(Reason)}
+            end
+    end.
+
+%% The node of the session in a stats row, whose seventh column is its token.
+session_node(Sessions, U, S, Row) ->
+    Token = binary_to_integer(lists:nth(7, binary:split(Row, <<"\t">>, [global]))),
+    case ets:lookup(Sessions, {U, S, Token}) of
+        [{_, Pid}] -> atom_to_binary(node(Pid));
+        [] -> <<"?">>
     end.
 
 %%% XEP-0354 IQs and disco
 
 decode_iq_subel(El) -> El.
 
-process_iq(#iq{to = #jid{lserver = S}, from = From, lang = Lang} = IQ) ->
+%% Answered by the account's home, which persists a change.
+process_iq(#iq{to = #jid{lserver = S}, from = #jid{luser = U}, lang = Lang} = IQ) ->
     case router(S) of
         undefined -> xmpp:make_error(IQ, xmpp:err_service_unavailable());
-        Router ->
-            case cmr:handle_iq(Router, fxml:element_to_binary(xmpp:encode(IQ))) of
-                {ok, Reply, Changed} ->
-                    Changed andalso persist(Router, From),
+        _ ->
+            case on_home(mod_cmr_cluster:home(S, U, S), answer_iq, [S, IQ#iq.from, fxml:element_to_binary(xmpp:encode(IQ))]) of
+                {ok, Reply} ->
                     xmpp:decode(fxml_stream:parse_element(Reply), ?NS_CLIENT, [ignore_els]);
                 not_mine ->
                     xmpp:make_error(IQ, xmpp:err_service_unavailable());
-                {error, {panic, _} = Error} ->
-                    refused(S, Error, "", []),
+                {error, {panic, _}} ->
                     xmpp:make_error(IQ, xmpp:err_internal_server_error());
                 {error, {_, Reason}} ->
+                    xmpp:make_error(IQ, xmpp:err_bad_request(Reason, Lang));
+                {error, Unanswered} ->
+                    ?WARNING_MSG("mod_cmr: ~ts", [Unanswered]),
+                    xmpp:make_error(IQ, xmpp:err_internal_server_error(list_to_binary(Unanswered), Lang))
+            end
+    end.
+
+answer_iq(Host, From, Xml) ->
+    case router(Host) of
+        undefined -> not_mine;
+        Router ->
+            case cmr:handle_iq(Router, Xml) of
+                {ok, Reply, Changed} ->
+                    Changed andalso persist(Router, From),
+                    {ok, Reply};
+                {error, {panic, _} = Error} ->
+                    refused(Host, Error, "", []),
+                    {error, Error};
+                {error, {_, Reason}} = Error ->
                     %% A client's malformed IQ: answered, and not worth a
                     %% warning each.
                     ?DEBUG("mod_cmr: cannot answer an IQ: ~ts", [Reason]),
-                    xmpp:make_error(IQ, xmpp:err_bad_request(Reason, Lang))
+                    Error;
+                not_mine ->
+                    not_mine
             end
     end.
 

@@ -1,0 +1,373 @@
+%%% mod_cmr_cluster: one routing decision per account across an ejabberd
+%%% cluster.
+%%%
+%%% Each account has one home: the node chosen by rendezvous hashing of its
+%%% bare JID over the nodes that run mod_cmr for the host (a `pg' group, so
+%%% a node that stops mod_cmr, or dies, leaves it). The home's library holds
+%%% all of the account's sessions: the other nodes send it their sessions'
+%%% events and forward it the account's messages. This process (one per host
+%%% and node) is both ends of that traffic:
+%%%  - as a home, it applies remote sessions' events, monitors those
+%%%    sessions, routes forwarded messages and acknowledges them;
+%%%  - as a forwarder, it keeps each forwarded message until its home
+%%%    acknowledges it, and has ejabberd route it when the home goes away or
+%%%    does not answer in time;
+%%%  - on either side, what was handed to another node (forwarded, or
+%%%    delivered to a session there) is kept in a journal for a moment;
+%%%  - on a membership change, it drops the accounts homed elsewhere now and
+%%%    the sessions of nodes that left, has this node's sessions register
+%%%    again with their (maybe new) homes, and routes again what the
+%%%    journal holds for a lost node.
+-module(mod_cmr_cluster).
+-behaviour(gen_server).
+
+-export([start/1, stop/1, home/3, outsiders/1, forward/3, send_event/3, sessions/1, journal/3, node_index/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-include("logger.hrl").
+
+-define(SCOPE, mod_cmr_pg).
+%% A forward the home has not acknowledged within this is routed by
+%% ejabberd (the home is stuck; one that dies is noticed at once).
+-define(ACK_TIMEOUT_MS, 5000).
+%% What was delivered to a node this recently before it was lost is routed
+%% again: it may have died in that node's queues (duplicates over loss).
+-define(REPLAY_WINDOW_MS, 2000).
+-define(TICK_MS, 1000).
+%% A home acknowledges at least this often under a steady stream.
+-define(ACK_EVERY, 64).
+-define(NODE_INDEXES, 4096).
+
+%% Each node's number in the cluster, unique among the nodes of Mnesia's
+%% schema: it sets apart the session tokens of different nodes (ejabberd's
+%% SIDs are unique on their node only).
+-record(cmr_node, {node :: node(), index :: 0..?NODE_INDEXES - 1}).
+
+-record(state, {host :: binary(),
+                members = [] :: [node()],
+                %% Nodes of the cluster that do not run mod_cmr for the host.
+                outsiders = [] :: [node()],
+                %% The outsiders last logged: they are logged once they last
+                %% a tick, as a node joining the cluster starts mod_cmr a
+                %% moment after Mnesia.
+                logged_outsiders = [] :: [node()],
+                pg_ref :: reference(),
+                seq = 0 :: non_neg_integer(),
+                %% Forwarder: per home, {Seq, SentAt, Message} in order, and
+                %% the monitor of each home's process.
+                pending = #{} :: #{node() => queue:queue()},
+                homes = #{} :: #{node() => reference()},
+                %% Home: the highest sequence number routed per forwarder,
+                %% not yet acknowledged.
+                unacked = #{} :: #{pid() => non_neg_integer()},
+                %% Home: monitored sessions of other nodes.
+                remote = #{} :: #{pid() => {reference(), binary(), binary(), non_neg_integer()}}}).
+
+%%% API
+
+start(Host) ->
+    case gen_mod:start_child(?MODULE, Host, []) of
+        {ok, _} -> ok;
+        {error, Reason} -> {error, Reason}
+    end.
+
+stop(Host) ->
+    gen_mod:stop_child(?MODULE, Host),
+    persistent_term:erase({?MODULE, Host}),
+    persistent_term:erase({?MODULE, outsiders, Host}).
+
+proc(Host) -> gen_mod:get_module_proc(Host, ?MODULE).
+
+%% The account's home: with one node running mod_cmr (or while this
+%% process starts), this node.
+-spec home(binary(), binary(), binary()) -> node().
+home(Host, U, S) ->
+    case persistent_term:get({?MODULE, Host}, []) of
+        [] -> node();
+        [Node] -> Node;
+        Nodes -> rendezvous(Nodes, U, S)
+    end.
+
+%% The nodes of the cluster that run no mod_cmr for the host (in a rolling
+%% upgrade): accounts with a session there are left to ejabberd.
+-spec outsiders(binary()) -> [node()].
+outsiders(Host) ->
+    persistent_term:get({?MODULE, outsiders, Host}, []).
+
+rendezvous(Nodes, U, S) ->
+    {_, Home} = lists:max([{erlang:phash2({Node, U, S}), Node} || Node <- Nodes]),
+    Home.
+
+%% Hands a message to the account's home (through this node's process,
+%% which keeps it until the home acknowledges it).
+forward(Host, Home, Msg) ->
+    proc(Host) ! {forward, Home, Msg},
+    ok.
+
+%% A session event for the home's library (see mod_cmr:apply_event/2).
+send_event(Host, Home, Event) ->
+    {proc(Host), Home} ! {cmr_event, Event},
+    ok.
+
+%% Token to session process, for the accounts homed here:
+%% {{User, Server, Token}, Pid}.
+sessions(Host) -> gen_mod:get_module_proc(Host, cmr_sessions).
+
+journal_table(Host) -> gen_mod:get_module_proc(Host, cmr_journal).
+
+%% Records that Msg was handed to Nodes (other nodes than this one), for a
+%% replay if one of them is lost.
+journal(Host, Nodes, Msg) ->
+    Now = erlang:monotonic_time(millisecond),
+    ets:insert(journal_table(Host), [{{Node, Now, erlang:unique_integer()}, Msg} || Node <- Nodes]),
+    ok.
+
+%% This node's number (see #cmr_node{}).
+-spec node_index() -> 0..?NODE_INDEXES - 1.
+node_index() ->
+    persistent_term:get({?MODULE, node_index}).
+
+%% Claims this node's number: its own if it has one, else the lowest that
+%% no node of the schema holds (a node that left the cluster gives its up).
+claim_node_index() ->
+    ejabberd_mnesia:create(?MODULE, cmr_node, [{disc_copies, [node()]}, {attributes, record_info(fields, cmr_node)}]),
+    Claim = fun() ->
+                    mnesia:lock({table, cmr_node}, write),
+                    case mnesia:read(cmr_node, node()) of
+                        [#cmr_node{index = Index}] ->
+                            Index;
+                        [] ->
+                            Schema = mnesia:system_info(db_nodes),
+                            Claims = mnesia:match_object(#cmr_node{_ = '_'}),
+                            [mnesia:delete_object(C) || #cmr_node{node = N} = C <- Claims, not lists:member(N, Schema)],
+                            Taken = [I || #cmr_node{node = N, index = I} <- Claims, lists:member(N, Schema)],
+                            [Index | _] = lists:seq(0, ?NODE_INDEXES - 1) -- Taken,
+                            mnesia:write(#cmr_node{node = node(), index = Index}),
+                            Index
+                    end
+            end,
+    {atomic, Index} = mnesia:transaction(Claim),
+    persistent_term:put({?MODULE, node_index}, Index).
+
+%%% gen_server
+
+init([Host, _Opts]) ->
+    claim_node_index(),
+    ets:new(sessions(Host), [named_table, public, ordered_set, {read_concurrency, true}, {write_concurrency, true}]),
+    ets:new(journal_table(Host), [named_table, public, ordered_set, {write_concurrency, true}]),
+    case pg:start(?SCOPE) of
+        {ok, _} -> ok;
+        {error, {already_started, _}} -> ok
+    end,
+    ok = pg:join(?SCOPE, Host, self()),
+    {Ref, _} = pg:monitor(?SCOPE, Host),
+    Members = members(Host),
+    persistent_term:put({?MODULE, Host}, Members),
+    %% Mnesia says when a node joins the cluster or leaves it.
+    {ok, _} = mnesia:subscribe(system),
+    timer:send_interval(?TICK_MS, tick),
+    {ok, update_outsiders(#state{host = Host, members = Members, pg_ref = Ref})}.
+
+handle_call(_Request, _From, State) ->
+    {reply, {error, badarg}, State}.
+
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+%% Forwarder side.
+handle_info({forward, Home, Msg}, #state{seq = Seq0, pending = Pending} = State0) ->
+    Seq = Seq0 + 1,
+    State = watch(Home, State0),
+    Host = State#state.host,
+    {proc(Host), Home} ! {cmr_route, self(), Seq, Msg},
+    %% Acknowledged means routed, not received: the home may die with it in
+    %% its sessions' queues.
+    journal(Host, [Home], Msg),
+    Queue = maps:get(Home, Pending, queue:new()),
+    Sent = {Seq, erlang:monotonic_time(millisecond), Msg},
+    {noreply, State#state{seq = Seq, pending = Pending#{Home => queue:in(Sent, Queue)}}};
+handle_info({cmr_ack, Home, Seq}, #state{pending = Pending} = State) ->
+    case Pending of
+        #{Home := Queue} -> {noreply, State#state{pending = Pending#{Home => acknowledged(Seq, Queue)}}};
+        _ -> {noreply, State}
+    end;
+%% Home side.
+handle_info({cmr_route, From, Seq, Msg}, #state{host = Host, unacked = Unacked} = State) ->
+    mod_cmr:route_forwarded(Host, Msg),
+    {noreply, acknowledge(State#state{unacked = Unacked#{From => Seq}}, Seq rem ?ACK_EVERY == 0)};
+handle_info({cmr_event, Event}, State) ->
+    {noreply, apply_event(Event, State)};
+handle_info({'DOWN', Ref, process, Pid, _Reason}, #state{host = Host, remote = Remote, homes = Homes} = State) ->
+    case Remote of
+        #{Pid := {Ref, U, S, Token}} ->
+            mod_cmr:forget(Host, U, S, Token),
+            {noreply, State#state{remote = maps:remove(Pid, Remote)}};
+        _ ->
+            case [Node || {Node, R} <- maps:to_list(Homes), R == Ref] of
+                [Home] -> {noreply, home_lost(Home, State#state{homes = maps:remove(Home, Homes)})};
+                [] -> {noreply, State}
+            end
+    end;
+handle_info({Ref, Change, _Group, _Pids}, #state{pg_ref = Ref} = State) when Change == join; Change == leave ->
+    {noreply, membership_changed(State)};
+handle_info({mnesia_system_event, {Change, _Node}}, State) when Change == mnesia_up; Change == mnesia_down ->
+    {noreply, update_outsiders(State)};
+handle_info(tick, State) ->
+    expire_journal(State#state.host),
+    {noreply, log_outsiders(resend_unanswered(State))};
+handle_info(_Info, State) ->
+    {noreply, State}.
+
+%%% Forwarding
+
+watch(Home, #state{homes = Homes, host = Host} = State) ->
+    case Homes of
+        #{Home := _} -> State;
+        _ -> State#state{homes = Homes#{Home => erlang:monitor(process, {proc(Host), Home})}}
+    end.
+
+acknowledged(Seq, Queue) ->
+    case queue:peek(Queue) of
+        {value, {Sent, _, _}} when Sent =< Seq -> acknowledged(Seq, queue:drop(Queue));
+        _ -> Queue
+    end.
+
+%% Acknowledges to every forwarder once nothing more waits in the mailbox
+%% (or when told to): acknowledgements are cumulative, so one per burst.
+acknowledge(#state{unacked = Unacked} = State, Now) ->
+    case Now orelse element(2, process_info(self(), message_queue_len)) == 0 of
+        true ->
+            maps:foreach(fun(From, Seq) -> From ! {cmr_ack, node(), Seq} end, Unacked),
+            State#state{unacked = #{}};
+        false ->
+            State
+    end.
+
+home_lost(Home, #state{pending = Pending} = State) ->
+    case maps:take(Home, Pending) of
+        {Queue, Rest} ->
+            route_natively(Home, queue:to_list(Queue), "went away"),
+            State#state{pending = Rest};
+        error ->
+            State
+    end.
+
+%% A home that leaves messages unacknowledged too long is stuck: ejabberd
+%% routes them (they may arrive twice if it wakes up).
+resend_unanswered(#state{pending = Pending} = State) ->
+    Deadline = erlang:monotonic_time(millisecond) - ?ACK_TIMEOUT_MS,
+    State#state{pending = maps:map(
+                            fun(Home, Queue) ->
+                                    {Late, Rest} = lists:splitwith(fun({_, At, _}) -> At < Deadline end,
+                                                                   queue:to_list(Queue)),
+                                    route_natively(Home, Late, "did not answer"),
+                                    queue:from_list(Rest)
+                            end, Pending)}.
+
+route_natively(_Home, [], _Why) ->
+    ok;
+route_natively(Home, Forwards, Why) ->
+    logger:warning("mod_cmr: home node ~ts ~ts with ~B forwarded messages unacknowledged; ejabberd routes them",
+                   [Home, Why, length(Forwards)]),
+    [mod_cmr:route_natively(Msg) || {_, _, Msg} <- Forwards],
+    ok.
+
+%%% Sessions of other nodes, homed here
+
+apply_event(Event, #state{host = Host, remote = Remote} = State) ->
+    mod_cmr:apply_event(Host, Event),
+    case Event of
+        {register, U, S, _R, Token, Pid, _, _, _} when node(Pid) /= node() ->
+            case Remote of
+                #{Pid := _} -> State;
+                _ -> State#state{remote = Remote#{Pid => {erlang:monitor(process, Pid), U, S, Token}}}
+            end;
+        {unregister, _U, _S, _R, _Token, Pid} ->
+            case maps:take(Pid, Remote) of
+                {{Ref, _, _, _}, Rest} ->
+                    erlang:demonitor(Ref, [flush]),
+                    State#state{remote = Rest};
+                error ->
+                    State
+            end;
+        _ ->
+            State
+    end.
+
+%%% Membership
+
+members(Host) ->
+    lists:usort([node(Pid) || Pid <- pg:get_members(?SCOPE, Host)]).
+
+membership_changed(#state{host = Host, members = Old} = State) ->
+    case members(Host) of
+        Old ->
+            State;
+        New ->
+            persistent_term:put({?MODULE, Host}, New),
+            Left = Old -- New,
+            Dropped = drop_sessions(Host, New, Left),
+            Lost = [Node || Node <- Left, not lists:member(Node, nodes())],
+            Replayed = replay(Host, Lost),
+            mod_cmr:register_existing_sessions(Host),
+            logger:notice("mod_cmr: nodes routing ~ts are now ~ts; ~B sessions dropped here (left, or homed "
+                          "elsewhere now), ~B messages to lost nodes routed again; this node's sessions "
+                          "register again with their accounts' homes",
+                          [Host, lists:join(", ", [atom_to_list(N) || N <- New]), Dropped, Replayed]),
+            update_outsiders(State#state{members = New, remote = maps:filter(fun still_homed/2, State#state.remote)})
+    end.
+
+update_outsiders(#state{host = Host, members = Members, outsiders = Old} = State) ->
+    case ejabberd_cluster:get_nodes() -- Members of
+        Old ->
+            State;
+        New ->
+            persistent_term:put({?MODULE, outsiders, Host}, New),
+            State#state{outsiders = New}
+    end.
+
+log_outsiders(#state{outsiders = Same, logged_outsiders = Same} = State) ->
+    State;
+log_outsiders(#state{host = Host, outsiders = Outsiders} = State) ->
+    Outsiders /= [] andalso logger:notice("mod_cmr: ~ts run without mod_cmr for ~ts: ejabberd routes the "
+                                          "messages of accounts with a session there",
+                                          [lists:join(", ", [atom_to_list(N) || N <- Outsiders]), Host]),
+    State#state{logged_outsiders = Outsiders}.
+
+%% Keeps watching the remote sessions still registered here.
+still_homed(_Pid, {Ref, U, S, Token}) ->
+    case ets:member(sessions(S), {U, S, Token}) of
+        true -> true;
+        false -> erlang:demonitor(Ref, [flush]), false
+    end.
+
+%% Drops the sessions of nodes that left, and those of accounts that are
+%% now homed elsewhere; returns how many.
+drop_sessions(Host, Members, Left) ->
+    Gone = ets:foldl(
+             fun({{U, S, Token}, Pid}, Acc) ->
+                     case lists:member(node(Pid), Left) orelse home_among(Members, U, S) /= node() of
+                         true -> [{U, S, Token} | Acc];
+                         false -> Acc
+                     end
+             end, [], sessions(Host)),
+    [mod_cmr:forget(Host, U, S, Token) || {U, S, Token} <- Gone],
+    length(Gone).
+
+home_among([Node], _U, _S) -> Node;
+home_among(Nodes, U, S) -> rendezvous(Nodes, U, S).
+
+%% Routes again what was delivered to the lost nodes within the replay
+%% window (the journal holds nothing older).
+replay(Host, Nodes) ->
+    Table = journal_table(Host),
+    Messages = lists:append(
+                 [[Msg || {_, Msg} <- ets:select(Table, [{{{Node, '_', '_'}, '_'}, [], ['$_']}])]
+                  || Node <- Nodes]),
+    [ets:match_delete(Table, {{Node, '_', '_'}, '_'}) || Node <- Nodes],
+    [ejabberd_sm:route(Msg) || Msg <- Messages],
+    length(Messages).
+
+expire_journal(Host) ->
+    Cutoff = erlang:monotonic_time(millisecond) - ?REPLAY_WINDOW_MS,
+    ets:select_delete(journal_table(Host), [{{{'_', '$1', '_'}, '_'}, [{'<', '$1', Cutoff}], [true]}]).
