@@ -8,7 +8,6 @@ Each setup delivers each message once (the second session at priority -1
 natively; round robin over two, or one session eligible, with mod_cmr).
 The CPU of both nodes counts."""
 
-import os
 import sys
 import tempfile
 from pathlib import Path

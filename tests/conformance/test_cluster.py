@@ -289,40 +289,35 @@ class Twins:
                     *[s for node, s in zip(self.nodes, self.senders) if node not in dead])
 
 
-def test_round_robin_gives_every_session_its_share_whichever_node(nodes):
-    async def scenario():
-        account = nodes[0].account()
-        sessions = await spread(nodes, account)
-        senders = [await online(node, nodes[0].account(), "probe") for node in nodes]
-        await sessions[0].set_algorithm(ROUND_ROBIN)
-        await registered(nodes[0], account, sessions)
-        counts = await deliver_from(senders, account, sessions, 600, "rr")
-        stats = nodes[0].stats(account)
-        await close(*senders, *sessions)
-        return counts, stats
+async def shares(nodes, algorithm, prefix, priorities=(0,) * 6):
+    """An account under `algorithm` with two sessions on each node at
+    `priorities`, and a sender on every node: once the account's home, asked
+    through every node, holds all six sessions, 600 messages (bodies
+    starting with `prefix`). Returns how many each session got, and the
+    account's stats."""
+    account = nodes[0].account()
+    sessions = await spread(nodes, account, priorities)
+    senders = [await online(node, nodes[0].account(), "probe") for node in nodes]
+    await sessions[0].set_algorithm(algorithm)
+    for node in nodes:
+        await registered(node, account, sessions)
+    counts = await deliver_from(senders, account, sessions, 600, prefix)
+    stats = nodes[0].stats(account)
+    await close(*senders, *sessions)
+    return counts, stats
 
-    counts, stats = run(scenario())
+
+def test_round_robin_gives_every_session_its_share_whichever_node(nodes):
+    counts, stats = run(shares(nodes, ROUND_ROBIN, "rr"))
     assert all(abs(c - 100) <= 1 for c in counts), f"{counts}\n{stats}"
 
 
 def test_weighted_follows_priority_whichever_node(nodes):
     priorities = (3, 1, 2, 1, 2, 3)
-
-    async def scenario():
-        account = nodes[0].account()
-        sessions = await spread(nodes, account, priorities)
-        senders = [await online(node, nodes[0].account(), "probe") for node in nodes]
-        await sessions[0].set_algorithm(WEIGHTED)
-        await registered(nodes[0], account, sessions)
-        counts = await deliver_from(senders, account, sessions, 600, "weighted")
-        stats = nodes[0].stats(account)
-        await close(*senders, *sessions)
-        return counts, stats
-
-    counts, stats = run(scenario())
+    counts, stats = run(shares(nodes, WEIGHTED, "weighted", priorities))
     # 600 messages are 50 whole cycles of the weights (sum 12).
-    shares = [600 * p // sum(priorities) for p in priorities]
-    assert all(abs(c - share) <= 2 for c, share in zip(counts, shares)), f"{counts}, expected {shares}\n{stats}"
+    expected = [600 * p // sum(priorities) for p in priorities]
+    assert all(abs(c - share) <= 2 for c, share in zip(counts, expected)), f"{counts}, expected {expected}\n{stats}"
 
 
 def test_sticky_keeps_a_sender_on_one_session_whichever_node_it_sends_from(nodes):
@@ -486,20 +481,8 @@ def test_the_killed_node_comes_back_and_rejoins(nodes):
         return all(node.eval(f"lists:sort(mnesia:system_info(running_db_nodes)) =:= lists:sort([{everyone}])")
                    == "true" for node in nodes)
 
-    async def scenario():
-        assert await wait_for(rejoined), [node.eval("mnesia:system_info(running_db_nodes)") for node in nodes]
-        account = nodes[0].account()
-        sessions = await spread(nodes, account)
-        senders = [await online(node, nodes[0].account(), "probe") for node in nodes]
-        await sessions[0].set_algorithm(ROUND_ROBIN)
-        for node in nodes:
-            await registered(node, account, sessions)
-        counts = await deliver_from(senders, account, sessions, 600, "rejoined")
-        stats = nodes[0].stats(account)
-        await close(*senders, *sessions)
-        return counts, stats
-
-    counts, stats = run(scenario())
+    assert run(wait_for(rejoined)), [node.eval("mnesia:system_info(running_db_nodes)") for node in nodes]
+    counts, stats = run(shares(nodes, ROUND_ROBIN, "rejoined"))
     assert all(abs(c - 100) <= 1 for c in counts), f"{counts}\n{stats}"
 
 

@@ -150,12 +150,10 @@ router(Host) -> persistent_term:get({?MODULE, Host}, undefined).
 
 full_jid(U, S, R) -> jid:encode({U, S, R}).
 
-%% A session's token: its SID's timestamp, unique on its node (ejabberd
-%% makes SIDs unique there), with the node's number in the cluster above
-%% it, so that tokens are unique across the cluster. Derived in the
-%% session's own process wherever a hook sees it, so nothing needs storing.
-sid_token({{Mega, Sec, Micro}, Pid}) when node(Pid) == node() ->
-    (mod_cmr_cluster:node_index() bsl 52) bor ((Mega * 1000000 + Sec) * 1000000 + Micro).
+%% A session's token, derived from its SID wherever a hook sees the
+%% session, so nothing needs storing (see mod_cmr_cluster:token/2).
+sid_token({Timestamp, Pid}) ->
+    mod_cmr_cluster:token(node(Pid), Timestamp).
 
 %% Every change to a session goes to its account's home, as an event that
 %% apply_event/2 applies there (here, when this node is the home).

@@ -21,7 +21,7 @@
 -module(mod_cmr_cluster).
 -behaviour(gen_server).
 
--export([start/1, stop/1, home/3, outsiders/1, forward/3, send_event/3, sessions/1, journal/3, node_index/0]).
+-export([start/1, stop/1, home/3, outsiders/1, forward/3, send_event/3, sessions/1, journal/3, token/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -include("logger.hrl").
@@ -122,10 +122,24 @@ journal(Host, Nodes, Msg) ->
     ets:insert(journal_table(Host), [{{Node, Now, erlang:unique_integer()}, Msg} || Node <- Nodes]),
     ok.
 
-%% This node's number (see #cmr_node{}).
--spec node_index() -> 0..?NODE_INDEXES - 1.
-node_index() ->
-    persistent_term:get({?MODULE, node_index}).
+%% A session's token: its SID's timestamp, unique on its node (ejabberd
+%% makes SIDs unique there), with the node's number above it, so that
+%% tokens are unique across the cluster. undefined for a node that has no
+%% number (it never ran mod_cmr).
+-spec token(node(), erlang:timestamp()) -> non_neg_integer() | undefined.
+token(Node, {Mega, Sec, Micro}) ->
+    case node_index(Node) of
+        undefined -> undefined;
+        Index -> (Index bsl 52) bor ((Mega * 1000000 + Sec) * 1000000 + Micro)
+    end.
+
+node_index(Node) when Node == node() ->
+    persistent_term:get({?MODULE, node_index});
+node_index(Node) ->
+    case mnesia:dirty_read(cmr_node, Node) of
+        [#cmr_node{index = Index}] -> Index;
+        [] -> undefined
+    end.
 
 %% Claims this node's number: its own if it has one, else the lowest that
 %% no node of the schema holds (a node that left the cluster gives its up).
@@ -214,7 +228,8 @@ handle_info({mnesia_system_event, {Change, _Node}}, State) when Change == mnesia
     {noreply, update_outsiders(State)};
 handle_info(tick, State) ->
     expire_journal(State#state.host),
-    {noreply, log_outsiders(resend_unanswered(State))};
+    %% A mailbox never empty (session events) holds no acknowledgement back.
+    {noreply, log_outsiders(resend_unanswered(acknowledge(State, true)))};
 handle_info(_Info, State) ->
     {noreply, State}.
 
@@ -308,13 +323,37 @@ membership_changed(#state{host = Host, members = Old} = State) ->
             Left = Old -- New,
             Dropped = drop_sessions(Host, New, Left),
             Lost = [Node || Node <- Left, not lists:member(Node, nodes())],
+            {Adopted, State1} = adopt(Host, Old, New, State),
             Replayed = replay(Host, Lost),
             mod_cmr:register_existing_sessions(Host),
             logger:notice("mod_cmr: nodes routing ~ts are now ~ts; ~B sessions dropped here (left, or homed "
-                          "elsewhere now), ~B messages to lost nodes routed again; this node's sessions "
-                          "register again with their accounts' homes",
-                          [Host, lists:join(", ", [atom_to_list(N) || N <- New]), Dropped, Replayed]),
-            update_outsiders(State#state{members = New, remote = maps:filter(fun still_homed/2, State#state.remote)})
+                          "elsewhere now), ~B taken from ejabberd's session table (homed here now), ~B messages "
+                          "to lost nodes routed again; this node's sessions register again with their accounts' homes",
+                          [Host, lists:join(", ", [atom_to_list(N) || N <- New]), Dropped, Adopted, Replayed]),
+            update_outsiders(State1#state{members = New, remote = maps:filter(fun still_homed/2, State1#state.remote)})
+    end.
+
+%% Registers, from ejabberd's session table, the sessions of the accounts
+%% homed here now and not before: CMR routes them at once, before each
+%% session registers itself again with all of its state (show, XEP-0198).
+adopt(Host, Old, New, State) ->
+    Accounts = lists:usort([{U, S} || {U, S, _} <- ejabberd_sm:get_vh_session_list(Host),
+                                      home_among(New, U, S) == node(), home_among(Old, U, S) /= node()]),
+    Events = [Event || {U, S} <- Accounts, {R, Info} <- ejabberd_sm:get_user_info(U, S),
+                       Event <- adopted_session(U, S, R, Info, New)],
+    {length(Events), lists:foldl(fun apply_event/2, State, Events)}.
+
+adopted_session(U, S, R, Info, Members) ->
+    Pid = proplists:get_value(pid, Info),
+    case lists:member(node(Pid), Members) andalso token(node(Pid), proplists:get_value(ts, Info)) of
+        false -> [];
+        undefined -> [];
+        Token ->
+            {Priority, Available} = case proplists:get_value(priority, Info) of
+                                        undefined -> {0, false};
+                                        P -> {P, true}
+                                    end,
+            [{register, U, S, R, Token, Pid, Priority, <<>>, Available}]
     end.
 
 update_outsiders(#state{host = Host, members = Members, outsiders = Old} = State) ->
