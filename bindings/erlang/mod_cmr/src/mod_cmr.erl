@@ -239,16 +239,19 @@ register_connection(SID, #jid{luser = U, lserver = S, lresource = R}, _Info) ->
 remove_connection(SID, #jid{luser = U, lserver = S, lresource = R}, _Info) ->
     unregister_session(S, SID, U, R).
 
+%% These hooks run in the session's own process; the session table may
+%% already hold another session on the resource (one that replaced this
+%% one, maybe on another node), which is not this presence's.
 set_presence(U, S, R, #presence{show = Show, priority = Priority}) ->
     case ejabberd_sm:get_session_sid(U, S, R) of
-        none -> ok;
-        SID -> register_session(S, SID, U, R, priority(Priority), show(Show), true)
+        {_, Pid} = SID when Pid == self() -> register_session(S, SID, U, R, priority(Priority), show(Show), true);
+        _ -> ok
     end.
 
 unset_presence(U, S, R, _Status) ->
     case ejabberd_sm:get_session_sid(U, S, R) of
-        none -> ok;
-        SID -> register_unavailable(S, SID, U, R)
+        {_, Pid} = SID when Pid == self() -> register_unavailable(S, SID, U, R);
+        _ -> ok
     end.
 
 %% Keeps the session registered but ineligible.
@@ -281,10 +284,16 @@ register_existing_sessions(Host) ->
               end
       end, ejabberd_sm:get_vh_session_list(Host)).
 
-c2s_handle_cast(#{jid := #jid{luser = U, lserver = S, lresource = R}, sid := SID} = State, cmr_register) ->
+c2s_handle_cast(#{jid := #jid{luser = U, lserver = S, lresource = R} = JID, sid := SID} = State, cmr_register) ->
     register_presence(S, SID, U, R, maps:get(pres_last, State, undefined)),
     case State of
         #{mgmt_state := pending} -> set_hibernating(State, true);
+        _ -> ok
+    end,
+    %% The load too, as the account's home may be new.
+    erase(cmr_load),
+    case State of
+        #{mgmt_queue := Queue} -> set_load(JID, SID, p1_queue:len(Queue));
         _ -> ok
     end,
     {stop, State};
@@ -536,7 +545,9 @@ get_commands_spec() ->
 %% Asked on any node; answered by the account's home, with the node of
 %% each session.
 stats(Jid) ->
-    case jid:decode(Jid) of
+    case catch jid:decode(Jid) of
+        {'EXIT', _} ->
+            "not a JID: " ++ binary_to_list(Jid);
         #jid{luser = U, lserver = S} ->
             case router(S) of
                 undefined -> "mod_cmr is not loaded on " ++ binary_to_list(S);

@@ -25,6 +25,7 @@
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -include("logger.hrl").
+-include("xmpp.hrl").
 
 -define(SCOPE, mod_cmr_pg).
 %% A forward the home has not acknowledged within this is routed by
@@ -37,6 +38,11 @@
 %% A home acknowledges at least this often under a steady stream.
 -define(ACK_EVERY, 64).
 -define(NODE_INDEXES, 4096).
+%% Nesting beyond which a message is not routed again (see replayable/1).
+-define(MAX_REPLAY_DEPTH, 1000).
+%% How long nodes must stay outsiders before that is logged: a node that
+%% joins the cluster starts mod_cmr a few seconds after Mnesia.
+-define(OUTSIDERS_LOG_DELAY_MS, 15000).
 
 %% Each node's number in the cluster, unique among the nodes of Mnesia's
 %% schema: it sets apart the session tokens of different nodes (ejabberd's
@@ -51,6 +57,7 @@
                 %% a tick, as a node joining the cluster starts mod_cmr a
                 %% moment after Mnesia.
                 logged_outsiders = [] :: [node()],
+                outsiders_since = 0 :: integer(),
                 pg_ref :: reference(),
                 seq = 0 :: non_neg_integer(),
                 %% Forwarder: per home, {Seq, SentAt, Message} in order, and
@@ -193,13 +200,20 @@ handle_info({forward, Home, Msg}, #state{seq = Seq0, pending = Pending} = State0
     Seq = Seq0 + 1,
     State = watch(Home, State0),
     Host = State#state.host,
-    {proc(Host), Home} ! {cmr_route, self(), Seq, Msg},
-    %% Acknowledged means routed, not received: the home may die with it in
-    %% its sessions' queues.
-    journal(Host, [Home], Msg),
-    Queue = maps:get(Home, Pending, queue:new()),
-    Sent = {Seq, erlang:monotonic_time(millisecond), Msg},
-    {noreply, State#state{seq = Seq, pending = Pending#{Home => queue:in(Sent, Queue)}}};
+    %% A hung node fills its distribution buffer: this process must not
+    %% wait on it, for the other homes' sake; ejabberd routes the message.
+    case erlang:send({proc(Host), Home}, {cmr_route, self(), Seq, Msg}, [nosuspend]) of
+        ok ->
+            %% Acknowledged means routed, not received: the home may die
+            %% with it in its sessions' queues.
+            journal(Host, [Home], Msg),
+            Queue = maps:get(Home, Pending, queue:new()),
+            Sent = {Seq, erlang:monotonic_time(millisecond), Msg},
+            {noreply, State#state{seq = Seq, pending = Pending#{Home => queue:in(Sent, Queue)}}};
+        _Busy ->
+            mod_cmr:route_natively(Msg),
+            {noreply, State#state{seq = Seq}}
+    end;
 handle_info({cmr_ack, Home, Seq}, #state{pending = Pending} = State) ->
     case Pending of
         #{Home := Queue} -> {noreply, State#state{pending = Pending#{Home => acknowledged(Seq, Queue)}}};
@@ -228,8 +242,13 @@ handle_info({mnesia_system_event, {Change, _Node}}, State) when Change == mnesia
     {noreply, update_outsiders(State)};
 handle_info(tick, State) ->
     expire_journal(State#state.host),
+    %% Judged once this process has read what is in its mailbox now: under
+    %% a flood the acknowledgements wait there, behind the forwards.
+    self() ! {check_acknowledgements, erlang:monotonic_time(millisecond)},
     %% A mailbox never empty (session events) holds no acknowledgement back.
-    {noreply, log_outsiders(resend_unanswered(acknowledge(State, true)))};
+    {noreply, log_outsiders(acknowledge(State, true))};
+handle_info({check_acknowledgements, At}, State) ->
+    {noreply, resend_unanswered(At, State)};
 handle_info(_Info, State) ->
     {noreply, State}.
 
@@ -269,8 +288,8 @@ home_lost(Home, #state{pending = Pending} = State) ->
 
 %% A home that leaves messages unacknowledged too long is stuck: ejabberd
 %% routes them (they may arrive twice if it wakes up).
-resend_unanswered(#state{pending = Pending} = State) ->
-    Deadline = erlang:monotonic_time(millisecond) - ?ACK_TIMEOUT_MS,
+resend_unanswered(Now, #state{pending = Pending} = State) ->
+    Deadline = Now - ?ACK_TIMEOUT_MS,
     State#state{pending = maps:map(
                             fun(Home, Queue) ->
                                     {Late, Rest} = lists:splitwith(fun({_, At, _}) -> At < Deadline end,
@@ -284,8 +303,20 @@ route_natively(_Home, [], _Why) ->
 route_natively(Home, Forwards, Why) ->
     logger:warning("mod_cmr: home node ~ts ~ts with ~B forwarded messages unacknowledged; ejabberd routes them",
                    [Home, Why, length(Forwards)]),
-    [mod_cmr:route_natively(Msg) || {_, _, Msg} <- Forwards],
+    [mod_cmr:route_natively(Msg) || {_, _, Msg} <- Forwards, replayable(Msg)],
     ok.
+
+%% What is routed again after a node was lost may be what killed it:
+%% ejabberd 23.01 dies (SIGSEGV) delivering a stanza nested some thousands
+%% deep, so deeply nested messages are not sent to a second node.
+replayable(Msg) ->
+    not deeper_than(?MAX_REPLAY_DEPTH, [xmpp:encode(Msg)]).
+
+deeper_than(Depth, _Els) when Depth < 0 -> true;
+deeper_than(Depth, Els) ->
+    lists:any(fun(#xmlel{children = Children}) -> deeper_than(Depth - 1, Children);
+                 (_) -> false
+              end, Els).
 
 %%% Sessions of other nodes, homed here
 
@@ -362,12 +393,20 @@ update_outsiders(#state{host = Host, members = Members, outsiders = Old} = State
             State;
         New ->
             persistent_term:put({?MODULE, outsiders, Host}, New),
-            State#state{outsiders = New}
+            State#state{outsiders = New, outsiders_since = erlang:monotonic_time(millisecond)}
     end.
 
 log_outsiders(#state{outsiders = Same, logged_outsiders = Same} = State) ->
     State;
-log_outsiders(#state{host = Host, outsiders = Outsiders} = State) ->
+log_outsiders(#state{outsiders_since = Since} = State) when Since > 0 ->
+    case erlang:monotonic_time(millisecond) - Since < ?OUTSIDERS_LOG_DELAY_MS of
+        true -> State;
+        false -> log_outsiders_now(State)
+    end;
+log_outsiders(State) ->
+    log_outsiders_now(State).
+
+log_outsiders_now(#state{host = Host, outsiders = Outsiders} = State) ->
     Outsiders /= [] andalso logger:notice("mod_cmr: ~ts run without mod_cmr for ~ts: ejabberd routes the "
                                           "messages of accounts with a session there",
                                           [lists:join(", ", [atom_to_list(N) || N <- Outsiders]), Host]),
@@ -404,8 +443,9 @@ replay(Host, Nodes) ->
                  [[Msg || {_, Msg} <- ets:select(Table, [{{{Node, '_', '_'}, '_'}, [], ['$_']}])]
                   || Node <- Nodes]),
     [ets:match_delete(Table, {{Node, '_', '_'}, '_'}) || Node <- Nodes],
-    [ejabberd_sm:route(Msg) || Msg <- Messages],
-    length(Messages).
+    Replayable = [Msg || Msg <- Messages, replayable(Msg)],
+    [ejabberd_sm:route(Msg) || Msg <- Replayable],
+    length(Replayable).
 
 expire_journal(Host) ->
     Cutoff = erlang:monotonic_time(millisecond) - ?REPLAY_WINDOW_MS,
