@@ -57,7 +57,7 @@
                 %% a tick, as a node joining the cluster starts mod_cmr a
                 %% moment after Mnesia.
                 logged_outsiders = [] :: [node()],
-                outsiders_since = 0 :: integer(),
+                outsiders_since :: integer() | undefined,
                 pg_ref :: reference(),
                 seq = 0 :: non_neg_integer(),
                 %% Forwarder: per home, {Seq, SentAt, Message} in order, and
@@ -200,20 +200,13 @@ handle_info({forward, Home, Msg}, #state{seq = Seq0, pending = Pending} = State0
     Seq = Seq0 + 1,
     State = watch(Home, State0),
     Host = State#state.host,
-    %% A hung node fills its distribution buffer: this process must not
-    %% wait on it, for the other homes' sake; ejabberd routes the message.
-    case erlang:send({proc(Host), Home}, {cmr_route, self(), Seq, Msg}, [nosuspend]) of
-        ok ->
-            %% Acknowledged means routed, not received: the home may die
-            %% with it in its sessions' queues.
-            journal(Host, [Home], Msg),
-            Queue = maps:get(Home, Pending, queue:new()),
-            Sent = {Seq, erlang:monotonic_time(millisecond), Msg},
-            {noreply, State#state{seq = Seq, pending = Pending#{Home => queue:in(Sent, Queue)}}};
-        _Busy ->
-            mod_cmr:route_natively(Msg),
-            {noreply, State#state{seq = Seq}}
-    end;
+    {proc(Host), Home} ! {cmr_route, self(), Seq, Msg},
+    %% Acknowledged means routed, not received: the home may die with it in
+    %% its sessions' queues.
+    journal(Host, [Home], Msg),
+    Queue = maps:get(Home, Pending, queue:new()),
+    Sent = {Seq, erlang:monotonic_time(millisecond), Msg},
+    {noreply, State#state{seq = Seq, pending = Pending#{Home => queue:in(Sent, Queue)}}};
 handle_info({cmr_ack, Home, Seq}, #state{pending = Pending} = State) ->
     case Pending of
         #{Home := Queue} -> {noreply, State#state{pending = Pending#{Home => acknowledged(Seq, Queue)}}};
@@ -398,13 +391,11 @@ update_outsiders(#state{host = Host, members = Members, outsiders = Old} = State
 
 log_outsiders(#state{outsiders = Same, logged_outsiders = Same} = State) ->
     State;
-log_outsiders(#state{outsiders_since = Since} = State) when Since > 0 ->
+log_outsiders(#state{outsiders_since = Since} = State) ->
     case erlang:monotonic_time(millisecond) - Since < ?OUTSIDERS_LOG_DELAY_MS of
         true -> State;
         false -> log_outsiders_now(State)
-    end;
-log_outsiders(State) ->
-    log_outsiders_now(State).
+    end.
 
 log_outsiders_now(#state{host = Host, outsiders = Outsiders} = State) ->
     Outsiders /= [] andalso logger:notice("mod_cmr: ~ts run without mod_cmr for ~ts: ejabberd routes the "
