@@ -81,9 +81,16 @@ start(Host) ->
 stop(Host) ->
     gen_mod:stop_child(?MODULE, Host),
     persistent_term:erase({?MODULE, Host}),
-    persistent_term:erase({?MODULE, outsiders, Host}).
+    persistent_term:erase({?MODULE, outsiders, Host}),
+    persistent_term:erase({?MODULE, names, Host}).
 
-proc(Host) -> gen_mod:get_module_proc(Host, ?MODULE).
+%% The names of this process and of its tables, made once per host (a name
+%% is an atom made from the host, and some are needed per message).
+names(Host) ->
+    {gen_mod:get_module_proc(Host, ?MODULE), gen_mod:get_module_proc(Host, cmr_sessions),
+     gen_mod:get_module_proc(Host, cmr_journal)}.
+
+proc(Host) -> element(1, persistent_term:get({?MODULE, names, Host})).
 
 %% The account's home: with one node running mod_cmr (or while this
 %% process starts), this node.
@@ -91,19 +98,22 @@ proc(Host) -> gen_mod:get_module_proc(Host, ?MODULE).
 home(Host, U, S) ->
     case persistent_term:get({?MODULE, Host}, []) of
         [] -> node();
-        [Node] -> Node;
-        Nodes -> rendezvous(Nodes, U, S)
+        Nodes -> home_among(Nodes, U, S)
     end.
+
+%% Rendezvous hashing: each account goes to the node that scores it
+%% highest, so a node that leaves moves only its own accounts.
+home_among([Node], _U, _S) ->
+    Node;
+home_among(Nodes, U, S) ->
+    {_, Home} = lists:max([{erlang:phash2({Node, U, S}), Node} || Node <- Nodes]),
+    Home.
 
 %% The nodes of the cluster that run no mod_cmr for the host (in a rolling
 %% upgrade): accounts with a session there are left to ejabberd.
 -spec outsiders(binary()) -> [node()].
 outsiders(Host) ->
     persistent_term:get({?MODULE, outsiders, Host}, []).
-
-rendezvous(Nodes, U, S) ->
-    {_, Home} = lists:max([{erlang:phash2({Node, U, S}), Node} || Node <- Nodes]),
-    Home.
 
 %% Hands a message to the account's home (through this node's process,
 %% which keeps it until the home acknowledges it).
@@ -118,9 +128,9 @@ send_event(Host, Home, Event) ->
 
 %% Token to session process, for the accounts homed here:
 %% {{User, Server, Token}, Pid}.
-sessions(Host) -> gen_mod:get_module_proc(Host, cmr_sessions).
+sessions(Host) -> element(2, persistent_term:get({?MODULE, names, Host})).
 
-journal_table(Host) -> gen_mod:get_module_proc(Host, cmr_journal).
+journal_table(Host) -> element(3, persistent_term:get({?MODULE, names, Host})).
 
 %% Records that Msg was handed to Nodes (other nodes than this one), for a
 %% replay if one of them is lost.
@@ -174,6 +184,7 @@ claim_node_index() ->
 
 init([Host, _Opts]) ->
     claim_node_index(),
+    persistent_term:put({?MODULE, names, Host}, names(Host)),
     ets:new(sessions(Host), [named_table, public, ordered_set, {read_concurrency, true}, {write_concurrency, true}]),
     ets:new(journal_table(Host), [named_table, public, ordered_set, {write_concurrency, true}]),
     case pg:start(?SCOPE) of
@@ -422,9 +433,6 @@ drop_sessions(Host, Members, Left) ->
              end, [], sessions(Host)),
     [mod_cmr:forget(Host, U, S, Token) || {U, S, Token} <- Gone],
     length(Gone).
-
-home_among([Node], _U, _S) -> Node;
-home_among(Nodes, U, S) -> rendezvous(Nodes, U, S).
 
 %% Routes again what was delivered to the lost nodes within the replay
 %% window (the journal holds nothing older).
