@@ -24,6 +24,10 @@
 // `cmr_router_handle_iq` accepts, in bytes.
 #define CMR_MAX_TOKEN_BYTES 8192
 
+// The number of algorithms: the length of `cmr_metrics`' per-algorithm
+// arrays, and the indexes `cmr_algorithm_name` names.
+#define CMR_ALGORITHM_COUNT 7
+
 // The result of every call. The numbers are stable across versions.
 typedef enum {
   // Success.
@@ -85,6 +89,30 @@ typedef struct {
   // Whether the sender is a user of this server (hint policy `local`).
   bool sender_is_local;
 } cmr_message;
+
+// A router's figures since it was made, for the host's metrics. Counters
+// only grow; `sessions` and `accounts` are what is registered now.
+typedef struct {
+  // Messages routed by CMR, per algorithm (the index that
+  // `cmr_algorithm_name` names; a hint's algorithm when it applied).
+  uint64_t routed[7];
+  // Messages left to the server although the account has sessions
+  // registered (none of them eligible), per algorithm.
+  uint64_t left_to_server[7];
+  // Messages left to the server with no algorithm applied: the account
+  // has no session registered, or the type is not CMR's to route.
+  uint64_t left_to_server_unclaimed;
+  // Picked sessions the host found gone (`cmr_router_session_gone`).
+  uint64_t gone_sessions;
+  // CMR IQs answered with a result.
+  uint64_t iq_results;
+  // CMR IQs answered with an error, or refused as malformed.
+  uint64_t iq_errors;
+  // Sessions registered now.
+  uint64_t sessions;
+  // Accounts with a session registered now.
+  uint64_t accounts;
+} cmr_metrics;
 
 
 
@@ -175,6 +203,19 @@ cmr_status cmr_router_unregister(const cmr_router *router,
                                  const char *jid,
                                  size_t jid_len,
                                  uint64_t token);
+
+// Removes a session that `cmr_router_pick` chose and the host found gone,
+// as `cmr_router_unregister` does, and counts it in
+// `cmr_metrics.gone_sessions` (counted also when another thread removed
+// it first: `CMR_STATUS_NOT_FOUND`). The host then picks again.
+// Thread-safe.
+//
+// # Safety
+// `router` is a live router; `jid` has `jid_len` bytes.
+cmr_status cmr_router_session_gone(const cmr_router *router,
+                                   const char *jid,
+                                   size_t jid_len,
+                                   uint64_t token);
 
 // Reports activity of the session (for `mostactive`): stamps it with the
 // library's monotonic clock. Thread-safe.
@@ -307,6 +348,19 @@ cmr_status cmr_router_stats(const cmr_router *router,
                             char *buf,
                             size_t cap,
                             size_t *out_len);
+
+// Writes the router's figures into `*out`. Each counter is read as it
+// stands, shard by shard, without stopping other threads. Thread-safe.
+//
+// # Safety
+// `router` is a live router; `out` is writable.
+cmr_status cmr_router_metrics(const cmr_router *router, cmr_metrics *out);
+
+// The short name of the algorithm at `index` of `cmr_metrics`' arrays
+// (`all`, `mostactive`, `roundrobin`, `weighted`, `random`, `sticky`,
+// `leastloaded`), as a static NUL-terminated string; NULL from
+// `CMR_ALGORITHM_COUNT` on. Thread-safe.
+const char *cmr_algorithm_name(size_t index);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -29,6 +29,17 @@ typedef struct {
   bool sender_is_local;
 } cmr_message;
 
+typedef struct {
+  uint64_t routed[7];
+  uint64_t left_to_server[7];
+  uint64_t left_to_server_unclaimed;
+  uint64_t gone_sessions;
+  uint64_t iq_results;
+  uint64_t iq_errors;
+  uint64_t sessions;
+  uint64_t accounts;
+} cmr_metrics;
+
 const char *cmr_version(void);
 
 const char *cmr_status_message(uint32_t status);
@@ -55,6 +66,11 @@ cmr_status cmr_router_unregister(const cmr_router *router,
                                  const char *jid,
                                  size_t jid_len,
                                  uint64_t token);
+
+cmr_status cmr_router_session_gone(const cmr_router *router,
+                                   const char *jid,
+                                   size_t jid_len,
+                                   uint64_t token);
 
 cmr_status cmr_router_touch(const cmr_router *router,
                             const char *full_jid,
@@ -111,3 +127,7 @@ cmr_status cmr_router_stats(const cmr_router *router,
                             char *buf,
                             size_t cap,
                             size_t *out_len);
+
+cmr_status cmr_router_metrics(const cmr_router *router, cmr_metrics *out);
+
+const char *cmr_algorithm_name(size_t index);

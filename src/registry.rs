@@ -1,7 +1,7 @@
 //! The accounts and their resources, sharded so that threads working on
 //! different accounts rarely meet on one lock.
 
-use crate::algorithm::{self, Algorithm, PickState, Tier};
+use crate::algorithm::{self, Algorithm, Pick, PickState, Tier};
 use compact_str::CompactString;
 use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
@@ -171,10 +171,50 @@ const SHARD_BITS: u32 = 8;
 /// A shard's table is not shrunk below this many slots.
 const MIN_SHRINK_CAPACITY: usize = 64;
 
+/// What the picks decided, counted where they happen: under the lock of
+/// the account's shard, so counting contends with nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PickCounts {
+    /// Picks that chose sessions, per algorithm ([`Algorithm::index`]).
+    pub routed: [u64; Algorithm::EVERY.len()],
+    /// Picks that found no eligible session, per algorithm.
+    pub left_to_server: [u64; Algorithm::EVERY.len()],
+    /// Picks for an account with no registered session.
+    pub unregistered: u64,
+}
+
+impl PickCounts {
+    fn add(&mut self, other: &PickCounts) {
+        for (mine, theirs) in self.routed.iter_mut().zip(other.routed) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.left_to_server.iter_mut().zip(other.left_to_server) {
+            *mine += theirs;
+        }
+        self.unregistered += other.unregistered;
+    }
+}
+
+/// The registry's figures, summed over its shards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub picks: PickCounts,
+    pub accounts: usize,
+    pub sessions: usize,
+}
+
+#[derive(Default)]
+struct Shard {
+    accounts: HashTable<Account>,
+    /// Resources of all its accounts.
+    sessions: usize,
+    picks: PickCounts,
+}
+
 /// Accounts keyed by normalized bare JID. Every method locks one shard for
 /// the time of one short operation; no lock is held across calls.
 pub struct Registry {
-    shards: Box<[CachePadded<Mutex<HashTable<Account>>>]>,
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -182,7 +222,7 @@ impl Default for Registry {
     fn default() -> Self {
         Registry {
             shards: (0..1 << SHARD_BITS)
-                .map(|_| CachePadded::new(Mutex::new(HashTable::new())))
+                .map(|_| CachePadded::new(Mutex::new(Shard::default())))
                 .collect(),
             hasher: foldhash::fast::RandomState::default(),
         }
@@ -193,7 +233,7 @@ impl Registry {
     /// The shard comes from bits that hashbrown uses neither for the bucket
     /// (low bits) nor for its control tag (top 7 bits).
     #[inline]
-    fn shard(&self, hash: u64) -> &Mutex<HashTable<Account>> {
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
         &self.shards[((hash >> 40) as usize) & ((1 << SHARD_BITS) - 1)]
     }
 
@@ -209,11 +249,14 @@ impl Registry {
         default_algorithm: Algorithm,
     ) -> Registration {
         let hash = self.hasher.hash_one(bare);
-        let mut table = self.shard(hash).lock();
-        let (account, new_account) = match table.find_mut(hash, |a| a.key == bare) {
+        let mut shard = self.shard(hash).lock();
+        let Shard {
+            accounts, sessions, ..
+        } = &mut *shard;
+        let (account, new_account) = match accounts.find_mut(hash, |a| a.key == bare) {
             Some(account) => (account, false),
             None => (
-                table
+                accounts
                     .insert_unique(
                         hash,
                         Account {
@@ -256,6 +299,7 @@ impl Registry {
                 }
                 None => {
                     resources.push(fresh);
+                    *sessions += 1;
                     let added = if new_account {
                         Registration::NewAccount
                     } else {
@@ -272,7 +316,12 @@ impl Registry {
     /// resources is dropped entirely. Returns whether anything was removed.
     pub fn unregister(&self, bare: &str, resource: Option<&str>, token: u64) -> bool {
         let hash = self.hasher.hash_one(bare);
-        let mut table = self.shard(hash).lock();
+        let mut shard = self.shard(hash).lock();
+        let Shard {
+            accounts: table,
+            sessions,
+            ..
+        } = &mut *shard;
         let Ok(mut entry) = table.find_entry(hash, |a| a.key == bare) else {
             return false;
         };
@@ -300,6 +349,7 @@ impl Registry {
             });
             account.state.removed(index);
         }
+        *sessions -= 1;
         true
     }
 
@@ -329,8 +379,31 @@ impl Registry {
     #[inline]
     pub fn with_account<R>(&self, bare: &str, f: impl FnOnce(&mut Account) -> R) -> Option<R> {
         let hash = self.hasher.hash_one(bare);
-        let mut table = self.shard(hash).lock();
-        table.find_mut(hash, |a| a.key == bare).map(f)
+        let mut shard = self.shard(hash).lock();
+        shard.accounts.find_mut(hash, |a| a.key == bare).map(f)
+    }
+
+    /// Runs a pick on the account under its shard's lock and counts what it
+    /// decided: `f` returns the algorithm it applied and the pick.
+    #[inline]
+    pub fn pick(&self, bare: &str, f: impl FnOnce(&mut Account) -> (Algorithm, Pick)) -> Pick {
+        let hash = self.hasher.hash_one(bare);
+        let mut shard = self.shard(hash).lock();
+        let Shard {
+            accounts, picks, ..
+        } = &mut *shard;
+        let Some(account) = accounts.find_mut(hash, |a| a.key == bare) else {
+            picks.unregistered += 1;
+            return Pick::NotRouted;
+        };
+        let (algorithm, pick) = f(account);
+        match pick {
+            Pick::Routed(_) => picks.routed[algorithm.index()] += 1,
+            Pick::NotRouted => picks.left_to_server[algorithm.index()] += 1,
+            // The host asks again with room: that pick is the one counted.
+            Pick::BufferTooSmall(_) => {}
+        }
+        pick
     }
 
     /// Runs `f` on the resource that `token` owns.
@@ -353,7 +426,20 @@ impl Registry {
 
     /// Number of accounts with at least one resource.
     pub fn accounts(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.lock().accounts.len()).sum()
+    }
+
+    /// The figures of every shard, summed; each shard is read under its
+    /// lock in turn.
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            totals.picks.add(&shard.picks);
+            totals.accounts += shard.accounts.len();
+            totals.sessions += shard.sessions;
+        }
+        totals
     }
 }
 
@@ -405,7 +491,12 @@ mod tests {
     #[test]
     fn tables_shrink_after_mass_unregistration() {
         let registry = Registry::default();
-        let capacity = |r: &Registry| r.shards.iter().map(|s| s.lock().capacity()).sum::<usize>();
+        let capacity = |r: &Registry| {
+            r.shards
+                .iter()
+                .map(|s| s.lock().accounts.capacity())
+                .sum::<usize>()
+        };
         let bare = |i: usize| format!("user{i}@example.org");
         for i in 0..100_000 {
             registry.register(&bare(i), "r", 1, AVAILABLE, 0, Algorithm::All);

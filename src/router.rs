@@ -8,6 +8,7 @@ use crate::protocol::{self, Condition, Query, Request};
 use crate::registry::{Presence, Registration, Registry, Show};
 use jid::{BareJid, FullJid, Jid};
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 /// A message to route, as the host sees it. Every string is borrowed.
@@ -30,6 +31,8 @@ pub struct Message<'a> {
 pub struct IqAnswer {
     /// The whole response stanza.
     pub xml: String,
+    /// Whether the response is an error IQ.
+    pub is_error: bool,
     change: Option<(BareJid, Algorithm)>,
 }
 
@@ -55,6 +58,29 @@ pub struct ResourceStats {
     pub load: u32,
 }
 
+/// The router's figures since it was made, for the host's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Messages routed by CMR, per algorithm ([`Algorithm::index`]).
+    pub routed: [u64; Algorithm::EVERY.len()],
+    /// Messages left to the server although the account has sessions
+    /// registered (none eligible), per algorithm.
+    pub left_to_server: [u64; Algorithm::EVERY.len()],
+    /// Messages left to the server with no algorithm applied: the account
+    /// has no session registered, or the type is not CMR's to route.
+    pub left_to_server_unclaimed: u64,
+    /// Picks whose session the host found gone.
+    pub gone_sessions: u64,
+    /// CMR IQs answered with a result.
+    pub iq_results: u64,
+    /// CMR IQs answered with an error, or refused as malformed.
+    pub iq_errors: u64,
+    /// Sessions registered now.
+    pub sessions: u64,
+    /// Accounts with a session registered now.
+    pub accounts: u64,
+}
+
 const FEATURES: [&str; 2] = [protocol::NS, protocol::NS_HINTS];
 
 /// Routing state for one virtual host (or several sharing one policy).
@@ -63,6 +89,11 @@ pub struct Router {
     policy: Policy,
     registry: Registry,
     epoch: Instant,
+    /// Events too rare to contend: counted on the router, not per shard.
+    not_routed_types: AtomicU64,
+    gone_sessions: AtomicU64,
+    iq_results: AtomicU64,
+    iq_errors: AtomicU64,
 }
 
 fn invalid_jid(what: &'static str, value: &str, error: jid::Error) -> Error {
@@ -107,6 +138,10 @@ impl Router {
             policy,
             registry: Registry::default(),
             epoch: Instant::now(),
+            not_routed_types: AtomicU64::new(0),
+            gone_sessions: AtomicU64::new(0),
+            iq_results: AtomicU64::new(0),
+            iq_errors: AtomicU64::new(0),
         }
     }
 
@@ -172,6 +207,15 @@ impl Router {
         }
     }
 
+    /// Unregisters a session that a pick chose and the host found gone,
+    /// and counts it. Counted even when the session is no longer registered
+    /// (another thread found it gone first): the pick still found it gone.
+    pub fn session_gone(&self, jid: &str, token: u64) -> Result<(), Error> {
+        Jid::new(jid).map_err(|e| invalid_jid("JID", jid, e))?;
+        self.gone_sessions.fetch_add(1, Relaxed);
+        self.unregister(jid, token)
+    }
+
     fn with_session(
         &self,
         full: &str,
@@ -214,6 +258,7 @@ impl Router {
     /// `out`. Does not parse JIDs and does not allocate.
     pub fn pick(&self, message: &Message, out: &mut [u64]) -> Pick {
         if !is_routed_type(message.kind) {
+            self.not_routed_types.fetch_add(1, Relaxed);
             return Pick::NotRouted;
         }
         let hinted =
@@ -222,18 +267,17 @@ impl Router {
             } else {
                 None
             };
-        self.registry
-            .with_account(message.recipient, |account| {
-                let algorithm = hinted.unwrap_or(account.algorithm);
-                algorithm::pick(
-                    algorithm,
-                    &mut account.state,
-                    &mut account.resources,
-                    message.sender,
-                    out,
-                )
-            })
-            .unwrap_or(Pick::NotRouted)
+        self.registry.pick(message.recipient, |account| {
+            let algorithm = hinted.unwrap_or(account.algorithm);
+            let pick = algorithm::pick(
+                algorithm,
+                &mut account.state,
+                &mut account.resources,
+                message.sender,
+                out,
+            );
+            (algorithm, pick)
+        })
     }
 
     /// The account's active algorithm; the policy's default when none of
@@ -271,7 +315,22 @@ impl Router {
 
     /// Answers a XEP-0354 IQ given as a whole stanza. `Ok(None)`: not a CMR
     /// get or set. Changes nothing until the answer is [`commit`](Self::commit)ted.
+    /// Counts the answer (or the refusal) in the metrics.
     pub fn answer_iq(&self, xml: &str) -> Result<Option<IqAnswer>, Error> {
+        let answer = self.answer_iq_uncounted(xml);
+        match &answer {
+            Ok(None) => {}
+            Ok(Some(a)) if !a.is_error => {
+                self.iq_results.fetch_add(1, Relaxed);
+            }
+            _ => {
+                self.iq_errors.fetch_add(1, Relaxed);
+            }
+        }
+        answer
+    }
+
+    fn answer_iq_uncounted(&self, xml: &str) -> Result<Option<IqAnswer>, Error> {
         let Some(iq) = protocol::parse_iq(xml)? else {
             return Ok(None);
         };
@@ -345,6 +404,7 @@ impl Router {
         };
         Ok(Some(IqAnswer {
             xml: protocol::to_xml(&reply)?,
+            is_error: reply.attr("type") == Some("error"),
             change,
         }))
     }
@@ -418,6 +478,24 @@ impl Router {
     /// Number of accounts with a registered session.
     pub fn accounts(&self) -> usize {
         self.registry.accounts()
+    }
+
+    /// The figures since the router was made. Counters from different
+    /// threads are summed as they stand: a pick in progress may be in one
+    /// and not yet in another.
+    pub fn metrics(&self) -> Metrics {
+        let totals = self.registry.totals();
+        Metrics {
+            routed: totals.picks.routed,
+            left_to_server: totals.picks.left_to_server,
+            left_to_server_unclaimed: totals.picks.unregistered
+                + self.not_routed_types.load(Relaxed),
+            gone_sessions: self.gone_sessions.load(Relaxed),
+            iq_results: self.iq_results.load(Relaxed),
+            iq_errors: self.iq_errors.load(Relaxed),
+            sessions: totals.sessions as u64,
+            accounts: totals.accounts as u64,
+        }
     }
 }
 
@@ -668,6 +746,72 @@ mod tests {
             r.algorithm("juliet@capulet.lit").unwrap(),
             Algorithm::RoundRobin
         );
+    }
+
+    #[test]
+    fn metrics_count_picks_iqs_and_gone_sessions() {
+        let r = router("default=roundrobin hints=any");
+        r.register("a@x/1", 1, 0, "", true).unwrap();
+        r.register("a@x/2", 2, 0, "", true).unwrap();
+        r.register("a@x/2", 2, 1, "", true).unwrap();
+        r.register("b@x/1", 3, -1, "", true).unwrap();
+        let mut out = [0; 4];
+        for _ in 0..5 {
+            r.pick(&msg("a@x"), &mut out);
+        }
+        let hinted = Message {
+            hint: "urn:xmpp:cmr:all",
+            ..msg("a@x")
+        };
+        r.pick(&hinted, &mut out);
+        assert_eq!(r.pick(&msg("b@x"), &mut out), Pick::NotRouted);
+        assert_eq!(r.pick(&msg("nobody@x"), &mut out), Pick::NotRouted);
+        let headline = Message {
+            kind: "headline",
+            ..msg("a@x")
+        };
+        assert_eq!(r.pick(&headline, &mut out), Pick::NotRouted);
+        // Asking again with room is the pick that counts.
+        r.set_algorithm("a@x", "all").unwrap();
+        r.register("a@x/1", 1, 1, "", true).unwrap();
+        assert_eq!(r.pick(&msg("a@x"), &mut out[..1]), Pick::BufferTooSmall(2));
+        assert_eq!(r.pick(&msg("a@x"), &mut out), Pick::Routed(2));
+        answer(
+            &r,
+            "<iq type='get' from='a@x/1' id='q'><query xmlns='urn:xmpp:cmr:0'/></iq>",
+        );
+        answer(&r, "<iq type='set' from='a@x/1' id='s'><cmr xmlns='urn:xmpp:cmr:0' algorithm='nope'/></iq>");
+        assert!(r.answer_iq("<iq type='get'").is_err());
+        assert_eq!(
+            r.answer_iq("<iq type='result' from='a@x/1' id='r'/>"),
+            Ok(None)
+        );
+        assert!(r.session_gone("a@x/2", 2).is_ok());
+        assert!(r.session_gone("a@x/2", 2).is_err(), "already gone");
+        assert!(r.session_gone("@@", 2).is_err());
+        let m = r.metrics();
+        let at = |a: Algorithm| a.index();
+        let mut routed = [0; 7];
+        routed[at(Algorithm::RoundRobin)] = 5;
+        routed[at(Algorithm::All)] = 2;
+        let mut left = [0; 7];
+        left[at(Algorithm::RoundRobin)] = 1;
+        assert_eq!(
+            m,
+            Metrics {
+                routed,
+                left_to_server: left,
+                left_to_server_unclaimed: 2,
+                gone_sessions: 2,
+                iq_results: 1,
+                iq_errors: 2,
+                sessions: 2,
+                accounts: 2,
+            }
+        );
+        r.unregister("a@x/1", 1).unwrap();
+        r.unregister("b@x/1", 3).unwrap();
+        assert_eq!((r.metrics().sessions, r.metrics().accounts), (0, 0));
     }
 
     #[test]

@@ -366,6 +366,8 @@ struct Model {
     abi: Abi,
     accounts: Vec<Option<Account>>,
     next_token: u64,
+    /// The counters the router's metrics should hold.
+    metrics: cmr_metrics,
 }
 
 impl Model {
@@ -580,11 +582,20 @@ impl Model {
             .pick(&bare, KINDS[kind], &sender_jid, &hint_uri, cap);
         let Some(entry) = self.accounts[account].as_mut() else {
             prop_assert_eq!(status, cmr_status::NotRouted, "unknown account");
+            self.metrics.left_to_server_unclaimed += 1;
             return Ok(());
         };
         if KINDS[kind] == "headline" {
             prop_assert_eq!(status, cmr_status::NotRouted, "headline is the server's");
+            self.metrics.left_to_server_unclaimed += 1;
             return Ok(());
+        }
+        match status {
+            cmr_status::Ok => self.metrics.routed[hint.unwrap_or(entry.algorithm)] += 1,
+            cmr_status::NotRouted => {
+                self.metrics.left_to_server[hint.unwrap_or(entry.algorithm)] += 1
+            }
+            _ => {}
         }
         let algorithm = hint.unwrap_or(entry.algorithm);
         let set = eligible(&entry.resources);
@@ -683,6 +694,18 @@ impl Model {
 
     /// Every account's stats match what its sessions were given.
     fn check_stats(&self) -> Result<(), TestCaseError> {
+        let mut metrics = cmr_metrics::default();
+        prop_assert_eq!(
+            unsafe { cmr_router_metrics(self.abi.0, &mut metrics) },
+            cmr_status::Ok
+        );
+        let registered = self.accounts.iter().flatten();
+        let expected = cmr_metrics {
+            sessions: registered.clone().map(|a| a.resources.len() as u64).sum(),
+            accounts: registered.count() as u64,
+            ..self.metrics
+        };
+        prop_assert_eq!(metrics, expected);
         for (a, entry) in self.accounts.iter().enumerate() {
             let stats = self.abi.stats(&format!("user{a}@example.org"));
             match entry {
@@ -793,6 +816,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         abi: Abi::new("hints=any"),
         accounts: (0..ACCOUNTS).map(|_| None).collect(),
         next_token: 0,
+        metrics: cmr_metrics::default(),
     };
     for op in ops {
         model.step(op)?;

@@ -14,6 +14,7 @@
 
 pub(crate) mod boundary;
 
+use crate::algorithm::Algorithm;
 use crate::algorithm::Pick;
 use crate::policy::Policy;
 use crate::registry::Registration;
@@ -21,8 +22,9 @@ use crate::router::{Message, Router};
 use boundary::{
     fail, fail_with, ffi_panic_boundary, router_boundary, try_mut, try_out, try_ref, try_str,
 };
-use std::ffi::c_char;
+use std::ffi::{c_char, CString};
 use std::sync::atomic::AtomicBool;
+use std::sync::LazyLock;
 
 /// The result of every call. The numbers are stable across versions.
 #[repr(C)]
@@ -85,6 +87,52 @@ const _: () = assert!(
         && CMR_MAX_ATTRIBUTES == crate::protocol::MAX_ATTRIBUTES
         && CMR_MAX_TOKEN_BYTES == crate::protocol::MAX_TOKEN_BYTES
 );
+
+/// The number of algorithms: the length of `cmr_metrics`' per-algorithm
+/// arrays, and the indexes `cmr_algorithm_name` names.
+pub const CMR_ALGORITHM_COUNT: usize = 7;
+const _: () = assert!(CMR_ALGORITHM_COUNT == Algorithm::EVERY.len());
+
+/// A router's figures since it was made, for the host's metrics. Counters
+/// only grow; `sessions` and `accounts` are what is registered now.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct cmr_metrics {
+    /// Messages routed by CMR, per algorithm (the index that
+    /// `cmr_algorithm_name` names; a hint's algorithm when it applied).
+    pub routed: [u64; 7],
+    /// Messages left to the server although the account has sessions
+    /// registered (none of them eligible), per algorithm.
+    pub left_to_server: [u64; 7],
+    /// Messages left to the server with no algorithm applied: the account
+    /// has no session registered, or the type is not CMR's to route.
+    pub left_to_server_unclaimed: u64,
+    /// Picked sessions the host found gone (`cmr_router_session_gone`).
+    pub gone_sessions: u64,
+    /// CMR IQs answered with a result.
+    pub iq_results: u64,
+    /// CMR IQs answered with an error, or refused as malformed.
+    pub iq_errors: u64,
+    /// Sessions registered now.
+    pub sessions: u64,
+    /// Accounts with a session registered now.
+    pub accounts: u64,
+}
+
+impl From<crate::router::Metrics> for cmr_metrics {
+    fn from(m: crate::router::Metrics) -> Self {
+        cmr_metrics {
+            routed: m.routed,
+            left_to_server: m.left_to_server,
+            left_to_server_unclaimed: m.left_to_server_unclaimed,
+            gone_sessions: m.gone_sessions,
+            iq_results: m.iq_results,
+            iq_errors: m.iq_errors,
+            sessions: m.sessions,
+            accounts: m.accounts,
+        }
+    }
+}
 
 /// A router: the routing state and policy of one virtual host (or of
 /// several that share a policy). Opaque.
@@ -313,6 +361,30 @@ pub unsafe extern "C" fn cmr_router_unregister(
     router_boundary! { router,
         let jid = try_str!(jid, jid_len);
         match router.unregister(jid, token) {
+            Ok(()) => cmr_status::Ok,
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Removes a session that `cmr_router_pick` chose and the host found gone,
+/// as `cmr_router_unregister` does, and counts it in
+/// `cmr_metrics.gone_sessions` (counted also when another thread removed
+/// it first: `CMR_STATUS_NOT_FOUND`). The host then picks again.
+/// Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `jid` has `jid_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_session_gone(
+    router: *const cmr_router,
+    jid: *const c_char,
+    jid_len: usize,
+    token: u64,
+) -> cmr_status {
+    router_boundary! { router,
+        let jid = try_str!(jid, jid_len);
+        match router.session_gone(jid, token) {
             Ok(()) => cmr_status::Ok,
             Err(error) => fail_with(error),
         }
@@ -585,6 +657,37 @@ pub unsafe extern "C" fn cmr_router_stats(
             Ok(table) => out.write(table.as_bytes()),
             Err(error) => fail_with(error),
         }
+    }
+}
+
+/// Writes the router's figures into `*out`. Each counter is read as it
+/// stands, shard by shard, without stopping other threads. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_metrics(
+    router: *const cmr_router,
+    out: *mut cmr_metrics,
+) -> cmr_status {
+    router_boundary! { router,
+        let out = try_mut!(out);
+        *out = router.metrics().into();
+        cmr_status::Ok
+    }
+}
+
+static ALGORITHM_NAMES: LazyLock<[CString; CMR_ALGORITHM_COUNT]> =
+    LazyLock::new(|| Algorithm::EVERY.map(|a| CString::new(a.name()).expect("names have no NUL")));
+
+/// The short name of the algorithm at `index` of `cmr_metrics`' arrays
+/// (`all`, `mostactive`, `roundrobin`, `weighted`, `random`, `sticky`,
+/// `leastloaded`), as a static NUL-terminated string; NULL from
+/// `CMR_ALGORITHM_COUNT` on. Thread-safe.
+#[no_mangle]
+pub extern "C" fn cmr_algorithm_name(index: usize) -> *const c_char {
+    ffi_panic_boundary! {
+        ALGORITHM_NAMES.get(index).map_or(std::ptr::null(), |name| name.as_ptr())
     }
 }
 

@@ -476,6 +476,51 @@ static void test_corpus(const char *dir) {
   cmr_router_free(router);
 }
 
+/* The metrics after known traffic, with the names of their indexes. */
+static void test_metrics(void) {
+  CHECK(strcmp(cmr_algorithm_name(0), "all") == 0);
+  CHECK(strcmp(cmr_algorithm_name(CMR_ALGORITHM_COUNT - 1), "leastloaded") == 0);
+  CHECK(cmr_algorithm_name(CMR_ALGORITHM_COUNT) == NULL);
+  CHECK(cmr_algorithm_name((size_t)-1) == NULL);
+  cmr_router *router = NULL;
+  CHECK(cmr_router_new(S("default=roundrobin"), &router) == CMR_STATUS_OK);
+  cmr_metrics m;
+  CHECK(cmr_router_metrics(router, NULL) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_metrics(NULL, &m) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_register(router, S("m@x/1"), 1, 0, NULL, 0, true, NULL) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("m@x/2"), 2, 0, NULL, 0, true, NULL) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("n@x/1"), 3, -1, NULL, 0, true, NULL) == CMR_STATUS_OK);
+  uint64_t out[2];
+  size_t len = 0;
+  cmr_message to_m = message("m@x", "chat", NULL), to_n = message("n@x", NULL, NULL),
+              to_nobody = message("nobody@x", NULL, NULL);
+  for (int i = 0; i < 3; i++) CHECK(cmr_router_pick(router, &to_m, out, 2, &len) == CMR_STATUS_OK);
+  CHECK(cmr_router_pick(router, &to_n, out, 2, &len) == CMR_STATUS_NOT_ROUTED);
+  CHECK(cmr_router_pick(router, &to_nobody, out, 2, &len) == CMR_STATUS_NOT_ROUTED);
+  char buf[1024];
+  bool changed = false;
+  CHECK(cmr_router_handle_iq(router, S("<iq type='get' from='m@x/1' id='q'><query xmlns='urn:xmpp:cmr:0'/></iq>"),
+                             buf, sizeof buf, &len, &changed) == CMR_STATUS_OK);
+  CHECK(cmr_router_handle_iq(router, S("<iq type='get'"), buf, sizeof buf, &len, &changed) ==
+        CMR_STATUS_INVALID_XML);
+  CHECK(cmr_router_session_gone(router, S("m@x"), 2) == CMR_STATUS_OK);
+  CHECK(cmr_router_session_gone(router, S("m@x/2"), 2) == CMR_STATUS_NOT_FOUND);
+  CHECK(cmr_router_session_gone(router, S("@x/2"), 2) == CMR_STATUS_INVALID_JID);
+  CHECK(cmr_router_session_gone(NULL, S("m@x/2"), 2) == CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_metrics(router, &m) == CMR_STATUS_OK);
+  size_t roundrobin = 2;
+  CHECK(strcmp(cmr_algorithm_name(roundrobin), "roundrobin") == 0);
+  uint64_t routed = 0, left = 0;
+  for (size_t i = 0; i < CMR_ALGORITHM_COUNT; i++) routed += m.routed[i], left += m.left_to_server[i];
+  CHECK(m.routed[roundrobin] == 3 && routed == 3);
+  CHECK(m.left_to_server[roundrobin] == 1 && left == 1);
+  CHECK(m.left_to_server_unclaimed == 1);
+  CHECK(m.gone_sessions == 2);
+  CHECK(m.iq_results == 1 && m.iq_errors == 1);
+  CHECK(m.sessions == 2 && m.accounts == 2);
+  cmr_router_free(router);
+}
+
 int main(int argc, char **argv) {
   test_version_and_messages();
   test_last_error_sizes();
@@ -485,6 +530,7 @@ int main(int argc, char **argv) {
   test_rotation_survives_presence_updates();
   test_hibernation();
   test_set_without_a_session();
+  test_metrics();
   cmr_router *router = NULL;
   if (cmr_router_new(S("default=sticky hints=any"), &router) != CMR_STATUS_OK) {
     fprintf(stderr, "cmr_router_new: %s\n", last_error());
