@@ -1,0 +1,77 @@
+"""CMR's figures in the host's own metrics channel (Prosody's
+mod_http_openmetrics, ejabberd's commands, Openfire's statistics), scraped
+after known traffic. `host.metrics()` reads them as the host serves them and
+returns the common shape:
+
+    {"routed": {algorithm: n}, "left_to_server": {algorithm or "none": n},
+     "gone_sessions": n, "iq_results": n, "iq_errors": n,
+     "sessions": n, "accounts": n}
+
+with every algorithm present (and "none" in `left_to_server`: no algorithm
+applied, the account has no session registered). Counters are compared as
+differences: the server is the test module's, but its own clients (an
+admin probe) may have done something before."""
+
+from conftest import run
+from xmpp import NS_CMR, close, cluster, deliver, error_condition, online, send_messages, wait_for
+
+ALGORITHMS = ["all", "mostactive", "roundrobin", "weighted", "random", "sticky", "leastloaded"]
+COUNTERS = ["gone_sessions", "iq_results", "iq_errors"]
+
+
+def difference(after, before):
+    """What changed between two scrapes, leaving out what did not."""
+    changed = {}
+    for family in ("routed", "left_to_server"):
+        for algorithm, value in after[family].items():
+            if value != before[family].get(algorithm, 0):
+                changed[(family, algorithm)] = value - before[family].get(algorithm, 0)
+    for name in COUNTERS + ["sessions", "accounts"]:
+        if after[name] != before[name]:
+            changed[name] = after[name] - before[name]
+    return changed
+
+
+def test_every_figure_is_served(host):
+    figures = host.metrics()
+    assert set(figures["routed"]) == set(ALGORITHMS)
+    assert set(figures["left_to_server"]) == set(ALGORITHMS) | {"none"}
+    for name in COUNTERS + ["sessions", "accounts"]:
+        assert isinstance(figures[name], int) and figures[name] >= 0, (name, figures[name])
+
+
+def test_known_traffic_gives_exact_figures(host):
+    async def scenario():
+        before = host.metrics()
+        # 3 sessions with round robin (one IQ result), 30 messages routed.
+        account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:xmpp:cmr:roundrobin")
+        assert await deliver(sensor, account, nodes, 30) == [10, 10, 10]
+        # An account whose only session has a negative priority: weighted
+        # (one more result) finds nothing eligible, 4 messages left to the
+        # server.
+        lonely_jid = host.account()
+        lonely = await online(host, lonely_jid, "low", priority=-1)
+        await lonely.set_algorithm("urn:xmpp:cmr:weighted")
+        send_messages(sensor, lonely_jid, 4)
+        # An account with no session: 3 messages, no algorithm applied.
+        send_messages(sensor, host.account(), 3)
+        # An algorithm the server does not know: an error.
+        reply = await nodes[0].iq("set", f"<cmr xmlns='{NS_CMR}' algorithm='urn:example:fastest'/>")
+        assert error_condition(reply) == "item-not-found"
+        expected = {
+            ("routed", "roundrobin"): 30,
+            ("left_to_server", "weighted"): 4,
+            ("left_to_server", "none"): 3,
+            "iq_results": 2,
+            "iq_errors": 1,
+            "sessions": 5,
+            "accounts": 3,
+        }
+        assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
+            difference(host.metrics(), before)
+        await close(sensor, lonely, *nodes)
+        # Every session gone: the gauges are back, the counters stay.
+        del expected["sessions"], expected["accounts"]
+        assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
+            difference(host.metrics(), before)
+    run(scenario())
