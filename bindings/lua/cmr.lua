@@ -7,6 +7,7 @@
 --   local router, err = cmr.new("default=roundrobin hints=local")
 --   router:register(full_jid, token, priority, show, available) --> true, new_account | nil, err, status
 --   router:unregister(jid, token)                               --> true | nil, err, status
+--   router:session_gone(jid, token)                             --> true | nil, err, status
 --   router:touch(full_jid, token)                               --> true | nil, err, status
 --   router:set_load(full_jid, token, load)                      --> true | nil, err, status
 --   router:set_hibernating(full_jid, token, hibernating)        --> true | nil, err, status
@@ -17,12 +18,24 @@
 --   router:handle_iq(xml)            --> reply_xml, changed | false (not a CMR IQ) | nil, err, status
 --   router:disco_features()          --> "feature\nfeature" | nil, err, status
 --   router:stats(bare_jid)           --> tab-separated table | nil, err, status
+--   router:metrics()                 --> figures | nil, err, status
 --   cmr.version(), cmr.backend
 --
 -- `new_account` is true for the register call that gave the account its
 -- first session: the host restores the persisted algorithm then. `status`
 -- names the error (invalid_jid, not_found, ...); "panic" means the router
 -- caught a bug and refuses every call from then on.
+--
+-- session_gone is unregister for a session that a pick chose and the host
+-- found gone: it is counted (also when already removed: not_found).
+-- metrics() gives the router's figures since it was made, for the host's
+-- metrics: `routed` and `left_to_server` map each algorithm's short name to
+-- its messages (routed by CMR; left to the server because none of the
+-- account's sessions was eligible), `left_to_server_unclaimed` counts those
+-- no algorithm applied to (no session registered, or a type CMR does not
+-- route); `gone_sessions`, `iq_results` and `iq_errors` are counters too,
+-- `sessions` and `accounts` what is registered now. The short names are
+-- the library's (cmr_algorithm_name).
 --
 -- Tokens are integers; keep them below 2^53 (LuaJIT numbers are doubles).
 -- rawget: hosts such as Prosody warn on reading an undefined global.

@@ -117,6 +117,13 @@ static int l_unregister(lua_State *L) {
   return push_ok(L, cmr_router_unregister(router, jid, len, check_token(L, 3)));
 }
 
+static int l_session_gone(lua_State *L) {
+  cmr_router *router = check_router(L);
+  size_t len;
+  const char *jid = luaL_checklstring(L, 2, &len);
+  return push_ok(L, cmr_router_session_gone(router, jid, len, check_token(L, 3)));
+}
+
 static int l_touch(lua_State *L) {
   cmr_router *router = check_router(L);
   size_t len;
@@ -245,6 +252,35 @@ static int l_stats(lua_State *L) {
   return text_result(L, call_stats, &a);
 }
 
+/* Counts stay far below 2^63, where lua_Integer ends. */
+static void set_count(lua_State *L, const char *name, uint64_t value) {
+  lua_pushinteger(L, (lua_Integer)value);
+  lua_setfield(L, -2, name);
+}
+
+/* A table of the per-algorithm counts, by cmr_algorithm_name. */
+static void set_per_algorithm(lua_State *L, const char *name, const uint64_t *values) {
+  lua_createtable(L, 0, CMR_ALGORITHM_COUNT);
+  for (size_t i = 0; i < CMR_ALGORITHM_COUNT; i++) set_count(L, cmr_algorithm_name(i), values[i]);
+  lua_setfield(L, -2, name);
+}
+
+static int l_metrics(lua_State *L) {
+  cmr_metrics m;
+  cmr_status status = cmr_router_metrics(check_router(L), &m);
+  if (status != CMR_STATUS_OK) return push_error(L, status);
+  lua_createtable(L, 0, 8);
+  set_per_algorithm(L, "routed", m.routed);
+  set_per_algorithm(L, "left_to_server", m.left_to_server);
+  set_count(L, "left_to_server_unclaimed", m.left_to_server_unclaimed);
+  set_count(L, "gone_sessions", m.gone_sessions);
+  set_count(L, "iq_results", m.iq_results);
+  set_count(L, "iq_errors", m.iq_errors);
+  set_count(L, "sessions", m.sessions);
+  set_count(L, "accounts", m.accounts);
+  return 1;
+}
+
 static int l_version(lua_State *L) {
   lua_pushstring(L, cmr_version());
   return 1;
@@ -252,11 +288,13 @@ static int l_version(lua_State *L) {
 
 static const luaL_Reg router_methods[] = {
     {"register", l_register},         {"unregister", l_unregister},
+    {"session_gone", l_session_gone},
     {"touch", l_touch},               {"set_load", l_set_load},
     {"set_hibernating", l_set_hibernating},
     {"pick", l_pick},                 {"get_algorithm", l_get_algorithm},
     {"set_algorithm", l_set_algorithm}, {"handle_iq", l_handle_iq},
     {"disco_features", l_disco_features}, {"stats", l_stats},
+    {"metrics", l_metrics},
     {NULL, NULL}};
 
 int luaopen_cmr_core(lua_State *L) {

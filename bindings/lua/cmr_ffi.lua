@@ -83,6 +83,10 @@ function router_mt:unregister(jid, token)
 	return result(lib.cmr_router_unregister(ptr(self), jid, #jid, token));
 end
 
+function router_mt:session_gone(jid, token)
+	return result(lib.cmr_router_session_gone(ptr(self), jid, #jid, token));
+end
+
 function router_mt:touch(jid, token)
 	return result(lib.cmr_router_touch(ptr(self), jid, #jid, token));
 end
@@ -153,6 +157,37 @@ function router_mt:stats(jid)
 	return text_result(function (buf, cap)
 		return lib.cmr_router_stats(router, jid, #jid, buf, cap, out_len);
 	end);
+end
+
+-- The algorithms' short names, by their index in cmr_metrics' arrays.
+local algorithms = {};
+while true do
+	local name = lib.cmr_algorithm_name(#algorithms);
+	if name == nil then break; end
+	algorithms[#algorithms + 1] = ffi.string(name);
+end
+
+-- Counts come back as Lua numbers: exact up to 2^53.
+local function per_algorithm(values)
+	local counts = {};
+	for i, name in ipairs(algorithms) do counts[name] = tonumber(values[i - 1]); end
+	return counts;
+end
+
+local metrics = ffi.new("cmr_metrics");
+function router_mt:metrics()
+	local status = lib.cmr_router_metrics(ptr(self), metrics);
+	if status ~= OK then return failure(status); end
+	return {
+		routed = per_algorithm(metrics.routed);
+		left_to_server = per_algorithm(metrics.left_to_server);
+		left_to_server_unclaimed = tonumber(metrics.left_to_server_unclaimed);
+		gone_sessions = tonumber(metrics.gone_sessions);
+		iq_results = tonumber(metrics.iq_results);
+		iq_errors = tonumber(metrics.iq_errors);
+		sessions = tonumber(metrics.sessions);
+		accounts = tonumber(metrics.accounts);
+	};
 end
 
 local function new(options)

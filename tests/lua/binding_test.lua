@@ -106,5 +106,59 @@ check("unregister by bare JID and token", router:unregister("cluster@example.org
 ok, err = router:unregister("cluster@example.org/node-1", 1);
 check("unregister twice", ok == nil and err:find("not registered", 1, true), err);
 
+-- Metrics: the library's names, every figure present, and the counts after
+-- known calls on a router of their own.
+local counted = assert(cmr.new("default=roundrobin hints=any"));
+local figures = counted:metrics();
+local zero = true;
+for _, family in ipairs { "routed", "left_to_server" } do
+	local names = {};
+	for name, count in pairs(figures[family]) do
+		names[#names + 1] = name;
+		zero = zero and count == 0;
+	end
+	table.sort(names);
+	names = table.concat(names, ",");
+	check("metrics: " .. family .. " by algorithm", names == "all,leastloaded,mostactive,random,roundrobin,sticky,weighted", names);
+end
+for _, name in ipairs { "left_to_server_unclaimed", "gone_sessions", "iq_results", "iq_errors", "sessions", "accounts" } do
+	zero = zero and figures[name] == 0;
+end
+check("metrics of a new router: every figure, all 0", zero);
+assert(counted:register("m@example.org/a", 1, 0, "", true));
+assert(counted:register("m@example.org/b", 2, 0, "", true));
+assert(counted:register("low@example.org/a", 3, -1, "", true));
+for _ = 1, 3 do counted:pick("m@example.org", "chat", "s@example.net/x"); end
+counted:pick("m@example.org", "normal", "s@example.net", "urn:xmpp:cmr:mostactive");
+counted:pick("low@example.org", "chat");
+counted:pick("nobody@example.org", "chat");
+counted:pick("m@example.org", "headline");
+counted:handle_iq("<iq type='get' from='m@example.org/a' id='q'><query xmlns='urn:xmpp:cmr:0'/></iq>");
+counted:handle_iq("<iq type='set' from='m@example.org/a' id='s'><cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:example:fastest'/></iq>");
+counted:handle_iq("<iq type='get'><query");
+check("session_gone", counted:session_gone("m@example.org/a", 1) == true);
+ok, err, status = counted:session_gone("m@example.org", 1);
+check("session_gone twice: not_found", ok == nil and status == "not_found", err);
+ok, err, status = counted:session_gone("m@example.org/\255", 2);
+check("session_gone bad UTF-8", ok == nil and status == "invalid_utf8", err);
+ok, err, status = counted:session_gone("@example.org", 2);
+check("session_gone bad JID", ok == nil and status == "invalid_jid", err);
+figures = counted:metrics();
+local function show(t)
+	local parts = {};
+	for k, v in pairs(t) do parts[#parts + 1] = k .. "=" .. (type(v) == "table" and "{" .. show(v) .. "}" or tostring(v)); end
+	table.sort(parts);
+	return table.concat(parts, " ");
+end
+check("metrics after known calls",
+	figures.routed.roundrobin == 3 and figures.routed.mostactive == 1 and figures.routed.all == 0
+	and figures.left_to_server.roundrobin == 1 and figures.left_to_server.weighted == 0
+	and figures.left_to_server_unclaimed == 2 and figures.gone_sessions == 2
+	and figures.iq_results == 1 and figures.iq_errors == 2
+	and figures.sessions == 2 and figures.accounts == 2, show(figures));
+check("metrics of another router untouched", router:metrics().gone_sessions == 0);
+check("metrics: not a router", not pcall(counted.metrics, {}));
+check("session_gone: no token", not pcall(counted.session_gone, counted, "m@example.org/b"));
+
 print(("%s: %d passed, %d failed"):format(cmr.backend, passed, failed));
 os.exit(failed == 0 and 0 or 1);
