@@ -2,9 +2,10 @@
 --
 -- The routing decisions live in the cmr library; this module feeds it the
 -- sessions' presence, activity and XEP-0198 load, asks it who gets each
--- chat or normal message sent to a bare JID (or to an offline full JID),
--- delivers to those sessions with `to` untouched, and answers XEP-0354 IQs
--- through it. See README.md beside this file.
+-- message sent to a bare JID (or to an offline full JID; it routes chat and
+-- normal ones), delivers to those sessions with `to` untouched, answers
+-- XEP-0354 IQs through it, and serves its figures as Prosody's metrics.
+-- See README.md beside this file.
 
 local st = require "util.stanza";
 local jid_bare = require "util.jid".bare;
@@ -60,10 +61,9 @@ if not router then
 end
 module:log("info", "cmr %s (%s backend) routing for %s", cmr.version(), cmr.backend, module.host);
 
--- Routers by host, for the admin shell.
+-- Routers by host, for the admin shell (module.unload removes this one).
 local routers = module:shared("/*/cmr/routers");
 routers[module.host] = router;
-function module.unload() routers[module.host] = nil; end
 
 local store = module:open_store("cmr");
 
@@ -124,6 +124,15 @@ local function unregister(session)
 	if token and session_of[token] == session then
 		session_of[token] = nil;
 		router:unregister(session.full_jid, token);
+	end
+end
+
+-- A session that a pick chose and that is gone: unregistered, and counted.
+local function gone(session)
+	local token = session.cmr_token;
+	if token and session_of[token] == session then
+		session_of[token] = nil;
+		router:session_gone(session.full_jid, token);
 	end
 end
 
@@ -254,8 +263,8 @@ filters.add_filter_hook(shared.install);
 for _, session in pairs(full_sessions) do shared.install(session); end
 
 -- Delivers to the picked sessions, adding those that took the stanza to
--- `picked`; gone ones are unregistered. `mark` (a session alone gets it)
--- goes on the copy a session's XEP-0198 queue keeps.
+-- `picked`; gone ones are unregistered and counted. `mark` (a session
+-- alone gets it) goes on the copy a session's XEP-0198 queue keeps.
 local function deliver(stanza, picked, mark, n, token, ...)
 	if n == 0 then return; end
 	local session = session_of[token];
@@ -272,7 +281,7 @@ local function deliver(stanza, picked, mark, n, token, ...)
 	end
 	if session then
 		module:log("debug", "Picked session %s is gone; routing again", session.full_jid);
-		unregister(session);
+		gone(session);
 	end
 	return deliver(stanza, picked, mark, n - 1, ...);
 end
@@ -317,16 +326,12 @@ local honour_hints = false;
 -- attempt removes at least one, so a few attempts always settle.
 local MAX_ATTEMPTS = 8;
 
--- What RFC 6121 leaves to the server itself; any other type, unknown ones
--- included, is normal (RFC 6121 5.2.2), so CMR's to route.
-local not_routed_types = { headline = true, groupchat = true, error = true };
-
--- Routes a chat or normal message for `bare`. Returns true when delivered;
--- nil lets Prosody handle it (nothing eligible: offline storage or error).
+-- Routes a message for `bare`. Returns true when delivered; nil lets
+-- Prosody handle it (a type CMR does not route, or nothing eligible:
+-- offline storage or error). The library decides which, and counts it.
 local function route(event, bare)
 	local origin, stanza = event.origin, event.stanza;
 	local message_type = stanza.attr.type;
-	if not_routed_types[message_type] then return; end
 	local hint = honour_hints and stanza:get_child("cmr", xmlns_cmr) or nil;
 	hint = hint and hint.attr.algorithm;
 	local sender = stanza.attr.from or "";
@@ -447,6 +452,45 @@ function shell_env.cmr:stats(jid)
 	self.session.print("algorithm\t" .. algorithm);
 	for line in table_text:gmatch("[^\n]+") do self.session.print(line); end
 	return true, "OK";
+end
+
+-- Metrics, through Prosody's statistics (mod_http_openmetrics serves them
+-- as prosody_mod_cmr__*, labelled with the host). The library counts;
+-- their values are read from it whenever Prosody collects: at each scrape
+-- with statistics_interval = "manual", else every statistics_interval.
+local routed = module:metric("counter", "routed", "messages",
+	"Messages to a bare JID (or an offline full JID) routed by CMR, by algorithm", { "algorithm" });
+local left_to_server = module:metric("counter", "left_to_server", "messages",
+	"Messages left to Prosody's own delivery (offline storage, error, or its rules for the type), by the algorithm "
+	.. "that found no session eligible; algorithm=\"none\": no session registered, or a type CMR does not route",
+	{ "algorithm" });
+local gone_sessions = module:metric("counter", "gone", "sessions",
+	"Sessions that a pick chose and that were found gone (unregistered, and the message routed again)", {});
+local answered = module:metric("counter", "answered", "iqs",
+	"XEP-0354 IQs answered, by response type (error includes malformed requests)", { "type" });
+local registered_sessions = module:metric("gauge", "registered", "sessions", "Sessions registered with CMR now", {});
+local registered_accounts = module:metric("gauge", "registered", "accounts",
+	"Accounts with a session registered with CMR now", {});
+
+module:hook_global("stats-update", function ()
+	local figures, reason, status = router:metrics();
+	if not figures then return refused(status, reason, "warn", "Metrics not read: %s", reason); end
+	for algorithm, count in pairs(figures.routed) do routed:with_labels(algorithm):set(count); end
+	for algorithm, count in pairs(figures.left_to_server) do left_to_server:with_labels(algorithm):set(count); end
+	left_to_server:with_labels("none"):set(figures.left_to_server_unclaimed);
+	gone_sessions:with_labels():set(figures.gone_sessions);
+	answered:with_labels("result"):set(figures.iq_results);
+	answered:with_labels("error"):set(figures.iq_errors);
+	registered_sessions:with_labels():set(figures.sessions);
+	registered_accounts:with_labels():set(figures.accounts);
+end);
+
+-- Prosody keeps a module's series after it is unloaded: no session is
+-- registered then. (A reload makes a new router, counting from 0.)
+function module.unload()
+	routers[module.host] = nil;
+	registered_sessions:with_labels():set(0);
+	registered_accounts:with_labels():set(0);
 end
 
 -- Sessions that exist when the module is loaded or reloaded.
