@@ -1,13 +1,15 @@
 """The Prosody host: Debian's prosody with mod_cmr from build/prosody."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
-from hosts.base import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost
+from hosts.base import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 PLUGINS = ROOT / "build" / "prosody"
@@ -33,7 +35,7 @@ default_archive_policy = true
 archive_expires_after = "never"
 smacks_hibernation_time = {hibernation}
 modules_enabled = {{ {modules} }}
-
+{metrics}
 VirtualHost "{domain}"
   cmr_hints = "any"
 
@@ -42,6 +44,21 @@ VirtualHost "{fixed}"
   cmr_user_change = false
   cmr_hints = "never"
 """
+
+# mod_http_openmetrics on its own loopback port; statistics collected at
+# each scrape, so what it serves is what the modules hold then.
+METRICS = """
+statistics = "internal"
+statistics_interval = "manual"
+http_ports = {{ {port} }}
+http_interfaces = {{ "127.0.0.1" }}
+https_ports = {{ }}
+openmetrics_allow_ips = {{ "127.0.0.1" }}
+"""
+
+# A sample line of the OpenMetrics exposition: name, labels, value.
+SAMPLE = re.compile(r'^(\w+)(?:\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 class ProsodyHost(ServerHost):
@@ -58,7 +75,8 @@ class ProsodyHost(ServerHost):
     # The least a benchmark needs: no archive, no carbons.
     LEAN = ["roster", "saslauth", "disco"]
     # What the suite needs of a server beside mod_cmr.
-    MODULES = ["roster", "saslauth", "disco", "carbons", "mam", "smacks", "offline", "admin_shell", "ping"]
+    MODULES = ["roster", "saslauth", "disco", "carbons", "mam", "smacks", "offline", "admin_shell", "ping",
+               "http_openmetrics"]
 
     def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS, modules=None, archive=True):
         super().__init__()
@@ -68,13 +86,16 @@ class ProsodyHost(ServerHost):
         listed = [m for m in self.MODULES if archive or m != "mam"] if modules is None else modules
         self.modules = list(listed) + (["cmr"] if with_cmr else [])
         self.config = self.dir / "prosody.cfg.lua"
+        self.http_port = free_port()
+        self.serves_metrics = "http_openmetrics" in self.modules
         if shutil.which("prosody") is None:
             raise RuntimeError("prosody is not installed (make test installs it)")
 
     def _write_config(self):
         self.config.write_text(CONFIG.format(
             dir=self.dir, plugins=self.plugins, hibernation=self.hibernation_seconds, port=self.port, domain=DOMAIN, fixed=FIXED_DOMAIN,
-            modules="".join(f'"{m}"; ' for m in self.modules), log_level=os.environ.get("CMR_PROSODY_LOG", "info")))
+            modules="".join(f'"{m}"; ' for m in self.modules), log_level=os.environ.get("CMR_PROSODY_LOG", "info"),
+            metrics=METRICS.format(port=self.http_port) if self.serves_metrics else ""))
 
     def _create_accounts(self):
         # Prosody's internal_plain storage: one file per account, the host
@@ -93,17 +114,21 @@ class ProsodyHost(ServerHost):
         log = open(self.dir / "stdout.log", "ab")
         self.process = subprocess.Popen(
             ["prosody", "--config", str(self.config), "-F"], stdout=log, stderr=subprocess.STDOUT)
-        # Generous: the machine may be busy.
+        # Prosody opens its ports as it loads the modules, in no set order:
+        # ready when each one listens. Generous: the machine may be busy.
+        ports = [self.port] + ([self.http_port] if self.serves_metrics else [])
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"prosody exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                for port in ports:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        pass
+                return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"prosody did not listen on {self.port}:\n{self.log_tail()}")
+        raise RuntimeError(f"prosody did not listen on {ports}:\n{self.log_tail()}")
 
     def log_tail(self, lines=40):
         return "\n".join(self.log().splitlines()[-lines:]) or "(no log)"
@@ -136,3 +161,32 @@ class ProsodyHost(ServerHost):
     def stats(self, jid):
         """The output of the admin command that shows an account's figures."""
         return self.shell(f"cmr:stats('{jid}')")
+
+    def metrics(self):
+        """mod_cmr's figures for the main domain, scraped from
+        mod_http_openmetrics as a monitoring system would, in the suite's
+        common shape."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=30) as response:
+            exposition = response.read().decode()
+        figures = {"routed": {}, "left_to_server": {}}
+        for line in exposition.splitlines():
+            sample = SAMPLE.match(line)
+            if not sample or not sample[1].startswith("prosody_mod_cmr__"):
+                continue
+            name, labels, value = sample[1][len("prosody_mod_cmr__"):], dict(LABEL.findall(sample[2] or "")), sample[3]
+            if labels.get("host") != self.domain:
+                continue
+            value = int(float(value))
+            if name == "routed_messages_total":
+                figures["routed"][labels["algorithm"]] = value
+            elif name == "left_to_server_messages_total":
+                figures["left_to_server"][labels["algorithm"]] = value
+            elif name == "gone_sessions_total":
+                figures["gone_sessions"] = value
+            elif name == "answered_iqs_total":
+                figures[{"result": "iq_results", "error": "iq_errors"}[labels["type"]]] = value
+            elif name == "registered_sessions":
+                figures["sessions"] = value
+            elif name == "registered_accounts":
+                figures["accounts"] = value
+        return figures
