@@ -11,10 +11,11 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from hosts.base import ACCOUNTS, DOMAIN, PASSWORD, ServerHost
+from hosts.base import ACCOUNTS, DOMAIN, PASSWORD, ServerHost, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVER = ROOT / "build" / "openfire" / "server"
@@ -94,13 +95,15 @@ class OpenfireHost(ServerHost):
         self.dir = Path(workdir)
         self.with_cmr = with_cmr
         self.plugin = Path(plugin)
+        self.admin_port = free_port()
         if shutil.which("java") is None or not (SERVER / "classes" / "Launcher.class").exists():
             raise RuntimeError("Openfire 4.2.0 is not installed: run make openfire-deps")
 
     def _write_home(self):
         for sub in ("conf", "logs", "plugins/admin", "resources/security"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(FILES / "openfire.xml", self.dir / "conf" / "openfire.xml")
+        (self.dir / "conf" / "openfire.xml").write_text(
+            (FILES / "openfire.xml").read_text().format(admin_port=self.admin_port))
         (self.dir / "plugins" / "admin" / "plugin.xml").write_text(ADMIN_PLUGIN)
         # No property is stored encrypted; 4.2.0 logs an error without it.
         (self.dir / "conf" / "security.xml").write_text("<security/>\n")
@@ -203,6 +206,37 @@ class OpenfireHost(ServerHost):
                 # An account with no session: the error says so.
                 return str(refused)
         return reply.find("{urn:x-cmr:stats:0}stats").text or ""
+
+    def metrics(self):
+        """CMR's figures as Openfire's statistics give them: what the
+        Monitoring plugin samples each minute (and Openfire 5.1 publishes
+        over JMX) is every Statistic in StatisticsManager; the admin
+        console's stand-in (Launcher.AdminConsole) samples them all at each
+        GET /statistics, one line each: key, type, partial, sample, units,
+        name. The plugin's keys are cmr_routed_ALGORITHM,
+        cmr_left_to_server_ALGORITHM (and _none), cmr_gone_sessions,
+        cmr_iq_results, cmr_iq_errors, cmr_sessions and cmr_accounts: read
+        into the suite's common shape. Openfire serves one XMPP domain, so
+        they are host.domain's."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/statistics", timeout=30) as reply:
+            text = reply.read().decode()
+        figures = {"routed": {}, "left_to_server": {}}
+        for line in text.splitlines():
+            key, kind, partial, sample, _units, _name = line.split("\t", 5)
+            if not key.startswith("cmr_"):
+                continue
+            # Running totals and current numbers: never Openfire's
+            # destructive "rate" type; this node's share ("partial").
+            assert (kind, partial) == ("count", "true"), line
+            value = float(sample)
+            assert value.is_integer() and value >= 0, line
+            name = key[len("cmr_"):]
+            family = next((f for f in figures if name.startswith(f + "_")), None)
+            if family:
+                figures[family][name[len(family) + 1:]] = int(value)
+            else:
+                figures[name] = int(value)
+        return figures
 
     @classmethod
     def installed(cls, workdir: Path):

@@ -1,5 +1,8 @@
 import java.io.File;
+import java.io.IOException;
+import java.io.OutputStream;
 import java.io.Reader;
+import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Paths;
@@ -11,10 +14,16 @@ import java.sql.SQLException;
 import java.sql.Statement;
 import java.util.Map;
 import java.util.Properties;
+import java.util.TreeMap;
 
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
 import org.jivesoftware.openfire.XMPPServer;
 import org.jivesoftware.openfire.container.Plugin;
 import org.jivesoftware.openfire.container.PluginManager;
+import org.jivesoftware.openfire.stats.Statistic;
+import org.jivesoftware.openfire.stats.StatisticsManager;
+import org.jivesoftware.util.JiveGlobals;
 import org.logicalcobwebs.proxool.ProxoolFacade;
 
 /**
@@ -98,14 +107,56 @@ public final class Launcher {
      * Stands for the admin console, which Central does not carry: 4.2.0's
      * plugin monitor needs a plugin named "admin" (plugins/admin/plugin.xml
      * names this class), and the client port opens after its first pass.
+     *
+     * It serves what monitoring reads from Openfire, the statistics of
+     * StatisticsManager (where the Monitoring plugin samples them, and
+     * Openfire 5.1 publishes them over JMX), as text on the admin console's
+     * interface and port: GET /statistics gives one line per statistic,
+     * KEY TYPE PARTIAL SAMPLE UNITS NAME, tab-separated, by key, each
+     * sampled now (so, as with Monitoring, a "rate" statistic of Openfire's
+     * own starts again from zero).
      */
     public static final class AdminConsole implements Plugin {
+        private HttpServer http;
+
         @Override
         public void initializePlugin(PluginManager manager, File pluginDirectory) {
+            String host = JiveGlobals.getXMLProperty("adminConsole.interface", "127.0.0.1");
+            int port = JiveGlobals.getXMLProperty("adminConsole.port", 9090);
+            try {
+                http = HttpServer.create(new InetSocketAddress(host, port), 0);
+            } catch (IOException e) {
+                throw new IllegalStateException("admin console stand-in: cannot listen on " + host + ":" + port, e);
+            }
+            http.createContext("/statistics", AdminConsole::statistics);
+            http.start();
+        }
+
+        private static void statistics(HttpExchange exchange) throws IOException {
+            StringBuilder text = new StringBuilder();
+            Map<String, Statistic> byKey = new TreeMap<>();
+            for (Map.Entry<String, Statistic> entry : StatisticsManager.getInstance().getAllStatistics()) {
+                byKey.put(entry.getKey(), entry.getValue());
+            }
+            for (Map.Entry<String, Statistic> entry : byKey.entrySet()) {
+                Statistic statistic = entry.getValue();
+                text.append(entry.getKey()).append('\t').append(statistic.getStatType())
+                        .append('\t').append(statistic.isPartialSample())
+                        .append('\t').append(statistic.sample())
+                        .append('\t').append(statistic.getUnits())
+                        .append('\t').append(statistic.getName()).append('\n');
+            }
+            byte[] body = text.toString().getBytes(StandardCharsets.UTF_8);
+            exchange.getResponseHeaders().set("Content-Type", "text/plain; charset=utf-8");
+            exchange.sendResponseHeaders(200, body.length);
+            try (OutputStream out = exchange.getResponseBody()) {
+                out.write(body);
+            }
         }
 
         @Override
         public void destroyPlugin() {
+            http.stop(0);
         }
     }
 }

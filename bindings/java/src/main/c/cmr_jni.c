@@ -247,8 +247,9 @@ JNIEXPORT jboolean JNICALL Java_org_cmr_Native_register(JNIEnv *env, jclass cls,
     return new_account ? JNI_TRUE : JNI_FALSE;
 }
 
-/* unregister, touch, set_hibernating and set_load: a JID, a token, a value. */
-enum session_call { UNREGISTER, TOUCH, SET_HIBERNATING, SET_LOAD };
+/* unregister, session_gone, touch, set_hibernating and set_load: a JID, a
+ * token, a value. */
+enum session_call { UNREGISTER, SESSION_GONE, TOUCH, SET_HIBERNATING, SET_LOAD };
 
 static void session_call(JNIEnv *env, enum session_call which, jlong handle, jbyteArray jid_array,
                          jlong token, jint value) {
@@ -262,6 +263,9 @@ static void session_call(JNIEnv *env, enum session_call which, jlong handle, jby
     switch (which) {
     case UNREGISTER:
         status = cmr_router_unregister(router, jid.bytes, jid.len, (uint64_t)token);
+        break;
+    case SESSION_GONE:
+        status = cmr_router_session_gone(router, jid.bytes, jid.len, (uint64_t)token);
         break;
     case TOUCH:
         status = cmr_router_touch(router, jid.bytes, jid.len, (uint64_t)token);
@@ -283,6 +287,12 @@ JNIEXPORT void JNICALL Java_org_cmr_Native_unregister(JNIEnv *env, jclass cls, j
                                                       jbyteArray jid, jlong token) {
     (void)cls;
     session_call(env, UNREGISTER, handle, jid, token, 0);
+}
+
+JNIEXPORT void JNICALL Java_org_cmr_Native_sessionGone(JNIEnv *env, jclass cls, jlong handle,
+                                                       jbyteArray jid, jlong token) {
+    (void)cls;
+    session_call(env, SESSION_GONE, handle, jid, token, 0);
 }
 
 JNIEXPORT void JNICALL Java_org_cmr_Native_touch(JNIEnv *env, jclass cls, jlong handle,
@@ -486,4 +496,45 @@ JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_stats(JNIEnv *env, jclass cls, 
                                                        jbyteArray bare_jid) {
     (void)cls;
     return text_result(env, handle, bare_jid, call_stats);
+}
+
+/* The router's figures as one array, in cmr_metrics' order: routed[],
+ * left_to_server[] (CMR_ALGORITHM_COUNT each), then
+ * left_to_server_unclaimed, gone_sessions, iq_results, iq_errors, sessions,
+ * accounts. org.cmr.Metrics reads it. */
+JNIEXPORT jlongArray JNICALL Java_org_cmr_Native_metrics(JNIEnv *env, jclass cls, jlong handle) {
+    (void)cls;
+    cmr_metrics m;
+    cmr_status status = cmr_router_metrics(router_of(handle), &m);
+    if (status != CMR_STATUS_OK) {
+        throw_status(env, status);
+        return NULL;
+    }
+    jlong values[2 * CMR_ALGORITHM_COUNT + 6];
+    size_t n = 0;
+    for (size_t i = 0; i < CMR_ALGORITHM_COUNT; i++) {
+        values[n++] = (jlong)m.routed[i];
+    }
+    for (size_t i = 0; i < CMR_ALGORITHM_COUNT; i++) {
+        values[n++] = (jlong)m.left_to_server[i];
+    }
+    values[n++] = (jlong)m.left_to_server_unclaimed;
+    values[n++] = (jlong)m.gone_sessions;
+    values[n++] = (jlong)m.iq_results;
+    values[n++] = (jlong)m.iq_errors;
+    values[n++] = (jlong)m.sessions;
+    values[n++] = (jlong)m.accounts;
+    jlongArray array = (*env)->NewLongArray(env, (jsize)n);
+    if (array != NULL) {
+        (*env)->SetLongArrayRegion(env, array, 0, (jsize)n, values);
+    }
+    return array;
+}
+
+/* The short name of the algorithm at `index` of the metrics' arrays, or
+ * null past the last. */
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_algorithmName(JNIEnv *env, jclass cls, jint index) {
+    (void)cls;
+    const char *name = index < 0 ? NULL : cmr_algorithm_name((size_t)index);
+    return name == NULL ? NULL : to_java_bytes(env, name, strlen(name));
 }

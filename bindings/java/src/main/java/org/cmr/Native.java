@@ -15,6 +15,8 @@ final class Native {
 
     static native void unregister(long router, byte[] jid, long token);
 
+    static native void sessionGone(long router, byte[] jid, long token);
+
     static native void touch(long router, byte[] fullJid, long token);
 
     static native void setHibernating(long router, byte[] fullJid, long token, boolean hibernating);
@@ -48,4 +50,8 @@ final class Native {
     static native byte[] discoFeatures(long router);
 
     static native byte[] stats(long router, byte[] bareJid);
+
+    static native long[] metrics(long router);
+
+    static native byte[] algorithmName(int index);
 }

@@ -5,6 +5,9 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
 import java.util.Objects;
 import java.util.concurrent.locks.StampedLock;
 
@@ -22,6 +25,8 @@ import java.util.concurrent.locks.StampedLock;
  */
 public final class Router implements AutoCloseable {
     private static boolean loaded;
+    /** The library's algorithm names, read once (see {@link #algorithms}). */
+    private static volatile List<String> algorithms;
 
     private final StampedLock lock = new StampedLock();
     private long handle;
@@ -51,6 +56,25 @@ public final class Router implements AutoCloseable {
     /** The library's version. */
     public static String version() {
         return new String(Native.version(), StandardCharsets.UTF_8);
+    }
+
+    /**
+     * The short names of the library's algorithms ({@code all},
+     * {@code mostactive}, ...), in the order of the per-algorithm
+     * {@link Metrics}: as the library names them, so a newer library's
+     * algorithm appears without a change here.
+     */
+    public static List<String> algorithms() {
+        List<String> names = algorithms;
+        if (names == null) {
+            List<String> read = new ArrayList<>();
+            for (byte[] name; (name = Native.algorithmName(read.size())) != null; ) {
+                read.add(new String(name, StandardCharsets.UTF_8));
+            }
+            names = Collections.unmodifiableList(read);
+            algorithms = names;
+        }
+        return names;
     }
 
     /**
@@ -112,6 +136,27 @@ public final class Router implements AutoCloseable {
 
     public void unregister(String jid, long token) {
         unregister(utf8(jid), token);
+    }
+
+    /**
+     * Removes a session that a pick gave and the host found gone, as
+     * {@link #unregister} does, and counts it in
+     * {@link Metrics#goneSessions}. A token no longer registered (another
+     * thread removed it first) is counted too, and throws with
+     * {@link Status#NOT_FOUND}. The host then picks again.
+     */
+    public void sessionGone(byte[] jid, long token) {
+        Objects.requireNonNull(jid, "jid");
+        long stamp = enter();
+        try {
+            Native.sessionGone(handle, jid, token);
+        } finally {
+            lock.unlockRead(stamp);
+        }
+    }
+
+    public void sessionGone(String jid, long token) {
+        sessionGone(utf8(jid), token);
     }
 
     /** Reports activity of the session (for mostactive). */
@@ -287,6 +332,16 @@ public final class Router implements AutoCloseable {
 
     public String stats(String bareJid) {
         return stats(utf8(bareJid));
+    }
+
+    /** The router's figures now, for the host's metrics. */
+    public Metrics metrics() {
+        long stamp = enter();
+        try {
+            return new Metrics(algorithms(), Native.metrics(handle));
+        } finally {
+            lock.unlockRead(stamp);
+        }
     }
 
     private long enter() {

@@ -146,11 +146,71 @@ class RouterTest {
     }
 
     @Test
+    void metricsCountWhatTheCallsDid() {
+        List<String> algorithms =
+                List.of("all", "mostactive", "roundrobin", "weighted", "random", "sticky", "leastloaded");
+        assertEquals(algorithms, Router.algorithms());
+        Metrics none = router.metrics();
+        assertEquals(algorithms, new ArrayList<>(none.routed().keySet()));
+        assertEquals(algorithms, new ArrayList<>(none.leftToServer().keySet()));
+        assertTrue(none.routed().values().stream().allMatch(n -> n == 0), none.routed().toString());
+        assertEquals(0, none.sessions());
+
+        router.register(ACCOUNT + "/a", 1, 0, null, true);
+        router.register(ACCOUNT + "/b", 2, 0, null, true);
+        router.setAlgorithm(ACCOUNT, "roundrobin");
+        for (int i = 0; i < 3; i++) {
+            assertEquals(1, pick(new long[1]));
+        }
+        // Nothing eligible: left to the server under the account's algorithm.
+        router.register("lonely@example.org/x", 3, -1, null, true);
+        router.setAlgorithm("lonely@example.org", "weighted");
+        assertEquals(0, router.pick("lonely@example.org", "chat", null, null, true, new long[1]));
+        // No session at all: no algorithm applied.
+        assertEquals(0, router.pick("nobody@example.org", "chat", null, null, true, new long[1]));
+        String from = " from='" + ACCOUNT + "/b' to='" + ACCOUNT + "'";
+        assertTrue(router.handleIq("<iq type='get' id='1'" + from + "><query xmlns='urn:xmpp:cmr:0'/></iq>")
+                .stanza().contains("type='result'"));
+        assertTrue(router.handleIq("<iq type='set' id='2'" + from
+                + "><cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:example:fastest'/></iq>").stanza()
+                .contains("item-not-found"));
+        refused(Status.INVALID_XML, "", () -> router.handleIq("<iq type='get'><query"));
+        router.sessionGone(ACCOUNT, 1);
+        // Already gone (another thread got there first): counted all the same.
+        refused(Status.NOT_FOUND, "", () -> router.sessionGone(ACCOUNT + "/a", 1));
+
+        Metrics m = router.metrics();
+        for (String algorithm : algorithms) {
+            assertEquals(algorithm.equals("roundrobin") ? 3 : 0, m.routed().get(algorithm), algorithm);
+            assertEquals(algorithm.equals("weighted") ? 1 : 0, m.leftToServer().get(algorithm), algorithm);
+        }
+        assertEquals(1, m.leftToServerUnclaimed());
+        assertEquals(2, m.goneSessions());
+        assertEquals(1, m.iqResults());
+        assertEquals(2, m.iqErrors());
+        assertEquals(2, m.sessions(), "b and lonely");
+        assertEquals(2, m.accounts());
+        assertEquals(1, pick(new long[1]), "the gone session is no longer picked");
+        assertEquals(4, (long) router.metrics().routed().get("roundrobin"));
+    }
+
+    @Test
+    void sessionGoneRefusesBadInput() {
+        refused(Status.INVALID_JID, "", () -> router.sessionGone("@@/x", 1));
+        byte[] latin1 = "caf\u00e9@example.org/x".getBytes(StandardCharsets.ISO_8859_1);
+        refused(Status.INVALID_UTF8, "", () -> router.sessionGone(latin1, 1));
+        assertThrows(NullPointerException.class, () -> router.sessionGone((byte[]) null, 1));
+        assertEquals(0, router.metrics().goneSessions(), "refused calls count nothing");
+    }
+
+    @Test
     void aClosedRouterRefusesCalls() {
         Router closed = new Router("");
         closed.close();
         assertThrows(IllegalStateException.class, () -> closed.register(ACCOUNT + "/a", 1, 0, null, true));
         assertThrows(IllegalStateException.class, () -> closed.pick(ACCOUNT, null, null, null, true, new long[1]));
+        assertThrows(IllegalStateException.class, closed::metrics);
+        assertThrows(IllegalStateException.class, () -> closed.sessionGone(ACCOUNT + "/a", 1));
     }
 
     /**

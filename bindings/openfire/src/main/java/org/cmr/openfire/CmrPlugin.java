@@ -51,6 +51,7 @@ public final class CmrPlugin implements Plugin {
     private MessageRouting routing;
     private CmrIqHandler iqHandler;
     private StatsIqHandler statsHandler;
+    private Statistics statistics;
     private final List<String> features = new ArrayList<>();
     private final AtomicBoolean failureLogged = new AtomicBoolean();
     private final Set<String> leftToOpenfire = ConcurrentHashMap.newKeySet();
@@ -76,6 +77,8 @@ public final class CmrPlugin implements Plugin {
             disco.addServerFeature(feature);
         }
         routing.honourHints(features.contains("urn:xmpp:cmr:hints:0"));
+        statistics = new Statistics(this, router, manager.getCanonicalName(this));
+        statistics.register();
         // Listening first, then the sessions that exist now (a load or a
         // reload): none is missed, and one destroyed meanwhile is taken back
         // (Sessions.register). Routing starts once they are known.
@@ -102,6 +105,7 @@ public final class CmrPlugin implements Plugin {
             server.getIQDiscoInfoHandler().removeServerFeature(feature);
         }
         features.clear();
+        statistics.remove();
         sessions.clear();
         router.close();
     }

@@ -92,7 +92,8 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
 
     /**
      * Forgets a picked token whose session is closed or no longer known
-     * here (`tracked` null), by its account's bare JID.
+     * here (`tracked` null), by its account's bare JID; the library counts
+     * it as a gone session.
      */
     void dropPicked(long token, Tracked tracked, JID bare) {
         if (tracked != null) {
@@ -100,7 +101,7 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
             byToken.remove(token, tracked);
         }
         try {
-            router.unregister(bytes(bare.toBareJID()), token);
+            router.sessionGone(bytes(bare.toBareJID()), token);
         } catch (CmrException e) {
             // Already gone from the router (a listener got there first).
             plugin.refused(e, null);
