@@ -79,7 +79,10 @@ start(Host, Opts) ->
 
 stop(Host) ->
     case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
-        false -> ejabberd_commands:unregister_commands(get_commands_spec());
+        %% Before ejabberd 25.03, unregister_commands/1 deletes only a
+        %% command identical to the one stored, which carries its definer.
+        false -> ejabberd_commands:unregister_commands([C#ejabberd_commands{definer = ?MODULE}
+                                                        || C <- get_commands_spec()]);
         true -> ok
     end,
     gen_iq_handler:remove_iq_handler(ejabberd_local, Host, ?NS_CMR),
