@@ -12,7 +12,7 @@ applied, the account has no session registered). Counters are compared as
 differences: the server is the test module's, but its own clients (an
 admin probe) may have done something before."""
 
-from conftest import run
+from conftest import require, run
 from xmpp import NS_CMR, close, cluster, deliver, error_condition, online, send_messages, wait_for
 
 ALGORITHMS = ["all", "mostactive", "roundrobin", "weighted", "random", "sticky", "leastloaded"]
@@ -72,6 +72,26 @@ def test_known_traffic_gives_exact_figures(host):
         await close(sensor, lonely, *nodes)
         # Every session gone: the gauges are back, the counters stay.
         del expected["sessions"], expected["accounts"]
+        assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
+            difference(host.metrics(), before)
+    run(scenario())
+
+
+def test_a_picked_session_found_gone_is_counted(host):
+    # Only where a session can die without a word (kill_session): elsewhere
+    # a session's end unregisters it before any pick can find it gone.
+    require(host, "kill_session")
+
+    async def scenario():
+        before = host.metrics()
+        account, (dead, alive), sensor = await cluster(host, [1, 0], "urn:xmpp:cmr:mostactive")
+        host.kill_session(f"{account}/node-0")
+        host.expected_problems.append(r"ejabberd_c2s_sup(.|\n)*reason: killed")
+        # The first message picks node-0 (highest priority), finds it gone
+        # and is picked again: each pick counts, 11 for 10 messages.
+        assert await deliver(sensor, account, [dead, alive], 10) == [0, 10]
+        await close(sensor, alive)
+        expected = {("routed", "mostactive"): 11, "gone_sessions": 1, "iq_results": 1}
         assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
             difference(host.metrics(), before)
     run(scenario())

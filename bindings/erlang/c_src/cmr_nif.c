@@ -132,6 +132,14 @@ static ERL_NIF_TERM nif_unregister(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
   return ok_or_error(env, cmr_router_unregister(res->router, STR(jid), token));
 }
 
+static ERL_NIF_TERM nif_session_gone(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  GET_ROUTER(res);
+  GET_BINARY(jid, 1, "the full or bare JID");
+  GET_TOKEN(token, 2);
+  return ok_or_error(env, cmr_router_session_gone(res->router, STR(jid), token));
+}
+
 static ERL_NIF_TERM nif_touch(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   GET_ROUTER(res);
@@ -285,6 +293,48 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
   return text_result(env, call_stats, res->router, &jid);
 }
 
+#define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
+_Static_assert(COUNT_OF(((cmr_metrics *)0)->routed) == CMR_ALGORITHM_COUNT &&
+                   COUNT_OF(((cmr_metrics *)0)->left_to_server) == CMR_ALGORITHM_COUNT,
+               "cmr_metrics' per-algorithm arrays have CMR_ALGORITHM_COUNT entries");
+
+/* One figure per algorithm, keyed by the library's name for it. */
+static ERL_NIF_TERM per_algorithm(ErlNifEnv *env, const uint64_t values[CMR_ALGORITHM_COUNT]) {
+  ERL_NIF_TERM keys[CMR_ALGORITHM_COUNT];
+  ERL_NIF_TERM counts[CMR_ALGORITHM_COUNT];
+  size_t n = 0;
+  for (const char *name; n < CMR_ALGORITHM_COUNT && (name = cmr_algorithm_name(n)) != NULL; n++) {
+    keys[n] = text(env, name, strlen(name));
+    counts[n] = enif_make_uint64(env, values[n]);
+  }
+  ERL_NIF_TERM map;
+  enif_make_map_from_arrays(env, keys, counts, n, &map);
+  return map;
+}
+
+/* metrics(Router) -> {ok, #{routed => #{Algorithm => N}, ...}} | {error, _} */
+static ERL_NIF_TERM nif_metrics(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  GET_ROUTER(res);
+  cmr_metrics m;
+  cmr_status status = cmr_router_metrics(res->router, &m);
+  if (status != CMR_STATUS_OK) return lib_error(env, status);
+  ERL_NIF_TERM keys[] = {atom(env, "routed"),       atom(env, "left_to_server"), atom(env, "left_to_server_unclaimed"),
+                         atom(env, "gone_sessions"), atom(env, "iq_results"),     atom(env, "iq_errors"),
+                         atom(env, "sessions"),      atom(env, "accounts")};
+  ERL_NIF_TERM values[] = {per_algorithm(env, m.routed),
+                           per_algorithm(env, m.left_to_server),
+                           enif_make_uint64(env, m.left_to_server_unclaimed),
+                           enif_make_uint64(env, m.gone_sessions),
+                           enif_make_uint64(env, m.iq_results),
+                           enif_make_uint64(env, m.iq_errors),
+                           enif_make_uint64(env, m.sessions),
+                           enif_make_uint64(env, m.accounts)};
+  ERL_NIF_TERM map;
+  enif_make_map_from_arrays(env, keys, values, COUNT_OF(keys), &map);
+  return enif_make_tuple2(env, atom(env, "ok"), map);
+}
+
 static ERL_NIF_TERM nif_version(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   (void)argv;
@@ -308,6 +358,7 @@ static ErlNifFunc funcs[] = {
     {"new", 1, nif_new, 0},
     {"register", 6, nif_register, 0},
     {"unregister", 3, nif_unregister, 0},
+    {"session_gone", 3, nif_session_gone, 0},
     {"touch", 3, nif_touch, 0},
     {"set_load", 4, nif_set_load, 0},
     {"set_hibernating", 4, nif_set_hibernating, 0},
@@ -319,6 +370,7 @@ static ErlNifFunc funcs[] = {
     {"handle_iq", 2, nif_handle_iq, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"disco_features", 1, nif_disco_features, 0},
     {"stats", 2, nif_stats, 0},
+    {"metrics", 1, nif_metrics, 0},
     {"version", 0, nif_version, 0},
     {"live_routers", 0, nif_live_routers, 0},
     {"noop", 6, nif_noop, 0},

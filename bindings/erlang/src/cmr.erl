@@ -9,15 +9,26 @@
 %%% host routes messages itself until it makes a new router.
 -module(cmr).
 
--export([new/1, register/6, unregister/3, touch/3, set_load/4, set_hibernating/4, pick/6,
+-export([new/1, register/6, unregister/3, session_gone/3, touch/3, set_load/4, set_hibernating/4, pick/6,
          get_algorithm/2, set_algorithm/3, handle_iq/2, disco_features/1,
-         stats/2, version/0, live_routers/0, noop/6]).
+         stats/2, metrics/1, version/0, live_routers/0, noop/6]).
 
 -on_load(init/0).
 
 -type router() :: reference().
 -type error() :: {error, {atom(), binary()}}.
--export_type([router/0, error/0]).
+%% A router's figures since it was made: counters that only grow, and what
+%% is registered now (sessions, accounts). Per-algorithm maps are keyed by
+%% the library's short names (<<"all">>, <<"roundrobin">>, ...).
+-type metrics() :: #{routed := #{binary() => non_neg_integer()},
+                     left_to_server := #{binary() => non_neg_integer()},
+                     left_to_server_unclaimed := non_neg_integer(),
+                     gone_sessions := non_neg_integer(),
+                     iq_results := non_neg_integer(),
+                     iq_errors := non_neg_integer(),
+                     sessions := non_neg_integer(),
+                     accounts := non_neg_integer()}.
+-export_type([router/0, error/0, metrics/0]).
 
 %% The NIF lies in ../priv beside ebin/, with libcmr.so.0 next to it.
 init() ->
@@ -41,6 +52,12 @@ register(_Router, _FullJid, _Token, _Priority, _Show, _Available) -> ?NIF.
 %% account's bare JID, removes whichever of its sessions Token owns.
 -spec unregister(router(), binary(), non_neg_integer()) -> ok | error().
 unregister(_Router, _FullJid, _Token) -> ?NIF.
+
+%% @doc Removes a session that pick/6 chose and the host found gone, as
+%% unregister/3 does, and counts it in the metrics' gone_sessions (also
+%% when another process removed it first: then {error, {not_found, _}}).
+-spec session_gone(router(), binary(), non_neg_integer()) -> ok | error().
+session_gone(_Router, _Jid, _Token) -> ?NIF.
 
 %% @doc Reports activity of the session (for mostactive).
 -spec touch(router(), binary(), non_neg_integer()) -> ok | error().
@@ -82,6 +99,14 @@ disco_features(_Router) -> ?NIF.
 %% @doc The account's per-session figures, a tab-separated table.
 -spec stats(router(), binary()) -> {ok, binary()} | error().
 stats(_Router, _BareJid) -> ?NIF.
+
+%% @doc The router's figures: messages routed (per algorithm), left to the
+%% server although the account has sessions (per algorithm) or with no
+%% algorithm applied (left_to_server_unclaimed: no session registered, or
+%% a type CMR does not route), picked sessions found gone, IQs answered
+%% with a result or an error; and the sessions and accounts registered now.
+-spec metrics(router()) -> {ok, metrics()} | error().
+metrics(_Router) -> ?NIF.
 
 -spec version() -> binary().
 version() -> ?NIF.

@@ -75,6 +75,53 @@ session_calls_test() ->
     %% By the account's bare JID and the token alone.
     ?assertEqual(ok, cmr:unregister(R, <<"cluster@example.org">>, 2)).
 
+session_gone_test() ->
+    R = router(),
+    ?assertEqual(ok, cmr:session_gone(R, <<"cluster@example.org/node-1">>, 1)),
+    ?assertEqual([2], cmr:pick(R, <<"cluster@example.org">>, <<"chat">>, <<>>, <<>>, false)),
+    %% Removed already (by another process, say): not found, and counted.
+    ?assertMatch({error, {not_found, _}}, cmr:session_gone(R, <<"cluster@example.org/node-1">>, 1)),
+    %% By the account's bare JID and the token alone.
+    ?assertEqual(ok, cmr:session_gone(R, <<"cluster@example.org">>, 2)),
+    ?assertEqual(not_routed, cmr:pick(R, <<"cluster@example.org">>, <<"chat">>, <<>>, <<>>, false)),
+    {ok, #{gone_sessions := 3}} = cmr:metrics(R),
+    ?assertMatch({error, {invalid_jid, _}}, cmr:session_gone(R, <<"@@/r">>, 1)),
+    ?assertMatch({error, {badarg, _}}, cmr:session_gone(R, <<"cluster@example.org/node-3">>, -1)),
+    ?assertMatch({error, {badarg, _}}, cmr:session_gone(R, "cluster@example.org/node-3", 3)),
+    ?assertMatch({error, {badarg, _}}, cmr:session_gone(not_a_router, <<"cluster@example.org/node-3">>, 3)).
+
+metrics_test() ->
+    {ok, Empty} = cmr:new(<<>>),
+    {ok, Zero} = cmr:metrics(Empty),
+    Algorithms = [<<"all">>, <<"mostactive">>, <<"roundrobin">>, <<"weighted">>, <<"random">>, <<"sticky">>,
+                  <<"leastloaded">>],
+    NoneYet = maps:from_list([{A, 0} || A <- Algorithms]),
+    ?assertEqual(#{routed => NoneYet, left_to_server => NoneYet, left_to_server_unclaimed => 0, gone_sessions => 0,
+                   iq_results => 0, iq_errors => 0, sessions => 0, accounts => 0}, Zero),
+    %% 4 sessions of one account (roundrobin), 2 of them eligible.
+    R = router(),
+    [[_] = cmr:pick(R, <<"cluster@example.org">>, <<"chat">>, <<>>, <<>>, false) || _ <- lists:seq(1, 10)],
+    [_] = cmr:pick(R, <<"cluster@example.org">>, <<>>, <<>>, <<"urn:xmpp:cmr:mostactive">>, true),
+    %% Not CMR's type, and an account with no session: no algorithm applied.
+    not_routed = cmr:pick(R, <<"cluster@example.org">>, <<"headline">>, <<>>, <<>>, false),
+    not_routed = cmr:pick(R, <<"nobody@example.org">>, <<"chat">>, <<>>, <<>>, false),
+    %% An account whose only session is unavailable: roundrobin found none.
+    new_account = cmr:register(R, <<"away@example.org/a">>, 5, 0, <<>>, false),
+    not_routed = cmr:pick(R, <<"away@example.org">>, <<"chat">>, <<>>, <<>>, false),
+    {ok, _, false} = cmr:handle_iq(R, <<"<iq type='get' from='away@example.org/a' id='q'><query xmlns='urn:xmpp:cmr:0'/></iq>">>),
+    {ok, _, false} = cmr:handle_iq(R, <<"<iq type='set' from='away@example.org/a' id='s'>"
+                                       "<cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:example:fastest'/></iq>">>),
+    {error, {invalid_xml, _}} = cmr:handle_iq(R, <<"<iq type='get'><query">>),
+    not_mine = cmr:handle_iq(R, <<"<iq type='result' from='a@b/c' id='r'/>">>),
+    ok = cmr:session_gone(R, <<"cluster@example.org/node-1">>, 1),
+    {ok, M} = cmr:metrics(R),
+    ?assertEqual(NoneYet#{<<"roundrobin">> => 10, <<"mostactive">> => 1}, maps:get(routed, M)),
+    ?assertEqual(NoneYet#{<<"roundrobin">> => 1}, maps:get(left_to_server, M)),
+    ?assertEqual(#{left_to_server_unclaimed => 2, gone_sessions => 1, iq_results => 1, iq_errors => 2,
+                   sessions => 4, accounts => 2},
+                 maps:without([routed, left_to_server], M)),
+    ?assertMatch({error, {badarg, _}}, cmr:metrics(not_a_router)).
+
 algorithm_test() ->
     R = router(),
     ?assertEqual({ok, <<"urn:xmpp:cmr:roundrobin">>}, cmr:get_algorithm(R, <<"cluster@example.org">>)),

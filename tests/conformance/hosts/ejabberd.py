@@ -2,14 +2,16 @@
 build/erlang, as a private node on loopback (its own config, spool and
 logs; no system service; epmd bound to loopback)."""
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
-from hosts.base import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost
+from hosts.base import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 EJABBERD = Path("/usr/lib/x86_64-linux-gnu/ejabberd-23.01")
@@ -29,6 +31,18 @@ listen:
     module: ejabberd_c2s
     starttls: false
     starttls_required: false
+  # The ReST API, where monitoring reads mod_cmr's metrics (cmr_metrics).
+  - port: {api_port}
+    ip: "127.0.0.1"
+    module: ejabberd_http
+    request_handlers:
+      /api: mod_http_api
+api_permissions:
+  "monitoring":
+    from: mod_http_api
+    who:
+      ip: 127.0.0.1/8
+    what: cmr_metrics
 auth_method: internal
 auth_password_format: plain
 s2s_access: none
@@ -106,6 +120,7 @@ class EjabberdHost(ServerHost):
         # routing under the same failure.
         self.native_domain = NATIVE_DOMAIN if native else None
         self.node = f"cmr{self.port}"
+        self.api_port = free_port()
         if not EJABBERD.exists():
             raise RuntimeError("ejabberd 23.01 is not installed (make test installs it)")
 
@@ -140,7 +155,8 @@ class EjabberdHost(ServerHost):
             # merged in by module_install) joins.
             modules = "modules:\n" + "\n".join(line[4:] for line in listed.splitlines())
         hosts = ", ".join(f'"{d}"' for d in self._domains())
-        (self.dir / "ejabberd.yml").write_text(CONFIG.format(hosts=hosts, port=self.port, modules_config=modules))
+        (self.dir / "ejabberd.yml").write_text(CONFIG.format(hosts=hosts, port=self.port, api_port=self.api_port,
+                                                             modules_config=modules))
 
     def _domains(self):
         return [DOMAIN, FIXED_DOMAIN] + ([self.native_domain] if self.native_domain else [])
@@ -227,6 +243,27 @@ class EjabberdHost(ServerHost):
 
     def stats(self, jid):
         return self.ctl("cmr_stats", jid)
+
+    def metrics(self, domain=DOMAIN):
+        """mod_cmr's metrics for `domain` on this node, read as monitoring
+        does: the cmr_metrics command through the ReST API (mod_http_api),
+        in the suite's common shape."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.api_port}/api/cmr_metrics",
+                                         data=json.dumps({"host": domain}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            rows = json.load(response)
+        names = {"cmr_messages_routed_total": "routed", "cmr_messages_left_to_server_total": "left_to_server",
+                 "cmr_gone_sessions_total": "gone_sessions", "cmr_iq_results_total": "iq_results",
+                 "cmr_iq_errors_total": "iq_errors", "cmr_sessions": "sessions", "cmr_accounts": "accounts"}
+        figures = {"routed": {}, "left_to_server": {}}
+        for row in rows:
+            name = names[row["name"]]
+            if name in figures:
+                figures[name][row["algorithm"]] = row["value"]
+            else:
+                figures[name] = row["value"]
+        return figures
 
     def _rpc(self, calls):
         """Runs Erlang `calls` (with `Node` bound to this node) from a hidden

@@ -17,7 +17,7 @@
          unset_presence/4, user_send_packet/1, user_receive_packet/1, c2s_handle_send/3,
          c2s_authenticated_packet/2,
          c2s_session_pending/1, c2s_session_resumed/1, process_iq/1,
-         decode_iq_subel/1, disco_features/5, get_commands_spec/0, stats/1]).
+         decode_iq_subel/1, disco_features/5, get_commands_spec/0, stats/1, metrics/1]).
 %% For mod_cmr_cluster, and this module on other nodes.
 -export([apply_event/2, forget/4, route_forwarded/2, route_natively/1, register_existing_sessions/1,
          local_stats/2, answer_iq/3]).
@@ -79,7 +79,10 @@ start(Host, Opts) ->
 
 stop(Host) ->
     case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
-        false -> ejabberd_commands:unregister_commands(get_commands_spec());
+        %% Before ejabberd 25.03, unregister_commands/1 deletes only a
+        %% command identical to the one stored, which carries its definer.
+        false -> ejabberd_commands:unregister_commands([C#ejabberd_commands{definer = ?MODULE}
+                                                        || C <- get_commands_spec()]);
         true -> ok
     end,
     gen_iq_handler:remove_iq_handler(ejabberd_local, Host, ?NS_CMR),
@@ -200,13 +203,20 @@ apply_event(_Host, Router, {hibernating, U, S, R, Token, Hibernating}) ->
         {error, Error} -> refused(S, Error, "hibernation of ~ts not followed", [full_jid(U, S, R)])
     end.
 
-%% Removes a session known by its token only (gone, or its account homed
-%% elsewhere now), on this node's library.
+%% Removes a session known by its token only (its process or node down, or
+%% its account homed elsewhere now), on this node's library.
 forget(Host, U, S, Token) ->
+    remove(Host, U, S, Token, fun cmr:unregister/3).
+
+%% Removes a session a pick chose and found gone; the library counts it.
+gone(Host, U, S, Token) ->
+    remove(Host, U, S, Token, fun cmr:session_gone/3).
+
+remove(Host, U, S, Token, Remove) ->
     ets:delete(mod_cmr_cluster:sessions(Host), {U, S, Token}),
     case router(Host) of
         undefined -> ok;
-        Router -> cmr:unregister(Router, <<U/binary, "@", S/binary>>, Token)
+        Router -> Remove(Router, <<U/binary, "@", S/binary>>, Token)
     end.
 
 restore(Router, U, S) ->
@@ -431,9 +441,9 @@ route(Router, #message{type = Type, from = From} = Msg, U, S, Attempts) ->
             %% A picked session that is gone (unknown here, or its process
             %% or node down) leaves the library before the message is
             %% picked again.
-            [forget(S, U, S, Token) || Token <- Tokens,
-                                       not lists:any(fun({T, Pid}) -> T == Token andalso lists:member(Pid, Delivered) end,
-                                                     Picked)],
+            [gone(S, U, S, Token) || Token <- Tokens,
+                                     not lists:any(fun({T, Pid}) -> T == Token andalso lists:member(Pid, Delivered) end,
+                                                   Picked)],
             case Delivered of
                 [] ->
                     route(Router, Msg, U, S, Attempts - 1);
@@ -530,7 +540,7 @@ should_copy(#message{type = Type, body = Body} = Msg) ->
         andalso not xmpp:has_subtag(Msg, #carbons_private{})
         andalso not xmpp:has_subtag(Msg, #hint{type = 'no-copy'}).
 
-%%% ejabberdctl cmr_stats JID
+%%% Commands: ejabberdctl, and mod_http_api or ejabberd_xmlrpc alike
 
 get_commands_spec() ->
     [#ejabberd_commands{name = cmr_stats, tags = [session],
@@ -540,7 +550,70 @@ get_commands_spec() ->
                         args_desc = ["Bare JID of the account"],
                         args_example = [<<"sensors@example.org">>],
                         result = {stats, string},
-                        result_desc = "The active algorithm, then one tab-separated line per session"}].
+                        result_desc = "The active algorithm, then one tab-separated line per session"},
+     #ejabberd_commands{name = cmr_metrics, tags = [statistics],
+                        desc = "Get mod_cmr's metrics for this host on this node",
+                        longdesc = metrics_doc(),
+                        policy = admin,
+                        module = ?MODULE, function = metrics,
+                        args = [{host, binary}],
+                        args_desc = ["Virtual host"],
+                        args_example = [<<"example.org">>],
+                        result = {metrics, {list, {metric, {tuple, [{name, string}, {algorithm, string},
+                                                                    {type, string}, {value, integer}]}}}},
+                        result_desc = "One metric per line: name, algorithm (empty when the metric has none), "
+                                      "type (counter or gauge), value",
+                        result_example = [{<<"cmr_messages_routed_total">>, <<"roundrobin">>, <<"counter">>, 30},
+                                          {<<"cmr_sessions">>, <<>>, <<"gauge">>, 5}]}].
+
+%% The library's figure, name, type and meaning of each metric, in the
+%% order served.
+metric_families() ->
+    [{routed, <<"cmr_messages_routed_total">>, counter,
+      "messages to a bare JID (or an offline full JID) routed by CMR to the sessions it picked, per "
+      "algorithm (a hint's when it applied)"},
+     {left_to_server, <<"cmr_messages_left_to_server_total">>, counter,
+      "messages left to ejabberd's own routing (offline storage, or an error), per algorithm: the "
+      "account's sessions were all ineligible; algorithm none: the account had no session "
+      "registered"},
+     {gone_sessions, <<"cmr_gone_sessions_total">>, counter,
+      "picked sessions found gone at delivery (process or node down); the message is picked again"},
+     {iq_results, <<"cmr_iq_results_total">>, counter, "XEP-0354 IQs answered with a result"},
+     {iq_errors, <<"cmr_iq_errors_total">>, counter, "XEP-0354 IQs answered with an error, malformed ones included"},
+     {sessions, <<"cmr_sessions">>, gauge, "sessions registered in this node's library now"},
+     {accounts, <<"cmr_accounts">>, gauge, "accounts with a session registered in this node's library now"}].
+
+metrics_doc() ->
+    lists:flatten(
+      ["The figures of this node's mod_cmr library for the virtual host, read when asked (in a cluster, "
+       "each node answers for the accounts homed there). Counters count from mod_cmr's start on the host "
+       "(a restart or reload of the module starts them again); a message picked again after a gone "
+       "session counts once per pick. ",
+       [io_lib:format("`~ts` (~ts): ~ts. ", [Name, Type, Help]) || {_, Name, Type, Help} <- metric_families()]]).
+
+%% This node's figures for the host, read from its library now.
+metrics(Host) ->
+    case router(Host) of
+        undefined ->
+            {error, not_exists, 1, lists:flatten(io_lib:format("mod_cmr is not running for ~ts on ~ts", [Host, node()]))};
+        Router ->
+            case cmr:metrics(Router) of
+                {ok, Figures} -> lists:append([rows(Name, Type, figure(Key, Figures)) || {Key, Name, Type, _} <- metric_families()]);
+                {error, {_, Reason}} -> {error, internal_error, 1, binary_to_list(Reason)}
+            end
+    end.
+
+%% Messages left to ejabberd with no algorithm applied: algorithm none.
+figure(left_to_server, #{left_to_server := PerAlgorithm, left_to_server_unclaimed := Unclaimed}) ->
+    PerAlgorithm#{<<"none">> => Unclaimed};
+figure(Key, Figures) ->
+    maps:get(Key, Figures).
+
+%% {Name, Algorithm, Type, Value} rows.
+rows(Name, Type, PerAlgorithm) when is_map(PerAlgorithm) ->
+    [{Name, Algorithm, atom_to_binary(Type), Value} || {Algorithm, Value} <- lists:sort(maps:to_list(PerAlgorithm))];
+rows(Name, Type, Value) ->
+    [{Name, <<>>, atom_to_binary(Type), Value}].
 
 %% Asked on any node; answered by the account's home, with the node of
 %% each session.
