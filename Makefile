@@ -21,6 +21,7 @@ HOST ?= prosody
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
 .PHONY: demo-library bench-lua bench-throughput fuzz
+.PHONY: FORCE
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
 all: lib
@@ -185,9 +186,15 @@ $(OPENFIRE_SERVER)/classes/Launcher.class: $(OPENFIRE_HOST)/Launcher.java $(OPEN
 conformance-openfire: openfire-deps openfire-module $(VENV)/.installed
 	CMR_HOST=openfire $(VENV)/bin/python -m pytest tests/conformance
 
-# mod_cmr for ejabberd 23.01.
-EJABBERD := /usr/lib/x86_64-linux-gnu/ejabberd-23.01
+# mod_cmr for the installed ejabberd, whatever its version (23.01, 24.12):
+# scripts/ejabberd-paths.sh finds it through dpkg, or says to install it.
+# Expanded when a recipe runs, so after ejabberd-deps installed it.
+EJABBERD_PATHS := scripts/ejabberd-paths.sh
+EJABBERD = $(shell $(EJABBERD_PATHS) dir)
 ERL_MOD_BUILD := $(BUILD)/erlang/mod_cmr
+# Holds the version of ejabberd the beams were built against: rewritten
+# (and so the beams rebuilt) only when the installed version changes.
+EJABBERD_BUILT := $(ERL_MOD_BUILD)/ejabberd-version
 
 ejabberd-deps:
 	@scripts/install-deps.sh ejabberd erlang-dev erlang-eunit
@@ -196,10 +203,15 @@ ERL_MOD_SOURCES := $(wildcard bindings/erlang/mod_cmr/src/*.erl)
 
 ejabberd-module: erlang $(ERL_MOD_BUILD)/ebin/mod_cmr.beam
 
-$(ERL_MOD_BUILD)/ebin/mod_cmr.beam: $(ERL_MOD_SOURCES)
-	mkdir -p $(ERL_MOD_BUILD)/ebin
-	erlc -Werror -I $(EJABBERD)/include -I $$(ls -d /usr/lib/erlang/lib/p1_xmpp-*/include) -pa $(EJABBERD)/ebin \
-	    -o $(ERL_MOD_BUILD)/ebin $^
+$(EJABBERD_BUILT): FORCE
+	@version=$$($(EJABBERD_PATHS) version) && mkdir -p $(dir $@) && \
+	if [ "$$(cat $@ 2>/dev/null)" != "$$version" ]; then echo "$$version" > $@; fi
+
+$(ERL_MOD_BUILD)/ebin/mod_cmr.beam: $(ERL_MOD_SOURCES) $(EJABBERD_BUILT)
+	@echo "mod_cmr for ejabberd $$(cat $(EJABBERD_BUILT)) ($(EJABBERD))"
+	rm -rf $(ERL_MOD_BUILD)/ebin && mkdir -p $(ERL_MOD_BUILD)/ebin
+	erlc -Werror -I $(EJABBERD)/include -I $$($(EJABBERD_PATHS) xmpp-include) -pa $(EJABBERD)/ebin \
+	    -o $(ERL_MOD_BUILD)/ebin $(ERL_MOD_SOURCES)
 
 # The ejabberd-contrib package: spec, conf, README, the Erlang sources that
 # ejabberd compiles at module_install, and the NIF with libcmr in priv/.
