@@ -184,6 +184,7 @@ $(OPENFIRE_SERVER)/classes/Launcher.class: $(OPENFIRE_HOST)/Launcher.java $(OPEN
 	javac -Xlint:all,-path -Werror -cp '$(OPENFIRE_SERVER)/lib/*' -d $(OPENFIRE_SERVER)/classes $<
 
 conformance-openfire: openfire-deps openfire-module $(VENV)/.installed
+	@echo "conformance suite on openfire $(OPENFIRE_VERSION)"
 	CMR_HOST=openfire $(VENV)/bin/python -m pytest tests/conformance
 
 # mod_cmr for the installed ejabberd, whatever its version (23.01, 24.12):
@@ -234,6 +235,7 @@ install-ejabberd: ejabberd-package
 
 # The conformance suite against a live ejabberd.
 conformance-ejabberd: ejabberd-deps ejabberd-module $(VENV)/.installed
+	@echo "conformance suite on ejabberd $$($(PACKAGE_VERSION) ejabberd)"
 	CMR_HOST=ejabberd $(VENV)/bin/python -m pytest tests/conformance
 
 erlang-tests: erlang-deps erlang
@@ -252,7 +254,27 @@ prosody-deps:
 
 # The conformance suite against a live Prosody.
 conformance-prosody: prosody-deps prosody-module $(VENV)/.installed
+	@echo "conformance suite on prosody $$($(PACKAGE_VERSION) prosody)"
 	CMR_HOST=prosody $(VENV)/bin/python -m pytest tests/conformance
+
+# The server versions the host suites run against (CI prints them after
+# each phase).
+PACKAGE_VERSION := dpkg-query -W -f='$${Version}' 2>/dev/null
+OPENFIRE_VERSION = $(shell sed -n '/<artifactId>xmppserver</{n;s/.*<version>\(.*\)<\/version>.*/\1/p;}' $(OPENFIRE_HOST)/pom.xml)
+.PHONY: versions use-backports test-backports
+versions:
+	@echo "server versions: prosody $$($(PACKAGE_VERSION) prosody || echo none)," \
+	    "ejabberd $$($(PACKAGE_VERSION) ejabberd || echo none), openfire $(OPENFIRE_VERSION)"
+
+# Moves this machine to Prosody 13 and ejabberd 24.12 from bookworm-backports
+# (as root; only when asked: README.md says how to go back).
+use-backports:
+	@scripts/use-backports.sh
+
+# CI's second phase: the host suites again on the bookworm-backports
+# servers, mod_cmr rebuilt for the new ejabberd.
+test-backports: use-backports
+	$(MAKE) --no-print-directory conformance-prosody conformance-ejabberd
 
 $(BUILD)/bin/abi_test: tests/c/abi_test.c include/cmr.h lib
 	mkdir -p $(BUILD)/bin
