@@ -203,11 +203,17 @@ class EjabberdHost(ServerHost):
         def listeners_started():
             return self.log().count("Start accepting TCP connections")
 
+        def joined():
+            return listeners_started() > before and other.node_name() in self.ctl("list_cluster")
+
         before = listeners_started()
         output = self.ctl("join_cluster", other.node_name())
-        if other.node_name() not in self.ctl("list_cluster"):
-            raise RuntimeError(f"join_cluster failed: {output}\n{self.log_tail()}")
-        self._wait_until_listening(lambda: listeners_started() > before)
+        # ejabberd 23.01 answers once it joined; 24.12 answers at once ("wait
+        # a few seconds and check the list of nodes") and joins after.
+        try:
+            self._wait_until_listening(joined)
+        except RuntimeError as e:
+            raise RuntimeError(f"join_cluster failed: {output}\n{e}") from None
 
     WARNING = r"\[(warning|error)\]"
     ERROR = r"\[error\]"
