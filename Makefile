@@ -21,6 +21,7 @@ HOST ?= prosody
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
 .PHONY: demo-library bench-lua bench-throughput fuzz
+.PHONY: FORCE
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
 all: lib
@@ -183,11 +184,18 @@ $(OPENFIRE_SERVER)/classes/Launcher.class: $(OPENFIRE_HOST)/Launcher.java $(OPEN
 	javac -Xlint:all,-path -Werror -cp '$(OPENFIRE_SERVER)/lib/*' -d $(OPENFIRE_SERVER)/classes $<
 
 conformance-openfire: openfire-deps openfire-module $(VENV)/.installed
+	@echo "conformance suite on openfire $(OPENFIRE_VERSION)"
 	CMR_HOST=openfire $(VENV)/bin/python -m pytest tests/conformance
 
-# mod_cmr for ejabberd 23.01.
-EJABBERD := /usr/lib/x86_64-linux-gnu/ejabberd-23.01
+# mod_cmr for the installed ejabberd, whatever its version (23.01, 24.12):
+# scripts/ejabberd-paths.sh finds it through dpkg, or says to install it.
+# Expanded when a recipe runs, so after ejabberd-deps installed it.
+EJABBERD_PATHS := scripts/ejabberd-paths.sh
+EJABBERD = $(shell $(EJABBERD_PATHS) dir)
 ERL_MOD_BUILD := $(BUILD)/erlang/mod_cmr
+# Holds the version of ejabberd the beams were built against: rewritten
+# (and so the beams rebuilt) only when the installed version changes.
+EJABBERD_BUILT := $(ERL_MOD_BUILD)/ejabberd-version
 
 ejabberd-deps:
 	@scripts/install-deps.sh ejabberd erlang-dev erlang-eunit
@@ -196,10 +204,15 @@ ERL_MOD_SOURCES := $(wildcard bindings/erlang/mod_cmr/src/*.erl)
 
 ejabberd-module: erlang $(ERL_MOD_BUILD)/ebin/mod_cmr.beam
 
-$(ERL_MOD_BUILD)/ebin/mod_cmr.beam: $(ERL_MOD_SOURCES)
-	mkdir -p $(ERL_MOD_BUILD)/ebin
-	erlc -Werror -I $(EJABBERD)/include -I $$(ls -d /usr/lib/erlang/lib/p1_xmpp-*/include) -pa $(EJABBERD)/ebin \
-	    -o $(ERL_MOD_BUILD)/ebin $^
+$(EJABBERD_BUILT): FORCE
+	@version=$$($(EJABBERD_PATHS) version) && mkdir -p $(dir $@) && \
+	if [ "$$(cat $@ 2>/dev/null)" != "$$version" ]; then echo "$$version" > $@; fi
+
+$(ERL_MOD_BUILD)/ebin/mod_cmr.beam: $(ERL_MOD_SOURCES) $(EJABBERD_BUILT)
+	@echo "mod_cmr for ejabberd $$(cat $(EJABBERD_BUILT)) ($(EJABBERD))"
+	rm -rf $(ERL_MOD_BUILD)/ebin && mkdir -p $(ERL_MOD_BUILD)/ebin
+	erlc -Werror -I $(EJABBERD)/include -I $$($(EJABBERD_PATHS) xmpp-include) -pa $(EJABBERD)/ebin \
+	    -o $(ERL_MOD_BUILD)/ebin $(ERL_MOD_SOURCES)
 
 # The ejabberd-contrib package: spec, conf, README, the Erlang sources that
 # ejabberd compiles at module_install, and the NIF with libcmr in priv/.
@@ -222,6 +235,7 @@ install-ejabberd: ejabberd-package
 
 # The conformance suite against a live ejabberd.
 conformance-ejabberd: ejabberd-deps ejabberd-module $(VENV)/.installed
+	@echo "conformance suite on ejabberd $$($(PACKAGE_VERSION) ejabberd)"
 	CMR_HOST=ejabberd $(VENV)/bin/python -m pytest tests/conformance
 
 erlang-tests: erlang-deps erlang
@@ -240,7 +254,27 @@ prosody-deps:
 
 # The conformance suite against a live Prosody.
 conformance-prosody: prosody-deps prosody-module $(VENV)/.installed
+	@echo "conformance suite on prosody $$($(PACKAGE_VERSION) prosody)"
 	CMR_HOST=prosody $(VENV)/bin/python -m pytest tests/conformance
+
+# The server versions the host suites run against (CI prints them after
+# each phase).
+PACKAGE_VERSION := dpkg-query -W -f='$${Version}' 2>/dev/null
+OPENFIRE_VERSION = $(shell sed -n '/<artifactId>xmppserver</{n;s/.*<version>\(.*\)<\/version>.*/\1/p;}' $(OPENFIRE_HOST)/pom.xml)
+.PHONY: versions use-backports test-backports
+versions:
+	@echo "server versions: prosody $$($(PACKAGE_VERSION) prosody || echo none)," \
+	    "ejabberd $$($(PACKAGE_VERSION) ejabberd || echo none), openfire $(OPENFIRE_VERSION)"
+
+# Moves this machine to Prosody 13 and ejabberd 24.12 from bookworm-backports
+# (as root; only when asked: README.md says how to go back).
+use-backports:
+	@scripts/use-backports.sh
+
+# CI's second phase: the host suites again on the bookworm-backports
+# servers, mod_cmr rebuilt for the new ejabberd.
+test-backports: use-backports
+	$(MAKE) --no-print-directory conformance-prosody conformance-ejabberd
 
 $(BUILD)/bin/abi_test: tests/c/abi_test.c include/cmr.h lib
 	mkdir -p $(BUILD)/bin

@@ -1,6 +1,7 @@
-"""The ejabberd host: Debian's ejabberd 23.01 with mod_cmr from
-build/erlang, as a private node on loopback (its own config, spool and
-logs; no system service; epmd bound to loopback)."""
+"""The ejabberd host: Debian's ejabberd (23.01, or 24.12 from
+bookworm-backports) with mod_cmr from build/erlang, as a private node on
+loopback (its own config, spool and logs; no system service; epmd bound to
+loopback)."""
 
 import json
 import os
@@ -14,8 +15,18 @@ from pathlib import Path
 from hosts.base import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
-EJABBERD = Path("/usr/lib/x86_64-linux-gnu/ejabberd-23.01")
 CODE = [ROOT / "build" / "erlang" / "cmr" / "ebin", ROOT / "build" / "erlang" / "mod_cmr" / "ebin"]
+# The version of ejabberd those beams were built against (the Makefile's).
+BUILT_FOR = ROOT / "build" / "erlang" / "mod_cmr" / "ejabberd-version"
+
+
+def installed_ejabberd(what):
+    """The installed ejabberd's `what` (dir, version), as the Makefile finds
+    it: scripts/ejabberd-paths.sh, whatever the version."""
+    out = subprocess.run([str(ROOT / "scripts" / "ejabberd-paths.sh"), what], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip())
+    return out.stdout.strip()
 
 # A virtual host without mod_cmr, for cluster tests that compare with what
 # ejabberd itself does in the same failure.
@@ -121,8 +132,11 @@ class EjabberdHost(ServerHost):
         self.native_domain = NATIVE_DOMAIN if native else None
         self.node = f"cmr{self.port}"
         self.api_port = free_port()
-        if not EJABBERD.exists():
-            raise RuntimeError("ejabberd 23.01 is not installed (make test installs it)")
+        self.ejabberd = Path(installed_ejabberd("dir"))
+        version = installed_ejabberd("version")
+        built = BUILT_FOR.read_text().strip() if BUILT_FOR.exists() else None
+        if built != version:
+            raise RuntimeError(f"mod_cmr was built for ejabberd {built}, {version} is installed: make ejabberd-module")
 
     @staticmethod
     def _cookie():
@@ -137,7 +151,7 @@ class EjabberdHost(ServerHost):
 
     def _env(self):
         env = dict(os.environ, HOME=str(self.dir), EJABBERD_CONFIG_PATH=str(self.dir / "ejabberd.yml"),
-                   EJABBERD_LOG_PATH=str(self.dir / "ejabberd.log"), ERL_LIBS="/usr/lib/x86_64-linux-gnu",
+                   EJABBERD_LOG_PATH=str(self.dir / "ejabberd.log"), ERL_LIBS=str(self.ejabberd.parent),
                    ERL_EPMD_ADDRESS="127.0.0.1")
         if self.contrib:
             env["CONTRIB_MODULES_PATH"] = str(self.contrib)
@@ -169,7 +183,7 @@ class EjabberdHost(ServerHost):
         users = ",".join(f'{{<<"user{i}">>,<<"{d}">>}}' for d in self._domains() for i in range(ACCOUNTS))
         register = (f'[ejabberd_auth:try_register(U, S, <<"{PASSWORD}">>) || {{U, S}} <- [{users}]], '
                     f'file:write_file("{ready}", <<>>).')
-        paths = [arg for p in [EJABBERD / "ebin", *CODE] for arg in ("-pa", str(p))]
+        paths = [arg for p in [self.ejabberd / "ebin", *CODE] for arg in ("-pa", str(p))]
         log = open(self.dir / "stdout.log", "ab")
         # Idle schedulers busy-wait by default, which skews CPU figures and
         # starves the other nodes of a cluster on a small machine.
@@ -205,11 +219,17 @@ class EjabberdHost(ServerHost):
         def listeners_started():
             return self.log().count("Start accepting TCP connections")
 
+        def joined():
+            return listeners_started() > before and other.node_name() in self.ctl("list_cluster")
+
         before = listeners_started()
         output = self.ctl("join_cluster", other.node_name())
-        if other.node_name() not in self.ctl("list_cluster"):
-            raise RuntimeError(f"join_cluster failed: {output}\n{self.log_tail()}")
-        self._wait_until_listening(lambda: listeners_started() > before)
+        # ejabberd 23.01 answers once it joined; 24.12 answers at once ("wait
+        # a few seconds and check the list of nodes") and joins after.
+        try:
+            self._wait_until_listening(joined)
+        except RuntimeError as e:
+            raise RuntimeError(f"join_cluster failed: {output}\n{e}") from None
 
     WARNING = r"\[(warning|error)\]"
     ERROR = r"\[error\]"
