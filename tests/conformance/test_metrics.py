@@ -95,3 +95,66 @@ def test_a_picked_session_found_gone_is_counted(host):
         assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
             difference(host.metrics(), before)
     run(scenario())
+
+
+async def gone_from_gauges(host, before, *domain):
+    """Waits until the sessions a test opened have left the gauges, so that
+    the next test's first scrape does not count them."""
+    gauges = lambda: {name: host.metrics(*domain)[name] for name in ("sessions", "accounts")}
+    assert await wait_for(lambda: gauges() == {name: before[name] for name in ("sessions", "accounts")}), gauges()
+
+
+def test_types_left_to_the_server_are_counted_nowhere(host):
+    # Headline, groupchat and error messages never reach CMR's routing: the
+    # same traffic gives the same figures on every host (each README says
+    # they are counted nowhere).
+    async def scenario():
+        start = host.metrics()
+        account, nodes, sensor = await cluster(host, [0, 0], "urn:xmpp:cmr:roundrobin")
+        before = host.metrics()
+        for kind in ("headline", "groupchat", "error"):
+            send_messages(sensor, account, 2, kind=kind, prefix=kind)
+            send_messages(sensor, f"{account}/offline", 1, kind=kind, prefix=kind)
+        # A chat message after them: once it is counted, they were handled.
+        assert await deliver(sensor, account, nodes, 1, expected_total=None) is not None
+        expected = {("routed", "roundrobin"): 1}
+        assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
+            difference(host.metrics(), before)
+        await close(sensor, *nodes)
+        await gone_from_gauges(host, start)
+    run(scenario())
+
+
+def test_all_counts_one_per_message_not_per_copy(host):
+    async def scenario():
+        before = host.metrics()
+        account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:xmpp:cmr:all")
+        assert await deliver(sensor, account, nodes, 5, expected_total=15) == [5, 5, 5]
+        expected = {("routed", "all"): 5, "iq_results": 1, "sessions": 4, "accounts": 2}
+        assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
+            difference(host.metrics(), before)
+        await close(sensor, *nodes)
+        await gone_from_gauges(host, before)
+    run(scenario())
+
+
+def test_each_virtual_host_counts_its_own(host):
+    require(host, "virtual_hosts")
+
+    async def scenario():
+        main, other = host.metrics(), host.metrics(host.fixed_domain)
+        # The fixed domain lets no user choose: its default algorithm.
+        account = host.account(host.fixed_domain)
+        nodes = [await online(host, account, f"node-{i}") for i in range(2)]
+        sensor = await online(host, host.account(), "probe")
+        send_messages(sensor, account, 4)
+        changed = lambda: difference(host.metrics(host.fixed_domain), other)
+        assert await wait_for(lambda: sum(v for k, v in changed().items() if k[0] == "routed") == 4
+                              and (changed()["sessions"], changed()["accounts"]) == (2, 1)), changed()
+        assert [k for k in changed() if k[0] == "left_to_server"] == [], changed()
+        # The sensor is the main domain's: one session, one account there.
+        assert difference(host.metrics(), main) == {"sessions": 1, "accounts": 1}
+        await close(sensor, *nodes)
+        await gone_from_gauges(host, main)
+        await gone_from_gauges(host, other, host.fixed_domain)
+    run(scenario())

@@ -2,8 +2,8 @@
 --
 -- The routing decisions live in the cmr library; this module feeds it the
 -- sessions' presence, activity and XEP-0198 load, asks it who gets each
--- message sent to a bare JID (or to an offline full JID; it routes chat and
--- normal ones), delivers to those sessions with `to` untouched, answers
+-- chat or normal message sent to a bare JID (or to an offline full JID),
+-- delivers to those sessions with `to` untouched, answers
 -- XEP-0354 IQs through it, and serves its figures as Prosody's metrics.
 -- See README.md beside this file.
 
@@ -326,12 +326,18 @@ local honour_hints = false;
 -- attempt removes at least one, so a few attempts always settle.
 local MAX_ATTEMPTS = 8;
 
--- Routes a message for `bare`. Returns true when delivered; nil lets
--- Prosody handle it (a type CMR does not route, or nothing eligible:
--- offline storage or error). The library decides which, and counts it.
+-- What RFC 6121 leaves to the server itself; any other type, unknown ones
+-- included, is normal (RFC 6121 5.2.2), so CMR's to route. Left to Prosody
+-- before the library sees them, so counted nowhere, as ejabberd's and
+-- Openfire's hosts do.
+local not_routed_types = { headline = true, groupchat = true, error = true };
+
+-- Routes a chat or normal message for `bare`. Returns true when delivered;
+-- nil lets Prosody handle it (nothing eligible: offline storage or error).
 local function route(event, bare)
 	local origin, stanza = event.origin, event.stanza;
 	local message_type = stanza.attr.type;
+	if not_routed_types[message_type] then return; end
 	local hint = honour_hints and stanza:get_child("cmr", xmlns_cmr) or nil;
 	hint = hint and hint.attr.algorithm;
 	local sender = stanza.attr.from or "";
@@ -461,8 +467,8 @@ end
 local routed = module:metric("counter", "routed", "messages",
 	"Messages to a bare JID (or an offline full JID) routed by CMR, by algorithm", { "algorithm" });
 local left_to_server = module:metric("counter", "left_to_server", "messages",
-	"Messages left to Prosody's own delivery (offline storage, error, or its rules for the type), by the algorithm "
-	.. "that found no session eligible; algorithm=\"none\": no session registered, or a type CMR does not route",
+	"Chat and normal messages left to Prosody's own delivery (offline storage or error), by the algorithm "
+	.. "that found no session eligible; algorithm=\"none\": no session registered",
 	{ "algorithm" });
 local gone_sessions = module:metric("counter", "gone", "sessions",
 	"Sessions that a pick chose and that were found gone (unregistered, and the message routed again)", {});

@@ -162,8 +162,8 @@ class ProsodyHost(ServerHost):
         """The output of the admin command that shows an account's figures."""
         return self.shell(f"cmr:stats('{jid}')")
 
-    def metrics(self):
-        """mod_cmr's figures for the main domain, scraped from
+    def metrics(self, domain=DOMAIN):
+        """mod_cmr's figures for `domain`, scraped from
         mod_http_openmetrics as a monitoring system would, in the suite's
         common shape."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=30) as response:
@@ -174,7 +174,7 @@ class ProsodyHost(ServerHost):
             if not sample or not sample[1].startswith("prosody_mod_cmr__"):
                 continue
             name, labels, value = sample[1][len("prosody_mod_cmr__"):], dict(LABEL.findall(sample[2] or "")), sample[3]
-            if labels.get("host") != self.domain:
+            if labels.get("host") != domain:
                 continue
             value = int(float(value))
             if name == "routed_messages_total":
