@@ -82,16 +82,6 @@ else
     echo "added bookworm-backports ($uri, $components) in $LIST"
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-# The tests run the servers on loopback only: keep the packages from
-# starting the system-wide services (as scripts/install-deps.sh does).
-blocker=""
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    blocker=/usr/sbin/policy-rc.d
-fi
-trap '[ -n "$blocker" ] && rm -f "$blocker"' EXIT
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends -t bookworm-backports prosody ejabberd >/dev/null
+"$(dirname "$0")/install-deps.sh" --from bookworm-backports prosody ejabberd
 echo "installed from bookworm-backports: prosody $(dpkg-query -W -f='${Version}' prosody)," \
     "ejabberd $(dpkg-query -W -f='${Version}' ejabberd)"
