@@ -179,6 +179,10 @@ gc_frees_the_router_test() ->
         Routers = [begin {ok, R} = cmr:new(<<>>), R end || _ <- lists:seq(1, 1000)],
         exit({made, cmr:live_routers(), length(Routers)})
     end),
-    receive {'DOWN', Ref, process, Pid, {made, During, 1000}} -> ?assertEqual(Before + 1000, During) end,
+    %% An earlier test's router may still be freed meanwhile: the counts
+    %% can only drop by it.
+    receive {'DOWN', Ref, process, Pid, {made, During, 1000}} -> ?assert(During >= 1000) end,
     CollectAll(),
-    ?assertEqual(Before, cmr:live_routers()).
+    After = cmr:live_routers(),
+    ?assert(After =< Before),
+    ?assert(During - After >= 1000).
