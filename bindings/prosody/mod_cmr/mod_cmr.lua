@@ -119,20 +119,17 @@ local function register(session)
 	if new_account then restore(session); end
 end
 
-local function unregister(session)
+-- `gone`: a pick chose the session and found it gone (the library counts
+-- that too).
+local function unregister(session, gone)
 	local token = session.cmr_token;
 	if token and session_of[token] == session then
 		session_of[token] = nil;
-		router:unregister(session.full_jid, token);
-	end
-end
-
--- A session that a pick chose and that is gone: unregistered, and counted.
-local function gone(session)
-	local token = session.cmr_token;
-	if token and session_of[token] == session then
-		session_of[token] = nil;
-		router:session_gone(session.full_jid, token);
+		if gone then
+			router:session_gone(session.full_jid, token);
+		else
+			router:unregister(session.full_jid, token);
+		end
 	end
 end
 
@@ -281,7 +278,7 @@ local function deliver(stanza, picked, mark, n, token, ...)
 	end
 	if session then
 		module:log("debug", "Picked session %s is gone; routing again", session.full_jid);
-		gone(session);
+		unregister(session, true);
 	end
 	return deliver(stanza, picked, mark, n - 1, ...);
 end
