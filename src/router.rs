@@ -195,7 +195,21 @@ impl Router {
     /// whichever of its sessions `token` owns (for a host that no longer
     /// knows the resource of a session it found gone).
     pub fn unregister(&self, jid: &str, token: u64) -> Result<(), Error> {
+        self.remove(jid, token, false)
+    }
+
+    /// Unregisters a session that a pick chose and the host found gone,
+    /// and counts it. Counted even when the session is no longer registered
+    /// (another thread found it gone first): the pick still found it gone.
+    pub fn session_gone(&self, jid: &str, token: u64) -> Result<(), Error> {
+        self.remove(jid, token, true)
+    }
+
+    fn remove(&self, jid: &str, token: u64, gone: bool) -> Result<(), Error> {
         let parsed = Jid::new(jid).map_err(|e| invalid_jid("JID", jid, e))?;
+        if gone {
+            self.gone_sessions.fetch_add(1, Relaxed);
+        }
         let resource = parsed.resource().map(|r| r.as_str());
         if self
             .registry
@@ -205,15 +219,6 @@ impl Router {
         } else {
             Err(no_session(jid, token))
         }
-    }
-
-    /// Unregisters a session that a pick chose and the host found gone,
-    /// and counts it. Counted even when the session is no longer registered
-    /// (another thread found it gone first): the pick still found it gone.
-    pub fn session_gone(&self, jid: &str, token: u64) -> Result<(), Error> {
-        Jid::new(jid).map_err(|e| invalid_jid("JID", jid, e))?;
-        self.gone_sessions.fetch_add(1, Relaxed);
-        self.unregister(jid, token)
     }
 
     fn with_session(
