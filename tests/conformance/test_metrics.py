@@ -32,6 +32,12 @@ def difference(after, before):
     return changed
 
 
+async def changes_become(host, before, expected):
+    """Waits until the figures differ from `before` by exactly `expected`."""
+    assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
+        difference(host.metrics(), before)
+
+
 def test_every_figure_is_served(host):
     figures = host.metrics()
     assert set(figures["routed"]) == set(ALGORITHMS)
@@ -67,13 +73,11 @@ def test_known_traffic_gives_exact_figures(host):
             "sessions": 5,
             "accounts": 3,
         }
-        assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
-            difference(host.metrics(), before)
+        await changes_become(host, before, expected)
         await close(sensor, lonely, *nodes)
         # Every session gone: the gauges are back, the counters stay.
         del expected["sessions"], expected["accounts"]
-        assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
-            difference(host.metrics(), before)
+        await changes_become(host, before, expected)
     run(scenario())
 
 
@@ -92,8 +96,7 @@ def test_a_picked_session_found_gone_is_counted(host):
         assert await deliver(sensor, account, [dead, alive], 10) == [0, 10]
         await close(sensor, alive)
         expected = {("routed", "mostactive"): 11, "gone_sessions": 1, "iq_results": 1}
-        assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
-            difference(host.metrics(), before)
+        await changes_become(host, before, expected)
     run(scenario())
 
 
@@ -118,8 +121,7 @@ def test_types_left_to_the_server_are_counted_nowhere(host):
         # A chat message after them: once it is counted, they were handled.
         assert await deliver(sensor, account, nodes, 1, expected_total=None) is not None
         expected = {("routed", "roundrobin"): 1}
-        assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
-            difference(host.metrics(), before)
+        await changes_become(host, before, expected)
         await close(sensor, *nodes)
         await gone_from_gauges(host, start)
     run(scenario())
@@ -131,8 +133,7 @@ def test_all_counts_one_per_message_not_per_copy(host):
         account, nodes, sensor = await cluster(host, [0, 0, 0], "urn:xmpp:cmr:all")
         assert await deliver(sensor, account, nodes, 5, expected_total=15) == [5, 5, 5]
         expected = {("routed", "all"): 5, "iq_results": 1, "sessions": 4, "accounts": 2}
-        assert await wait_for(lambda: difference(host.metrics(), before) == expected), \
-            difference(host.metrics(), before)
+        await changes_become(host, before, expected)
         await close(sensor, *nodes)
         await gone_from_gauges(host, before)
     run(scenario())
