@@ -319,23 +319,18 @@ impl Router {
     }
 
     /// Answers a XEP-0354 IQ given as a whole stanza. `Ok(None)`: not a CMR
-    /// get or set. Changes nothing until the answer is [`commit`](Self::commit)ted.
-    /// Counts the answer (or the refusal) in the metrics.
+    /// get or set. Changes nothing, and counts nothing, until the answer is
+    /// [`commit`](Self::commit)ted; a refused stanza (`Err`) is counted
+    /// here, as nothing of it is sent.
     pub fn answer_iq(&self, xml: &str) -> Result<Option<IqAnswer>, Error> {
-        let answer = self.answer_iq_uncounted(xml);
-        match &answer {
-            Ok(None) => {}
-            Ok(Some(a)) if !a.is_error => {
-                self.iq_results.fetch_add(1, Relaxed);
-            }
-            _ => {
-                self.iq_errors.fetch_add(1, Relaxed);
-            }
+        let answer = self.build_answer(xml);
+        if answer.is_err() {
+            self.iq_errors.fetch_add(1, Relaxed);
         }
         answer
     }
 
-    fn answer_iq_uncounted(&self, xml: &str) -> Result<Option<IqAnswer>, Error> {
+    fn build_answer(&self, xml: &str) -> Result<Option<IqAnswer>, Error> {
         let Some(iq) = protocol::parse_iq(xml)? else {
             return Ok(None);
         };
@@ -414,11 +409,18 @@ impl Router {
         }))
     }
 
-    /// Applies the change an answer carries (if any) to the registry, and
-    /// says whether it set the account's algorithm: only then has the host
+    /// Commits an answer that the host sends: counts it in the metrics,
+    /// applies the change it carries (if any) to the registry, and says
+    /// whether that set the account's algorithm: only then has the host
     /// something to persist. (The account may have lost its last session
-    /// since the answer was made.)
+    /// since the answer was made.) An answer never committed (the host's
+    /// buffer was too small, and it asks again) counts nothing.
     pub fn commit(&self, answer: &IqAnswer) -> bool {
+        if answer.is_error {
+            self.iq_errors.fetch_add(1, Relaxed);
+        } else {
+            self.iq_results.fetch_add(1, Relaxed);
+        }
         match &answer.change {
             Some((account, algorithm)) => self
                 .registry
