@@ -2,27 +2,43 @@
 
 use std::fmt;
 
-/// An input quoted in an error message: at most 128 bytes of
-/// it, with control characters escaped, so that a hostile 64 MB JID leaves
-/// a short message and cannot forge lines in the host's log.
+/// An input quoted in an error message: its first characters, with
+/// control characters and quotes escaped, in at most 128 bytes once
+/// escaped, so that a hostile 64 MB JID (or 128 control characters, each
+/// escaped to five or more) leaves a short message and cannot forge lines in the
+/// host's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quoted {
-    head: String,
+    escaped: String,
+    /// Whether `escaped` holds the whole input.
+    whole: bool,
     /// The whole input's length in bytes.
     len: usize,
 }
 
-/// Bytes of an input kept in a message.
+/// Bytes of escaped input kept in a message.
 const QUOTED_BYTES: usize = 128;
 
 impl Quoted {
     pub fn new(value: &str) -> Quoted {
-        let mut end = value.len().min(QUOTED_BYTES);
-        while !value.is_char_boundary(end) {
-            end -= 1;
+        let mut escaped = String::new();
+        let mut whole = true;
+        for c in value.chars() {
+            let before = escaped.len();
+            if c.is_control() || c == '\'' {
+                escaped.extend(c.escape_default());
+            } else {
+                escaped.push(c);
+            }
+            if escaped.len() > QUOTED_BYTES {
+                escaped.truncate(before);
+                whole = false;
+                break;
+            }
         }
         Quoted {
-            head: value[..end].to_owned(),
+            escaped,
+            whole,
             len: value.len(),
         }
     }
@@ -33,16 +49,8 @@ impl Quoted {
     }
 
     fn write(&self, f: &mut fmt::Formatter<'_>, quote: &str) -> fmt::Result {
-        f.write_str(quote)?;
-        for c in self.head.chars() {
-            if c.is_control() || c == '\'' {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
-        f.write_str(quote)?;
-        if self.len > self.head.len() {
+        write!(f, "{quote}{}{quote}", self.escaped)?;
+        if !self.whole {
             write!(f, "... ({} bytes in all)", self.len)?;
         }
         Ok(())
@@ -162,5 +170,47 @@ mod tests {
         assert!(Quoted::new(&wide)
             .to_string()
             .starts_with(&format!("'{}'", "é".repeat(64))));
+        // Escapes count in the bound: a control character takes five bytes.
+        let controls = Quoted::new(&"\u{1}".repeat(1000)).to_string();
+        assert!(
+            controls.starts_with(&format!("'{}'", r"\u{1}".repeat(25))),
+            "{controls}"
+        );
+        assert!(controls.len() < 200, "{} bytes", controls.len());
+    }
+
+    #[test]
+    fn every_message_is_bounded_whatever_the_input() {
+        let hostile = |c: char| c.to_string().repeat(100_000);
+        for c in ['x', '\u{1}', '\'', 'é', '\u{10ffff}'] {
+            let q = || Quoted::new(&hostile(c));
+            let errors = [
+                Error::InvalidJid {
+                    what: "full JID",
+                    value: q(),
+                    reason: "a reason".into(),
+                },
+                Error::InvalidArgument {
+                    what: "show",
+                    value: q(),
+                    expected: "empty, chat, away, xa or dnd",
+                },
+                Error::UnknownAlgorithm { value: q() },
+                Error::NotOffered { value: q() },
+                Error::InvalidOption {
+                    option: q(),
+                    value: q(),
+                    reason: format!("unknown algorithm {}", q()),
+                },
+                Error::NotFound {
+                    what: "session",
+                    value: q(),
+                },
+            ];
+            for error in errors {
+                let message = error.to_string();
+                assert!(message.len() < 1024, "{} bytes: {message}", message.len());
+            }
+        }
     }
 }

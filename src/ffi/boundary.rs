@@ -16,11 +16,17 @@ thread_local! {
 /// Never panics: it also runs outside the panic boundary, after a caught
 /// panic, and on threads whose thread-locals are being torn down (there
 /// the message is lost; the status still says what happened).
+/// Messages longer than `CMR_MAX_ERROR_BYTES` (a panic's text can be
+/// anything) are cut at a character boundary.
 pub(super) fn fail(status: cmr_status, message: &str) -> cmr_status {
+    let mut end = message.len().min(super::CMR_MAX_ERROR_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
     let _ = LAST_ERROR.try_with(|last| {
         if let Ok(mut last) = last.try_borrow_mut() {
             last.clear();
-            last.push_str(message);
+            last.push_str(&message[..end]);
         }
     });
     status

@@ -14,8 +14,6 @@
 /* Text results (answers, stats) are first written here, on the stack; a
  * larger one is asked again with a buffer of the size the library gave. */
 #define TEXT_STACK_BYTES 4096
-/* Messages quote inputs shortened and stay under 1 KB. */
-#define ERROR_BYTES 1024
 
 static jclass exception_class;
 static jmethodID exception_init;
@@ -55,9 +53,10 @@ static jbyteArray to_java_bytes(JNIEnv *env, const char *bytes, size_t len) {
     return array;
 }
 
-/* Throws CmrException(status, this thread's last error message). */
+/* Throws CmrException(status, this thread's last error message), whole:
+ * the library keeps a message within CMR_MAX_ERROR_BYTES. */
 static void throw_status(JNIEnv *env, cmr_status status) {
-    char message[ERROR_BYTES];
+    char message[CMR_MAX_ERROR_BYTES];
     size_t len = 0;
     if (cmr_last_error(message, sizeof message, &len) != CMR_STATUS_OK) {
         len = 0;
