@@ -199,7 +199,8 @@ fn invalid_xml(reason: impl Into<String>) -> Error {
 /// within [`MAX_IQ_BYTES`], [`MAX_DEPTH`], [`MAX_ELEMENTS`],
 /// [`MAX_ATTRIBUTES`] and [`MAX_TOKEN_BYTES`]. The input
 /// must be exactly one element: anything but whitespace after it is an
-/// error, as are duplicate attributes. A missing `xmlns` means
+/// error, as are duplicate attributes (also two prefixes of one namespace
+/// with the same name). A missing `xmlns` means
 /// `jabber:client`.
 pub fn parse_stanza(xml: &str) -> Result<Element, Error> {
     if xml.len() > MAX_IQ_BYTES {
@@ -273,9 +274,25 @@ pub fn parse_stanza(xml: &str) -> Result<Element, Error> {
             RawEvent::ElementFoot(_) => depth -= 1,
             _ => {}
         }
+        let head_closed = matches!(event, RawEvent::ElementHeadClose(_));
         builder
             .process_event(event)
             .map_err(|e| invalid_xml(e.to_string()))?;
+        // Two prefixes bound to one namespace make two names one attribute
+        // (XML Namespaces 1.0, 6.3): the builder, keying attributes by
+        // namespace and name, then keeps fewer than were given.
+        if head_closed {
+            let given = attributes
+                .iter()
+                .filter(|(p, n)| !(p.as_deref() == Some("xmlns") || (p.is_none() && n == "xmlns")))
+                .count();
+            if let Some(element) = builder.top().filter(|e| e.attrs().len() != given) {
+                return Err(invalid_xml(format!(
+                    "two attributes of {} have the same namespace and name",
+                    Quoted::new(element.name())
+                )));
+            }
+        }
     }
     builder.root.take().ok_or_else(|| invalid_xml("no element"))
 }
@@ -555,6 +572,18 @@ mod tests {
             (format!("{ok}<iq/>"), ""),
             (ok.replace("id='1'", "id='1' id='2'"), "given twice"),
             (ok.replace("<query", "<query a='1' a='2'"), "given twice"),
+            (
+                ok.replace(
+                    "<query",
+                    "<query xmlns:a='urn:x' xmlns:b='urn:x' a:n='1' b:n='2'",
+                ),
+                "the same namespace and name",
+            ),
+            (
+                ok.replace("<iq", "<iq xmlns:a='urn:x' xmlns:b='urn:x'")
+                    .replace("<query", "<query a:n='1' b:n='2'"),
+                "the same namespace and name",
+            ),
             (ok.replace("id='1'", "id='&#1;'"), ""),
             (ok.replace("id='1'", "id='\u{1}'"), ""),
             (ok.replace("id='1'", "id='&lol;'"), ""),
@@ -574,6 +603,13 @@ mod tests {
             &format!(">{}</query></iq>", "<x/>".repeat(MAX_ELEMENTS - 1)),
         );
         assert!(invalid_reason(&siblings).contains("more than 64 elements"));
+        // One name in two namespaces, or unprefixed beside prefixed, is no
+        // duplicate.
+        let distinct = ok.replace(
+            "<query",
+            "<query xmlns:a='urn:x' xmlns:b='urn:y' a:n='1' b:n='2' n='3'",
+        );
+        assert!(parse_iq(&distinct).unwrap().is_some());
         let attributes: String = (0..=MAX_ATTRIBUTES).map(|i| format!(" a{i}='x'")).collect();
         let many = ok.replace("<query", &format!("<query{attributes}"));
         assert!(invalid_reason(&many).contains("more than 32 attributes"));
