@@ -28,6 +28,11 @@
 // arrays, and the indexes `cmr_algorithm_name` names.
 #define CMR_ALGORITHM_COUNT 7
 
+// The longest message `cmr_last_error` gives, in bytes. Messages quote
+// inputs shortened (at most 128 bytes each, escapes included), so they
+// stay well under it whatever the input; a longer one is cut.
+#define CMR_MAX_ERROR_BYTES 1024
+
 // The result of every call. The numbers are stable across versions.
 typedef enum {
   // Success.
@@ -138,8 +143,8 @@ const char *cmr_status_name(uint32_t status);
 // Copies the message of the last error on the calling thread into `buf`.
 // The message stays until the next error on this thread; a buffer too
 // small gives `CMR_STATUS_BUFFER_TOO_SMALL` with the size needed and keeps
-// the message. Messages quote inputs shortened, so they stay well under
-// 1 KB. Thread-safe: each thread has its own message.
+// the message. A message is at most `CMR_MAX_ERROR_BYTES` bytes.
+// Thread-safe: each thread has its own message.
 //
 // # Safety
 // `buf` has `cap` writable bytes (may be NULL when `cap` is 0); `out_len`
@@ -335,8 +340,10 @@ cmr_status cmr_router_disco_features(const cmr_router *router,
                                      size_t *out_len);
 
 // Writes the account's per-session figures as a tab-separated table with a
-// header line: `resource routed priority show available load token`, where
-// `routed` counts the messages routed to the session since it registered.
+// header line naming its 8 columns: `resource routed priority show
+// available load token hibernating`, where `routed` counts the messages
+// routed to the session since it registered. Find a column by its name in
+// the header: later versions may add columns.
 // Thread-safe.
 //
 // # Safety

@@ -226,11 +226,16 @@ pub extern "C" fn cmr_status_name(status: u32) -> *const c_char {
     }
 }
 
+/// The longest message `cmr_last_error` gives, in bytes. Messages quote
+/// inputs shortened (at most 128 bytes each, escapes included), so they
+/// stay well under it whatever the input; a longer one is cut.
+pub const CMR_MAX_ERROR_BYTES: usize = 1024;
+
 /// Copies the message of the last error on the calling thread into `buf`.
 /// The message stays until the next error on this thread; a buffer too
 /// small gives `CMR_STATUS_BUFFER_TOO_SMALL` with the size needed and keeps
-/// the message. Messages quote inputs shortened, so they stay well under
-/// 1 KB. Thread-safe: each thread has its own message.
+/// the message. A message is at most `CMR_MAX_ERROR_BYTES` bytes.
+/// Thread-safe: each thread has its own message.
 ///
 /// # Safety
 /// `buf` has `cap` writable bytes (may be NULL when `cap` is 0); `out_len`
@@ -634,8 +639,10 @@ pub unsafe extern "C" fn cmr_router_disco_features(
 }
 
 /// Writes the account's per-session figures as a tab-separated table with a
-/// header line: `resource routed priority show available load token`, where
-/// `routed` counts the messages routed to the session since it registered.
+/// header line naming its 8 columns: `resource routed priority show
+/// available load token hibernating`, where `routed` counts the messages
+/// routed to the session since it registered. Find a column by its name in
+/// the header: later versions may add columns.
 /// Thread-safe.
 ///
 /// # Safety

@@ -88,6 +88,19 @@ static void test_last_error_sizes(void) {
   CHECK(cmr_router_set_algorithm(router, jid, sizeof jid, S("all")) == CMR_STATUS_INVALID_JID);
   CHECK(cmr_last_error(NULL, 0, &needed) == CMR_STATUS_BUFFER_TOO_SMALL && needed < 512);
   cmr_router_free(router);
+  /* A bad option quotes its name and its value, each escaped: control
+   * characters, five bytes each once escaped, still give a message within
+   * the bound, with each input's length at the end of its quote. */
+  static char options[1600];
+  memset(options, '\x01', sizeof options);
+  memcpy(options + 700, "=\x01,", 3);
+  router = NULL;
+  CHECK(cmr_router_new(options, sizeof options, &router) == CMR_STATUS_INVALID_OPTION && router == NULL);
+  CHECK(cmr_last_error(NULL, 0, &needed) == CMR_STATUS_BUFFER_TOO_SMALL);
+  CHECK(needed > 200 && needed <= CMR_MAX_ERROR_BYTES);
+  char message[CMR_MAX_ERROR_BYTES];
+  CHECK(cmr_last_error(message, sizeof message, &len) == CMR_STATUS_OK && len == needed);
+  CHECK(contains(message, len, "(700 bytes in all)") && contains(message, len, "(899 bytes in all)"));
 }
 
 static void test_router_new(void) {
@@ -521,6 +534,41 @@ static void test_metrics(void) {
   cmr_router_free(router);
 }
 
+/* An answer counts once, when it is written: a try with a buffer too
+ * small changes no figure (and no algorithm), the try with room counts 1. */
+static void test_an_answer_counts_once_written(void) {
+  cmr_router *router = NULL;
+  CHECK(cmr_router_new(S(""), &router) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("d@x/1"), 1, 0, NULL, 0, true, NULL) == CMR_STATUS_OK);
+  static char iq[2200], answer[4096];
+  int n = snprintf(iq, sizeof iq, "<iq type='get' from='d@x/1' id='");
+  memset(iq + n, 'i', 2000);
+  n += 2000;
+  n += snprintf(iq + n, sizeof iq - (size_t)n, "'><query xmlns='urn:xmpp:cmr:0'/></iq>");
+  cmr_metrics before, after;
+  size_t len = 0;
+  bool changed = true;
+  CHECK(cmr_router_metrics(router, &before) == CMR_STATUS_OK);
+  CHECK(cmr_router_handle_iq(router, iq, (size_t)n, answer, 16, &len, &changed) == CMR_STATUS_BUFFER_TOO_SMALL);
+  CHECK(len > 2000 && !changed);
+  CHECK(cmr_router_metrics(router, &after) == CMR_STATUS_OK);
+  CHECK(memcmp(&before, &after, sizeof before) == 0);
+  CHECK(cmr_router_handle_iq(router, iq, (size_t)n, answer, len, &len, &changed) == CMR_STATUS_OK);
+  CHECK(cmr_router_metrics(router, &after) == CMR_STATUS_OK);
+  CHECK(after.iq_results == 1 && after.iq_errors == 0);
+  /* The same for a set: too small neither counts nor switches. */
+  const char *set = "<iq type='set' from='d@x/1' id='s'><cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:xmpp:cmr:roundrobin'/></iq>";
+  CHECK(cmr_router_handle_iq(router, S(set), answer, 16, &len, &changed) == CMR_STATUS_BUFFER_TOO_SMALL && !changed);
+  CHECK(cmr_router_get_algorithm(router, S("d@x"), answer, sizeof answer, &len) == CMR_STATUS_OK);
+  CHECK(contains(answer, len, "urn:xmpp:cmr:all"));
+  CHECK(cmr_router_metrics(router, &after) == CMR_STATUS_OK);
+  CHECK(after.iq_results == 1 && after.iq_errors == 0);
+  CHECK(cmr_router_handle_iq(router, S(set), answer, sizeof answer, &len, &changed) == CMR_STATUS_OK && changed);
+  CHECK(cmr_router_metrics(router, &after) == CMR_STATUS_OK);
+  CHECK(after.iq_results == 2 && after.iq_errors == 0);
+  cmr_router_free(router);
+}
+
 int main(int argc, char **argv) {
   test_version_and_messages();
   test_last_error_sizes();
@@ -531,6 +579,7 @@ int main(int argc, char **argv) {
   test_hibernation();
   test_set_without_a_session();
   test_metrics();
+  test_an_answer_counts_once_written();
   cmr_router *router = NULL;
   if (cmr_router_new(S("default=sticky hints=any"), &router) != CMR_STATUS_OK) {
     fprintf(stderr, "cmr_router_new: %s\n", last_error());
