@@ -653,7 +653,9 @@ local_stats(Host, Jid) ->
                 {{ok, Algorithm}, {ok, Table}} ->
                     [Header | Rows] = binary:split(Table, <<"\n">>, [global, trim]),
                     Sessions = mod_cmr_cluster:sessions(Host),
-                    Lines = [<<Header/binary, "\tnode">> | [<<Row/binary, "\t", (session_node(Sessions, U, S, Row))/binary>>
+                    Columns = binary:split(Header, <<"\t">>, [global]),
+                    TokenAt = length(lists:takewhile(fun(C) -> C =/= <<"token">> end, Columns)) + 1,
+                    Lines = [<<Header/binary, "\tnode">> | [<<Row/binary, "\t", (session_node(Sessions, U, S, TokenAt, Row))/binary>>
                                                            || Row <- Rows]],
                     {ok, iolist_to_binary([<<"algorithm\t">>, Algorithm, <<"\n">>, lists:join(<<"\n">>, Lines), <<"\n">>])};
                 {{error, {_, Reason}}, _} -> {error, binary_to_list(Reason)};
@@ -661,9 +663,10 @@ local_stats(Host, Jid) ->
             end
     end.
 
-%% The node of the session in a stats row, whose seventh column is its token.
-session_node(Sessions, U, S, Row) ->
-    Token = binary_to_integer(lists:nth(7, binary:split(Row, <<"\t">>, [global]))),
+%% The node of the session in a stats row, whose column TokenAt (found by
+%% its name in the header) is its token.
+session_node(Sessions, U, S, TokenAt, Row) ->
+    Token = binary_to_integer(lists:nth(TokenAt, binary:split(Row, <<"\t">>, [global]))),
     case ets:lookup(Sessions, {U, S, Token}) of
         [{_, Pid}] -> atom_to_binary(node(Pid));
         [] -> <<"?">>

@@ -318,7 +318,8 @@ public final class Router implements AutoCloseable {
 
     /**
      * The account's per-session figures, a tab-separated table with a
-     * header line: resource, routed, priority, show, available, load, token.
+     * header line naming its 8 columns: resource, routed, priority, show,
+     * available, load, token, hibernating (find a column by its name).
      */
     public String stats(byte[] bareJid) {
         Objects.requireNonNull(bareJid, "bareJid");

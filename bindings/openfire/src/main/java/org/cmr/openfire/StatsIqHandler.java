@@ -13,9 +13,10 @@ import org.xmpp.packet.PacketError;
 /**
  * The per-account figures, for the server's admins:
  * {@code <iq type='get'><stats xmlns='urn:x-cmr:stats:0' jid='user@domain'/></iq>}
- * is answered with the active algorithm and one tab-separated row per
- * session (resource, routed, priority, show, available, load, token) as
- * the element's text. Any XMPP client with an XML console can ask.
+ * is answered with the active algorithm and the library's table (a header
+ * line naming its 8 columns, then one tab-separated row per session:
+ * resource, routed, priority, show, available, load, token, hibernating)
+ * as the element's text. Any XMPP client with an XML console can ask.
  */
 final class StatsIqHandler extends IQHandler {
     static final String NAMESPACE = "urn:x-cmr:stats:0";
