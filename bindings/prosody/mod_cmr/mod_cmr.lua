@@ -1,4 +1,4 @@
--- mod_cmr: XEP-0354 Customizable Message Routing for Prosody 0.12.
+-- mod_cmr: XEP-0354 Customizable Message Routing for Prosody 0.12 and 13.
 --
 -- The routing decisions live in the cmr library; this module feeds it the
 -- sessions' presence, activity and XEP-0198 load, asks it who gets each
