@@ -19,6 +19,10 @@ local bad, err = cmr.new("offered=roundrobin");
 check("bad options give nil, message", bad == nil and err:find("offered='roundrobin'", 1, true), err);
 bad, err = cmr.new("colour=blue");
 check("unknown option named", bad == nil and err:find("colour", 1, true), err);
+-- Its longest kind: two inputs of control characters, quoted whole.
+bad, err = cmr.new(("\1"):rep(700) .. "=" .. ("\1"):rep(899));
+check("a bad option's message whole", bad == nil and err:find("(700 bytes in all)", 1, true)
+	and err:find("(899 bytes in all)", 1, true), err);
 
 local router = assert(cmr.new("default=roundrobin hints=any"));
 local registered, new_account = router:register("Cluster@Example.ORG/node-1", 1, 0, "", true);

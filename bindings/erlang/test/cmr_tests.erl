@@ -20,6 +20,9 @@ new_test() ->
     ?assertMatch({error, {invalid_option, _}}, cmr:new(<<"offered=roundrobin">>)),
     {error, {invalid_option, Msg}} = cmr:new(<<"colour=blue">>),
     ?assert(contains(Msg, <<"colour">>)),
+    %% Its longest kind: two inputs of control characters, quoted whole.
+    {error, {invalid_option, Escaped}} = cmr:new(<<(binary:copy(<<1>>, 700))/binary, "=", (binary:copy(<<1>>, 899))/binary>>),
+    ?assert(contains(Escaped, <<"(700 bytes in all)">>) andalso contains(Escaped, <<"(899 bytes in all)">>)),
     ?assertMatch({error, {invalid_utf8, _}}, cmr:new(<<"hints=", 255>>)),
     ?assertMatch({error, {badarg, _}}, cmr:new("a list, not a binary")),
     ?assertMatch({error, {badarg, _}}, cmr:new(42)).

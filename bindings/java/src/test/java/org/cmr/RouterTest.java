@@ -124,6 +124,11 @@ class RouterTest {
         CmrException e = refused(Status.NOT_FOUND, "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr",
                 () -> router.unregister(ACCOUNT + "/" + resource, 99));
         assertTrue(e.getMessage().endsWith("(1031 bytes in all) is not registered"), e.getMessage());
+        // The longest kind: two inputs of control characters, quoted whole.
+        String controls = new String(new char[900]).replace('\0', '\u0001');
+        CmrException option = refused(Status.INVALID_OPTION, "(700 bytes in all)",
+                () -> new Router(controls.substring(0, 700) + "=" + controls.substring(1)));
+        assertTrue(option.getMessage().contains("(899 bytes in all)"), option.getMessage());
     }
 
     @Test
