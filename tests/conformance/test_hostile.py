@@ -33,10 +33,24 @@ def expected_live(live, host_name):
     return dict(pair.split("=", 1) for pair in live.split(";"))[host_name]
 
 
+# How long the client waits for the answer before its next keepalive.
+KEEPALIVE_SECONDS = 0.2
+
+
 async def answer(host, account, data):
     """What the server makes of `data` from a logged-in client: `result`,
     an error condition, `stream-error` (it closed the stream) or
-    `no-answer`."""
+    `no-answer`.
+
+    While it waits, the client sends what a client sends next: whitespace
+    keepalives. Under expat's reparse deferral (expat 2.6, and Debian 12's
+    2.5.0-1+deb12u2 on) the server's parser leaves a large token unparsed
+    until the bytes it holds have doubled since its last try, so a large
+    stanza may be answered only after more bytes follow it, and one small
+    keepalive may not be enough. Each keepalive doubles the last; once
+    they add up to the stanza's size, any token it held has been parsed,
+    and the client waits for the answer. Whitespace between or inside
+    stanzas changes no outcome: it only makes the server go on."""
     client = await online(host, account, "hostile")
     loop = asyncio.get_running_loop()
     answered, closed = loop.create_future(), loop.create_future()
@@ -55,7 +69,16 @@ async def answer(host, account, data):
     # Stop slixmpp from reconnecting once the server closed the stream.
     client.add_event_handler("disconnected", lambda _: client.abort())
     client.transport.write(data)
-    done, _ = await asyncio.wait([answered, closed], timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    followed, keepalive = 0, 1
+    while True:
+        enough = followed >= len(data)
+        done, _ = await asyncio.wait([answered, closed], timeout=TIMEOUT if enough else KEEPALIVE_SECONDS,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if done or enough:
+            break
+        client.transport.write(b" " * keepalive)
+        followed += keepalive
+        keepalive *= 2
     if answered in done:
         reply = answered.result()
         outcome = "result" if reply.get("type") == "result" else error_condition(reply)
