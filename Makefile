@@ -261,19 +261,26 @@ conformance-prosody: prosody-deps prosody-module $(VENV)/.installed
 # each phase).
 PACKAGE_VERSION := dpkg-query -W -f='$${Version}' 2>/dev/null
 OPENFIRE_VERSION = $(shell sed -n '/<artifactId>xmppserver</{n;s/.*<version>\(.*\)<\/version>.*/\1/p;}' $(OPENFIRE_HOST)/pom.xml)
-.PHONY: versions use-backports test-backports
+.PHONY: versions use-backports use-security-updates test-backports
 versions:
 	@echo "server versions: prosody $$($(PACKAGE_VERSION) prosody || echo none)," \
-	    "ejabberd $$($(PACKAGE_VERSION) ejabberd || echo none), openfire $(OPENFIRE_VERSION)"
+	    "ejabberd $$($(PACKAGE_VERSION) ejabberd || echo none), openfire $(OPENFIRE_VERSION);" \
+	    "libexpat1 $$($(PACKAGE_VERSION) libexpat1 || echo none)"
 
 # Moves this machine to Prosody 13 and ejabberd 24.12 from bookworm-backports
 # (as root; only when asked: README.md says how to go back).
 use-backports:
 	@scripts/use-backports.sh
 
-# CI's second phase: the host suites again on the bookworm-backports
-# servers, mod_cmr rebuilt for the new ejabberd.
-test-backports: use-backports
+# Installs the current security updates of the servers and of what they
+# depend on, libexpat1 among them (as root; only when asked).
+use-security-updates:
+	@scripts/use-security-updates.sh
+
+# CI's second phase: the host suites again on what a maintained Debian 12
+# runs: the bookworm-backports servers, with the current security updates of
+# everything they load; mod_cmr rebuilt for the new ejabberd.
+test-backports: use-backports use-security-updates
 	$(MAKE) --no-print-directory conformance-prosody conformance-ejabberd
 
 $(BUILD)/bin/abi_test: tests/c/abi_test.c include/cmr.h lib
