@@ -53,6 +53,8 @@ public final class CmrPlugin implements Plugin {
     private StatsIqHandler statsHandler;
     private Statistics statistics;
     private final List<String> features = new ArrayList<>();
+    /** Null on Openfire 4.2, which shows the server's features there. */
+    private AccountFeatures accountFeatures;
     private final AtomicBoolean failureLogged = new AtomicBoolean();
     private final Set<String> leftToOpenfire = ConcurrentHashMap.newKeySet();
 
@@ -68,7 +70,7 @@ public final class CmrPlugin implements Plugin {
         routing = new MessageRouting(this, router, sessions);
         XMPPServer server = XMPPServer.getInstance();
         iqHandler = new CmrIqHandler(this, router);
-        statsHandler = new StatsIqHandler(router);
+        statsHandler = new StatsIqHandler(router, sessions);
         server.getIQRouter().addHandler(iqHandler);
         server.getIQRouter().addHandler(statsHandler);
         IQDiscoInfoHandler disco = server.getIQDiscoInfoHandler();
@@ -76,6 +78,7 @@ public final class CmrPlugin implements Plugin {
             features.add(feature);
             disco.addServerFeature(feature);
         }
+        accountFeatures = AccountFeatures.register(disco, features);
         routing.honourHints(features.contains("urn:xmpp:cmr:hints:0"));
         statistics = new Statistics(this, router, manager.getCanonicalName(this));
         statistics.register();
@@ -101,6 +104,9 @@ public final class CmrPlugin implements Plugin {
         XMPPServer server = XMPPServer.getInstance();
         server.getIQRouter().removeHandler(iqHandler);
         server.getIQRouter().removeHandler(statsHandler);
+        if (accountFeatures != null) {
+            accountFeatures.remove();
+        }
         for (String feature : features) {
             server.getIQDiscoInfoHandler().removeServerFeature(feature);
         }
