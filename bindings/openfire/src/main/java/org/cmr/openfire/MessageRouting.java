@@ -34,8 +34,9 @@ final class MessageRouting implements PacketInterceptor {
     private static final QName PRIVATE = QName.get("private", CARBONS);
     private static final QName HINT = QName.get("cmr", "urn:xmpp:cmr:0");
     /**
-     * A picked session can close between the pick and the delivery; each
-     * attempt drops at least one, so a few attempts always settle.
+     * A picked session can close, or start waiting for resumption, between
+     * the pick and the delivery; each attempt drops or marks at least one,
+     * so a few attempts settle (after the last, Openfire routes it).
      */
     private static final int MAX_ATTEMPTS = 8;
     /**
@@ -250,15 +251,17 @@ final class MessageRouting implements PacketInterceptor {
                 // say, and may reject it (as they would natively).
                 invokeLaterInterceptors(message, session);
             }
+            if (!ready(tokens, n, bare)) {
+                continue;
+            }
             if (privateElement != null && privateElement.getParent() != null) {
                 // The receiving server removes <private/> before delivering.
                 message.getElement().remove(privateElement);
             }
             for (int i = 0; i < n; i++) {
                 Sessions.Tracked tracked = sessions.byToken(tokens[i]);
-                if (tracked == null || Sessions.closed(tracked.session)) {
-                    CmrPlugin.LOG.debug("Picked session {} is gone; routing again", tokens[i]);
-                    sessions.dropPicked(tokens[i], tracked, bare);
+                if (tracked == null) {
+                    // Destroyed since: its listener unregistered it.
                     continue;
                 }
                 // Each session its own copy: a session's XEP-0198 queue
@@ -267,6 +270,32 @@ final class MessageRouting implements PacketInterceptor {
                 delivered.add(tracked.session);
             }
         }
+    }
+
+    /**
+     * Whether the picked sessions can all take the message as the router
+     * saw them. One found gone is dropped; one found waiting for XEP-0198
+     * resumption that the router did not know to be waiting is marked (the
+     * router then picks it only when no live session is eligible, or for
+     * the copies of all). Either way the message is picked again.
+     */
+    private boolean ready(long[] tokens, int n, JID bare) {
+        boolean ready = true;
+        for (int i = 0; i < n; i++) {
+            Sessions.Tracked tracked = sessions.byToken(tokens[i]);
+            if (tracked == null || Sessions.closed(tracked.session)) {
+                CmrPlugin.LOG.debug("Picked session {} is gone; routing again", tokens[i]);
+                sessions.dropPicked(tokens[i], tracked, bare);
+                ready = false;
+            } else {
+                boolean known = tracked.hibernating;
+                if (sessions.refreshHibernation(tracked) && !known) {
+                    CmrPlugin.LOG.debug("Picked session {} waits for resumption; routing again", tokens[i]);
+                    ready = false;
+                }
+            }
+        }
+        return ready;
     }
 
     /**

@@ -8,6 +8,7 @@ import org.cmr.CmrException;
 import org.cmr.Router;
 import org.jivesoftware.openfire.event.SessionEventListener;
 import org.jivesoftware.openfire.session.ClientSession;
+import org.jivesoftware.openfire.session.LocalSession;
 import org.jivesoftware.openfire.session.Session;
 import org.jivesoftware.openfire.user.PresenceEventListener;
 import org.xmpp.packet.JID;
@@ -26,6 +27,8 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         final byte[] fullJid;
         /** The second of the last activity reported (for mostactive). */
         volatile long touchedSecond;
+        /** Whether the router knows it as waiting for XEP-0198 resumption. */
+        volatile boolean hibernating;
 
         Tracked(ClientSession session, long token, JID address) {
             this.session = session;
@@ -75,11 +78,61 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         } catch (CmrException e) {
             plugin.refused(e, "Not routing to " + address);
         }
+        // Registered while it waits (the plugin loaded meanwhile).
+        refreshHibernation(tracked);
         // Destroyed meanwhile (its listener ran between the two lines
         // above): take back what this call registered.
         if (bySession.get(session) != tracked) {
             forget(tracked);
         }
+    }
+
+    /**
+     * Tells the router whether the session waits for XEP-0198 resumption
+     * (detached: its connection is gone, Openfire keeps the session for
+     * it), when that changed, and says whether it waits. Openfire tells a
+     * plugin neither when a session detaches nor when it resumes, so the
+     * plugin looks: when it registers a session, before it delivers to a
+     * picked one, when an admin asks for the account's stats, and when the
+     * session sends a stanza (it is back then).
+     */
+    boolean refreshHibernation(Tracked tracked) {
+        synchronized (tracked) {
+            boolean waiting = detached(tracked.session);
+            if (waiting != tracked.hibernating) {
+                tracked.hibernating = waiting;
+                try {
+                    router.setHibernating(tracked.fullJid, tracked.token, waiting);
+                } catch (CmrException e) {
+                    plugin.refused(e, null);
+                }
+            }
+            return waiting;
+        }
+    }
+
+    /**
+     * Refreshes the sessions with these tokens (see refreshHibernation);
+     * says whether any changed.
+     */
+    boolean refreshHibernation(Iterable<Long> tokens) {
+        boolean changed = false;
+        for (long token : tokens) {
+            Tracked tracked = byToken.get(token);
+            if (tracked != null) {
+                boolean before = tracked.hibernating;
+                changed |= refreshHibernation(tracked) != before;
+            }
+        }
+        return changed;
+    }
+
+    /**
+     * Whether the session waits for XEP-0198 resumption. LocalSession's
+     * isDetached() is the call 4.2 and 5.x share.
+     */
+    static boolean detached(Session session) {
+        return session instanceof LocalSession && ((LocalSession) session).isDetached();
     }
 
     /** Forgets the session; a later pick can no longer give it. */
@@ -132,9 +185,15 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         }
     }
 
-    /** Reports the session's activity, at most once a second. */
+    /**
+     * Reports the session's activity, at most once a second. A session that
+     * sends is no longer waiting for resumption.
+     */
     void touch(ClientSession session) {
         Tracked tracked = bySession.get(session);
+        if (tracked != null && tracked.hibernating) {
+            refreshHibernation(tracked);
+        }
         long second = System.nanoTime() / 1_000_000_000L;
         if (tracked != null && tracked.touchedSecond != second) {
             tracked.touchedSecond = second;
