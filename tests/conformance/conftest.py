@@ -57,7 +57,8 @@ def require(host, *features):
     """Skips the test, saying why, on a host that lacks one of `features`."""
     missing = sorted(set(features) - host.features)
     if missing:
-        pytest.skip(f"{host.name} lacks {', '.join(missing)}")
+        pytest.skip("; ".join(f"{host.name} lacks {feature}" + (f": {host.lacking[feature]}" if feature in host.lacking else "")
+                              for feature in missing))
 
 
 def session_rows(stats):

@@ -41,7 +41,7 @@ OUTSIDERS_LOG = "run without mod_cmr for localhost"
 UNANSWERED_LOG = r"mod_cmr: home node \S+ did not answer with \d+ forwarded messages unacknowledged"
 
 if "cluster" not in host_class().features:
-    pytest.skip("the host does not cluster", allow_module_level=True)
+    pytest.skip(host_class().lacking.get("cluster", "the host does not cluster"), allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ BURSTS = 8
 
 
 def test_senders_at_once_while_sessions_come_and_go(host):
-    require(host, "hibernation", "offline", "stats")
+    require(host, "hibernation", "expiry", "offline", "stats")
 
     async def scenario():
         account = host.account()

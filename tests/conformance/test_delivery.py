@@ -57,7 +57,7 @@ def test_unavailable_in_the_middle_of_a_stream_loses_nothing(host):
 
 
 def test_killed_connection_with_stream_management_loses_nothing(host):
-    require(host, "hibernation")
+    require(host, "hibernation", "expiry")
 
     async def scenario():
         account, sensor_jid = host.account(), host.account()

@@ -17,7 +17,7 @@ NS_CARBONS = "urn:xmpp:carbons:2"
 
 
 def test_a_picked_session_dies_with_archive_results_and_carbons_queued(host):
-    require(host, "hibernation", "mam", "carbons")
+    require(host, "hibernation", "expiry", "mam", "carbons")
 
     async def scenario():
         account, sensor_jid = host.account(), host.account()
@@ -61,7 +61,7 @@ def test_a_picked_session_dies_with_archive_results_and_carbons_queued(host):
 
 
 def test_a_session_dying_under_all_duplicates_nothing(host):
-    require(host, "hibernation")
+    require(host, "hibernation", "expiry")
     if host.resends_dead_session_queue:
         pytest.skip(f"{host.name} resends a dead session's queue through its own routing (resend_on_timeout), "
                     "so every session gets those messages again, with or without mod_cmr")
@@ -88,7 +88,7 @@ def test_a_session_dying_under_all_duplicates_nothing(host):
 
 
 def test_a_session_dying_beside_one_with_carbons_gives_no_double_or_private_copy(host):
-    require(host, "hibernation", "carbons")
+    require(host, "hibernation", "expiry", "carbons")
     if host.resends_dead_session_queue:
         pytest.skip(f"{host.name} resends a dead session's queue through its own routing (resend_on_timeout), "
                     "where it is routed and copied as new, with or without mod_cmr")
@@ -126,7 +126,7 @@ def test_a_session_dying_beside_one_with_carbons_gives_no_double_or_private_copy
 
 
 def test_a_dead_sessions_share_goes_offline_when_no_one_else_is_eligible(host):
-    require(host, "hibernation", "offline")
+    require(host, "hibernation", "expiry", "offline")
 
     async def scenario():
         account, sensor_jid = host.account(), host.account()
@@ -159,7 +159,7 @@ def test_a_dead_sessions_share_goes_offline_when_no_one_else_is_eligible(host):
 
 
 def test_a_dead_sessions_share_follows_an_algorithm_changed_meanwhile(host):
-    require(host, "hibernation")
+    require(host, "hibernation", "expiry")
 
     async def scenario():
         account, sensor_jid = host.account(), host.account()

@@ -24,10 +24,11 @@ class ServerHost:
     host. Subclasses start it and say what it can do (`features`):
     virtual_hosts (the second domain, with its own policy), carbons, mam,
     offline, acks (XEP-0198 acknowledgements), resumption (XEP-0198),
-    hibernation (the module knows a session waits for resumption, and the
-    server gives up on it after hibernation_seconds), load (the module
-    reports each session's unacknowledged queue), restart, reload, stats,
-    cluster, kill_session."""
+    hibernation (the module knows a session waits for resumption: the last
+    resort while it waits), expiry (the server gives up on a waiting session
+    after hibernation_seconds), load (the module reports each session's
+    unacknowledged queue), restart, reload, stats, cluster, kill_session.
+    `lacking` says why a host lacks one, for the skip."""
 
     domain = DOMAIN
     fixed_domain = FIXED_DOMAIN
@@ -42,6 +43,7 @@ class ServerHost:
     # How long a dead XEP-0198 session waits for resumption; the fixtures'
     # server configs set this.
     hibernation_seconds = 5
+    lacking = {}
 
     def __init__(self):
         self.port = free_port()
@@ -91,6 +93,12 @@ class ServerHost:
     def expected(self, entry):
         """Whether a log entry is a test's own doing (`expected_problems`)."""
         return any(re.search(pattern, entry) for pattern in self.expected_problems)
+
+    @property
+    def outcome_names(self):
+        """The names under which the corpus gives this host's outcomes, the
+        most specific first (Openfire: per major version, then any)."""
+        return [self.name]
 
     def account(self, domain=DOMAIN):
         """A fresh account of `domain`: the JID of a user no test used yet."""

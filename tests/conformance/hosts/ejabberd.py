@@ -106,7 +106,8 @@ PARTITION_LOGS = [r"Connection attempt from node \S+ rejected\. Invalid challeng
 class EjabberdHost(ServerHost):
     name = "ejabberd"
     stop_timeout = 20
-    features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "load", "offline", "restart", "stats", "reload", "cluster", "kill_session"}
+    features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "expiry", "load", "offline", "restart",
+                "stats", "reload", "cluster", "kill_session"}
     # mod_carboncopy leaves the messages it sees delivered unchanged.
     keeps_carbons_private = True
     # A dead session's unacknowledged messages: ejabberd resends them all

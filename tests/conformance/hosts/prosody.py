@@ -64,7 +64,10 @@ LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 class ProsodyHost(ServerHost):
     name = "prosody"
     # What this host can do, for tests that need it.
-    features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "load", "offline", "stats", "restart", "reload"}
+    features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "expiry", "load", "offline", "stats",
+                "restart", "reload"}
+    lacking = {"cluster": "Prosody does not cluster",
+               "kill_session": "Prosody runs every session in one process: a session cannot die without its unbind"}
     # mod_carbons removes <private/> from the messages it sees delivered.
     keeps_carbons_private = False
     # A dead session's unacknowledged messages: Prosody's mod_smacks bounces
