@@ -4,14 +4,15 @@ client resumes. The server here keeps a hibernating session long enough
 that no step races the timeout."""
 
 import asyncio
+from collections import Counter
 
 import pytest
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from conftest import require, run, served
-from xmpp import (TIMEOUT, bodies, close, deliver, drop_connection, online, resume, send_messages, settle, stats_row,
-                  wait_for, withhold_acks)
+from xmpp import (TIMEOUT, bodies, close, deliver, drop_connection, online, resume, round_trip, send_messages, send_paced,
+                  settle, stats_row, wait_for, withhold_acks)
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -131,3 +132,73 @@ def test_a_resumed_session_keeps_its_show(host):
         return first, second
 
     assert run(scenario()) == ([0, 4], [0, 8])
+
+
+def test_a_resumed_session_that_sends_is_routed_to_again(host):
+    # Resumed, and once it has sent a stanza (a client does, at the latest
+    # with its next ping), the session is back in the rotation: asked of
+    # routing alone, with no stats read after the resumption. (Openfire
+    # tells its plugin nothing of a resumption: the plugin learns it from
+    # that stanza.)
+    require(host, "resumption", "hibernation")
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        keep = await online(host, account, "keep")
+        sleeper = await online(host, account, "sleeper", smacks=True)
+        await keep.set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        await drop_connection(sleeper)
+        await hibernating(host, account, "sleeper")
+        during = await deliver(sensor, account, [keep], 4, prefix="during")
+        await resume(host, sleeper)
+        await round_trip(sleeper)
+        keep.messages.clear()
+        sleeper.messages.clear()
+        after = await deliver(sensor, account, [keep, sleeper], 10, prefix="after")
+        await close(sensor, keep, sleeper)
+        return during, after
+
+    assert run(scenario()) == ([4], [5, 5])
+
+
+ROUNDS = 20
+
+
+def test_a_connection_dying_in_a_flood_loses_and_doubles_nothing(host):
+    # Round after round, the account's XEP-0198 session loses its TCP
+    # connection while a sensor floods the account, then resumes: a
+    # delivery can meet the session at the moment it detaches. Every body
+    # arrives once (the resumption resends what the session had not
+    # handled), and the server logs no error (Openfire 4.2.0 once logged a
+    # NullPointerException for a delivery to a session detaching then).
+    require(host, "resumption")
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        keep = await online(host, account, "keep")
+        victim = await online(host, account, "victim", smacks=True)
+        await keep.set_algorithm(ROUND_ROBIN)
+        sensor = await online(host, sensor_jid, "probe")
+        counts = []
+        for r in range(ROUNDS):
+            prefix = f"r{r}"
+            flood = asyncio.ensure_future(send_paced(sensor, account, 8, 10, prefix))
+            assert await wait_for(lambda: sum(b.startswith(prefix + "-") for b in victim.bodies()) >= 3), r
+            await drop_connection(victim)
+            await flood
+            await resume(host, victim)
+            # What the resumption resends comes before this answer.
+            await round_trip(victim)
+            sent = {f"{prefix}-{batch}-{i}" for batch in range(8) for i in range(10)}
+            assert await wait_for(lambda: sent <= set(bodies(keep, victim))), \
+                (r, sorted(sent - set(bodies(keep, victim)))[:5])
+            counts.append(Counter(b for b in bodies(keep, victim).elements() if b.startswith(prefix + "-")))
+        await close(sensor, keep, victim)
+        return counts
+
+    counts = run(scenario())
+    doubled = {body: n for round_counts in counts for body, n in round_counts.items() if n > 1}
+    assert doubled == {}, doubled
+    assert [w for w in host.warnings() if "NullPointerException" in w] == []
+    assert host.problems() == []
