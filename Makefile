@@ -183,8 +183,11 @@ $(OPENFIRE_SERVER)/classes/Launcher.class: $(OPENFIRE_HOST)/Launcher.java $(OPEN
 	rm -rf $(OPENFIRE_SERVER)/classes && mkdir -p $(OPENFIRE_SERVER)/classes
 	javac -Xlint:all,-path -Werror -cp '$(OPENFIRE_SERVER)/lib/*' -d $(OPENFIRE_SERVER)/classes $<
 
+# CMR_OPENFIRE_HOME=/opt/openfire runs it against that Openfire
+# installation instead (hosts/openfire.py: it is only read).
 conformance-openfire: openfire-deps openfire-module $(VENV)/.installed
-	@echo "conformance suite on openfire $(OPENFIRE_VERSION)"
+	@echo "conformance suite on openfire $(if $(CMR_OPENFIRE_HOME),$(patsubst xmppserver-%.jar,%,$(notdir \
+	    $(wildcard $(CMR_OPENFIRE_HOME)/lib/xmppserver-*.jar))) at $(CMR_OPENFIRE_HOME),$(OPENFIRE_VERSION))"
 	CMR_HOST=openfire $(VENV)/bin/python -m pytest tests/conformance
 
 # mod_cmr for the installed ejabberd, whatever its version (23.01, 24.12):

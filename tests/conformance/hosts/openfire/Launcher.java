@@ -104,29 +104,31 @@ public final class Launcher {
     }
 
     /**
-     * Stands for the admin console, which Central does not carry: 4.2.0's
-     * plugin monitor needs a plugin named "admin" (plugins/admin/plugin.xml
-     * names this class), and the client port opens after its first pass.
-     *
-     * It serves what monitoring reads from Openfire, the statistics of
+     * Serves what monitoring reads from Openfire, the statistics of
      * StatisticsManager (where the Monitoring plugin samples them, and
-     * Openfire 5.1 publishes them over JMX), as text on the admin console's
-     * interface and port: GET /statistics gives one line per statistic,
-     * KEY TYPE PARTIAL SAMPLE UNITS NAME, tab-separated, by key, each
-     * sampled now (so, as with Monitoring, a "rate" statistic of Openfire's
-     * own starts again from zero).
+     * Openfire 5.1 publishes them over JMX), as text on the interface and
+     * port of openfire.xml's cmrSuite.statistics: GET /statistics gives one
+     * line per statistic, KEY TYPE PARTIAL SAMPLE UNITS NAME,
+     * tab-separated, by key, each sampled now (so, as with Monitoring, a
+     * "rate" statistic of Openfire's own starts again from zero).
+     *
+     * On 4.2.0 from Central it also stands for the admin console, which
+     * Central does not carry: 4.2.0's plugin monitor needs a plugin named
+     * "admin" (plugins/admin/plugin.xml names this class), and the client
+     * port opens after its first pass. With an Openfire installation, whose
+     * own admin console runs, it is a plugin of its own.
      */
     public static final class AdminConsole implements Plugin {
         private HttpServer http;
 
         @Override
         public void initializePlugin(PluginManager manager, File pluginDirectory) {
-            String host = JiveGlobals.getXMLProperty("adminConsole.interface", "127.0.0.1");
-            int port = JiveGlobals.getXMLProperty("adminConsole.port", 9090);
+            String host = JiveGlobals.getXMLProperty("cmrSuite.statistics.interface", "127.0.0.1");
+            int port = JiveGlobals.getXMLProperty("cmrSuite.statistics.port", 9090);
             try {
                 http = HttpServer.create(new InetSocketAddress(host, port), 0);
             } catch (IOException e) {
-                throw new IllegalStateException("admin console stand-in: cannot listen on " + host + ":" + port, e);
+                throw new IllegalStateException("statistics stand-in: cannot listen on " + host + ":" + port, e);
             }
             http.createContext("/statistics", AdminConsole::statistics);
             http.start();
