@@ -11,8 +11,8 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from conftest import require, run, served
-from xmpp import (TIMEOUT, bodies, close, deliver, drop_connection, online, resume, round_trip, send_messages, send_paced,
-                  settle, stats_row, wait_for, withhold_acks)
+from xmpp import (TIMEOUT, bodies, close, cluster, deliver, drop_connection, online, resume, round_trip, send_messages,
+                  send_paced, settle, stats_row, wait_for, withhold_acks)
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -143,13 +143,9 @@ def test_a_resumed_session_that_sends_is_routed_to_again(host):
     require(host, "resumption", "hibernation")
 
     async def scenario():
-        account, sensor_jid = host.account(), host.account()
-        keep = await online(host, account, "keep")
-        sleeper = await online(host, account, "sleeper", smacks=True)
-        await keep.set_algorithm(ROUND_ROBIN)
-        sensor = await online(host, sensor_jid, "probe")
+        account, (keep, sleeper), sensor = await cluster(host, [0, 0], ROUND_ROBIN, smacks=True)
         await drop_connection(sleeper)
-        await hibernating(host, account, "sleeper")
+        await hibernating(host, account, "node-1")
         during = await deliver(sensor, account, [keep], 4, prefix="during")
         await resume(host, sleeper)
         await round_trip(sleeper)
@@ -173,13 +169,10 @@ def test_a_connection_dying_in_a_flood_loses_and_doubles_nothing(host):
     # handled), and the server logs no error (Openfire 4.2.0 once logged a
     # NullPointerException for a delivery to a session detaching then).
     require(host, "resumption")
+    host.expected_problems.extend(host.reset_connection_logs)
 
     async def scenario():
-        account, sensor_jid = host.account(), host.account()
-        keep = await online(host, account, "keep")
-        victim = await online(host, account, "victim", smacks=True)
-        await keep.set_algorithm(ROUND_ROBIN)
-        sensor = await online(host, sensor_jid, "probe")
+        account, (keep, victim), sensor = await cluster(host, [0, 0], ROUND_ROBIN, smacks=True)
         counts = []
         for r in range(ROUNDS):
             prefix = f"r{r}"

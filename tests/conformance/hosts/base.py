@@ -40,6 +40,9 @@ class ServerHost:
     # What the server itself logs as an error when a client sends what its
     # own parser refuses (patterns): the hostile tests' doing, not a module's.
     refused_input_logs = []
+    # What the server itself logs when a client's TCP connection is reset
+    # (a test drops one with data in flight).
+    reset_connection_logs = []
     # How long a dead XEP-0198 session waits for resumption; the fixtures'
     # server configs set this.
     hibernation_seconds = 5

@@ -168,6 +168,8 @@ class OpenfireHost(ServerHost):
     refused_input_logs = [r"ConnectionHandler - Closing connection (.* )?due to (error while processing message|"
                           r"exception in session)",
                           r"NettyXMPPDecoder - Closing connection, as an error occurred while decoding XMPP stanza"]
+    reset_connection_logs = [r"ConnectionHandler - Closing connection (.* )?due to exception in session(.|\n)*"
+                             r"Connection reset"]
     # The other hosts' module lists and archive switch have no counterpart:
     # 4.2.0 has no MAM, and its built-in modules are all or nothing.
     LEAN = None
