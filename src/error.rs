@@ -3,10 +3,11 @@
 use std::fmt;
 
 /// An input quoted in an error message: its first characters, with
-/// control characters and quotes escaped, in at most 128 bytes once
-/// escaped, so that a hostile 64 MB JID (or 128 control characters, each
-/// escaped to five or more) leaves a short message and cannot forge lines in the
-/// host's log.
+/// quotes, control characters, line separators and bidirectional
+/// formatting characters escaped, in at most 128 bytes once escaped, so
+/// that a hostile 64 MB JID (or 128 control characters, each escaped to
+/// five or more) leaves a short message and can neither forge lines in the
+/// host's log nor reorder what a log viewer shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quoted {
     escaped: String,
@@ -19,13 +20,27 @@ pub struct Quoted {
 /// Bytes of escaped input kept in a message.
 const QUOTED_BYTES: usize = 128;
 
+/// Characters written as `\u{...}` (or `\n`, `\'`) in a quote.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\'' | '\u{2028}'
+                | '\u{2029}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
 impl Quoted {
     pub fn new(value: &str) -> Quoted {
         let mut escaped = String::new();
         let mut whole = true;
         for c in value.chars() {
             let before = escaped.len();
-            if c.is_control() || c == '\'' {
+            if needs_escape(c) {
                 escaped.extend(c.escape_default());
             } else {
                 escaped.push(c);
@@ -165,6 +180,10 @@ mod tests {
         assert!(message.len() < 200, "{} bytes", message.len());
         assert!(message.ends_with(&format!("... ({} bytes in all)", 64 << 20)));
         assert_eq!(Quoted::new("a\nb'c").to_string(), r"'a\nb\'c'");
+        assert_eq!(
+            Quoted::new("a\u{2028}b\u{202e}c").to_string(),
+            r"'a\u{2028}b\u{202e}c'"
+        );
         // Truncated on a character boundary.
         let wide = "é".repeat(100);
         assert!(Quoted::new(&wide)
