@@ -2,11 +2,16 @@ package org.cmr.openfire;
 
 import java.io.File;
 import java.io.IOException;
-import java.util.ArrayList;
+import java.util.ArrayDeque;
+import java.util.Arrays;
+import java.util.Deque;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.cmr.CmrException;
 import org.cmr.Router;
@@ -17,6 +22,7 @@ import org.jivesoftware.openfire.container.Plugin;
 import org.jivesoftware.openfire.container.PluginManager;
 import org.jivesoftware.openfire.disco.IQDiscoInfoHandler;
 import org.jivesoftware.openfire.event.SessionEventDispatcher;
+import org.jivesoftware.openfire.handler.IQHandler;
 import org.jivesoftware.openfire.interceptor.InterceptorManager;
 import org.jivesoftware.openfire.session.ClientSession;
 import org.jivesoftware.openfire.user.PresenceEventDispatcher;
@@ -47,14 +53,8 @@ public final class CmrPlugin implements Plugin {
     };
 
     private Router router;
-    private Sessions sessions;
-    private MessageRouting routing;
-    private CmrIqHandler iqHandler;
-    private StatsIqHandler statsHandler;
-    private Statistics statistics;
-    private final List<String> features = new ArrayList<>();
-    /** Null on Openfire 4.2, which shows the server's features there. */
-    private AccountFeatures accountFeatures;
+    /** How to remove each part the plugin added, the last added on top. */
+    private final Deque<Runnable> undo = new ArrayDeque<>();
     private final AtomicBoolean failureLogged = new AtomicBoolean();
     private final Set<String> leftToOpenfire = ConcurrentHashMap.newKeySet();
 
@@ -65,55 +65,77 @@ public final class CmrPlugin implements Plugin {
         } catch (IOException e) {
             throw new IllegalStateException("cmr: cannot load the library from " + pluginDirectory, e);
         }
-        router = new Router(options());
-        sessions = new Sessions(this, router);
-        routing = new MessageRouting(this, router, sessions);
-        XMPPServer server = XMPPServer.getInstance();
-        iqHandler = new CmrIqHandler(this, router);
-        statsHandler = new StatsIqHandler(router, sessions);
-        server.getIQRouter().addHandler(iqHandler);
-        server.getIQRouter().addHandler(statsHandler);
-        IQDiscoInfoHandler disco = server.getIQDiscoInfoHandler();
-        for (String feature : router.discoFeatures()) {
-            features.add(feature);
-            disco.addServerFeature(feature);
+        try {
+            start(manager);
+        } catch (RuntimeException | Error e) {
+            // Nothing stays behind: Openfire routes as without the plugin.
+            destroyPlugin();
+            throw e;
         }
-        accountFeatures = AccountFeatures.register(disco, features);
+    }
+
+    /** Adds each part to Openfire, noting how to remove it. */
+    private void start(PluginManager manager) {
+        router = new Router(options());
+        undo.push(router::close);
+        Sessions sessions = new Sessions(this, router);
+        undo.push(sessions::clear);
+        MessageRouting routing = new MessageRouting(this, router, sessions);
+        XMPPServer server = XMPPServer.getInstance();
+        for (IQHandler handler : new IQHandler[] {new CmrIqHandler(this, router), new StatsIqHandler(router)}) {
+            server.getIQRouter().addHandler(handler);
+            undo.push(() -> server.getIQRouter().removeHandler(handler));
+        }
+        IQDiscoInfoHandler disco = server.getIQDiscoInfoHandler();
+        List<String> features = Arrays.asList(router.discoFeatures());
+        for (String feature : features) {
+            disco.addServerFeature(feature);
+            undo.push(() -> disco.removeServerFeature(feature));
+        }
+        AccountFeatures accountFeatures = AccountFeatures.register(disco, features);
+        if (accountFeatures != null) {
+            undo.push(accountFeatures::remove);
+        }
         routing.honourHints(features.contains("urn:xmpp:cmr:hints:0"));
-        statistics = new Statistics(this, router, manager.getCanonicalName(this));
+        Statistics statistics = new Statistics(this, router, manager.getCanonicalName(this));
+        undo.push(statistics::remove);
         statistics.register();
         // Listening first, then the sessions that exist now (a load or a
         // reload): none is missed, and one destroyed meanwhile is taken back
         // (Sessions.register). Routing starts once they are known.
         SessionEventDispatcher.addListener(sessions);
+        undo.push(() -> SessionEventDispatcher.removeListener(sessions));
         PresenceEventDispatcher.addListener(sessions);
+        undo.push(() -> PresenceEventDispatcher.removeListener(sessions));
         for (ClientSession session : SessionManager.getInstance().getSessions()) {
             if (session.getAddress() != null && server.getRoutingTable().isLocalRoute(session.getAddress())) {
                 sessions.register(session);
             }
         }
+        ScheduledExecutorService checks = Executors.newSingleThreadScheduledExecutor(task -> {
+            Thread thread = new Thread(task, "cmr resumption check");
+            thread.setDaemon(true);
+            return thread;
+        });
+        undo.push(checks::shutdownNow);
+        checks.scheduleWithFixedDelay(() -> {
+            try {
+                sessions.refreshWaiting();
+            } catch (RuntimeException e) {
+                LOG.error("cmr could not check the sessions waiting for resumption", e);
+            }
+        }, 1, 1, TimeUnit.SECONDS);
         InterceptorManager.getInstance().addInterceptor(routing);
+        undo.push(() -> InterceptorManager.getInstance().removeInterceptor(routing));
         LOG.info("cmr {} routing for {}", Router.version(), server.getServerInfo().getXMPPDomain());
     }
 
+    /** Removes what initializePlugin added, in reverse order. */
     @Override
     public void destroyPlugin() {
-        InterceptorManager.getInstance().removeInterceptor(routing);
-        SessionEventDispatcher.removeListener(sessions);
-        PresenceEventDispatcher.removeListener(sessions);
-        XMPPServer server = XMPPServer.getInstance();
-        server.getIQRouter().removeHandler(iqHandler);
-        server.getIQRouter().removeHandler(statsHandler);
-        if (accountFeatures != null) {
-            accountFeatures.remove();
+        while (!undo.isEmpty()) {
+            undo.pop().run();
         }
-        for (String feature : features) {
-            server.getIQDiscoInfoHandler().removeServerFeature(feature);
-        }
-        features.clear();
-        statistics.remove();
-        sessions.clear();
-        router.close();
     }
 
     /** The library's options from the cmr.* Openfire properties. */

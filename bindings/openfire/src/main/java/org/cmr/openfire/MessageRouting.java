@@ -79,8 +79,10 @@ final class MessageRouting implements PacketInterceptor {
             // sends (not-authorized) after the interceptors; leave it so.
             return;
         }
+        // Any stanza from a session is its activity (mostactive), and says
+        // it is not waiting for resumption.
+        touch(sender);
         if (!(packet instanceof Message)) {
-            touch(sender);
             return;
         }
         Message message = (Message) packet;
@@ -93,7 +95,6 @@ final class MessageRouting implements PacketInterceptor {
             return;
         }
         boolean delivered;
-        touch(sender);
         try {
             delivered = route(message, to.asBareJID(), sender, session);
         } catch (PacketRejectedException rejected) {

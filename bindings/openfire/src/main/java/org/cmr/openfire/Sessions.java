@@ -2,6 +2,7 @@ package org.cmr.openfire;
 
 import java.nio.charset.StandardCharsets;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import org.cmr.CmrException;
@@ -42,6 +43,8 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
     private final AtomicLong lastToken = new AtomicLong();
     private final Map<ClientSession, Tracked> bySession = new ConcurrentHashMap<>();
     private final Map<Long, Tracked> byToken = new ConcurrentHashMap<>();
+    /** The sessions the router knows as waiting for resumption. */
+    private final Set<Tracked> waiting = ConcurrentHashMap.newKeySet();
 
     Sessions(CmrPlugin plugin, Router router) {
         this.plugin = plugin;
@@ -93,38 +96,37 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
      * it), when that changed, and says whether it waits. Openfire tells a
      * plugin neither when a session detaches nor when it resumes, so the
      * plugin looks: when it registers a session, before it delivers to a
-     * picked one, when an admin asks for the account's stats, and when the
-     * session sends a stanza (it is back then).
+     * picked one, when the session sends a stanza (it is back then), and
+     * every second for the sessions it knows as waiting (refreshWaiting).
      */
     boolean refreshHibernation(Tracked tracked) {
         synchronized (tracked) {
-            boolean waiting = detached(tracked.session);
-            if (waiting != tracked.hibernating) {
-                tracked.hibernating = waiting;
+            boolean detached = detached(tracked.session);
+            if (detached != tracked.hibernating) {
+                tracked.hibernating = detached;
+                if (detached) {
+                    waiting.add(tracked);
+                } else {
+                    waiting.remove(tracked);
+                }
                 try {
-                    router.setHibernating(tracked.fullJid, tracked.token, waiting);
+                    router.setHibernating(tracked.fullJid, tracked.token, detached);
                 } catch (CmrException e) {
                     plugin.refused(e, null);
                 }
             }
-            return waiting;
+            return detached;
         }
     }
 
     /**
-     * Refreshes the sessions with these tokens (see refreshHibernation);
-     * says whether any changed.
+     * Looks again at the sessions known as waiting: one that resumed and
+     * has sent nothing since is back in the rotation within a second.
      */
-    boolean refreshHibernation(Iterable<Long> tokens) {
-        boolean changed = false;
-        for (long token : tokens) {
-            Tracked tracked = byToken.get(token);
-            if (tracked != null) {
-                boolean before = tracked.hibernating;
-                changed |= refreshHibernation(tracked) != before;
-            }
+    void refreshWaiting() {
+        for (Tracked tracked : waiting) {
+            refreshHibernation(tracked);
         }
-        return changed;
     }
 
     /**
@@ -152,6 +154,7 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         if (tracked != null) {
             bySession.remove(tracked.session, tracked);
             byToken.remove(token, tracked);
+            waiting.remove(tracked);
         }
         try {
             router.sessionGone(bytes(bare.toBareJID()), token);
@@ -178,6 +181,7 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
 
     private void forget(Tracked tracked) {
         byToken.remove(tracked.token, tracked);
+        waiting.remove(tracked);
         try {
             router.unregister(tracked.fullJid, tracked.token);
         } catch (CmrException e) {
@@ -209,6 +213,7 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
     void clear() {
         bySession.clear();
         byToken.clear();
+        waiting.clear();
     }
 
     /** The presence's show, or null: an unknown one is none. */

@@ -1,8 +1,5 @@
 package org.cmr.openfire;
 
-import java.util.ArrayList;
-import java.util.Arrays;
-import java.util.List;
 import org.cmr.CmrException;
 import org.cmr.Router;
 import org.dom4j.Element;
@@ -26,12 +23,10 @@ final class StatsIqHandler extends IQHandler {
     private static final IQHandlerInfo INFO = new IQHandlerInfo("stats", NAMESPACE);
 
     private final Router router;
-    private final Sessions sessions;
 
-    StatsIqHandler(Router router, Sessions sessions) {
+    StatsIqHandler(Router router) {
         super("cmr statistics");
         this.router = router;
-        this.sessions = sessions;
     }
 
     @Override
@@ -48,29 +43,13 @@ final class StatsIqHandler extends IQHandler {
         try {
             String bare = new JID(account).toBareJID();
             stats.addAttribute("jid", bare);
-            String table = router.stats(bare);
-            // What it shows of a session waiting for resumption is true now.
-            if (sessions.refreshHibernation(tokens(table))) {
-                table = router.stats(bare);
-            }
-            stats.setText("algorithm\t" + router.algorithm(bare) + "\n" + table);
+            stats.setText("algorithm\t" + router.algorithm(bare) + "\n" + router.stats(bare));
         } catch (CmrException | IllegalArgumentException | NullPointerException e) {
             IQ error = CmrIqHandler.error(iq, PacketError.Condition.bad_request);
             error.getError().setText(String.valueOf(e.getMessage()));
             return error;
         }
         return result;
-    }
-
-    /** The tokens of a stats table, from the column its header names token. */
-    private static List<Long> tokens(String table) {
-        String[] lines = table.split("\n");
-        int column = Arrays.asList(lines[0].split("\t")).indexOf("token");
-        List<Long> tokens = new ArrayList<>();
-        for (int i = 1; i < lines.length; i++) {
-            tokens.add(Long.parseLong(lines[i].split("\t")[column]));
-        }
-        return tokens;
     }
 
     @Override
