@@ -2,7 +2,7 @@
 command, and the installed layout."""
 
 from conftest import host_class, require, run, session_rows, stop_and_check_log
-from xmpp import NS_CMR, close, cluster, deliver, drop_connection, online, stats_row, wait_for
+from xmpp import NS_CMR, close, cluster, deliver, drop_connection, online, stats_row, until_waiting, wait_for
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -62,7 +62,7 @@ def test_a_module_reload_keeps_each_sessions_show_and_hibernation(host):
         asleep = await online(host, account, "node-2", show="chat", smacks=True)
         await busy.set_algorithm("urn:xmpp:cmr:mostactive")
         await drop_connection(asleep)
-        assert await wait_for(lambda: stats_row(host, account, "node-2")[7] == "true")
+        await until_waiting(host, account, "node-2")
         host.reload_module()
         assert await wait_for(lambda: len(session_rows(host.stats(account))) == 3), host.stats(account)
         rows = {row[0]: (row[3], row[7]) for row in session_rows(host.stats(account))}

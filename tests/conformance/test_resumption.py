@@ -11,8 +11,8 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from conftest import require, run, served
-from xmpp import (TIMEOUT, bodies, close, cluster, deliver, drop_connection, online, resume, round_trip, send_messages,
-                  send_paced, settle, stats_row, wait_for, withhold_acks)
+from xmpp import (TIMEOUT, bodies, close, cluster, deliver, drop_connection, hibernating, online, resume, round_trip,
+                  send_messages, send_paced, settle, until_waiting, wait_for, withhold_acks)
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -20,17 +20,6 @@ ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     yield from served(tmp_path_factory, hibernation_seconds=300)
-
-
-async def hibernating(host, account, resource, state=True):
-    """Waits until the stats show `resource` hibernating (or not)."""
-    def shows():
-        row = stats_row(host, account, resource)
-        return row is not None and row[7] == str(state).lower()
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while not shows():
-        assert asyncio.get_running_loop().time() < deadline, host.stats(account)
-        await asyncio.sleep(0.1)
 
 
 def test_resumption_after_a_dropped_connection(host):
@@ -51,7 +40,7 @@ def test_resumption_after_a_dropped_connection(host):
         before = set(sleeper.bodies())
         assert len(before) == 5
         await drop_connection(sleeper)
-        await hibernating(host, account, "sleeper")
+        await until_waiting(host, account, "sleeper")
         # Aimed at the hibernating session: a headline to the account, a
         # presence of its other session, a message to its full JID; and
         # routed messages, which the live session takes meanwhile.
@@ -94,7 +83,7 @@ def test_the_only_session_hibernating_keeps_its_messages(host):
         sensor = await online(host, sensor_jid, "probe")
         await drop_connection(sleeper)
         if "hibernation" in host.features:
-            await hibernating(host, account, "sleeper")
+            await until_waiting(host, account, "sleeper")
         # No session is live: the hibernating one keeps them for its
         # resumption, as the servers do without mod_cmr (where the module
         # cannot tell that it waits, it is still routed to as live, and its
@@ -124,7 +113,7 @@ def test_a_resumed_session_keeps_its_show(host):
         # mostactive: away beats dnd, before the drop and after the resumption.
         first = await deliver(sensor, account, [busy, away], 4, prefix="before")
         await drop_connection(busy)
-        await hibernating(host, account, "busy")
+        await until_waiting(host, account, "busy")
         await resume(host, busy)
         await hibernating(host, account, "busy", state=False)
         second = await deliver(sensor, account, [busy, away], 4, expected_total=8, prefix="after")
@@ -145,7 +134,7 @@ def test_a_resumed_session_that_sends_is_routed_to_again(host):
     async def scenario():
         account, (keep, sleeper), sensor = await cluster(host, [0, 0], ROUND_ROBIN, smacks=True)
         await drop_connection(sleeper)
-        await hibernating(host, account, "node-1")
+        await until_waiting(host, account, "node-1")
         during = await deliver(sensor, account, [keep], 4, prefix="during")
         await resume(host, sleeper)
         await round_trip(sleeper)
@@ -156,6 +145,36 @@ def test_a_resumed_session_that_sends_is_routed_to_again(host):
         return during, after
 
     assert run(scenario()) == ([4], [5, 5])
+
+
+def test_a_resumed_session_that_sends_nothing_is_routed_to_again(host):
+    # A node that only receives sends nothing after its resumption: it is
+    # back in the rotation all the same (Openfire's plugin finds it at its
+    # check of the waiting sessions, every second).
+    require(host, "resumption", "hibernation")
+
+    async def scenario():
+        account, (keep, sleeper), sensor = await cluster(host, [0, 0], ROUND_ROBIN, smacks=True)
+        await drop_connection(sleeper)
+        await until_waiting(host, account, "node-1")
+        during = await deliver(sensor, account, [keep], 2, prefix="during")
+        await resume(host, sleeper)
+        # One message at a time, each awaited, until the resumed session
+        # takes one.
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        sent = 0
+        while not sleeper.bodies() and asyncio.get_running_loop().time() < deadline:
+            send_messages(sensor, account, 1, prefix=f"after-{sent}")
+            sent += 1
+            assert await wait_for(lambda: sum(bodies(keep, sleeper).values()) == 2 + sent), bodies(keep, sleeper)
+        got = bodies(keep, sleeper)
+        await close(sensor, keep, sleeper)
+        return during, sleeper.bodies(), got, sent
+
+    during, resumed_got, got, sent = run(scenario())
+    assert during == [2]
+    assert len(resumed_got) == 1, (resumed_got, sent)
+    assert max(got.values()) == 1 and len(got) == 2 + sent
 
 
 ROUNDS = 20

@@ -219,6 +219,25 @@ def stats_row(host, account, resource):
     return None
 
 
+async def hibernating(host, account, resource, state=True):
+    """Waits until the stats show `resource` hibernating (or not)."""
+    def shows():
+        row = stats_row(host, account, resource)
+        return row is not None and row[7] == str(state).lower()
+    assert await wait_for(shows), host.stats(account)
+
+
+async def until_waiting(host, account, resource):
+    """Waits until the server holds the dropped session `resource` for its
+    XEP-0198 resumption: as the server itself tells where the fixture can
+    ask it (then the module may not know yet), else as the module's stats
+    show it."""
+    if host.waiting:
+        assert await wait_for(lambda: host.waiting(f"{account}/{resource}")), resource
+    else:
+        await hibernating(host, account, resource)
+
+
 async def until_expired(host, account, resource):
     """Waits until the server gave up on a dropped session that waited for
     XEP-0198 resumption (its hibernation time, then it is unregistered)."""

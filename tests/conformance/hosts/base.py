@@ -97,6 +97,11 @@ class ServerHost:
         """Whether a log entry is a test's own doing (`expected_problems`)."""
         return any(re.search(pattern, entry) for pattern in self.expected_problems)
 
+    # Whether the server holds a session waiting for resumption, as the server
+    # itself knows it: a host fixture that can ask the server gives
+    # `waiting(jid)` (True, False, or None for no such session).
+    waiting = None
+
     @property
     def outcome_names(self):
         """The names under which the corpus gives this host's outcomes, the

@@ -334,6 +334,17 @@ class OpenfireHost(ServerHost):
                 return str(refused)
         return reply.find("{urn:x-cmr:stats:0}stats").text or ""
 
+    def waiting(self, jid):
+        """Whether the server holds the session `jid` waiting for XEP-0198
+        resumption (detached), as Openfire itself knows it (the statistics
+        stand-in asks SessionManager); None when it has no such session."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.statistics_port}/sessions", timeout=30) as reply:
+            for line in reply.read().decode().splitlines():
+                address, detached = line.split("\t")
+                if address == jid:
+                    return detached == "true"
+        return None
+
     def metrics(self):
         """CMR's figures as Openfire's statistics give them: what the
         Monitoring plugin samples each minute (and Openfire 5.1 publishes

@@ -18,9 +18,12 @@ import java.util.TreeMap;
 
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
+import org.jivesoftware.openfire.SessionManager;
 import org.jivesoftware.openfire.XMPPServer;
 import org.jivesoftware.openfire.container.Plugin;
 import org.jivesoftware.openfire.container.PluginManager;
+import org.jivesoftware.openfire.session.ClientSession;
+import org.jivesoftware.openfire.session.LocalSession;
 import org.jivesoftware.openfire.stats.Statistic;
 import org.jivesoftware.openfire.stats.StatisticsManager;
 import org.jivesoftware.util.JiveGlobals;
@@ -110,7 +113,8 @@ public final class Launcher {
      * port of openfire.xml's cmrSuite.statistics: GET /statistics gives one
      * line per statistic, KEY TYPE PARTIAL SAMPLE UNITS NAME,
      * tab-separated, by key, each sampled now (so, as with Monitoring, a
-     * "rate" statistic of Openfire's own starts again from zero).
+     * "rate" statistic of Openfire's own starts again from zero). GET
+     * /sessions gives the server's own view of its client sessions.
      *
      * On 4.2.0 from Central it also stands for the admin console, which
      * Central does not carry: 4.2.0's plugin monitor needs a plugin named
@@ -131,7 +135,22 @@ public final class Launcher {
                 throw new IllegalStateException("statistics stand-in: cannot listen on " + host + ":" + port, e);
             }
             http.createContext("/statistics", AdminConsole::statistics);
+            http.createContext("/sessions", AdminConsole::sessions);
             http.start();
+        }
+
+        /**
+         * GET /sessions: one line per client session of this server, its
+         * address and whether the server holds it waiting for XEP-0198
+         * resumption (detached), as the server itself knows it.
+         */
+        private static void sessions(HttpExchange exchange) throws IOException {
+            StringBuilder text = new StringBuilder();
+            for (ClientSession session : SessionManager.getInstance().getSessions()) {
+                boolean detached = session instanceof LocalSession && ((LocalSession) session).isDetached();
+                text.append(session.getAddress()).append('\t').append(detached).append('\n');
+            }
+            reply(exchange, text);
         }
 
         private static void statistics(HttpExchange exchange) throws IOException {
@@ -148,6 +167,10 @@ public final class Launcher {
                         .append('\t').append(statistic.getUnits())
                         .append('\t').append(statistic.getName()).append('\n');
             }
+            reply(exchange, text);
+        }
+
+        private static void reply(HttpExchange exchange, CharSequence text) throws IOException {
             byte[] body = text.toString().getBytes(StandardCharsets.UTF_8);
             exchange.getResponseHeaders().set("Content-Type", "text/plain; charset=utf-8");
             exchange.sendResponseHeaders(200, body.length);
