@@ -117,7 +117,15 @@ public final class CmrPlugin implements Plugin {
             thread.setDaemon(true);
             return thread;
         });
-        undo.push(checks::shutdownNow);
+        undo.push(() -> {
+            // A check under way finishes before the router closes.
+            checks.shutdown();
+            try {
+                checks.awaitTermination(5, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        });
         checks.scheduleWithFixedDelay(() -> {
             try {
                 sessions.refreshWaiting();
