@@ -333,10 +333,21 @@ class EjabberdHost(ServerHost):
 
     def reconnect(self, *others):
         """Heals a partition made by disconnect(), as a network that comes
-        back does: the shared cookie again, then the connections."""
+        back does: the shared cookie again, then the connections. An attempt
+        can lose to one the other node makes at that moment (connect_node
+        then answers false, and the other's connection stands): it is tried
+        again until the nodes are connected, for up to 20 s."""
         names = ", ".join(f"'{node.node_name()}'" for node in others)
         self._rpc(f"[true = rpc:call(Node, erlang, set_cookie, [Other, '{self._cookie()}']) || Other <- [{names}]], "
-                  f"[true = rpc:call(Node, net_kernel, connect_node, [Other]) || Other <- [{names}]]")
+                  "Connected = fun C(Other, Tries) -> "
+                  "    case rpc:call(Node, net_kernel, connect_node, [Other]) orelse "
+                  "         lists:member(Other, rpc:call(Node, erlang, nodes, [])) of "
+                  "        true -> true; "
+                  "        false when Tries > 0 -> timer:sleep(200), C(Other, Tries - 1); "
+                  "        false -> false "
+                  "    end "
+                  "end, "
+                  f"[true = Connected(Other, 100) || Other <- [{names}]]")
 
     def reload_module(self):
         """Stops and starts mod_cmr on the main host, sessions staying
