@@ -289,7 +289,7 @@ final class MessageRouting implements PacketInterceptor {
                 sessions.dropPicked(tokens[i], tracked, bare);
                 ready = false;
             } else {
-                boolean known = tracked.hibernating;
+                boolean known = sessions.waiting(tracked);
                 if (sessions.refreshHibernation(tracked) && !known) {
                     CmrPlugin.LOG.debug("Picked session {} waits for resumption; routing again", tokens[i]);
                     ready = false;

@@ -28,8 +28,6 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         final byte[] fullJid;
         /** The second of the last activity reported (for mostactive). */
         volatile long touchedSecond;
-        /** Whether the router knows it as waiting for XEP-0198 resumption. */
-        volatile boolean hibernating;
 
         Tracked(ClientSession session, long token, JID address) {
             this.session = session;
@@ -102,13 +100,7 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
     boolean refreshHibernation(Tracked tracked) {
         synchronized (tracked) {
             boolean detached = detached(tracked.session);
-            if (detached != tracked.hibernating) {
-                tracked.hibernating = detached;
-                if (detached) {
-                    waiting.add(tracked);
-                } else {
-                    waiting.remove(tracked);
-                }
+            if (detached ? waiting.add(tracked) : waiting.remove(tracked)) {
                 try {
                     router.setHibernating(tracked.fullJid, tracked.token, detached);
                 } catch (CmrException e) {
@@ -119,13 +111,23 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         }
     }
 
+    /** Whether the router knows the session as waiting for resumption. */
+    boolean waiting(Tracked tracked) {
+        return waiting.contains(tracked);
+    }
+
     /**
      * Looks again at the sessions known as waiting: one that resumed and
      * has sent nothing since is back in the rotation within a second.
      */
     void refreshWaiting() {
         for (Tracked tracked : waiting) {
-            refreshHibernation(tracked);
+            if (byToken.get(tracked.token) == tracked) {
+                refreshHibernation(tracked);
+            } else {
+                // Forgotten while a check marked it.
+                waiting.remove(tracked);
+            }
         }
     }
 
@@ -195,7 +197,7 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
      */
     void touch(ClientSession session) {
         Tracked tracked = bySession.get(session);
-        if (tracked != null && tracked.hibernating) {
+        if (tracked != null && waiting(tracked)) {
             refreshHibernation(tracked);
         }
         long second = System.nanoTime() / 1_000_000_000L;
