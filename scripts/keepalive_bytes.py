@@ -20,40 +20,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "conformance"))
 
-from slixmpp.xmlstream.handler import Callback  # noqa: E402
-from slixmpp.xmlstream.matcher import MatchXPath  # noqa: E402
-
 from conftest import make_host  # noqa: E402
-from test_hostile import CORPUS, FROM, cases, expected_live  # noqa: E402
-from xmpp import close, online  # noqa: E402
+from test_hostile import CORPUS, FROM, cases, corpus_session, expected_live  # noqa: E402
+from xmpp import close  # noqa: E402
 
 
 async def answered(host, account, resource, data, spaces):
     """Whether the server answers (or closes the stream on) `data` followed
     by `spaces` spaces."""
-    client = await online(host, account, resource)
-    reply = asyncio.get_running_loop().create_future()
-
-    def settle(_=None):
-        if not reply.done():
-            reply.set_result(True)
-
-    client.register_handler(Callback("answer", MatchXPath("{jabber:client}iq"),
-                                     lambda iq: iq["id"] == "c1" and settle()))
-    client.add_event_handler("disconnected", settle)
-    client.add_event_handler("disconnected", lambda _: client.abort())
+    client, answered, closed = await corpus_session(host, account, resource)
     client.transport.write(data)
     await asyncio.sleep(0.5)
-    if spaces and not reply.done():
+    if spaces and not (answered.done() or closed.done()):
         client.transport.write(b" " * spaces)
-    try:
-        await asyncio.wait_for(asyncio.shield(reply), 2)
-    except asyncio.TimeoutError:
-        pass
-    got = reply.done()
-    if not client.transport.is_closing():
+    done, _ = await asyncio.wait([answered, closed], timeout=2, return_when=asyncio.FIRST_COMPLETED)
+    if not closed.done():
         await close(client)
-    return got
+    return bool(done)
 
 
 async def measure(host, names):

@@ -39,21 +39,10 @@ def expected_live(live, host):
 KEEPALIVE_SECONDS = 0.2
 
 
-async def answer(host, account, data):
-    """What the server makes of `data` from a logged-in client: `result`,
-    an error condition, `stream-error` (it closed the stream) or
-    `no-answer`.
-
-    While it waits, the client sends what a client sends next: whitespace
-    keepalives. Under expat's reparse deferral (expat 2.6, and Debian 12's
-    2.5.0-1+deb12u2 on) the server's parser leaves a large token unparsed
-    until the bytes it holds have doubled since its last try, so a large
-    stanza may be answered only after more bytes follow it, and one small
-    keepalive may not be enough. Each keepalive doubles the last; once
-    they add up to the stanza's size, any token it held has been parsed,
-    and the client waits for the answer. Whitespace between or inside
-    stanzas changes no outcome: it only makes the server go on."""
-    client = await online(host, account, "hostile")
+async def corpus_session(host, account, resource="hostile"):
+    """A logged-in client, and two futures: the server's answer to the
+    corpus IQ (id c1, its XML), and the stream's end."""
+    client = await online(host, account, resource)
     loop = asyncio.get_running_loop()
     answered, closed = loop.create_future(), loop.create_future()
 
@@ -70,6 +59,24 @@ async def answer(host, account, data):
     client.add_event_handler("disconnected", on_close)
     # Stop slixmpp from reconnecting once the server closed the stream.
     client.add_event_handler("disconnected", lambda _: client.abort())
+    return client, answered, closed
+
+
+async def answer(host, account, data):
+    """What the server makes of `data` from a logged-in client: `result`,
+    an error condition, `stream-error` (it closed the stream) or
+    `no-answer`.
+
+    While it waits, the client sends what a client sends next: whitespace
+    keepalives. Under expat's reparse deferral (expat 2.6, and Debian 12's
+    2.5.0-1+deb12u2 on) the server's parser leaves a large token unparsed
+    until the bytes it holds have doubled since its last try, so a large
+    stanza may be answered only after more bytes follow it, and one small
+    keepalive may not be enough. Each keepalive doubles the last; once
+    they add up to the stanza's size, any token it held has been parsed,
+    and the client waits for the answer. Whitespace between or inside
+    stanzas changes no outcome: it only makes the server go on."""
+    client, answered, closed = await corpus_session(host, account)
     client.transport.write(data)
     followed, keepalive = 0, 1
     while True:
