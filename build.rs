@@ -1,6 +1,6 @@
 //! Generates the C headers from `src/ffi` with cbindgen: `cmr.h`, and
-//! `cmr_cdef.h` (no preprocessor lines, so no constants, no comments) for
-//! LuaJIT's `ffi.cdef`. They go to OUT_DIR, and also to `$CMR_HEADER_DIR` when set,
+//! `cmr_cdef.h` (no preprocessor lines, no comments; the constants as
+//! `static const int`, which it can read) for LuaJIT's `ffi.cdef`. They go to OUT_DIR, and also to `$CMR_HEADER_DIR` when set,
 //! which is how the Makefile refreshes `include/` and checks it is current.
 //! Also gives the cdylib its soname, `libcmr.so.0`.
 
@@ -41,11 +41,32 @@ fn main() {
     if let Some(dir) = env::var_os("CMR_HEADER_DIR") {
         dirs.push(PathBuf::from(dir));
     }
-    for (name, config) in [("cmr.h", config), ("cmr_cdef.h", cdef_config)] {
-        let bindings = cbindgen::generate_with_config(&crate_dir, config)
-            .expect("cbindgen could not read src/ffi");
-        for dir in &dirs {
-            bindings.write_to_file(dir.join(name));
+    let generate = |config| {
+        let mut text = Vec::new();
+        cbindgen::generate_with_config(&crate_dir, config)
+            .expect("cbindgen could not read src/ffi")
+            .write(&mut text);
+        String::from_utf8(text).expect("cbindgen writes UTF-8")
+    };
+    let header = generate(config);
+    // Every `#define NAME NUMBER`: the cdef's structs size arrays with them.
+    let constants: String = header
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("#define ")?.split_whitespace();
+            let (name, value) = (words.next()?, words.next()?);
+            value.parse::<i32>().ok()?;
+            Some(format!("static const int {name} = {value};\n"))
+        })
+        .collect();
+    let cdef = constants + &generate(cdef_config);
+    for dir in &dirs {
+        for (name, text) in [("cmr.h", &header), ("cmr_cdef.h", &cdef)] {
+            // Written only when changed, so that make sees no new header.
+            let path = dir.join(name);
+            if std::fs::read_to_string(&path).ok().as_ref() != Some(text) {
+                std::fs::write(&path, text).expect("header written");
+            }
         }
     }
 }

@@ -7,6 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The number of algorithms: the length of [`Algorithm::EVERY`] and of the
+// metrics' per-algorithm arrays (`CMR_ALGORITHM_COUNT` in the C header).
+#define CMR_ALGORITHM_COUNT 7
+
 // The largest IQ `cmr_router_handle_iq` accepts, in bytes.
 #define CMR_MAX_IQ_BYTES 65536
 
@@ -23,10 +27,6 @@
 // The longest element or attribute name, or attribute value, that
 // `cmr_router_handle_iq` accepts, in bytes.
 #define CMR_MAX_TOKEN_BYTES 8192
-
-// The number of algorithms: the length of `cmr_metrics`' per-algorithm
-// arrays, and the indexes `cmr_algorithm_name` names.
-#define CMR_ALGORITHM_COUNT 7
 
 // The longest message `cmr_last_error` gives, in bytes. Messages quote
 // inputs shortened (at most 128 bytes each, escapes included), so they
@@ -72,6 +72,13 @@ typedef enum {
   CMR_STATUS_PANIC = 200,
 } cmr_status;
 
+// Whether a series only grows or stands for a current amount.
+// `repr(C)`: the C ABI hands it out as `cmr_metric_kind`.
+typedef enum {
+  CMR_METRIC_KIND_COUNTER = 0,
+  CMR_METRIC_KIND_GAUGE = 1,
+} cmr_metric_kind;
+
 // A router: the routing state and policy of one virtual host (or of
 // several that share a policy). Opaque.
 typedef struct cmr_router cmr_router;
@@ -95,19 +102,21 @@ typedef struct {
   bool sender_is_local;
 } cmr_message;
 
-// A router's figures since it was made, for the host's metrics. Counters
-// only grow; `sessions` and `accounts` are what is registered now.
+// The router's figures since it was made. Counters only grow; `sessions`
+// and `accounts` are what is registered now. `repr(C)`: the C ABI hands
+// it out as `cmr_metrics`.
 typedef struct {
-  // Messages routed by CMR, per algorithm (the index that
-  // `cmr_algorithm_name` names; a hint's algorithm when it applied).
-  uint64_t routed[7];
+  // Messages routed by CMR, per algorithm (the index of
+  // [`Algorithm::EVERY`], which `cmr_algorithm_name` names; a hint's
+  // algorithm when it applied).
+  uint64_t routed[CMR_ALGORITHM_COUNT];
   // Messages left to the server although the account has sessions
   // registered (none of them eligible), per algorithm.
-  uint64_t left_to_server[7];
+  uint64_t left_to_server[CMR_ALGORITHM_COUNT];
   // Messages left to the server with no algorithm applied: the account
   // has no session registered, or the type is not CMR's to route.
   uint64_t left_to_server_unclaimed;
-  // Picked sessions the host found gone (`cmr_router_session_gone`).
+  // Picked sessions the host found gone.
   uint64_t gone_sessions;
   // CMR IQs answered with a result.
   uint64_t iq_results;
@@ -118,6 +127,31 @@ typedef struct {
   // Accounts with a session registered now.
   uint64_t accounts;
 } cmr_metrics;
+
+// The description of one series of the metrics: what a host needs to
+// serve the value at the same index of `cmr_router_metric_values` in its
+// own channel. Every string is static and NUL-terminated.
+typedef struct {
+  // The series' own name, unique: `routed_all`, `left_to_server_none`,
+  // `iq_errors`, `sessions` (Openfire serves it as `cmr_KEY`).
+  const char *key;
+  // The metric's OpenMetrics name, `_total` included for a counter,
+  // labels apart: `cmr_messages_routed_total` (ejabberd's command).
+  const char *metric;
+  // The metric's short name, shared by its series: `routed`, `answered`.
+  const char *family;
+  // What it counts, plural: `messages`, `iqs`, `sessions`, `accounts`.
+  const char *unit;
+  // The label that tells the family's series apart, `algorithm` or
+  // `type`; empty when the family has one series.
+  const char *label;
+  // This series' value of `label` (an algorithm's short name or `none`;
+  // `result` or `error`); empty when `label` is.
+  const char *label_value;
+  // What the family counts, in a sentence, for the host's help text.
+  const char *help;
+  cmr_metric_kind kind;
+} cmr_metric_series;
 
 
 
@@ -362,6 +396,36 @@ cmr_status cmr_router_stats(const cmr_router *router,
 // # Safety
 // `router` is a live router; `out` is writable.
 cmr_status cmr_router_metrics(const cmr_router *router, cmr_metrics *out);
+
+// The description of the metrics' series at `index`, static; NULL from
+// the last one on. A host walks them from 0 to build its channel, then
+// reads the values with `cmr_router_metric_values`. Thread-safe.
+const cmr_metric_series *cmr_metric_series_at(size_t index);
+
+// Writes the router's figures, one per series in the order of
+// `cmr_metric_series_at`, into `out` (room for `cap`) and their number
+// into `*out_len`; too small a buffer gives `CMR_STATUS_BUFFER_TOO_SMALL`
+// with the number needed. Each is read as it stands, shard by shard,
+// without stopping other threads. Thread-safe.
+//
+// # Safety
+// `router` is a live router; `out` has room for `cap` values (may be NULL
+// when `cap` is 0); `out_len` is writable.
+cmr_status cmr_router_metric_values(const cmr_router *router,
+                                    uint64_t *out,
+                                    size_t cap,
+                                    size_t *out_len);
+
+// How many times a host picks for one message: when a picked session
+// turns out gone it reports it (`cmr_router_session_gone`) and picks
+// again, up to this many picks in all, then leaves the message to its own
+// routing. Thread-safe.
+uint32_t cmr_max_picks_per_message(void);
+
+// The finest difference in activity that `mostactive` tells apart, in
+// milliseconds: a host need report a session's activity
+// (`cmr_router_touch`) at most once per interval. Thread-safe.
+uint32_t cmr_activity_interval_ms(void);
 
 // The short name of the algorithm at `index` of `cmr_metrics`' arrays
 // (`all`, `mostactive`, `roundrobin`, `weighted`, `random`, `sticky`,

@@ -1,3 +1,10 @@
+static const int CMR_ALGORITHM_COUNT = 7;
+static const int CMR_MAX_IQ_BYTES = 65536;
+static const int CMR_MAX_DEPTH = 16;
+static const int CMR_MAX_ELEMENTS = 64;
+static const int CMR_MAX_ATTRIBUTES = 32;
+static const int CMR_MAX_TOKEN_BYTES = 8192;
+static const int CMR_MAX_ERROR_BYTES = 1024;
 typedef enum {
   CMR_STATUS_OK = 0,
   CMR_STATUS_NOT_ROUTED = 1,
@@ -15,6 +22,11 @@ typedef enum {
   CMR_STATUS_PANIC = 200,
 } cmr_status;
 
+typedef enum {
+  CMR_METRIC_KIND_COUNTER = 0,
+  CMR_METRIC_KIND_GAUGE = 1,
+} cmr_metric_kind;
+
 typedef struct cmr_router cmr_router;
 
 typedef struct {
@@ -30,8 +42,8 @@ typedef struct {
 } cmr_message;
 
 typedef struct {
-  uint64_t routed[7];
-  uint64_t left_to_server[7];
+  uint64_t routed[CMR_ALGORITHM_COUNT];
+  uint64_t left_to_server[CMR_ALGORITHM_COUNT];
   uint64_t left_to_server_unclaimed;
   uint64_t gone_sessions;
   uint64_t iq_results;
@@ -39,6 +51,17 @@ typedef struct {
   uint64_t sessions;
   uint64_t accounts;
 } cmr_metrics;
+
+typedef struct {
+  const char *key;
+  const char *metric;
+  const char *family;
+  const char *unit;
+  const char *label;
+  const char *label_value;
+  const char *help;
+  cmr_metric_kind kind;
+} cmr_metric_series;
 
 const char *cmr_version(void);
 
@@ -129,5 +152,16 @@ cmr_status cmr_router_stats(const cmr_router *router,
                             size_t *out_len);
 
 cmr_status cmr_router_metrics(const cmr_router *router, cmr_metrics *out);
+
+const cmr_metric_series *cmr_metric_series_at(size_t index);
+
+cmr_status cmr_router_metric_values(const cmr_router *router,
+                                    uint64_t *out,
+                                    size_t cap,
+                                    size_t *out_len);
+
+uint32_t cmr_max_picks_per_message(void);
+
+uint32_t cmr_activity_interval_ms(void);
 
 const char *cmr_algorithm_name(size_t index);

@@ -4,6 +4,10 @@
 use crate::registry::Resource;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
+/// The number of algorithms: the length of [`Algorithm::EVERY`] and of the
+/// metrics' per-algorithm arrays (`CMR_ALGORITHM_COUNT` in the C header).
+pub const ALGORITHM_COUNT: usize = 7;
+
 /// A routing algorithm: the four of XEP-0354 and the three this project adds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -18,7 +22,7 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// Every algorithm, in the order the protocol lists them.
-    pub const EVERY: [Algorithm; 7] = [
+    pub const EVERY: [Algorithm; ALGORITHM_COUNT] = [
         Algorithm::All,
         Algorithm::MostActive,
         Algorithm::RoundRobin,
@@ -51,10 +55,6 @@ impl Algorithm {
             Algorithm::Weighted => "urn:xmpp:cmr:weighted",
             _ => return None,
         })
-    }
-
-    pub fn from_name(name: &str) -> Option<Algorithm> {
-        Algorithm::EVERY.into_iter().find(|a| a.name() == name)
     }
 
     /// Position in [`Algorithm::EVERY`].

@@ -6,16 +6,20 @@
 //! plus the XEP-0354 IQs and disco features. [`Router`] is the safe Rust
 //! API; [`ffi`] wraps it in a C ABI (`include/cmr.h`).
 
-pub mod algorithm;
-pub mod error;
+mod algorithm;
+mod error;
 pub mod ffi;
-pub mod policy;
-pub mod protocol;
-pub mod registry;
-pub mod router;
+mod metrics;
+mod policy;
+mod protocol;
+mod registry;
+mod router;
 
 pub use algorithm::{Algorithm, Pick};
 pub use error::Error;
-pub use policy::{Hints, Policy};
-pub use registry::{Registration, Show};
-pub use router::{IqAnswer, Message, ResourceStats, Router};
+pub use policy::Policy;
+pub use router::{Message, Router};
+
+/// What the fuzz targets reach beyond the API: the bounded XML parser.
+#[doc(hidden)]
+pub use protocol::parse_stanza;

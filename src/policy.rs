@@ -1,7 +1,7 @@
 //! Operator policy of one router: which algorithms are offered, the default,
 //! whether users may change it, whether message hints are honoured.
 
-use crate::algorithm::Algorithm;
+use crate::algorithm::{Algorithm, ALGORITHM_COUNT};
 use crate::error::{Error, Quoted};
 
 /// Default URI prefix of the algorithms beyond XEP-0354. It is deliberately
@@ -25,11 +25,11 @@ pub enum Hints {
 /// [`Policy::default`].
 #[derive(Clone, Debug)]
 pub struct Policy {
-    offered: [bool; 7],
+    offered: [bool; ALGORITHM_COUNT],
     default: Algorithm,
     users_may_change: bool,
     hints: Hints,
-    uris: [String; 7],
+    uris: [String; ALGORITHM_COUNT],
 }
 
 impl Default for Policy {
@@ -38,7 +38,7 @@ impl Default for Policy {
     /// chooses), users may change it, hints from local senders only.
     fn default() -> Self {
         Policy {
-            offered: [true; 7],
+            offered: [true; ALGORITHM_COUNT],
             default: Algorithm::All,
             users_may_change: true,
             hints: Hints::Local,
@@ -47,7 +47,7 @@ impl Default for Policy {
     }
 }
 
-fn uris(prefix: &str) -> [String; 7] {
+fn uris(prefix: &str) -> [String; ALGORITHM_COUNT] {
     Algorithm::EVERY.map(|a| match a.xep_uri() {
         Some(uri) => uri.to_owned(),
         None => format!("{prefix}{}", a.name()),
@@ -149,7 +149,7 @@ impl Policy {
             }
         }
         if let Some(list) = offered_text {
-            policy.offered = [false; 7];
+            policy.offered = [false; ALGORITHM_COUNT];
             for name in list.split(',') {
                 if name.is_empty() {
                     return Err(invalid("offered", list, "an empty algorithm name"));
@@ -256,7 +256,7 @@ mod tests {
     #[test]
     fn defaults() {
         let p = Policy::from_options("").unwrap();
-        assert_eq!(p.offered().count(), 7);
+        assert_eq!(p.offered().count(), ALGORITHM_COUNT);
         assert_eq!(p.default_algorithm(), Algorithm::All);
         assert!(p.users_may_change());
         assert_eq!(p.hints(), Hints::Local);

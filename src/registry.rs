@@ -424,11 +424,6 @@ impl Registry {
         .flatten()
     }
 
-    /// Number of accounts with at least one resource.
-    pub fn accounts(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().accounts.len()).sum()
-    }
-
     /// The figures of every shard, summed; each shard is read under its
     /// lock in turn.
     pub fn totals(&self) -> Totals {
@@ -485,7 +480,11 @@ mod tests {
         assert!(!reg.unregister("a@x", Some("r"), 1));
         assert!(!reg.unregister("a@x", None, 1));
         assert!(reg.unregister("a@x", None, 2));
-        assert_eq!(reg.accounts(), 0, "an account without resources is dropped");
+        assert_eq!(
+            reg.totals().accounts,
+            0,
+            "an account without resources is dropped"
+        );
     }
 
     #[test]
@@ -505,7 +504,7 @@ mod tests {
         for i in 100..100_000 {
             assert!(registry.unregister(&bare(i), Some("r"), 1));
         }
-        assert_eq!(registry.accounts(), 100);
+        assert_eq!(registry.totals().accounts, 100);
         let after = capacity(&registry);
         // 100 accounts over 256 shards: every shard is back at its floor.
         assert!(

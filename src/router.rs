@@ -3,6 +3,7 @@
 
 use crate::algorithm::{self, Algorithm, Pick};
 use crate::error::{Error, Quoted};
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::protocol::{self, Condition, Query, Request};
 use crate::registry::{Presence, Registration, Registry, Show};
@@ -58,28 +59,15 @@ pub struct ResourceStats {
     pub load: u32,
 }
 
-/// The router's figures since it was made, for the host's metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Metrics {
-    /// Messages routed by CMR, per algorithm ([`Algorithm::index`]).
-    pub routed: [u64; Algorithm::EVERY.len()],
-    /// Messages left to the server although the account has sessions
-    /// registered (none eligible), per algorithm.
-    pub left_to_server: [u64; Algorithm::EVERY.len()],
-    /// Messages left to the server with no algorithm applied: the account
-    /// has no session registered, or the type is not CMR's to route.
-    pub left_to_server_unclaimed: u64,
-    /// Picks whose session the host found gone.
-    pub gone_sessions: u64,
-    /// CMR IQs answered with a result.
-    pub iq_results: u64,
-    /// CMR IQs answered with an error, or refused as malformed.
-    pub iq_errors: u64,
-    /// Sessions registered now.
-    pub sessions: u64,
-    /// Accounts with a session registered now.
-    pub accounts: u64,
-}
+/// How many picks a host makes for one message: one, and one more for each
+/// picked session it found gone, up to this many; then the message is left
+/// to the host's own routing. Bounds the work of a message whose sessions
+/// keep vanishing.
+pub const MAX_PICKS_PER_MESSAGE: u32 = 8;
+
+/// The finest difference in activity `mostactive` tells apart: a host need
+/// report a session's activity no more than once per interval.
+pub const ACTIVITY_INTERVAL_MS: u32 = 1000;
 
 const FEATURES: [&str; 2] = [protocol::NS, protocol::NS_HINTS];
 
@@ -482,11 +470,6 @@ impl Router {
         Ok(table)
     }
 
-    /// Number of accounts with a registered session.
-    pub fn accounts(&self) -> usize {
-        self.registry.accounts()
-    }
-
     /// The figures since the router was made. Counters from different
     /// threads are summed as they stand: a pick in progress may be in one
     /// and not yet in another.
@@ -544,7 +527,7 @@ mod tests {
             Pick::Routed(1)
         );
         r.unregister("JULIET@capulet.lit/balcony", 1).unwrap();
-        assert_eq!(r.accounts(), 0);
+        assert_eq!(r.metrics().accounts, 0);
     }
 
     #[test]
@@ -565,7 +548,7 @@ mod tests {
             r.register("a@x/r", 1, 0, "busy", true),
             Err(Error::InvalidArgument { what: "show", .. })
         ));
-        assert_eq!(r.accounts(), 0);
+        assert_eq!(r.metrics().accounts, 0);
         assert!(matches!(
             r.unregister("a@x/r", 1),
             Err(Error::NotFound { .. })

@@ -15,7 +15,7 @@ use std::ffi::c_char;
 const ACCOUNTS: usize = 3;
 const RESOURCES: usize = 5;
 const SENDERS: usize = 6;
-const ALGORITHMS: [&str; 7] = [
+const ALGORITHMS: [&str; CMR_ALGORITHM_COUNT] = [
     "all",
     "mostactive",
     "roundrobin",

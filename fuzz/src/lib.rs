@@ -95,8 +95,7 @@ impl Drop for Router {
 /// An answer the host will send: one IQ, result or error, that parses.
 fn check_answer(answer: &[u8]) {
     let xml = std::str::from_utf8(answer).expect("answers are UTF-8");
-    let iq = cmr::protocol::parse_stanza(xml)
-        .unwrap_or_else(|e| panic!("answer does not parse: {e}: {xml}"));
+    let iq = cmr::parse_stanza(xml).unwrap_or_else(|e| panic!("answer does not parse: {e}: {xml}"));
     assert_eq!(iq.name(), "iq");
     assert!(matches!(iq.attr("type"), Some("result" | "error")), "{xml}");
 }

@@ -87,7 +87,7 @@ impl PanicDefault for () {
     fn on_panic(_: &(dyn Any + Send)) -> Self {}
 }
 
-impl PanicDefault for *const c_char {
+impl<T> PanicDefault for *const T {
     fn on_panic(_: &(dyn Any + Send)) -> Self {
         std::ptr::null()
     }

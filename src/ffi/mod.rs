@@ -14,8 +14,12 @@
 
 pub(crate) mod boundary;
 
-use crate::algorithm::Algorithm;
-use crate::algorithm::Pick;
+/// The C header's names of core items (cbindgen renames them there).
+pub use crate::algorithm::ALGORITHM_COUNT as CMR_ALGORITHM_COUNT;
+use crate::algorithm::{Algorithm, Pick};
+use crate::error::Error;
+pub use crate::metrics::Metrics as cmr_metrics;
+use crate::metrics::{MetricKind, Metrics};
 use crate::policy::Policy;
 use crate::registry::Registration;
 use crate::router::{Message, Router};
@@ -88,52 +92,6 @@ const _: () = assert!(
         && CMR_MAX_TOKEN_BYTES == crate::protocol::MAX_TOKEN_BYTES
 );
 
-/// The number of algorithms: the length of `cmr_metrics`' per-algorithm
-/// arrays, and the indexes `cmr_algorithm_name` names.
-pub const CMR_ALGORITHM_COUNT: usize = 7;
-const _: () = assert!(CMR_ALGORITHM_COUNT == Algorithm::EVERY.len());
-
-/// A router's figures since it was made, for the host's metrics. Counters
-/// only grow; `sessions` and `accounts` are what is registered now.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct cmr_metrics {
-    /// Messages routed by CMR, per algorithm (the index that
-    /// `cmr_algorithm_name` names; a hint's algorithm when it applied).
-    pub routed: [u64; 7],
-    /// Messages left to the server although the account has sessions
-    /// registered (none of them eligible), per algorithm.
-    pub left_to_server: [u64; 7],
-    /// Messages left to the server with no algorithm applied: the account
-    /// has no session registered, or the type is not CMR's to route.
-    pub left_to_server_unclaimed: u64,
-    /// Picked sessions the host found gone (`cmr_router_session_gone`).
-    pub gone_sessions: u64,
-    /// CMR IQs answered with a result.
-    pub iq_results: u64,
-    /// CMR IQs answered with an error, or refused as malformed.
-    pub iq_errors: u64,
-    /// Sessions registered now.
-    pub sessions: u64,
-    /// Accounts with a session registered now.
-    pub accounts: u64,
-}
-
-impl From<crate::router::Metrics> for cmr_metrics {
-    fn from(m: crate::router::Metrics) -> Self {
-        cmr_metrics {
-            routed: m.routed,
-            left_to_server: m.left_to_server,
-            left_to_server_unclaimed: m.left_to_server_unclaimed,
-            gone_sessions: m.gone_sessions,
-            iq_results: m.iq_results,
-            iq_errors: m.iq_errors,
-            sessions: m.sessions,
-            accounts: m.accounts,
-        }
-    }
-}
-
 /// A router: the routing state and policy of one virtual host (or of
 /// several that share a policy). Opaque.
 pub struct cmr_router {
@@ -170,29 +128,62 @@ pub extern "C" fn cmr_version() -> *const c_char {
     }
 }
 
+/// Every status, for the lookups by number.
+const STATUSES: [cmr_status; 14] = [
+    cmr_status::Ok,
+    cmr_status::NotRouted,
+    cmr_status::NotMine,
+    cmr_status::BufferTooSmall,
+    cmr_status::NotFound,
+    cmr_status::NullParameter,
+    cmr_status::InvalidUtf8,
+    cmr_status::InvalidJid,
+    cmr_status::InvalidXml,
+    cmr_status::InvalidArgument,
+    cmr_status::UnknownAlgorithm,
+    cmr_status::NotOffered,
+    cmr_status::InvalidOption,
+    cmr_status::Panic,
+];
+
+/// A status's name (a symbol for bindings) and message, NUL-terminated.
+fn describe(status: cmr_status) -> (&'static str, &'static str) {
+    match status {
+        cmr_status::Ok => ("ok\0", "ok\0"),
+        cmr_status::NotRouted => (
+            "not_routed\0",
+            "not routed by CMR: the host applies its own routing\0",
+        ),
+        cmr_status::NotMine => ("not_mine\0", "not a CMR IQ: the host handles it\0"),
+        cmr_status::BufferTooSmall => ("buffer_too_small\0", "output buffer too small\0"),
+        cmr_status::NotFound => ("not_found\0", "not registered\0"),
+        cmr_status::NullParameter => ("null_parameter\0", "a required pointer is NULL\0"),
+        cmr_status::InvalidUtf8 => ("invalid_utf8\0", "a string is not valid UTF-8\0"),
+        cmr_status::InvalidJid => ("invalid_jid\0", "invalid JID\0"),
+        cmr_status::InvalidXml => ("invalid_xml\0", "invalid XML stanza\0"),
+        cmr_status::InvalidArgument => ("invalid_argument\0", "argument out of range\0"),
+        cmr_status::UnknownAlgorithm => ("unknown_algorithm\0", "unknown algorithm\0"),
+        cmr_status::NotOffered => ("not_offered\0", "algorithm not offered by the policy\0"),
+        cmr_status::InvalidOption => ("invalid_option\0", "invalid policy option\0"),
+        cmr_status::Panic => ("panic\0", "internal panic caught\0"),
+    }
+}
+
+/// The name and message of a status number; `error` and `unknown status`
+/// for a number no status has.
+fn describe_number(number: u32) -> (&'static str, &'static str) {
+    STATUSES
+        .into_iter()
+        .find(|status| *status as u32 == number)
+        .map_or(("error\0", "unknown status\0"), describe)
+}
+
 /// A static NUL-terminated description of a status number (any number,
 /// known or not). Thread-safe.
 #[no_mangle]
 pub extern "C" fn cmr_status_message(status: u32) -> *const c_char {
     ffi_panic_boundary! {
-        let text: &'static str = match status {
-            0 => "ok\0",
-            1 => "not routed by CMR: the host applies its own routing\0",
-            2 => "not a CMR IQ: the host handles it\0",
-            3 => "output buffer too small\0",
-            4 => "not registered\0",
-            100 => "a required pointer is NULL\0",
-            101 => "a string is not valid UTF-8\0",
-            102 => "invalid JID\0",
-            103 => "invalid XML stanza\0",
-            104 => "argument out of range\0",
-            105 => "unknown algorithm\0",
-            106 => "algorithm not offered by the policy\0",
-            107 => "invalid policy option\0",
-            200 => "internal panic caught\0",
-            _ => "unknown status\0",
-        };
-        text.as_ptr().cast()
+        describe_number(status).1.as_ptr().cast()
     }
 }
 
@@ -205,24 +196,7 @@ pub extern "C" fn cmr_status_message(status: u32) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn cmr_status_name(status: u32) -> *const c_char {
     ffi_panic_boundary! {
-        let name: &'static str = match status {
-            0 => "ok\0",
-            1 => "not_routed\0",
-            2 => "not_mine\0",
-            3 => "buffer_too_small\0",
-            4 => "not_found\0",
-            100 => "null_parameter\0",
-            101 => "invalid_utf8\0",
-            102 => "invalid_jid\0",
-            103 => "invalid_xml\0",
-            104 => "invalid_argument\0",
-            105 => "unknown_algorithm\0",
-            106 => "not_offered\0",
-            107 => "invalid_option\0",
-            200 => "panic\0",
-            _ => "error\0",
-        };
-        name.as_ptr().cast()
+        describe_number(status).0.as_ptr().cast()
     }
 }
 
@@ -256,6 +230,30 @@ pub unsafe extern "C" fn cmr_last_error(
                 cmr_status::BufferTooSmall
             }
         })
+    }
+}
+
+/// The body of the calls that name a session by its JID and token.
+///
+/// # Safety
+/// `router` is NULL or a live router; `jid` has `jid_len` readable bytes.
+unsafe fn session_call(
+    router: *const cmr_router,
+    jid: *const c_char,
+    jid_len: usize,
+    call: impl FnOnce(&Router, &str) -> Result<(), Error>,
+) -> cmr_status {
+    router_boundary! { router,
+        let jid = try_str!(jid, jid_len);
+        status_of(call(router, jid))
+    }
+}
+
+/// `Ok`, or the error's status with its message.
+fn status_of(result: Result<(), Error>) -> cmr_status {
+    match result {
+        Ok(()) => cmr_status::Ok,
+        Err(error) => fail_with(error),
     }
 }
 
@@ -363,12 +361,11 @@ pub unsafe extern "C" fn cmr_router_unregister(
     jid_len: usize,
     token: u64,
 ) -> cmr_status {
-    router_boundary! { router,
-        let jid = try_str!(jid, jid_len);
-        match router.unregister(jid, token) {
-            Ok(()) => cmr_status::Ok,
-            Err(error) => fail_with(error),
-        }
+    // SAFETY: the caller's contract is session_call's.
+    unsafe {
+        session_call(router, jid, jid_len, |router, jid| {
+            router.unregister(jid, token)
+        })
     }
 }
 
@@ -387,12 +384,11 @@ pub unsafe extern "C" fn cmr_router_session_gone(
     jid_len: usize,
     token: u64,
 ) -> cmr_status {
-    router_boundary! { router,
-        let jid = try_str!(jid, jid_len);
-        match router.session_gone(jid, token) {
-            Ok(()) => cmr_status::Ok,
-            Err(error) => fail_with(error),
-        }
+    // SAFETY: the caller's contract is session_call's.
+    unsafe {
+        session_call(router, jid, jid_len, |router, jid| {
+            router.session_gone(jid, token)
+        })
     }
 }
 
@@ -408,12 +404,11 @@ pub unsafe extern "C" fn cmr_router_touch(
     full_jid_len: usize,
     token: u64,
 ) -> cmr_status {
-    router_boundary! { router,
-        let full_jid = try_str!(full_jid, full_jid_len);
-        match router.touch(full_jid, token) {
-            Ok(()) => cmr_status::Ok,
-            Err(error) => fail_with(error),
-        }
+    // SAFETY: the caller's contract is session_call's.
+    unsafe {
+        session_call(router, full_jid, full_jid_len, |router, jid| {
+            router.touch(jid, token)
+        })
     }
 }
 
@@ -433,12 +428,11 @@ pub unsafe extern "C" fn cmr_router_set_hibernating(
     token: u64,
     hibernating: bool,
 ) -> cmr_status {
-    router_boundary! { router,
-        let full_jid = try_str!(full_jid, full_jid_len);
-        match router.set_hibernating(full_jid, token, hibernating) {
-            Ok(()) => cmr_status::Ok,
-            Err(error) => fail_with(error),
-        }
+    // SAFETY: the caller's contract is session_call's.
+    unsafe {
+        session_call(router, full_jid, full_jid_len, |router, jid| {
+            router.set_hibernating(jid, token, hibernating)
+        })
     }
 }
 
@@ -455,12 +449,11 @@ pub unsafe extern "C" fn cmr_router_set_load(
     token: u64,
     load: u32,
 ) -> cmr_status {
-    router_boundary! { router,
-        let full_jid = try_str!(full_jid, full_jid_len);
-        match router.set_load(full_jid, token, load) {
-            Ok(()) => cmr_status::Ok,
-            Err(error) => fail_with(error),
-        }
+    // SAFETY: the caller's contract is session_call's.
+    unsafe {
+        session_call(router, full_jid, full_jid_len, |router, jid| {
+            router.set_load(jid, token, load)
+        })
     }
 }
 
@@ -563,10 +556,7 @@ pub unsafe extern "C" fn cmr_router_set_algorithm(
     router_boundary! { router,
         let bare_jid = try_str!(bare_jid, bare_jid_len);
         let algorithm = try_str!(algorithm, algorithm_len);
-        match router.set_algorithm(bare_jid, algorithm) {
-            Ok(()) => cmr_status::Ok,
-            Err(error) => fail_with(error),
-        }
+        status_of(router.set_algorithm(bare_jid, algorithm))
     }
 }
 
@@ -675,13 +665,140 @@ pub unsafe extern "C" fn cmr_router_stats(
 #[no_mangle]
 pub unsafe extern "C" fn cmr_router_metrics(
     router: *const cmr_router,
-    out: *mut cmr_metrics,
+    out: *mut Metrics,
 ) -> cmr_status {
     router_boundary! { router,
         let out = try_mut!(out);
-        *out = router.metrics().into();
+        *out = router.metrics();
         cmr_status::Ok
     }
+}
+
+/// The description of one series of the metrics: what a host needs to
+/// serve the value at the same index of `cmr_router_metric_values` in its
+/// own channel. Every string is static and NUL-terminated.
+#[repr(C)]
+pub struct cmr_metric_series {
+    /// The series' own name, unique: `routed_all`, `left_to_server_none`,
+    /// `iq_errors`, `sessions` (Openfire serves it as `cmr_KEY`).
+    pub key: *const c_char,
+    /// The metric's OpenMetrics name, `_total` included for a counter,
+    /// labels apart: `cmr_messages_routed_total` (ejabberd's command).
+    pub metric: *const c_char,
+    /// The metric's short name, shared by its series: `routed`, `answered`.
+    pub family: *const c_char,
+    /// What it counts, plural: `messages`, `iqs`, `sessions`, `accounts`.
+    pub unit: *const c_char,
+    /// The label that tells the family's series apart, `algorithm` or
+    /// `type`; empty when the family has one series.
+    pub label: *const c_char,
+    /// This series' value of `label` (an algorithm's short name or `none`;
+    /// `result` or `error`); empty when `label` is.
+    pub label_value: *const c_char,
+    /// What the family counts, in a sentence, for the host's help text.
+    pub help: *const c_char,
+    pub kind: MetricKind,
+}
+
+/// The metrics' descriptions with the C strings they point into, made once.
+struct SeriesTable {
+    series: Vec<cmr_metric_series>,
+    _strings: Vec<CString>,
+}
+
+// SAFETY: the pointers point into `_strings`, which lives as long as the
+// table and is never changed.
+unsafe impl Send for SeriesTable {}
+unsafe impl Sync for SeriesTable {}
+
+static SERIES: LazyLock<SeriesTable> = LazyLock::new(|| {
+    let mut strings = Vec::new();
+    let mut c = |text: &str| {
+        let text = CString::new(text).expect("metric texts have no NUL");
+        // The heap bytes stay where they are when the CString moves.
+        let ptr = text.as_ptr();
+        strings.push(text);
+        ptr
+    };
+    let series = crate::metrics::series()
+        .iter()
+        .map(|s| cmr_metric_series {
+            key: c(&s.key),
+            metric: c(s.metric),
+            family: c(s.family),
+            unit: c(s.unit),
+            label: c(s.label),
+            label_value: c(s.label_value),
+            help: c(s.help),
+            kind: s.kind,
+        })
+        .collect();
+    SeriesTable {
+        series,
+        _strings: strings,
+    }
+});
+
+/// The description of the metrics' series at `index`, static; NULL from
+/// the last one on. A host walks them from 0 to build its channel, then
+/// reads the values with `cmr_router_metric_values`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn cmr_metric_series_at(index: usize) -> *const cmr_metric_series {
+    ffi_panic_boundary! {
+        SERIES.series.get(index).map_or(std::ptr::null(), |series| series as *const _)
+    }
+}
+
+/// Writes the router's figures, one per series in the order of
+/// `cmr_metric_series_at`, into `out` (room for `cap`) and their number
+/// into `*out_len`; too small a buffer gives `CMR_STATUS_BUFFER_TOO_SMALL`
+/// with the number needed. Each is read as it stands, shard by shard,
+/// without stopping other threads. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `out` has room for `cap` values (may be NULL
+/// when `cap` is 0); `out_len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_metric_values(
+    router: *const cmr_router,
+    out: *mut u64,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    router_boundary! { router,
+        let out_len = try_mut!(out_len);
+        let needed = SERIES.series.len();
+        *out_len = needed;
+        if cap < needed {
+            return fail(cmr_status::BufferTooSmall, &format!("out holds {cap} values; {needed} are needed"));
+        }
+        if out.is_null() {
+            return boundary::null("out");
+        }
+        // SAFETY: non-NULL with room for `cap` values by contract.
+        let out = unsafe { std::slice::from_raw_parts_mut(out, cap) };
+        for (slot, value) in out.iter_mut().zip(router.metrics().values()) {
+            *slot = value;
+        }
+        cmr_status::Ok
+    }
+}
+
+/// How many times a host picks for one message: when a picked session
+/// turns out gone it reports it (`cmr_router_session_gone`) and picks
+/// again, up to this many picks in all, then leaves the message to its own
+/// routing. Thread-safe.
+#[no_mangle]
+pub extern "C" fn cmr_max_picks_per_message() -> u32 {
+    crate::router::MAX_PICKS_PER_MESSAGE
+}
+
+/// The finest difference in activity that `mostactive` tells apart, in
+/// milliseconds: a host need report a session's activity
+/// (`cmr_router_touch`) at most once per interval. Thread-safe.
+#[no_mangle]
+pub extern "C" fn cmr_activity_interval_ms() -> u32 {
+    crate::router::ACTIVITY_INTERVAL_MS
 }
 
 static ALGORITHM_NAMES: LazyLock<[CString; CMR_ALGORITHM_COUNT]> =
@@ -757,6 +874,70 @@ mod tests {
             assert_eq!(register(other), cmr_status::Ok, "other routers go on");
             cmr_router_free(router);
             cmr_router_free(other);
+        }
+    }
+
+    #[test]
+    fn every_status_has_its_name_and_message_by_number() {
+        let text = |p: *const c_char| unsafe { std::ffi::CStr::from_ptr(p) }.to_str().unwrap();
+        for status in STATUSES {
+            let (name, message) = describe(status);
+            assert_eq!(
+                text(cmr_status_name(status as u32)),
+                name.trim_end_matches('\0')
+            );
+            assert_eq!(
+                text(cmr_status_message(status as u32)),
+                message.trim_end_matches('\0')
+            );
+        }
+        assert_eq!(text(cmr_status_name(5)), "error");
+        assert_eq!(text(cmr_status_message(5)), "unknown status");
+    }
+
+    #[test]
+    fn metric_values_follow_the_series_table() {
+        let mut router = std::ptr::null_mut();
+        unsafe {
+            assert_eq!(
+                cmr_router_new(std::ptr::null(), 0, &mut router),
+                cmr_status::Ok
+            );
+            let jid = "a@x/r";
+            let status = cmr_router_register(
+                router,
+                jid.as_ptr().cast(),
+                jid.len(),
+                1,
+                0,
+                std::ptr::null(),
+                0,
+                true,
+                std::ptr::null_mut(),
+            );
+            assert_eq!(status, cmr_status::Ok);
+            let count = (0..)
+                .take_while(|i| !cmr_metric_series_at(*i).is_null())
+                .count();
+            let mut len = 0;
+            let status = cmr_router_metric_values(router, std::ptr::null_mut(), 0, &mut len);
+            assert_eq!((status, len), (cmr_status::BufferTooSmall, count));
+            let mut values = vec![0; count];
+            assert_eq!(
+                cmr_router_metric_values(router, values.as_mut_ptr(), count, &mut len),
+                cmr_status::Ok
+            );
+            let key = |i: usize| {
+                std::ffi::CStr::from_ptr((*cmr_metric_series_at(i)).key)
+                    .to_str()
+                    .unwrap()
+            };
+            let at = |wanted: &str| values[(0..count).position(|i| key(i) == wanted).unwrap()];
+            assert_eq!(
+                (at("sessions"), at("accounts"), at("routed_all")),
+                (1, 1, 0)
+            );
+            cmr_router_free(router);
         }
     }
 
