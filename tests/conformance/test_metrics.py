@@ -107,10 +107,10 @@ async def gone_from_gauges(host, before, *domain):
     assert await wait_for(lambda: gauges() == {name: before[name] for name in ("sessions", "accounts")}), gauges()
 
 
-def test_types_left_to_the_server_are_counted_nowhere(host):
-    # Headline, groupchat and error messages never reach CMR's routing: the
-    # same traffic gives the same figures on every host (each README says
-    # they are counted nowhere).
+def test_types_left_to_the_server_are_counted_unclaimed(host):
+    # Headline, groupchat and error messages go to the library like every
+    # message, which leaves them to the server: counted with no algorithm
+    # (left_to_server{none}), the same on every host (each README says so).
     async def scenario():
         start = host.metrics()
         account, nodes, sensor = await cluster(host, [0, 0], "urn:xmpp:cmr:roundrobin")
@@ -120,7 +120,7 @@ def test_types_left_to_the_server_are_counted_nowhere(host):
             send_messages(sensor, f"{account}/offline", 1, kind=kind, prefix=kind)
         # A chat message after them: once it is counted, they were handled.
         assert await deliver(sensor, account, nodes, 1, expected_total=None) is not None
-        expected = {("routed", "roundrobin"): 1}
+        expected = {("routed", "roundrobin"): 1, ("left_to_server", "none"): 9}
         await changes_become(host, before, expected)
         await close(sensor, *nodes)
         await gone_from_gauges(host, start)
