@@ -62,6 +62,45 @@ fn invalid(option: &str, value: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+fn parse_bool(key: &str, value: &str) -> Result<bool, Error> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, value, "expected true or false")),
+    }
+}
+
+fn parse_hints(value: &str) -> Result<Hints, Error> {
+    match value {
+        "any" => Ok(Hints::Any),
+        "local" => Ok(Hints::Local),
+        "never" => Ok(Hints::Never),
+        _ => Err(invalid("hints", value, "expected any, local or never")),
+    }
+}
+
+/// `prefix=`: a URI prefix outside `urn:xmpp:`. It goes into every
+/// answer's XML, where control characters cannot be written.
+fn checked_prefix(value: &str) -> Result<&str, Error> {
+    let refuse = |reason: String| Err(invalid("prefix", value, reason));
+    if value
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{fffe}' | '\u{ffff}'))
+    {
+        return refuse("control characters are not allowed".into());
+    }
+    if value.len() > MAX_PREFIX_BYTES {
+        return refuse(format!("expected at most {MAX_PREFIX_BYTES} bytes"));
+    }
+    if !value.contains(':') {
+        return refuse("expected a URI prefix such as tag:example.org,2026:cmr:".into());
+    }
+    if value.to_ascii_lowercase().starts_with("urn:xmpp:") {
+        return refuse("urn:xmpp: belongs to the XSF registrar; use a URI space you own".into());
+    }
+    Ok(value)
+}
+
 impl Policy {
     /// Parses whitespace-separated `key=value` options:
     ///
@@ -79,8 +118,8 @@ impl Policy {
     pub fn from_options(text: &str) -> Result<Policy, Error> {
         let mut policy = Policy::default();
         let mut seen: Vec<&str> = Vec::new();
-        let mut offered_text = None;
-        let mut default_text = None;
+        let mut offered = None;
+        let mut default = None;
         for item in text.split_whitespace() {
             let Some((key, value)) = item.split_once('=') else {
                 return Err(invalid(item, "", "expected key=value"));
@@ -90,55 +129,12 @@ impl Policy {
             }
             seen.push(key);
             match key {
-                "offered" => offered_text = Some(value),
-                "default" => default_text = Some(value),
-                "user_change" => {
-                    policy.users_may_change = match value {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(invalid(key, value, "expected true or false")),
-                    }
-                }
-                "hints" => {
-                    policy.hints = match value {
-                        "any" => Hints::Any,
-                        "local" => Hints::Local,
-                        "never" => Hints::Never,
-                        _ => return Err(invalid(key, value, "expected any, local or never")),
-                    }
-                }
-                "prefix" => {
-                    // It goes into every answer's XML, where control
-                    // characters cannot be written.
-                    if value
-                        .chars()
-                        .any(|c| c.is_control() || matches!(c, '\u{fffe}' | '\u{ffff}'))
-                    {
-                        return Err(invalid(key, value, "control characters are not allowed"));
-                    }
-                    if value.len() > MAX_PREFIX_BYTES {
-                        return Err(invalid(
-                            key,
-                            value,
-                            format!("expected at most {MAX_PREFIX_BYTES} bytes"),
-                        ));
-                    }
-                    if !value.contains(':') {
-                        return Err(invalid(
-                            key,
-                            value,
-                            "expected a URI prefix such as tag:example.org,2026:cmr:",
-                        ));
-                    }
-                    if value.to_ascii_lowercase().starts_with("urn:xmpp:") {
-                        return Err(invalid(
-                            key,
-                            value,
-                            "urn:xmpp: belongs to the XSF registrar; use a URI space you own",
-                        ));
-                    }
-                    policy.uris = uris(value);
-                }
+                // Resolved after the loop: they may name URIs under `prefix`.
+                "offered" => offered = Some(value),
+                "default" => default = Some(value),
+                "user_change" => policy.users_may_change = parse_bool(key, value)?,
+                "hints" => policy.hints = parse_hints(value)?,
+                "prefix" => policy.uris = uris(checked_prefix(value)?),
                 _ => {
                     return Err(invalid(
                         key,
@@ -148,41 +144,13 @@ impl Policy {
                 }
             }
         }
-        if let Some(list) = offered_text {
-            policy.offered = [false; ALGORITHM_COUNT];
-            for name in list.split(',') {
-                if name.is_empty() {
-                    return Err(invalid("offered", list, "an empty algorithm name"));
-                }
-                let algorithm = policy.resolve(name).ok_or_else(|| {
-                    invalid(
-                        "offered",
-                        list,
-                        format!("unknown algorithm {}", Quoted::new(name)),
-                    )
-                })?;
-                if policy.offered[algorithm.index()] {
-                    return Err(invalid(
-                        "offered",
-                        list,
-                        format!("{} is listed more than once", Quoted::new(name)),
-                    ));
-                }
-                policy.offered[algorithm.index()] = true;
-            }
-            if !policy.offers(Algorithm::All) && !policy.offers(Algorithm::MostActive) {
-                return Err(invalid(
-                    "offered",
-                    list,
-                    "XEP-0354 requires all or mostactive among the offered",
-                ));
-            }
+        if let Some(list) = offered {
+            policy.offered = policy.parse_offered(list)?;
         }
-        if let Some(name) = default_text {
-            let algorithm = policy
+        if let Some(name) = default {
+            policy.default = policy
                 .resolve(name)
                 .ok_or_else(|| invalid("default", name, "unknown algorithm"))?;
-            policy.default = algorithm;
         }
         if !policy.offers(policy.default) {
             let name = policy.uri(policy.default).to_owned();
@@ -193,6 +161,40 @@ impl Policy {
             ));
         }
         Ok(policy)
+    }
+
+    /// `offered=`: algorithms by short name or URI, each once, with `all`
+    /// or `mostactive` among them.
+    fn parse_offered(&self, list: &str) -> Result<[bool; ALGORITHM_COUNT], Error> {
+        let mut offered = [false; ALGORITHM_COUNT];
+        for name in list.split(',') {
+            if name.is_empty() {
+                return Err(invalid("offered", list, "an empty algorithm name"));
+            }
+            let algorithm = self.resolve(name).ok_or_else(|| {
+                invalid(
+                    "offered",
+                    list,
+                    format!("unknown algorithm {}", Quoted::new(name)),
+                )
+            })?;
+            if std::mem::replace(&mut offered[algorithm.index()], true) {
+                return Err(invalid(
+                    "offered",
+                    list,
+                    format!("{} is listed more than once", Quoted::new(name)),
+                ));
+            }
+        }
+        let required = [Algorithm::All, Algorithm::MostActive];
+        if !required.iter().any(|a| offered[a.index()]) {
+            return Err(invalid(
+                "offered",
+                list,
+                "XEP-0354 requires all or mostactive among the offered",
+            ));
+        }
+        Ok(offered)
     }
 
     /// Finds an algorithm by its URI or short name, offered or not.
