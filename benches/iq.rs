@@ -8,8 +8,7 @@
 
 mod common;
 
-use cmr::ffi::cmr_router_handle_iq;
-use common::router;
+use common::{handle_iq, router};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;
@@ -54,26 +53,12 @@ fn parse(c: &mut Criterion) {
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(2));
-    let mut buf = vec![0u8; 1 << 16];
+    let mut answer = vec![0u8; 1 << 16];
     for size in [8 << 10, 64 << 10] {
         for (shape, xml) in shapes(size) {
             group.throughput(Throughput::Bytes(xml.len() as u64));
             group.bench_with_input(BenchmarkId::new(shape, size), &xml, |b, xml| {
-                b.iter(|| {
-                    let mut len = 0;
-                    let mut changed = false;
-                    black_box(unsafe {
-                        cmr_router_handle_iq(
-                            bench.router,
-                            xml.as_ptr().cast(),
-                            xml.len(),
-                            buf.as_mut_ptr().cast(),
-                            buf.len(),
-                            &mut len,
-                            &mut changed,
-                        )
-                    })
-                })
+                b.iter(|| black_box(handle_iq(&bench, xml, &mut answer)))
             });
         }
     }

@@ -7,12 +7,9 @@
 
 mod common;
 
-use cmr::ffi::{
-    cmr_router_handle_iq, cmr_router_register, cmr_router_set_algorithm, cmr_router_unregister,
-    cmr_status,
-};
+use cmr::ffi::{cmr_router_set_algorithm, cmr_router_unregister, cmr_status};
 use cmr::Algorithm;
-use common::{message, pick, random_order, router, Bench};
+use common::{handle_iq, message, pick, random_order, register, router, Bench};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -127,44 +124,17 @@ fn sessions(c: &mut Criterion) {
         let mut priority = 0;
         b.iter(|| {
             priority = (priority + 1) % 2;
-            let status = unsafe {
-                cmr_router_register(
-                    bench.router,
-                    jid.as_ptr().cast(),
-                    jid.len(),
-                    17 * 4 + 1,
-                    priority,
-                    std::ptr::null(),
-                    0,
-                    true,
-                    std::ptr::null_mut(),
-                )
-            };
-            assert_eq!(status, cmr_status::Ok);
+            register(&bench, jid, 17 * 4 + 1, priority);
         })
     });
     let fresh = "user-17@example.org/node-new";
     group.bench_function("register-then-unregister", |b| {
-        b.iter(|| unsafe {
-            let p = fresh.as_ptr().cast();
-            assert_eq!(
-                cmr_router_register(
-                    bench.router,
-                    p,
-                    fresh.len(),
-                    1 << 40,
-                    0,
-                    std::ptr::null(),
-                    0,
-                    true,
-                    std::ptr::null_mut()
-                ),
-                cmr_status::Ok
-            );
-            assert_eq!(
-                cmr_router_unregister(bench.router, p, fresh.len(), 1 << 40),
-                cmr_status::Ok
-            );
+        b.iter(|| {
+            register(&bench, fresh, 1 << 40, 0);
+            let status = unsafe {
+                cmr_router_unregister(bench.router, fresh.as_ptr().cast(), fresh.len(), 1 << 40)
+            };
+            assert_eq!(status, cmr_status::Ok);
         })
     });
     let iqs = [
@@ -176,20 +146,11 @@ fn sessions(c: &mut Criterion) {
     ];
     for (name, xml) in iqs {
         group.bench_function(name, |b| {
-            let mut buf = [0u8; 1024];
-            let (mut len, mut changed) = (0, false);
-            b.iter(|| unsafe {
-                let status = cmr_router_handle_iq(
-                    bench.router,
-                    xml.as_ptr().cast(),
-                    xml.len(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    &mut len,
-                    &mut changed,
-                );
+            let mut answer = [0u8; 1024];
+            b.iter(|| {
+                let (status, len) = handle_iq(&bench, xml, &mut answer);
                 assert_eq!(status, cmr_status::Ok);
-                black_box(&buf[..len]);
+                black_box(&answer[..len]);
             })
         });
     }

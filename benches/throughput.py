@@ -8,10 +8,8 @@ priority 0; natively, the second session at priority -1. The two servers
 run side by side with the same lean config (no archive, no carbons), and
 the runs alternate."""
 
-import base64
 import os
 import selectors
-import socket
 import statistics
 import sys
 import tempfile
@@ -22,65 +20,34 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "conformance"))
 
 from conftest import host_class  # noqa: E402
+from rawxmpp import RawSession  # noqa: E402
 
 MESSAGES = 50_000
 ROUNDS = 7
 TIMEOUT = 120
-STREAM = ("<?xml version='1.0'?><stream:stream to='{domain}' xmlns='jabber:client' "
-          "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
 
 
-class RawSession:
-    """A minimal XMPP client on a socket: PLAIN login, bind, presence."""
-
-    def __init__(self, host, jid, resource, priority):
-        user, domain = jid.split("@")
-        self.sock = socket.create_connection(("127.0.0.1", host.port))
-        self.buffer = b""
-        self.send(STREAM.format(domain=domain))
-        self.read_until(b"</stream:features>")
-        auth = base64.b64encode(f"\0{user}\0{host.password}".encode()).decode()
-        self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{auth}</auth>")
-        self.read_until(b"<success")
-        self.send(STREAM.format(domain=domain))
-        self.read_until(b"</stream:features>")
-        self.send(f"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-                  f"<resource>{resource}</resource></bind></iq>")
-        self.read_until(b"</iq>")
-        self.send(f"<presence><priority>{priority}</priority></presence>")
-        self.count = 0
-
-    def send(self, text):
-        self.sock.sendall(text.encode())
-
-    def read_until(self, marker):
-        while marker not in self.buffer:
-            self.buffer += self.sock.recv(65536)
-        self.buffer = self.buffer.split(marker, 1)[1]
-
-
-
-def count_messages(sessions, stop):
-    """Counts `</message>` on every session, in one thread (so that both
-    setups cost the load generator the same, one or two busy sockets)."""
+def count_messages(sessions, counts, stop):
+    """Counts `</message>` on every session into `counts`, in one thread (so
+    that both setups cost the load generator the same, one or two busy
+    sockets)."""
     selector = selectors.DefaultSelector()
-    tails = {}
-    for session in sessions:
-        session.sock.setblocking(False)
-        selector.register(session.sock, selectors.EVENT_READ, session)
-        tails[session] = b""
+    tails = [b""] * len(sessions)
+    for index, receiver in enumerate(sessions):
+        receiver.sock.setblocking(False)
+        selector.register(receiver.sock, selectors.EVENT_READ, index)
     while not stop.is_set():
         for key, _ in selector.select(timeout=0.1):
-            session = key.data
+            index = key.data
             try:
-                data = session.sock.recv(1 << 20)
+                data = sessions[index].sock.recv(1 << 20)
             except BlockingIOError:
                 continue
             # Nine carried bytes cannot hold a whole marker, so none is
             # counted twice, and one cut by the read is counted once.
-            chunk = tails[session] + data
-            session.count += chunk.count(b"</message>")
-            tails[session] = chunk[-9:]
+            chunk = tails[index] + data
+            counts[index] += chunk.count(b"</message>")
+            tails[index] = chunk[-9:]
     selector.close()
 
 
@@ -96,41 +63,42 @@ def run(host, account, sender_jid, second_priority, sender_host=None, servers=No
     log in to another node (`sender_host`), and the CPU of all `servers`
     counts."""
     servers = servers or [host]
-    receivers = [RawSession(host, account, "node-0", 0), RawSession(host, account, "node-1", second_priority)]
-    sender = RawSession(sender_host or host, sender_jid, "probe", 0)
+    receivers = [session(host, account, "node-0", 0), session(host, account, "node-1", second_priority)]
+    sender = session(sender_host or host, sender_jid, "probe", 0)
     time.sleep(0.3)
     stop = threading.Event()
-    counter = threading.Thread(target=count_messages, args=(receivers, stop))
+    counts = [0] * len(receivers)
+    counter = threading.Thread(target=count_messages, args=(receivers, counts, stop))
     counter.start()
     payload = "".join(f"<message to='{account}' type='chat'><body>m{i}</body></message>"
                       for i in range(MESSAGES)).encode()
     cpu = sum(cpu_seconds(server) for server in servers)
     start = time.monotonic()
     sender.sock.sendall(payload)
-    while sum(r.count for r in receivers) < MESSAGES and time.monotonic() - start < TIMEOUT:
+    while sum(counts) < MESSAGES and time.monotonic() - start < TIMEOUT:
         time.sleep(0.005)
     elapsed = time.monotonic() - start
     cpu = sum(cpu_seconds(server) for server in servers) - cpu
     stop.set()
     counter.join()
-    got = sum(r.count for r in receivers)
     for s in (sender, *receivers):
         s.sock.close()
-    if got < MESSAGES:
-        raise RuntimeError(f"only {got} of {MESSAGES} delivered in {TIMEOUT} s")
-    return MESSAGES / elapsed, cpu * 1e6 / MESSAGES, [r.count for r in receivers]
+    if sum(counts) < MESSAGES:
+        raise RuntimeError(f"only {sum(counts)} of {MESSAGES} delivered in {TIMEOUT} s")
+    return MESSAGES / elapsed, cpu * 1e6 / MESSAGES, counts
+
+
+def session(host, jid, resource, priority):
+    """A session of `jid` on `host`, available at `priority`. Its socket
+    may take the whole run to write the messages."""
+    return RawSession(host.port, jid, host.password, resource, priority, timeout=TIMEOUT)
 
 
 def set_algorithm(host, jid, algorithm):
-    """Sets an account's algorithm with a XEP-0354 set from one of its sessions."""
-    session = RawSession(host, jid, "setup", 0)
-    session.send(f"<iq type='set' id='cmr-set'><cmr xmlns='urn:xmpp:cmr:0' algorithm='{algorithm}'/></iq>")
-    while b"cmr-set" not in session.buffer:
-        session.buffer += session.sock.recv(65536)
-    reply = session.buffer[session.buffer.rfind(b"<iq", 0, session.buffer.find(b"cmr-set")):]
-    if b"result" not in reply.split(b">")[0]:
-        raise RuntimeError(f"setting {algorithm} failed: {reply[:300]!r}")
-    session.sock.close()
+    """Sets an account's algorithm with a XEP-0354 set from one of its
+    sessions (an error answer raises)."""
+    with session(host, jid, "setup", 0) as setup:
+        setup.iq(f"<cmr xmlns='urn:xmpp:cmr:0' algorithm='{algorithm}'/>", kind="set")
 
 
 def main():

@@ -4,7 +4,8 @@
 #![allow(dead_code)] // each bench uses a part
 
 use cmr::ffi::{
-    cmr_message, cmr_router, cmr_router_new, cmr_router_pick, cmr_router_register, cmr_status,
+    cmr_message, cmr_router, cmr_router_handle_iq, cmr_router_new, cmr_router_pick,
+    cmr_router_register, cmr_status,
 };
 use std::ffi::c_char;
 
@@ -32,27 +33,54 @@ pub fn router(options: &str, accounts: usize) -> Bench {
             cmr_status::Ok
         );
     }
-    let keys: Vec<String> = (0..accounts).map(account).collect();
-    for (a, key) in keys.iter().enumerate() {
+    let bench = Bench {
+        router,
+        keys: (0..accounts).map(account).collect(),
+    };
+    for (a, key) in bench.keys.iter().enumerate() {
         for r in 0..RESOURCES {
-            let jid = format!("{key}/node-{r}");
-            let status = unsafe {
-                cmr_router_register(
-                    router,
-                    jid.as_ptr().cast(),
-                    jid.len(),
-                    (a * RESOURCES + r) as u64,
-                    1,
-                    std::ptr::null(),
-                    0,
-                    true,
-                    std::ptr::null_mut(),
-                )
-            };
-            assert_eq!(status, cmr_status::Ok);
+            let token = (a * RESOURCES + r) as u64;
+            register(&bench, &format!("{key}/node-{r}"), token, 1);
         }
     }
-    Bench { router, keys }
+    bench
+}
+
+/// Registers (or updates) the available session `jid` with its token.
+pub fn register(bench: &Bench, jid: &str, token: u64, priority: i32) {
+    let status = unsafe {
+        cmr_router_register(
+            bench.router,
+            jid.as_ptr().cast(),
+            jid.len(),
+            token,
+            priority,
+            std::ptr::null(),
+            0,
+            true,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(status, cmr_status::Ok);
+}
+
+/// Handles one IQ through the C ABI, its answer written into `answer`: the
+/// status and the answer's length.
+#[inline]
+pub fn handle_iq(bench: &Bench, xml: &str, answer: &mut [u8]) -> (cmr_status, usize) {
+    let (mut len, mut changed) = (0, false);
+    let status = unsafe {
+        cmr_router_handle_iq(
+            bench.router,
+            xml.as_ptr().cast(),
+            xml.len(),
+            answer.as_mut_ptr().cast(),
+            answer.len(),
+            &mut len,
+            &mut changed,
+        )
+    };
+    (status, len)
 }
 
 pub fn message(recipient: &str, hint: &str) -> cmr_message {

@@ -11,12 +11,10 @@ configuration, database, keys, logs and plugins live in the test module's
 own folder, and the fixture checks after each run that nothing in the
 installation changed."""
 
-import base64
 import filecmp
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 from hosts.base import ACCOUNTS, DOMAIN, PASSWORD, ServerHost, free_port
+from rawxmpp import RawSession, RawSessionError
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVER = ROOT / "build" / "openfire" / "server"
@@ -306,7 +305,7 @@ class OpenfireHost(ServerHost):
             try:
                 if condition():
                     return
-            except (OSError, ProbeError, ET.ParseError):
+            except (OSError, RawSessionError, ET.ParseError):
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"openfire did not {what} on port {self.port}:\n{self.log_tail()}")
@@ -314,22 +313,22 @@ class OpenfireHost(ServerHost):
     def _login_works(self):
         # The client port opens once the modules have started and the plugin
         # monitor made its first pass; a login proves the database works.
-        with Probe(self.port, PROBE, PASSWORD):
+        with RawSession(self.port, f"{PROBE}@{DOMAIN}", PASSWORD):
             return True
 
     def server_features(self):
         """The features of the server's disco#info, as a logged-in client
         sees them."""
-        with Probe(self.port, PROBE, PASSWORD) as probe:
+        with RawSession(self.port, f"{PROBE}@{DOMAIN}", PASSWORD) as probe:
             return probe.disco_features(DOMAIN)
 
     def stats(self, jid):
         """The account's algorithm and per-session figures, as the plugin
         gives them to an admin of the server (the probe account is one)."""
-        with Probe(self.port, PROBE, PASSWORD) as probe:
+        with RawSession(self.port, f"{PROBE}@{DOMAIN}", PASSWORD) as probe:
             try:
                 reply = probe.iq(f"<stats xmlns='urn:x-cmr:stats:0' jid='{jid}'/>", to=DOMAIN)
-            except ProbeError as refused:
+            except RawSessionError as refused:
                 # An account with no session: the error says so.
                 return str(refused)
         return reply.find("{urn:x-cmr:stats:0}stats").text or ""
@@ -438,80 +437,3 @@ class OpenfireHost(ServerHost):
             if path.exists():
                 text += f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
         return text or "(no log)"
-
-
-class ProbeError(Exception):
-    pass
-
-
-class Probe:
-    """A bare client session on a raw socket (PLAIN login over the plain
-    stream, resource binding): enough to see that logins work and to read
-    the server's disco#info without an event loop."""
-
-    STREAM = "http://etherx.jabber.org/streams"
-    SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-
-    def __init__(self, port, user, password, timeout=30):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        try:
-            self._open()
-            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-            self._send(f"<auth xmlns='{self.SASL}' mechanism='PLAIN'>{token}</auth>")
-            if self._next().tag != f"{{{self.SASL}}}success":
-                raise ProbeError("login refused")
-            self._open()
-            self.iq("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>", kind="set")
-            self.iq("<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>", kind="set")
-        except BaseException:
-            self.sock.close()
-            raise
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        try:
-            self._send("</stream:stream>")
-        except OSError:
-            pass
-        self.sock.close()
-
-    def disco_features(self, jid):
-        reply = self.iq("<query xmlns='http://jabber.org/protocol/disco#info'/>", to=jid)
-        return {f.get("var") for f in reply.iter("{http://jabber.org/protocol/disco#info}feature")}
-
-    def _send(self, text):
-        self.sock.sendall(text.encode())
-
-    def _open(self):
-        """Opens a new stream and reads its features."""
-        self.parser = ET.XMLPullParser(events=("start", "end"))
-        self.depth = 0
-        self._send(f"<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' "
-                   f"xmlns:stream='{self.STREAM}' version='1.0'>")
-        if self._next().tag != f"{{{self.STREAM}}}features":
-            raise ProbeError("no stream features")
-
-    def _next(self):
-        """The next complete top-level element of the stream."""
-        while True:
-            for event, element in self.parser.read_events():
-                self.depth += 1 if event == "start" else -1
-                if event == "end" and self.depth == 1:
-                    return element
-                if self.depth == 0:
-                    raise ProbeError("stream closed")
-            data = self.sock.recv(65536)
-            if not data:
-                raise ProbeError("connection closed")
-            self.parser.feed(data)
-
-    def iq(self, payload, kind="get", to=None):
-        self._send(f"<iq type='{kind}' id='probe'{f' to={to!r}' if to else ''}>{payload}</iq>")
-        while True:
-            reply = self._next()
-            if reply.tag == "{jabber:client}iq" and reply.get("id") == "probe":
-                if reply.get("type") != "result":
-                    raise ProbeError(ET.tostring(reply, encoding="unicode"))
-                return reply
