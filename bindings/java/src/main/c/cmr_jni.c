@@ -1,9 +1,9 @@
 /*
  * JNI shim over include/cmr.h for org.cmr.Native. It only translates:
- * Java byte arrays in (UTF-8, read in place), tokens and text out, and a
- * status other than OK into an org.cmr.CmrException carrying the
- * library's message. libcmr.a is linked in, so this one .so is all a JVM
- * loads.
+ * Java byte arrays in (UTF-8, read in place), tokens, text and the
+ * library's tables out, and a status other than OK into an
+ * org.cmr.CmrException carrying the library's name and message for it.
+ * libcmr.a is linked in, so this one .so is all a JVM loads.
  */
 #include <jni.h>
 #include <stdlib.h>
