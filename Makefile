@@ -136,17 +136,27 @@ MVN := mvn -B --no-transfer-progress
 java-deps:
 	@scripts/install-deps.sh default-jdk-headless maven
 
+# The tests' build of the shim adds what only tests and benchmarks call
+# (-DCMR_TEST: org.cmr.EmptyPick); the shipped one must not export it.
+JNI_TEST_SO := $(JAVA_BUILD)/libcmr_jni_test.so
+JNI_LINK = $(CC) $(CFLAGS) -fPIC -shared -I$(JAVA_HOME)/include -I$(JAVA_HOME)/include/linux -Iinclude $< \
+	    $(LIB)/libcmr.a -Wl,--exclude-libs,ALL -Wl,--gc-sections -Wl,--strip-debug -Wl,-z,defs -lpthread -ldl -lm -lc -lgcc_s -o $@
+
 $(JNI_SO): bindings/java/src/main/c/cmr_jni.c include/cmr.h $(LIB)/libcmr.a
 	mkdir -p $(JAVA_BUILD)
-	$(CC) $(CFLAGS) -fPIC -shared -I$(JAVA_HOME)/include -I$(JAVA_HOME)/include/linux -Iinclude $< \
-	    $(LIB)/libcmr.a -Wl,--exclude-libs,ALL -Wl,--gc-sections -Wl,--strip-debug -Wl,-z,defs -lpthread -ldl -lm -lc -lgcc_s -o $@
+	$(JNI_LINK)
+	@! nm -D --defined-only $@ | grep -i emptypick || { echo "error: $@ exports a test hook" >&2; exit 1; }
+
+$(JNI_TEST_SO): bindings/java/src/main/c/cmr_jni.c include/cmr.h $(LIB)/libcmr.a
+	mkdir -p $(JAVA_BUILD)
+	$(JNI_LINK) -DCMR_TEST
 
 java: java-deps lib $(JNI_SO)
 
 # The JVM runs the tests with -Xcheck:jni; what it reports about the shim's
 # JNI use (surefire keeps it in a .dumpstream file) fails them.
-java-tests: java
-	cd bindings/java && $(MVN) clean verify -Dcmr.jni=$(CURDIR)/$(JNI_SO)
+java-tests: java $(JNI_TEST_SO)
+	cd bindings/java && $(MVN) clean verify -Dcmr.jni=$(CURDIR)/$(JNI_TEST_SO)
 	@! grep -rn -m3 "in native method\|JNI functions in the scope" bindings/java/target/surefire-reports/ \
 	    || { echo "error: -Xcheck:jni reported the JNI shim" >&2; exit 1; }
 
@@ -156,7 +166,7 @@ java-tests: java
 OPENFIRE_JAR := $(BUILD)/openfire/cmr-openfire.jar
 
 # The binding's jar in the local Maven repository, for the projects that
-# depend on it (the plugin, the JMH benchmark).
+# depend on it (the plugin; the JMH benchmark, with its tests' jar).
 java-install: java
 	cd bindings/java && $(MVN) -q install -DskipTests -Dcmr.jni=$(CURDIR)/$(JNI_SO)
 
@@ -322,9 +332,9 @@ bench-lua: lua
 	LUA_PATH='$(LUA)/?.lua;;' luajit benches/lua/pick_bench.lua
 
 # The Java binding's cost per pick against an empty native call (JMH).
-bench-java: java-install
+bench-java: java-install $(JNI_TEST_SO)
 	cd benches/java && $(MVN) -q package
-	java -Dcmr.jni=$(CURDIR)/$(JNI_SO) -cp benches/java/target/classes:$$(cat benches/java/target/classpath.txt) \
+	java -Dcmr.jni=$(CURDIR)/$(JNI_TEST_SO) -cp benches/java/target/classes:$$(cat benches/java/target/classpath.txt) \
 	    org.openjdk.jmh.Main PickBenchmark
 
 # The NIF's cost per pick.

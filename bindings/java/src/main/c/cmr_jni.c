@@ -1,9 +1,9 @@
 /*
  * JNI shim over include/cmr.h for org.cmr.Native. It only translates:
- * Java byte arrays in (UTF-8, read in place), tokens and text out, and a
- * status other than OK into an org.cmr.CmrException carrying the
- * library's message. libcmr.a is linked in, so this one .so is all a JVM
- * loads.
+ * Java byte arrays in (UTF-8, read in place), tokens, text and the
+ * library's tables out, and a status other than OK into an
+ * org.cmr.CmrException carrying the library's name and message for it.
+ * libcmr.a is linked in, so this one .so is all a JVM loads.
  */
 #include <jni.h>
 #include <stdlib.h>
@@ -17,6 +17,24 @@
 
 static jclass exception_class;
 static jmethodID exception_init;
+static jclass series_class;
+static jmethodID series_init;
+
+/* A global reference to `name` and its constructor of `signature`. */
+static int find_class(JNIEnv *env, const char *name, const char *signature, jclass *cls,
+                      jmethodID *init) {
+    jclass local = (*env)->FindClass(env, name);
+    if (local == NULL) {
+        return 0;
+    }
+    *cls = (*env)->NewGlobalRef(env, local);
+    (*env)->DeleteLocalRef(env, local);
+    if (*cls == NULL) {
+        return 0;
+    }
+    *init = (*env)->GetMethodID(env, *cls, "<init>", signature);
+    return *init != NULL;
+}
 
 JNIEXPORT jint JNICALL JNI_OnLoad(JavaVM *vm, void *reserved) {
     (void)reserved;
@@ -24,17 +42,12 @@ JNIEXPORT jint JNICALL JNI_OnLoad(JavaVM *vm, void *reserved) {
     if ((*vm)->GetEnv(vm, (void **)&env, JNI_VERSION_1_8) != JNI_OK) {
         return JNI_ERR;
     }
-    jclass local = (*env)->FindClass(env, "org/cmr/CmrException");
-    if (local == NULL) {
+    if (!find_class(env, "org/cmr/CmrException", "([B[BZ)V", &exception_class, &exception_init) ||
+        !find_class(env, "org/cmr/MetricSeries", "([B[B[B[B[B[B[BZ)V", &series_class,
+                    &series_init)) {
         return JNI_ERR;
     }
-    exception_class = (*env)->NewGlobalRef(env, local);
-    (*env)->DeleteLocalRef(env, local);
-    if (exception_class == NULL) {
-        return JNI_ERR;
-    }
-    exception_init = (*env)->GetMethodID(env, exception_class, "<init>", "(I[B)V");
-    return exception_init == NULL ? JNI_ERR : JNI_VERSION_1_8;
+    return JNI_VERSION_1_8;
 }
 
 JNIEXPORT void JNICALL JNI_OnUnload(JavaVM *vm, void *reserved) {
@@ -42,6 +55,7 @@ JNIEXPORT void JNICALL JNI_OnUnload(JavaVM *vm, void *reserved) {
     JNIEnv *env;
     if ((*vm)->GetEnv(vm, (void **)&env, JNI_VERSION_1_8) == JNI_OK) {
         (*env)->DeleteGlobalRef(env, exception_class);
+        (*env)->DeleteGlobalRef(env, series_class);
     }
 }
 
@@ -53,19 +67,29 @@ static jbyteArray to_java_bytes(JNIEnv *env, const char *bytes, size_t len) {
     return array;
 }
 
-/* Throws CmrException(status, this thread's last error message), whole:
- * the library keeps a message within CMR_MAX_ERROR_BYTES. */
+static jbyteArray c_string_bytes(JNIEnv *env, const char *text) {
+    return to_java_bytes(env, text, strlen(text));
+}
+
+/* Throws CmrException(the status' name, this thread's last error message
+ * or else the status' description, whether the router failed), whole: the
+ * library keeps a message within CMR_MAX_ERROR_BYTES. */
 static void throw_status(JNIEnv *env, cmr_status status) {
     char message[CMR_MAX_ERROR_BYTES];
     size_t len = 0;
-    if (cmr_last_error(message, sizeof message, &len) != CMR_STATUS_OK) {
-        len = 0;
+    if (cmr_last_error(message, sizeof message, &len) != CMR_STATUS_OK || len == 0) {
+        const char *description = cmr_status_message(status);
+        len = strlen(description);
+        len = len < sizeof message ? len : sizeof message;
+        memcpy(message, description, len);
     }
-    jbyteArray text = to_java_bytes(env, message, len);
+    jbyteArray name = c_string_bytes(env, cmr_status_name(status));
+    jbyteArray text = name == NULL ? NULL : to_java_bytes(env, message, len);
     if (text == NULL) {
         return; /* OutOfMemoryError is pending */
     }
-    jthrowable error = (*env)->NewObject(env, exception_class, exception_init, (jint)status, text);
+    jthrowable error = (*env)->NewObject(env, exception_class, exception_init, name, text,
+                                         status == CMR_STATUS_PANIC ? JNI_TRUE : JNI_FALSE);
     if (error != NULL) {
         (*env)->Throw(env, error);
     }
@@ -196,8 +220,7 @@ static cmr_status call_disco_features(const cmr_router *router, const input *unu
 
 JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_version(JNIEnv *env, jclass cls) {
     (void)cls;
-    const char *version = cmr_version();
-    return to_java_bytes(env, version, strlen(version));
+    return c_string_bytes(env, cmr_version());
 }
 
 JNIEXPORT jlong JNICALL Java_org_cmr_Native_newRouter(JNIEnv *env, jclass cls, jbyteArray options) {
@@ -390,12 +413,14 @@ JNIEXPORT jint JNICALL Java_org_cmr_Native_pick(JNIEnv *env, jclass cls, jlong h
     }
 }
 
+#ifdef CMR_TEST
 /* The same arguments as pick, read and released the same way, and no
- * call: the baseline that the JNI overhead of a pick is measured against. */
-JNIEXPORT jint JNICALL Java_org_cmr_Native_emptyPick(JNIEnv *env, jclass cls, jlong handle,
-                                                     jbyteArray recipient, jbyteArray type,
-                                                     jbyteArray sender, jbyteArray hint,
-                                                     jboolean sender_is_local, jlongArray out) {
+ * call: the baseline that the JNI overhead of a pick is measured against
+ * (org.cmr.EmptyPick, in the tests). Only in the tests' build. */
+JNIEXPORT jint JNICALL Java_org_cmr_EmptyPick_emptyPick(JNIEnv *env, jclass cls, jlong handle,
+                                                        jbyteArray recipient, jbyteArray type,
+                                                        jbyteArray sender, jbyteArray hint,
+                                                        jboolean sender_is_local, jlongArray out) {
     (void)cls;
     (void)handle;
     (void)sender_is_local;
@@ -406,6 +431,7 @@ JNIEXPORT jint JNICALL Java_org_cmr_Native_emptyPick(JNIEnv *env, jclass cls, jl
     pick_close(env, &a, JNI_ABORT);
     return 1;
 }
+#endif
 
 JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_getAlgorithm(JNIEnv *env, jclass cls,
                                                               jlong handle, jbyteArray bare_jid) {
@@ -497,43 +523,73 @@ JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_stats(JNIEnv *env, jclass cls, 
     return text_result(env, handle, bare_jid, call_stats);
 }
 
-/* The router's figures as one array, in cmr_metrics' order: routed[],
- * left_to_server[] (CMR_ALGORITHM_COUNT each), then
- * left_to_server_unclaimed, gone_sessions, iq_results, iq_errors, sessions,
- * accounts. org.cmr.Metrics reads it. */
-JNIEXPORT jlongArray JNICALL Java_org_cmr_Native_metrics(JNIEnv *env, jclass cls, jlong handle) {
+/* The description of the metrics' series at `index` (org.cmr.MetricSeries),
+ * or null past the last. */
+JNIEXPORT jobject JNICALL Java_org_cmr_Native_metricSeries(JNIEnv *env, jclass cls, jint index) {
     (void)cls;
-    cmr_metrics m;
-    cmr_status status = cmr_router_metrics(router_of(handle), &m);
-    if (status != CMR_STATUS_OK) {
-        throw_status(env, status);
+    const cmr_metric_series *series = index < 0 ? NULL : cmr_metric_series_at((size_t)index);
+    if (series == NULL) {
         return NULL;
     }
-    jlong values[2 * CMR_ALGORITHM_COUNT + 6];
+    const char *texts[] = {series->key,   series->metric,      series->family, series->unit,
+                           series->label, series->label_value, series->help};
+    enum { TEXTS = sizeof texts / sizeof texts[0] };
+    jbyteArray bytes[TEXTS];
+    for (size_t i = 0; i < TEXTS; i++) {
+        bytes[i] = c_string_bytes(env, texts[i]);
+        if (bytes[i] == NULL) {
+            return NULL; /* OutOfMemoryError is pending */
+        }
+    }
+    return (*env)->NewObject(env, series_class, series_init, bytes[0], bytes[1], bytes[2],
+                             bytes[3], bytes[4], bytes[5], bytes[6],
+                             series->kind == CMR_METRIC_KIND_COUNTER ? JNI_TRUE : JNI_FALSE);
+}
+
+/* The router's figures, one per series in the order of metricSeries. */
+JNIEXPORT jlongArray JNICALL Java_org_cmr_Native_metricValues(JNIEnv *env, jclass cls,
+                                                              jlong handle) {
+    (void)cls;
     size_t n = 0;
-    for (size_t i = 0; i < CMR_ALGORITHM_COUNT; i++) {
-        values[n++] = (jlong)m.routed[i];
+    cmr_status status = cmr_router_metric_values(router_of(handle), NULL, 0, &n);
+    uint64_t *values = NULL;
+    if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
+        values = malloc(n * sizeof *values);
+        if (values == NULL) {
+            throw_out_of_memory(env);
+            return NULL;
+        }
+        status = cmr_router_metric_values(router_of(handle), values, n, &n);
     }
-    for (size_t i = 0; i < CMR_ALGORITHM_COUNT; i++) {
-        values[n++] = (jlong)m.left_to_server[i];
+    jlongArray array = NULL;
+    if (status != CMR_STATUS_OK) {
+        throw_status(env, status);
+    } else {
+        array = (*env)->NewLongArray(env, (jsize)n);
+        if (array != NULL && n > 0) {
+            (*env)->SetLongArrayRegion(env, array, 0, (jsize)n, (const jlong *)values);
+        }
     }
-    values[n++] = (jlong)m.left_to_server_unclaimed;
-    values[n++] = (jlong)m.gone_sessions;
-    values[n++] = (jlong)m.iq_results;
-    values[n++] = (jlong)m.iq_errors;
-    values[n++] = (jlong)m.sessions;
-    values[n++] = (jlong)m.accounts;
-    jlongArray array = (*env)->NewLongArray(env, (jsize)n);
-    if (array != NULL) {
-        (*env)->SetLongArrayRegion(env, array, 0, (jsize)n, values);
-    }
+    free(values);
     return array;
 }
 
-/* The short name of the algorithm at `index` of the metrics' arrays, or
+/* The short name of the algorithm at `index` of the library's list, or
  * null past the last. */
 JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_algorithmName(JNIEnv *env, jclass cls, jint index) {
     (void)cls;
     const char *name = index < 0 ? NULL : cmr_algorithm_name((size_t)index);
-    return name == NULL ? NULL : to_java_bytes(env, name, strlen(name));
+    return name == NULL ? NULL : c_string_bytes(env, name);
+}
+
+JNIEXPORT jint JNICALL Java_org_cmr_Native_maxPicksPerMessage(JNIEnv *env, jclass cls) {
+    (void)env;
+    (void)cls;
+    return (jint)cmr_max_picks_per_message();
+}
+
+JNIEXPORT jint JNICALL Java_org_cmr_Native_activityIntervalMillis(JNIEnv *env, jclass cls) {
+    (void)env;
+    (void)cls;
+    return (jint)cmr_activity_interval_ms();
 }

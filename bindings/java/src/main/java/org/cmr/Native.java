@@ -32,15 +32,6 @@ final class Native {
             boolean senderIsLocal,
             long[] out);
 
-    static native int emptyPick(
-            long router,
-            byte[] recipient,
-            byte[] type,
-            byte[] sender,
-            byte[] hint,
-            boolean senderIsLocal,
-            long[] out);
-
     static native byte[] getAlgorithm(long router, byte[] bareJid);
 
     static native void setAlgorithm(long router, byte[] bareJid, byte[] algorithm);
@@ -51,7 +42,13 @@ final class Native {
 
     static native byte[] stats(long router, byte[] bareJid);
 
-    static native long[] metrics(long router);
+    static native MetricSeries metricSeries(int index);
+
+    static native long[] metricValues(long router);
 
     static native byte[] algorithmName(int index);
+
+    static native int maxPicksPerMessage();
+
+    static native int activityIntervalMillis();
 }

@@ -10,6 +10,9 @@ import java.util.Collections;
 import java.util.List;
 import java.util.Objects;
 import java.util.concurrent.locks.StampedLock;
+import java.util.function.IntFunction;
+import java.util.function.LongConsumer;
+import java.util.function.LongFunction;
 
 /**
  * A cmr router: the sessions of every account, their routing state, and
@@ -27,6 +30,8 @@ public final class Router implements AutoCloseable {
     private static boolean loaded;
     /** The library's algorithm names, read once (see {@link #algorithms}). */
     private static volatile List<String> algorithms;
+    /** The library's metric series, read once (see {@link #metricSeries}). */
+    private static volatile List<MetricSeries> metricSeries;
 
     private final StampedLock lock = new StampedLock();
     private long handle;
@@ -60,21 +65,61 @@ public final class Router implements AutoCloseable {
 
     /**
      * The short names of the library's algorithms ({@code all},
-     * {@code mostactive}, ...), in the order of the per-algorithm
-     * {@link Metrics}: as the library names them, so a newer library's
-     * algorithm appears without a change here.
+     * {@code mostactive}, ...), in its order: as the library names them,
+     * so a newer library's algorithm appears without a change here.
      */
     public static List<String> algorithms() {
         List<String> names = algorithms;
         if (names == null) {
-            List<String> read = new ArrayList<>();
-            for (byte[] name; (name = Native.algorithmName(read.size())) != null; ) {
-                read.add(new String(name, StandardCharsets.UTF_8));
-            }
-            names = Collections.unmodifiableList(read);
+            names = readTable(i -> {
+                byte[] name = Native.algorithmName(i);
+                return name == null ? null : new String(name, StandardCharsets.UTF_8);
+            });
             algorithms = names;
         }
         return names;
+    }
+
+    /**
+     * The series of the router's metrics, as the library describes them:
+     * what {@link #metricValues} gives, in the same order. A host builds
+     * its metrics from this list, so a newer library's series appears
+     * without a change here.
+     */
+    public static List<MetricSeries> metricSeries() {
+        List<MetricSeries> series = metricSeries;
+        if (series == null) {
+            series = readTable(Native::metricSeries);
+            metricSeries = series;
+        }
+        return series;
+    }
+
+    /** A library table, read from index 0 until null. */
+    private static <T> List<T> readTable(IntFunction<T> at) {
+        List<T> read = new ArrayList<>();
+        for (T entry; (entry = at.apply(read.size())) != null; ) {
+            read.add(entry);
+        }
+        return Collections.unmodifiableList(read);
+    }
+
+    /**
+     * How many picks a host makes for one message in all: when a picked
+     * session turns out gone it reports it ({@link #sessionGone}) and picks
+     * again, up to this many, then routes the message itself.
+     */
+    public static int maxPicksPerMessage() {
+        return Native.maxPicksPerMessage();
+    }
+
+    /**
+     * The finest difference in activity that mostactive tells apart: a
+     * host need report a session's activity ({@link #touch}) at most once
+     * per this many milliseconds.
+     */
+    public static int activityIntervalMillis() {
+        return Native.activityIntervalMillis();
     }
 
     /**
@@ -107,12 +152,7 @@ public final class Router implements AutoCloseable {
      */
     public boolean register(byte[] fullJid, long token, int priority, byte[] show, boolean available) {
         Objects.requireNonNull(fullJid, "fullJid");
-        long stamp = enter();
-        try {
-            return Native.register(handle, fullJid, token, priority, show, available);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        return call(h -> Native.register(h, fullJid, token, priority, show, available));
     }
 
     public boolean register(String fullJid, long token, int priority, String show, boolean available) {
@@ -122,16 +162,11 @@ public final class Router implements AutoCloseable {
     /**
      * Removes the session if {@code token} still owns it; {@code jid} is
      * its full JID, or the bare JID when the resource is not known. A
-     * stale token throws with {@link Status#NOT_FOUND} and removes nothing.
+     * stale token throws with status {@code not_found} and removes nothing.
      */
     public void unregister(byte[] jid, long token) {
         Objects.requireNonNull(jid, "jid");
-        long stamp = enter();
-        try {
-            Native.unregister(handle, jid, token);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        run(h -> Native.unregister(h, jid, token));
     }
 
     public void unregister(String jid, long token) {
@@ -140,19 +175,13 @@ public final class Router implements AutoCloseable {
 
     /**
      * Removes a session that a pick gave and the host found gone, as
-     * {@link #unregister} does, and counts it in
-     * {@link Metrics#goneSessions}. A token no longer registered (another
-     * thread removed it first) is counted too, and throws with
-     * {@link Status#NOT_FOUND}. The host then picks again.
+     * {@link #unregister} does, and counts it in the metrics. A token no
+     * longer registered (another thread removed it first) is counted too,
+     * and throws with status {@code not_found}. The host then picks again.
      */
     public void sessionGone(byte[] jid, long token) {
         Objects.requireNonNull(jid, "jid");
-        long stamp = enter();
-        try {
-            Native.sessionGone(handle, jid, token);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        run(h -> Native.sessionGone(h, jid, token));
     }
 
     public void sessionGone(String jid, long token) {
@@ -162,12 +191,7 @@ public final class Router implements AutoCloseable {
     /** Reports activity of the session (for mostactive). */
     public void touch(byte[] fullJid, long token) {
         Objects.requireNonNull(fullJid, "fullJid");
-        long stamp = enter();
-        try {
-            Native.touch(handle, fullJid, token);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        run(h -> Native.touch(h, fullJid, token));
     }
 
     public void touch(String fullJid, long token) {
@@ -177,30 +201,23 @@ public final class Router implements AutoCloseable {
     /** Marks the session as waiting for XEP-0198 resumption, or as back. */
     public void setHibernating(byte[] fullJid, long token, boolean hibernating) {
         Objects.requireNonNull(fullJid, "fullJid");
-        long stamp = enter();
-        try {
-            Native.setHibernating(handle, fullJid, token, hibernating);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        run(h -> Native.setHibernating(h, fullJid, token, hibernating));
     }
 
     public void setHibernating(String fullJid, long token, boolean hibernating) {
         setHibernating(utf8(fullJid), token, hibernating);
     }
 
-    /** Reports the session's load (for leastloaded); not negative. */
+    /**
+     * Reports the session's load (for leastloaded); a negative one throws
+     * {@link IllegalArgumentException}.
+     */
     public void setLoad(byte[] fullJid, long token, int load) {
         Objects.requireNonNull(fullJid, "fullJid");
         if (load < 0) {
-            throw new CmrException(Status.INVALID_ARGUMENT, "load is negative: " + load);
+            throw new IllegalArgumentException("cmr: load is negative: " + load);
         }
-        long stamp = enter();
-        try {
-            Native.setLoad(handle, fullJid, token, load);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        run(h -> Native.setLoad(h, fullJid, token, load));
     }
 
     public void setLoad(String fullJid, long token, int load) {
@@ -210,10 +227,11 @@ public final class Router implements AutoCloseable {
     /**
      * Picks the sessions that get a message to {@code recipient} (a bare
      * JID) and writes their tokens into {@code out}. Returns how many: 0
-     * means the host routes the message itself; more than
-     * {@code out.length} means nothing was written and nothing advanced, so
-     * the host asks again with an array that large (only the all algorithm
-     * picks more than one).
+     * means the host routes the message itself (the library routes no
+     * headline, groupchat or error message); more than {@code out.length}
+     * means nothing was written and nothing advanced, so the host asks
+     * again with an array that large (only the all algorithm picks more
+     * than one).
      *
      * @param type the message's type attribute, null or empty for normal
      * @param sender the sender's JID (sticky uses its bare part), or null
@@ -223,42 +241,17 @@ public final class Router implements AutoCloseable {
             byte[] recipient, byte[] type, byte[] sender, byte[] hint, boolean senderIsLocal, long[] out) {
         Objects.requireNonNull(recipient, "recipient");
         Objects.requireNonNull(out, "out");
-        long stamp = enter();
-        try {
-            return Native.pick(handle, recipient, type, sender, hint, senderIsLocal, out);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        return call(h -> Native.pick(h, recipient, type, sender, hint, senderIsLocal, out));
     }
 
     public int pick(String recipient, String type, String sender, String hint, boolean senderIsLocal, long[] out) {
         return pick(utf8(recipient), utf8OrNull(type), utf8OrNull(sender), utf8OrNull(hint), senderIsLocal, out);
     }
 
-    /**
-     * What {@link #pick} costs without the library: the same arguments
-     * cross JNI and are read in place, and nothing is picked. Returns 1.
-     * For measuring the binding's overhead.
-     */
-    public int emptyPick(
-            byte[] recipient, byte[] type, byte[] sender, byte[] hint, boolean senderIsLocal, long[] out) {
-        long stamp = enter();
-        try {
-            return Native.emptyPick(handle, recipient, type, sender, hint, senderIsLocal, out);
-        } finally {
-            lock.unlockRead(stamp);
-        }
-    }
-
     /** The URI of the account's active algorithm. */
     public String algorithm(byte[] bareJid) {
         Objects.requireNonNull(bareJid, "bareJid");
-        long stamp = enter();
-        try {
-            return new String(Native.getAlgorithm(handle, bareJid), StandardCharsets.UTF_8);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        return call(h -> new String(Native.getAlgorithm(h, bareJid), StandardCharsets.UTF_8));
     }
 
     public String algorithm(String bareJid) {
@@ -273,12 +266,7 @@ public final class Router implements AutoCloseable {
     public void setAlgorithm(byte[] bareJid, byte[] algorithm) {
         Objects.requireNonNull(bareJid, "bareJid");
         Objects.requireNonNull(algorithm, "algorithm");
-        long stamp = enter();
-        try {
-            Native.setAlgorithm(handle, bareJid, algorithm);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        run(h -> Native.setAlgorithm(h, bareJid, algorithm));
     }
 
     public void setAlgorithm(String bareJid, String algorithm) {
@@ -289,17 +277,14 @@ public final class Router implements AutoCloseable {
      * Answers a XEP-0354 IQ given as a whole stanza (with from, to, id and
      * type): the response to send, or null when the IQ is not CMR's (a
      * result, an error, another namespace). Malformed or oversized XML
-     * throws with {@link Status#INVALID_XML}.
+     * throws with status {@code invalid_xml}.
      */
     public IqAnswer handleIq(byte[] xml) {
         Objects.requireNonNull(xml, "xml");
-        long stamp = enter();
-        try {
-            byte[] answer = Native.handleIq(handle, xml);
+        return call(h -> {
+            byte[] answer = Native.handleIq(h, xml);
             return answer == null ? null : new IqAnswer(answer);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        });
     }
 
     public IqAnswer handleIq(String xml) {
@@ -308,12 +293,7 @@ public final class Router implements AutoCloseable {
 
     /** The disco#info features to advertise, on the server and on accounts. */
     public String[] discoFeatures() {
-        long stamp = enter();
-        try {
-            return new String(Native.discoFeatures(handle), StandardCharsets.UTF_8).split("\n");
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        return call(h -> new String(Native.discoFeatures(h), StandardCharsets.UTF_8).split("\n"));
     }
 
     /**
@@ -323,35 +303,43 @@ public final class Router implements AutoCloseable {
      */
     public String stats(byte[] bareJid) {
         Objects.requireNonNull(bareJid, "bareJid");
-        long stamp = enter();
-        try {
-            return new String(Native.stats(handle, bareJid), StandardCharsets.UTF_8);
-        } finally {
-            lock.unlockRead(stamp);
-        }
+        return call(h -> new String(Native.stats(h, bareJid), StandardCharsets.UTF_8));
     }
 
     public String stats(String bareJid) {
         return stats(utf8(bareJid));
     }
 
-    /** The router's figures now, for the host's metrics. */
-    public Metrics metrics() {
-        long stamp = enter();
+    /**
+     * The router's figures now, one per series of {@link #metricSeries},
+     * in its order: counters since the router was made, and what is
+     * registered now.
+     */
+    public long[] metricValues() {
+        return call(Native::metricValues);
+    }
+
+    /**
+     * Runs {@code op} on the native router, which {@link #close} does not
+     * free meanwhile; a closed router throws {@link IllegalStateException}.
+     */
+    <T> T call(LongFunction<T> op) {
+        long stamp = lock.readLock();
         try {
-            return new Metrics(algorithms(), Native.metrics(handle));
+            if (handle == 0) {
+                throw new IllegalStateException("cmr: the router is closed");
+            }
+            return op.apply(handle);
         } finally {
             lock.unlockRead(stamp);
         }
     }
 
-    private long enter() {
-        long stamp = lock.readLock();
-        if (handle == 0) {
-            lock.unlockRead(stamp);
-            throw new IllegalStateException("cmr: the router is closed");
-        }
-        return stamp;
+    private void run(LongConsumer op) {
+        call(h -> {
+            op.accept(h);
+            return null;
+        });
     }
 
     private static byte[] utf8(String text) {

@@ -46,7 +46,7 @@ class RouterTest {
         router.close();
     }
 
-    private static CmrException refused(Status status, String inMessage, Executable call) {
+    private static CmrException refused(String status, String inMessage, Executable call) {
         CmrException e = assertThrows(CmrException.class, call);
         assertEquals(status, e.status(), e.getMessage());
         assertTrue(e.getMessage().contains(inMessage), e.getMessage());
@@ -98,18 +98,18 @@ class RouterTest {
 
     @Test
     void everyBadInputIsAClearException() {
-        refused(Status.INVALID_OPTION, "bogus", () -> new Router("bogus=1"));
-        refused(Status.INVALID_JID, "no resource", () -> router.register(ACCOUNT, 1, 0, null, true));
-        refused(Status.INVALID_JID, "", () -> router.register("@@/x", 1, 0, null, true));
+        refused("invalid_option", "bogus", () -> new Router("bogus=1"));
+        refused("invalid_jid", "no resource", () -> router.register(ACCOUNT, 1, 0, null, true));
+        refused("invalid_jid", "", () -> router.register("@@/x", 1, 0, null, true));
         byte[] latin1 = "caf\u00e9@example.org/x".getBytes(StandardCharsets.ISO_8859_1);
-        refused(Status.INVALID_UTF8, "", () -> router.register(latin1, 1, 0, null, true));
-        refused(Status.INVALID_ARGUMENT, "show", () -> router.register(ACCOUNT + "/a", 1, 0, "bored", true));
-        refused(Status.INVALID_ARGUMENT, "priority", () -> router.register(ACCOUNT + "/a", 1, 500, null, true));
-        refused(Status.INVALID_ARGUMENT, "negative", () -> router.setLoad(ACCOUNT + "/a", 1, -1));
+        refused("invalid_utf8", "", () -> router.register(latin1, 1, 0, null, true));
+        refused("invalid_argument", "show", () -> router.register(ACCOUNT + "/a", 1, 0, "bored", true));
+        refused("invalid_argument", "priority", () -> router.register(ACCOUNT + "/a", 1, 500, null, true));
+        assertThrows(IllegalArgumentException.class, () -> router.setLoad(ACCOUNT + "/a", 1, -1));
         router.register(ACCOUNT + "/a", 1, 0, null, true);
-        refused(Status.UNKNOWN_ALGORITHM, "nosuch", () -> router.setAlgorithm(ACCOUNT, "nosuch"));
-        refused(Status.NOT_FOUND, "", () -> router.unregister(ACCOUNT + "/a", 99));
-        refused(Status.INVALID_XML, "", () -> router.handleIq("<iq type='get'><query"));
+        refused("unknown_algorithm", "nosuch", () -> router.setAlgorithm(ACCOUNT, "nosuch"));
+        refused("not_found", "", () -> router.unregister(ACCOUNT + "/a", 99));
+        refused("invalid_xml", "", () -> router.handleIq("<iq type='get'><query"));
         assertEquals(0, router.pick("not a jid@", null, null, null, true, new long[1]), "no such account");
         assertThrows(NullPointerException.class, () -> router.register((byte[]) null, 1, 0, null, true));
         assertThrows(NullPointerException.class, () -> router.handleIq((byte[]) null));
@@ -121,12 +121,12 @@ class RouterTest {
     @Test
     void aLongMessageArrivesWhole() {
         String resource = new String(new char[1000]).replace('\0', 'r');
-        CmrException e = refused(Status.NOT_FOUND, "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr",
+        CmrException e = refused("not_found", "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr",
                 () -> router.unregister(ACCOUNT + "/" + resource, 99));
         assertTrue(e.getMessage().endsWith("(1031 bytes in all) is not registered"), e.getMessage());
         // The longest kind: two inputs of control characters, quoted whole.
         String controls = new String(new char[900]).replace('\0', '\u0001');
-        CmrException option = refused(Status.INVALID_OPTION, "(700 bytes in all)",
+        CmrException option = refused("invalid_option", "(700 bytes in all)",
                 () -> new Router(controls.substring(0, 700) + "=" + controls.substring(1)));
         assertTrue(option.getMessage().contains("(899 bytes in all)"), option.getMessage());
     }
@@ -150,16 +150,46 @@ class RouterTest {
         assertArrayEquals(new String[] {"urn:xmpp:cmr:0", "urn:xmpp:cmr:hints:0"}, router.discoFeatures());
     }
 
+    /** The value of the series `key` now. */
+    private long metric(String key) {
+        long[] values = router.metricValues();
+        List<MetricSeries> series = Router.metricSeries();
+        assertEquals(series.size(), values.length);
+        for (int i = 0; i < values.length; i++) {
+            if (series.get(i).key().equals(key)) {
+                return values[i];
+            }
+        }
+        throw new AssertionError("no series " + key);
+    }
+
+    @Test
+    void metricSeriesAreTheLibrarys() {
+        List<MetricSeries> series = Router.metricSeries();
+        assertEquals(2 * Router.algorithms().size() + 6, series.size());
+        MetricSeries routed = series.get(0);
+        assertEquals("routed_all", routed.key());
+        assertEquals("cmr_messages_routed_total", routed.metric());
+        assertEquals("routed", routed.family());
+        assertEquals("messages", routed.unit());
+        assertEquals("algorithm", routed.label());
+        assertEquals("all", routed.labelValue());
+        assertFalse(routed.help().isEmpty());
+        assertTrue(routed.counter());
+        MetricSeries accounts = series.get(series.size() - 1);
+        assertEquals("accounts", accounts.key());
+        assertEquals("", accounts.label());
+        assertEquals("", accounts.labelValue());
+        assertFalse(accounts.counter());
+        assertEquals(series.size(), series.stream().map(MetricSeries::key).distinct().count(), "unique keys");
+    }
+
     @Test
     void metricsCountWhatTheCallsDid() {
         List<String> algorithms =
                 List.of("all", "mostactive", "roundrobin", "weighted", "random", "sticky", "leastloaded");
         assertEquals(algorithms, Router.algorithms());
-        Metrics none = router.metrics();
-        assertEquals(algorithms, new ArrayList<>(none.routed().keySet()));
-        assertEquals(algorithms, new ArrayList<>(none.leftToServer().keySet()));
-        assertTrue(none.routed().values().stream().allMatch(n -> n == 0), none.routed().toString());
-        assertEquals(0, none.sessions());
+        assertTrue(java.util.Arrays.stream(router.metricValues()).allMatch(n -> n == 0));
 
         router.register(ACCOUNT + "/a", 1, 0, null, true);
         router.register(ACCOUNT + "/b", 2, 0, null, true);
@@ -171,41 +201,56 @@ class RouterTest {
         router.register("lonely@example.org/x", 3, -1, null, true);
         router.setAlgorithm("lonely@example.org", "weighted");
         assertEquals(0, router.pick("lonely@example.org", "chat", null, null, true, new long[1]));
-        // No session at all: no algorithm applied.
+        // No session at all, or a type the library leaves to the server: no
+        // algorithm applied.
         assertEquals(0, router.pick("nobody@example.org", "chat", null, null, true, new long[1]));
+        assertEquals(0, router.pick(ACCOUNT, "headline", null, null, true, new long[1]));
         String from = " from='" + ACCOUNT + "/b' to='" + ACCOUNT + "'";
         assertTrue(router.handleIq("<iq type='get' id='1'" + from + "><query xmlns='urn:xmpp:cmr:0'/></iq>")
                 .stanza().contains("type='result'"));
         assertTrue(router.handleIq("<iq type='set' id='2'" + from
                 + "><cmr xmlns='urn:xmpp:cmr:0' algorithm='urn:example:fastest'/></iq>").stanza()
                 .contains("item-not-found"));
-        refused(Status.INVALID_XML, "", () -> router.handleIq("<iq type='get'><query"));
+        refused("invalid_xml", "", () -> router.handleIq("<iq type='get'><query"));
         router.sessionGone(ACCOUNT, 1);
         // Already gone (another thread got there first): counted all the same.
-        refused(Status.NOT_FOUND, "", () -> router.sessionGone(ACCOUNT + "/a", 1));
+        refused("not_found", "", () -> router.sessionGone(ACCOUNT + "/a", 1));
 
-        Metrics m = router.metrics();
         for (String algorithm : algorithms) {
-            assertEquals(algorithm.equals("roundrobin") ? 3 : 0, m.routed().get(algorithm), algorithm);
-            assertEquals(algorithm.equals("weighted") ? 1 : 0, m.leftToServer().get(algorithm), algorithm);
+            assertEquals(algorithm.equals("roundrobin") ? 3 : 0, metric("routed_" + algorithm), algorithm);
+            assertEquals(algorithm.equals("weighted") ? 1 : 0, metric("left_to_server_" + algorithm), algorithm);
         }
-        assertEquals(1, m.leftToServerUnclaimed());
-        assertEquals(2, m.goneSessions());
-        assertEquals(1, m.iqResults());
-        assertEquals(2, m.iqErrors());
-        assertEquals(2, m.sessions(), "b and lonely");
-        assertEquals(2, m.accounts());
+        assertEquals(2, metric("left_to_server_none"));
+        assertEquals(2, metric("gone_sessions"));
+        assertEquals(1, metric("iq_results"));
+        assertEquals(2, metric("iq_errors"));
+        assertEquals(2, metric("sessions"), "b and lonely");
+        assertEquals(2, metric("accounts"));
         assertEquals(1, pick(new long[1]), "the gone session is no longer picked");
-        assertEquals(4, (long) router.metrics().routed().get("roundrobin"));
+        assertEquals(4, metric("routed_roundrobin"));
     }
 
     @Test
     void sessionGoneRefusesBadInput() {
-        refused(Status.INVALID_JID, "", () -> router.sessionGone("@@/x", 1));
+        refused("invalid_jid", "", () -> router.sessionGone("@@/x", 1));
         byte[] latin1 = "caf\u00e9@example.org/x".getBytes(StandardCharsets.ISO_8859_1);
-        refused(Status.INVALID_UTF8, "", () -> router.sessionGone(latin1, 1));
+        refused("invalid_utf8", "", () -> router.sessionGone(latin1, 1));
         assertThrows(NullPointerException.class, () -> router.sessionGone((byte[]) null, 1));
-        assertEquals(0, router.metrics().goneSessions(), "refused calls count nothing");
+        assertEquals(0, metric("gone_sessions"), "refused calls count nothing");
+    }
+
+    @Test
+    void theRoutingConstantsAreTheLibrarys() {
+        assertEquals(8, Router.maxPicksPerMessage());
+        assertEquals(1000, Router.activityIntervalMillis());
+    }
+
+    /** The benchmark's baseline works (in the tests' build of the shim). */
+    @Test
+    void anEmptyPickReadsTheArgumentsAndPicksNothing() {
+        byte[] account = ACCOUNT.getBytes(StandardCharsets.UTF_8);
+        assertEquals(1, EmptyPick.emptyPick(router, account, null, null, null, true, new long[1]));
+        assertEquals(0, metric("left_to_server_none"), "the library was not called");
     }
 
     @Test
@@ -214,7 +259,7 @@ class RouterTest {
         closed.close();
         assertThrows(IllegalStateException.class, () -> closed.register(ACCOUNT + "/a", 1, 0, null, true));
         assertThrows(IllegalStateException.class, () -> closed.pick(ACCOUNT, null, null, null, true, new long[1]));
-        assertThrows(IllegalStateException.class, closed::metrics);
+        assertThrows(IllegalStateException.class, closed::metricValues);
         assertThrows(IllegalStateException.class, () -> closed.sessionGone(ACCOUNT + "/a", 1));
     }
 

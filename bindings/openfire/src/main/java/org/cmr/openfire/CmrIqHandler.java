@@ -3,7 +3,6 @@ package org.cmr.openfire;
 import org.cmr.CmrException;
 import org.cmr.IqAnswer;
 import org.cmr.Router;
-import org.cmr.Status;
 import org.dom4j.DocumentException;
 import org.dom4j.DocumentHelper;
 import org.jivesoftware.openfire.IQHandlerInfo;
@@ -39,7 +38,7 @@ final class CmrIqHandler extends IQHandler {
         } catch (CmrException e) {
             // A client's malformed IQ: answered, and not worth a warning each.
             plugin.refused(e, null);
-            return error(iq, e.status() == Status.PANIC
+            return error(iq, e.routerFailed()
                     ? PacketError.Condition.internal_server_error
                     : PacketError.Condition.bad_request);
         }

@@ -15,7 +15,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.cmr.CmrException;
 import org.cmr.Router;
-import org.cmr.Status;
 import org.jivesoftware.openfire.SessionManager;
 import org.jivesoftware.openfire.XMPPServer;
 import org.jivesoftware.openfire.container.Plugin;
@@ -66,7 +65,7 @@ public final class CmrPlugin implements Plugin {
             throw new IllegalStateException("cmr: cannot load the library from " + pluginDirectory, e);
         }
         try {
-            start(manager);
+            start();
         } catch (RuntimeException | Error e) {
             // Nothing stays behind: Openfire routes as without the plugin.
             destroyPlugin();
@@ -75,7 +74,7 @@ public final class CmrPlugin implements Plugin {
     }
 
     /** Adds each part to Openfire, noting how to remove it. */
-    private void start(PluginManager manager) {
+    private void start() {
         router = new Router(options());
         undo.push(router::close);
         Sessions sessions = new Sessions(this, router);
@@ -97,7 +96,7 @@ public final class CmrPlugin implements Plugin {
             undo.push(accountFeatures::remove);
         }
         routing.honourHints(features.contains("urn:xmpp:cmr:hints:0"));
-        Statistics statistics = new Statistics(this, router, manager.getCanonicalName(this));
+        Statistics statistics = new Statistics(this, router);
         undo.push(statistics::remove);
         statistics.register();
         // Listening first, then the sessions that exist now (a load or a
@@ -196,13 +195,13 @@ public final class CmrPlugin implements Plugin {
     }
 
     /**
-     * A call the library refused. PANIC means it caught a bug and refuses
+     * A call the library refused. A failed router caught a bug and refuses
      * every call from now on: said once, at error level, and Openfire routes
      * by itself (every caller falls back). Others are logged with `what`,
      * or at debug level when `what` is null.
      */
     void refused(CmrException e, String what) {
-        if (e.status() == Status.PANIC) {
+        if (e.routerFailed()) {
             if (failureLogged.compareAndSet(false, true)) {
                 LOG.error("cmr failed; Openfire routes messages itself until the plugin is reloaded: {}",
                         e.getMessage());

@@ -18,14 +18,14 @@ import org.xmpp.packet.Message;
 import org.xmpp.packet.Packet;
 
 /**
- * Routes chat and normal messages for a local account's bare JID (and for
- * a full JID that is not online) through the library, before Openfire
- * routes them: delivers to the picked sessions with `to` untouched, then
- * does what Openfire's own path would have done after routing — carbons,
- * removing <private/>, the processed-phase interceptors — and stops
- * Openfire's routing. What the library does not route (nothing eligible,
- * other types, a failed library) goes on to Openfire: offline storage,
- * errors, headline broadcast.
+ * Routes messages for a local account's bare JID (and for a full JID that
+ * is not online) through the library, before Openfire routes them:
+ * delivers to the picked sessions with `to` untouched, then does what
+ * Openfire's own path would have done after routing — carbons, removing
+ * <private/>, the processed-phase interceptors — and stops Openfire's
+ * routing. What the library does not route (nothing eligible, headline,
+ * groupchat and error messages, a failed library) goes on to Openfire:
+ * offline storage, errors, headline broadcast.
  */
 final class MessageRouting implements PacketInterceptor {
     private static final String CARBONS = "urn:xmpp:carbons:2";
@@ -38,7 +38,7 @@ final class MessageRouting implements PacketInterceptor {
      * the pick and the delivery; each attempt drops or marks at least one,
      * so a few attempts settle (after the last, Openfire routes it).
      */
-    private static final int MAX_ATTEMPTS = 8;
+    private static final int MAX_PICKS = Router.maxPicksPerMessage();
     /**
      * What stops Openfire's own routing of a delivered message. One
      * instance: creating an exception records its stack, which would cost
@@ -171,12 +171,8 @@ final class MessageRouting implements PacketInterceptor {
     private boolean route(Message message, JID bare, ClientSession sender, Session session)
             throws PacketRejectedException {
         // Read as text: Message.getType() throws on a type it does not know.
+        // The library decides which types are its to route.
         String type = message.getElement().attributeValue("type", "");
-        // What RFC 6121 leaves to the server: headline, groupchat, error.
-        // Every other type, unknown ones included, is normal.
-        if (type.equals("headline") || type.equals("groupchat") || type.equals("error")) {
-            return false;
-        }
         // The account's sessions (available ones); an account with none
         // here, or none at all, is not the library's either.
         List<JID> routes = routingTable.getRoutes(bare, null);
@@ -229,7 +225,7 @@ final class MessageRouting implements PacketInterceptor {
         }
         boolean senderIsLocal = hint != null && (sender != null || (from != null && server.isLocal(from)));
         byte[] hintBytes = hint == null ? null : Sessions.bytes(hint);
-        for (int attempt = 0; attempt < MAX_ATTEMPTS && delivered.isEmpty(); attempt++) {
+        for (int attempt = 0; attempt < MAX_PICKS && delivered.isEmpty(); attempt++) {
             long[] tokens = picked.get();
             int n;
             try {

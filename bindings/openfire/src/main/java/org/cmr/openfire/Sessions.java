@@ -26,8 +26,8 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         final ClientSession session;
         final long token;
         final byte[] fullJid;
-        /** The second of the last activity reported (for mostactive). */
-        volatile long touchedSecond;
+        /** The interval of the last activity reported (for mostactive). */
+        volatile long touchedInterval;
 
         Tracked(ClientSession session, long token, JID address) {
             this.session = session;
@@ -35,6 +35,8 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
             this.fullJid = address.toString().getBytes(StandardCharsets.UTF_8);
         }
     }
+
+    private static final long ACTIVITY_INTERVAL_NANOS = Router.activityIntervalMillis() * 1_000_000L;
 
     private final CmrPlugin plugin;
     private final Router router;
@@ -192,17 +194,18 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
     }
 
     /**
-     * Reports the session's activity, at most once a second. A session that
-     * sends is no longer waiting for resumption.
+     * Reports the session's activity, at most once per the library's
+     * activity interval. A session that sends is no longer waiting for
+     * resumption.
      */
     void touch(ClientSession session) {
         Tracked tracked = bySession.get(session);
         if (tracked != null && waiting(tracked)) {
             refreshHibernation(tracked);
         }
-        long second = System.nanoTime() / 1_000_000_000L;
-        if (tracked != null && tracked.touchedSecond != second) {
-            tracked.touchedSecond = second;
+        long interval = System.nanoTime() / ACTIVITY_INTERVAL_NANOS;
+        if (tracked != null && tracked.touchedInterval != interval) {
+            tracked.touchedInterval = interval;
             try {
                 router.touch(tracked.fullJid, tracked.token);
             } catch (CmrException e) {

@@ -1,20 +1,18 @@
 package org.cmr.openfire;
 
 import java.util.ArrayList;
-import java.util.Collections;
 import java.util.List;
-import java.util.function.ToLongFunction;
 import org.cmr.CmrException;
-import org.cmr.Metrics;
+import org.cmr.MetricSeries;
 import org.cmr.Router;
 import org.jivesoftware.openfire.stats.Statistic;
 import org.jivesoftware.openfire.stats.StatisticsManager;
-import org.jivesoftware.util.LocaleUtils;
 
 /**
- * The router's figures as Openfire statistics: one per figure, and one per
- * algorithm for the per-algorithm ones, under keys {@code cmr_*}. What
- * reads Openfire's StatisticsManager sees them: the Monitoring plugin
+ * The router's figures as Openfire statistics: one per series of the
+ * library's metrics ({@link Router#metricSeries}), under the key
+ * {@code cmr_KEY}, with the library's texts. What reads Openfire's
+ * StatisticsManager sees them: the Monitoring plugin
  * samples every statistic each minute, and Openfire 5.1 and later publish
  * each as a JMX MBean ({@code org.igniterealtime.openfire:type=Statistic,name=KEY})
  * when {@code xmpp.jmx.enabled} is set. Each sample reads the library at
@@ -22,8 +20,8 @@ import org.jivesoftware.util.LocaleUtils;
  *
  * <p>Every statistic is of type {@code count} and its sample is the
  * current value, whoever else read it: a running total since the plugin
- * loaded for the counters, the number registered now for sessions and
- * accounts. A {@code rate} statistic must return what happened since the
+ * loaded for the counters, the number registered now for the gauges. A
+ * {@code rate} statistic must return what happened since the
  * previous sample, which only works with one reader; Openfire 5.1
  * deprecated it for that reason, and also {@code count} in favour of
  * {@code amount} (same meaning), which 4.2 lacks. Monitoring keeps a
@@ -38,28 +36,21 @@ import org.jivesoftware.util.LocaleUtils;
 final class Statistics {
     private final CmrPlugin plugin;
     private final Router router;
-    /** The plugin's canonical name: where Openfire finds its i18n bundle. */
-    private final String pluginName;
     private final List<String> keys = new ArrayList<>();
 
-    Statistics(CmrPlugin plugin, Router router, String pluginName) {
+    Statistics(CmrPlugin plugin, Router router) {
         this.plugin = plugin;
         this.router = router;
-        this.pluginName = pluginName;
     }
 
     /** Adds every statistic to Openfire's StatisticsManager. */
     void register() {
-        for (String algorithm : Router.algorithms()) {
-            add("routed", algorithm, m -> m.routed().get(algorithm));
-            add("left_to_server", algorithm, m -> m.leftToServer().get(algorithm));
+        List<MetricSeries> series = Router.metricSeries();
+        for (int i = 0; i < series.size(); i++) {
+            String key = "cmr_" + series.get(i).key();
+            StatisticsManager.getInstance().addStatistic(key, new Series(series.get(i), i));
+            keys.add(key);
         }
-        add("left_to_server_none", null, Metrics::leftToServerUnclaimed);
-        add("gone_sessions", null, Metrics::goneSessions);
-        add("iq_results", null, Metrics::iqResults);
-        add("iq_errors", null, Metrics::iqErrors);
-        add("sessions", null, Metrics::sessions);
-        add("accounts", null, Metrics::accounts);
     }
 
     /** Removes them (the plugin is going). */
@@ -70,45 +61,35 @@ final class Statistics {
         keys.clear();
     }
 
-    /**
-     * A statistic with key {@code cmr_FIGURE} or {@code cmr_FIGURE_ALGORITHM},
-     * its texts from the plugin's bundle under {@code stat.cmr.FIGURE.*}
-     * with the algorithm as argument {0}.
-     */
-    private void add(String figure, String algorithm, ToLongFunction<Metrics> value) {
-        String key = "cmr_" + figure + (algorithm == null ? "" : "_" + algorithm);
-        StatisticsManager.getInstance().addStatistic(key, new Figure(figure, algorithm, value));
-        keys.add(key);
-    }
+    private final class Series implements Statistic {
+        private final MetricSeries series;
+        /** Where its value is in {@link Router#metricValues}. */
+        private final int index;
 
-    private final class Figure implements Statistic {
-        private final String resourceKey;
-        private final List<String> arguments;
-        private final ToLongFunction<Metrics> value;
-
-        Figure(String figure, String algorithm, ToLongFunction<Metrics> value) {
-            this.resourceKey = "stat.cmr." + figure + ".";
-            this.arguments = algorithm == null ? null : Collections.singletonList(algorithm);
-            this.value = value;
+        Series(MetricSeries series, int index) {
+            this.series = series;
+            this.index = index;
         }
 
-        private String text(String part) {
-            return LocaleUtils.getLocalizedString(resourceKey + part, pluginName, arguments);
-        }
-
+        /** The family, and this series' label: "CMR routed (algorithm all)". */
         @Override
         public String getName() {
-            return text("name");
+            return "CMR " + series.family() + label();
         }
 
         @Override
         public String getDescription() {
-            return text("desc");
+            return series.help() + label();
+        }
+
+        /** " (LABEL VALUE)", or nothing for a family of one series. */
+        private String label() {
+            return series.label().isEmpty() ? "" : " (" + series.label() + " " + series.labelValue() + ")";
         }
 
         @Override
         public String getUnits() {
-            return text("units");
+            return series.unit();
         }
 
         @Override
@@ -120,7 +101,7 @@ final class Statistics {
         @Override
         public double sample() {
             try {
-                return value.applyAsLong(router.metrics());
+                return router.metricValues()[index];
             } catch (CmrException e) {
                 plugin.refused(e, "cmr statistics not read");
                 return Double.NaN;
