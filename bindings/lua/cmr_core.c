@@ -4,7 +4,6 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "cmr.h"
 
