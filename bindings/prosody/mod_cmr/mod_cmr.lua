@@ -38,12 +38,14 @@ local function load_binding()
 end
 local cmr = load_binding();
 
--- Options, passed to the library as they are: it validates them (which
--- algorithms and hint policies exist is its to know) and names the option
--- and the value it rejects.
+-- Options, read with Prosody's typed getters and passed to the library:
+-- it validates them (which algorithms and hint policies exist is its to
+-- know) and names the option and the value it rejects. The boolean is
+-- checked here: Prosody's getter makes a value it does not understand nil.
 local user_change = module:get_option_boolean("cmr_user_change");
-if user_change == nil and module:get_option("cmr_user_change") ~= nil then
-	error("mod_cmr: option cmr_user_change: expected true or false");
+local user_change_given = module:get_option("cmr_user_change");
+if user_change == nil and user_change_given ~= nil then
+	error(("mod_cmr: option cmr_user_change = %q: expected true or false"):format(tostring(user_change_given)));
 end
 local offered = module:get_option_array("cmr_offered");
 local options = {};
