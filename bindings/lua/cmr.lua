@@ -18,7 +18,10 @@
 --   router:handle_iq(xml)            --> reply_xml, changed | false (not a CMR IQ) | nil, err, status
 --   router:disco_features()          --> "feature\nfeature" | nil, err, status
 --   router:stats(bare_jid)           --> tab-separated table | nil, err, status
---   router:metrics()                 --> figures | nil, err, status
+--   router:metric_values()           --> { value, ... } | nil, err, status
+--   cmr.metric_series()              --> { { key =, metric =, family =, unit =, label =,
+--                                            label_value =, help =, kind = }, ... }
+--   cmr.max_picks_per_message, cmr.activity_interval_ms
 --   cmr.version(), cmr.backend
 --
 -- `new_account` is true for the register call that gave the account its
@@ -28,14 +31,15 @@
 --
 -- session_gone is unregister for a session that a pick chose and the host
 -- found gone: it is counted (also when already removed: not_found).
--- metrics() gives the router's figures since it was made, for the host's
--- metrics: `routed` and `left_to_server` map each algorithm's short name to
--- its messages (routed by CMR; left to the server because none of the
--- account's sessions was eligible), `left_to_server_unclaimed` counts those
--- no algorithm applied to (no session registered, or a type CMR does not
--- route); `gone_sessions`, `iq_results` and `iq_errors` are counters too,
--- `sessions` and `accounts` what is registered now. The short names are
--- the library's (cmr_algorithm_name).
+-- metric_series() is the library's table of the router's figures, for
+-- the host's metrics: one entry per series (`kind` "counter" or "gauge";
+-- `label` and `label_value` empty when the family has one series), and
+-- metric_values() their values since the router was made, in that order.
+-- A host builds its metrics by walking the table and names none itself.
+--
+-- max_picks_per_message: how many picks a host makes for one message in
+-- all, picking again after each gone session. activity_interval_ms: a
+-- host reports a session's activity (touch) at most once per interval.
 --
 -- Tokens are integers; keep them below 2^53 (LuaJIT numbers are doubles).
 -- rawget: hosts such as Prosody warn on reading an undefined global.

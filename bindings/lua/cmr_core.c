@@ -4,7 +4,6 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "cmr.h"
 
@@ -55,25 +54,6 @@ static uint64_t check_token(lua_State *L, int arg) {
   return (uint64_t)luaL_checkinteger(L, arg);
 }
 
-typedef cmr_status (*text_call)(lua_State *L, char *buf, size_t cap, size_t *out_len, void *ctx);
-
-/* Calls `call` with a stack buffer, and again with one of the size needed
- * when that was too small; pushes the text. Returns the final status. */
-static cmr_status push_text(lua_State *L, text_call call, void *ctx) {
-  char small[1024];
-  size_t len = 0;
-  cmr_status status = call(L, small, sizeof small, &len, ctx);
-  if (status == CMR_STATUS_OK) {
-    lua_pushlstring(L, small, len);
-  } else if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
-    luaL_Buffer b;
-    char *big = luaL_buffinitsize(L, &b, len);
-    status = call(L, big, len, &len, ctx);
-    if (status == CMR_STATUS_OK) luaL_pushresultsize(&b, len);
-  }
-  return status;
-}
-
 static int l_new(lua_State *L) {
   size_t len;
   const char *options = luaL_optlstring(L, 1, "", &len);
@@ -110,44 +90,48 @@ static int l_register(lua_State *L) {
   return 2;
 }
 
-static int l_unregister(lua_State *L) {
-  cmr_router *router = check_router(L);
-  size_t len;
-  const char *jid = luaL_checklstring(L, 2, &len);
-  return push_ok(L, cmr_router_unregister(router, jid, len, check_token(L, 3)));
+/* The calls on one session: the router, the session's JID and its token,
+ * then the call's own argument. */
+enum session_call { UNREGISTER, SESSION_GONE, TOUCH, SET_HIBERNATING, SET_LOAD };
+
+/* Any number is a load: the host's count of a client's acknowledgements
+ * may come from hostile input. */
+static uint32_t check_load(lua_State *L, int arg) {
+  lua_Number load = luaL_checknumber(L, arg);
+  return !(load > 0) ? 0 : load >= (lua_Number)UINT32_MAX ? UINT32_MAX : (uint32_t)load;
 }
 
-static int l_session_gone(lua_State *L) {
+static int session_call(lua_State *L, enum session_call which) {
   cmr_router *router = check_router(L);
   size_t len;
   const char *jid = luaL_checklstring(L, 2, &len);
-  return push_ok(L, cmr_router_session_gone(router, jid, len, check_token(L, 3)));
+  uint64_t token = check_token(L, 3);
+  cmr_status status = CMR_STATUS_OK;
+  switch (which) {
+  case UNREGISTER:
+    status = cmr_router_unregister(router, jid, len, token);
+    break;
+  case SESSION_GONE:
+    status = cmr_router_session_gone(router, jid, len, token);
+    break;
+  case TOUCH:
+    status = cmr_router_touch(router, jid, len, token);
+    break;
+  case SET_HIBERNATING:
+    status = cmr_router_set_hibernating(router, jid, len, token, lua_toboolean(L, 4));
+    break;
+  case SET_LOAD:
+    status = cmr_router_set_load(router, jid, len, token, check_load(L, 4));
+    break;
+  }
+  return push_ok(L, status);
 }
 
-static int l_touch(lua_State *L) {
-  cmr_router *router = check_router(L);
-  size_t len;
-  const char *jid = luaL_checklstring(L, 2, &len);
-  return push_ok(L, cmr_router_touch(router, jid, len, check_token(L, 3)));
-}
-
-static int l_set_hibernating(lua_State *L) {
-  cmr_router *router = check_router(L);
-  size_t len;
-  const char *jid = luaL_checklstring(L, 2, &len);
-  return push_ok(L, cmr_router_set_hibernating(router, jid, len, check_token(L, 3), lua_toboolean(L, 4)));
-}
-
-static int l_set_load(lua_State *L) {
-  cmr_router *router = check_router(L);
-  size_t len;
-  const char *jid = luaL_checklstring(L, 2, &len);
-  /* Any number: the host's count of a client's acknowledgements may come
-   * from hostile input. */
-  lua_Number load = luaL_checknumber(L, 4);
-  uint32_t l = !(load > 0) ? 0 : load >= (lua_Number)UINT32_MAX ? UINT32_MAX : (uint32_t)load;
-  return push_ok(L, cmr_router_set_load(router, jid, len, check_token(L, 3), l));
-}
+static int l_unregister(lua_State *L) { return session_call(L, UNREGISTER); }
+static int l_session_gone(lua_State *L) { return session_call(L, SESSION_GONE); }
+static int l_touch(lua_State *L) { return session_call(L, TOUCH); }
+static int l_set_hibernating(lua_State *L) { return session_call(L, SET_HIBERNATING); }
+static int l_set_load(lua_State *L) { return session_call(L, SET_LOAD); }
 
 /* pick(recipient, type, sender, hint, sender_is_local) -> n, token... */
 static int l_pick(lua_State *L) {
@@ -177,47 +161,65 @@ static int l_pick(lua_State *L) {
   return (int)n + 1;
 }
 
+/* The calls that answer with text: the router, then (but for
+ * DISCO_FEATURES) one string. */
+enum text_call { GET_ALGORITHM, HANDLE_IQ, DISCO_FEATURES, STATS };
+
 typedef struct {
+  enum text_call which;
   cmr_router *router;
   const char *text;
   size_t len;
   bool changed;
 } text_args;
 
-static cmr_status call_get_algorithm(lua_State *L, char *buf, size_t cap, size_t *out_len, void *ctx) {
-  (void)L;
-  text_args *a = ctx;
-  return cmr_router_get_algorithm(a->router, a->text, a->len, buf, cap, out_len);
+static cmr_status call_text(text_args *a, char *buf, size_t cap, size_t *out_len) {
+  switch (a->which) {
+  case GET_ALGORITHM:
+    return cmr_router_get_algorithm(a->router, a->text, a->len, buf, cap, out_len);
+  case HANDLE_IQ:
+    return cmr_router_handle_iq(a->router, a->text, a->len, buf, cap, out_len, &a->changed);
+  case DISCO_FEATURES:
+    return cmr_router_disco_features(a->router, buf, cap, out_len);
+  case STATS:
+    return cmr_router_stats(a->router, a->text, a->len, buf, cap, out_len);
+  }
+  return CMR_STATUS_INVALID_ARGUMENT;
 }
 
-static cmr_status call_handle_iq(lua_State *L, char *buf, size_t cap, size_t *out_len, void *ctx) {
-  (void)L;
-  text_args *a = ctx;
-  return cmr_router_handle_iq(a->router, a->text, a->len, buf, cap, out_len, &a->changed);
+/* Makes the call with a stack buffer, and again with one of the size
+ * needed when that was too small; pushes the text. Returns the final
+ * status. */
+static cmr_status push_text(lua_State *L, text_args *a) {
+  char small[1024];
+  size_t len = 0;
+  cmr_status status = call_text(a, small, sizeof small, &len);
+  if (status == CMR_STATUS_OK) {
+    lua_pushlstring(L, small, len);
+  } else if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
+    luaL_Buffer b;
+    char *big = luaL_buffinitsize(L, &b, len);
+    status = call_text(a, big, len, &len);
+    if (status == CMR_STATUS_OK) luaL_pushresultsize(&b, len);
+  }
+  return status;
 }
 
-static cmr_status call_disco(lua_State *L, char *buf, size_t cap, size_t *out_len, void *ctx) {
-  (void)L;
-  text_args *a = ctx;
-  return cmr_router_disco_features(a->router, buf, cap, out_len);
+static int text_call(lua_State *L, enum text_call which) {
+  text_args a = {which, check_router(L), NULL, 0, false};
+  if (which != DISCO_FEATURES) a.text = luaL_checklstring(L, 2, &a.len);
+  cmr_status status = push_text(L, &a);
+  if (which == HANDLE_IQ && status == CMR_STATUS_NOT_MINE) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (status != CMR_STATUS_OK) return push_error(L, status);
+  if (which != HANDLE_IQ) return 1;
+  lua_pushboolean(L, a.changed);
+  return 2;
 }
 
-static cmr_status call_stats(lua_State *L, char *buf, size_t cap, size_t *out_len, void *ctx) {
-  (void)L;
-  text_args *a = ctx;
-  return cmr_router_stats(a->router, a->text, a->len, buf, cap, out_len);
-}
-
-static int text_result(lua_State *L, text_call call, text_args *a) {
-  cmr_status status = push_text(L, call, a);
-  return status == CMR_STATUS_OK ? 1 : push_error(L, status);
-}
-
-static int l_get_algorithm(lua_State *L) {
-  text_args a = {check_router(L), NULL, 0, false};
-  a.text = luaL_checklstring(L, 2, &a.len);
-  return text_result(L, call_get_algorithm, &a);
-}
+static int l_get_algorithm(lua_State *L) { return text_call(L, GET_ALGORITHM); }
 
 static int l_set_algorithm(lua_State *L) {
   cmr_router *router = check_router(L);
@@ -228,56 +230,49 @@ static int l_set_algorithm(lua_State *L) {
 }
 
 /* handle_iq(xml) -> reply, changed | false (not a CMR IQ) | nil, err */
-static int l_handle_iq(lua_State *L) {
-  text_args a = {check_router(L), NULL, 0, false};
-  a.text = luaL_checklstring(L, 2, &a.len);
-  cmr_status status = push_text(L, call_handle_iq, &a);
-  if (status == CMR_STATUS_NOT_MINE) {
-    lua_pushboolean(L, 0);
-    return 1;
+static int l_handle_iq(lua_State *L) { return text_call(L, HANDLE_IQ); }
+static int l_disco_features(lua_State *L) { return text_call(L, DISCO_FEATURES); }
+static int l_stats(lua_State *L) { return text_call(L, STATS); }
+
+/* The library's table of metric series, as a list of tables. */
+static int l_metric_series(lua_State *L) {
+  lua_newtable(L);
+  const cmr_metric_series *series;
+  for (size_t i = 0; (series = cmr_metric_series_at(i)) != NULL; i++) {
+    lua_createtable(L, 0, 8);
+    const char *fields[][2] = {{"key", series->key},     {"metric", series->metric},
+                               {"family", series->family}, {"unit", series->unit},
+                               {"label", series->label}, {"label_value", series->label_value},
+                               {"help", series->help}};
+    for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
+      lua_pushstring(L, fields[f][1]);
+      lua_setfield(L, -2, fields[f][0]);
+    }
+    lua_pushstring(L, series->kind == CMR_METRIC_KIND_GAUGE ? "gauge" : "counter");
+    lua_setfield(L, -2, "kind");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+/* metric_values() -> the values, in the order of metric_series(). Counts
+ * stay far below 2^63, where lua_Integer ends. */
+static int l_metric_values(lua_State *L) {
+  cmr_router *router = check_router(L);
+  uint64_t small[32];
+  uint64_t *values = small;
+  size_t n = 0;
+  cmr_status status = cmr_router_metric_values(router, values, sizeof small / sizeof small[0], &n);
+  if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
+    values = lua_newuserdatauv(L, n * sizeof *values, 0);
+    status = cmr_router_metric_values(router, values, n, &n);
   }
   if (status != CMR_STATUS_OK) return push_error(L, status);
-  lua_pushboolean(L, a.changed);
-  return 2;
-}
-
-static int l_disco_features(lua_State *L) {
-  text_args a = {check_router(L), NULL, 0, false};
-  return text_result(L, call_disco, &a);
-}
-
-static int l_stats(lua_State *L) {
-  text_args a = {check_router(L), NULL, 0, false};
-  a.text = luaL_checklstring(L, 2, &a.len);
-  return text_result(L, call_stats, &a);
-}
-
-/* Counts stay far below 2^63, where lua_Integer ends. */
-static void set_count(lua_State *L, const char *name, uint64_t value) {
-  lua_pushinteger(L, (lua_Integer)value);
-  lua_setfield(L, -2, name);
-}
-
-/* A table of the per-algorithm counts, by cmr_algorithm_name. */
-static void set_per_algorithm(lua_State *L, const char *name, const uint64_t *values) {
-  lua_createtable(L, 0, CMR_ALGORITHM_COUNT);
-  for (size_t i = 0; i < CMR_ALGORITHM_COUNT; i++) set_count(L, cmr_algorithm_name(i), values[i]);
-  lua_setfield(L, -2, name);
-}
-
-static int l_metrics(lua_State *L) {
-  cmr_metrics m;
-  cmr_status status = cmr_router_metrics(check_router(L), &m);
-  if (status != CMR_STATUS_OK) return push_error(L, status);
-  lua_createtable(L, 0, 8);
-  set_per_algorithm(L, "routed", m.routed);
-  set_per_algorithm(L, "left_to_server", m.left_to_server);
-  set_count(L, "left_to_server_unclaimed", m.left_to_server_unclaimed);
-  set_count(L, "gone_sessions", m.gone_sessions);
-  set_count(L, "iq_results", m.iq_results);
-  set_count(L, "iq_errors", m.iq_errors);
-  set_count(L, "sessions", m.sessions);
-  set_count(L, "accounts", m.accounts);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushinteger(L, (lua_Integer)values[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
   return 1;
 }
 
@@ -294,7 +289,7 @@ static const luaL_Reg router_methods[] = {
     {"pick", l_pick},                 {"get_algorithm", l_get_algorithm},
     {"set_algorithm", l_set_algorithm}, {"handle_iq", l_handle_iq},
     {"disco_features", l_disco_features}, {"stats", l_stats},
-    {"metrics", l_metrics},
+    {"metric_values", l_metric_values},
     {NULL, NULL}};
 
 int luaopen_cmr_core(lua_State *L) {
@@ -309,6 +304,12 @@ int luaopen_cmr_core(lua_State *L) {
   lua_setfield(L, -2, "new");
   lua_pushcfunction(L, l_version);
   lua_setfield(L, -2, "version");
+  lua_pushcfunction(L, l_metric_series);
+  lua_setfield(L, -2, "metric_series");
+  lua_pushinteger(L, cmr_max_picks_per_message());
+  lua_setfield(L, -2, "max_picks_per_message");
+  lua_pushinteger(L, cmr_activity_interval_ms());
+  lua_setfield(L, -2, "activity_interval_ms");
   lua_pushstring(L, "lua");
   lua_setfield(L, -2, "backend");
   return 1;

@@ -9,7 +9,8 @@ ffi.cdef(require "cmr_cdef");
 local here = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./");
 local lib = ffi.load(here .. "libcmr.so.0");
 
-local OK, NOT_ROUTED, NOT_MINE, TOO_SMALL = 0, 1, 2, 3;
+-- The statuses by the cdef's names (enum constants resolve on any clib).
+local OK, TOO_SMALL = lib.CMR_STATUS_OK, lib.CMR_STATUS_BUFFER_TOO_SMALL;
 
 -- Lua states are single-threaded: one set of scratch buffers serves all calls.
 local message = ffi.new("cmr_message");
@@ -117,7 +118,7 @@ function router_mt:pick(recipient, message_type, sender, hint, sender_is_local)
 		tokens = ffi.new("uint64_t[?]", tokens_cap);
 		status = lib.cmr_router_pick(ptr(self), message, tokens, tokens_cap, out_len);
 	end
-	if status == NOT_ROUTED then return 0; end
+	if status == lib.CMR_STATUS_NOT_ROUTED then return 0; end
 	if status ~= OK then return failure(status); end
 	local n = tonumber(out_len[0]);
 	if n == 1 then return 1, tonumber(tokens[0]); end
@@ -140,7 +141,7 @@ function router_mt:handle_iq(xml)
 	local status, reply = with_text(function (buf, cap)
 		return lib.cmr_router_handle_iq(router, xml, #xml, buf, cap, out_len, flag);
 	end);
-	if status == NOT_MINE then return false; end
+	if status == lib.CMR_STATUS_NOT_MINE then return false; end
 	if status ~= OK then return failure(status); end
 	return reply, flag[0];
 end
@@ -159,35 +160,34 @@ function router_mt:stats(jid)
 	end);
 end
 
--- The algorithms' short names, by their index in cmr_metrics' arrays.
-local algorithms = {};
-while true do
-	local name = lib.cmr_algorithm_name(#algorithms);
-	if name == nil then break; end
-	algorithms[#algorithms + 1] = ffi.string(name);
+-- The library's table of metric series, as a list of tables.
+local series_fields = { "key", "metric", "family", "unit", "label", "label_value", "help" };
+local function metric_series()
+	local list = {};
+	while true do
+		local series = lib.cmr_metric_series_at(#list);
+		if series == nil then return list; end
+		local entry = { kind = series.kind == lib.CMR_METRIC_KIND_GAUGE and "gauge" or "counter" };
+		for _, field in ipairs(series_fields) do entry[field] = ffi.string(series[field]); end
+		list[#list + 1] = entry;
+	end
 end
 
--- Counts come back as Lua numbers: exact up to 2^53.
-local function per_algorithm(values)
-	local counts = {};
-	for i, name in ipairs(algorithms) do counts[name] = tonumber(values[i - 1]); end
-	return counts;
-end
-
-local metrics = ffi.new("cmr_metrics");
-function router_mt:metrics()
-	local status = lib.cmr_router_metrics(ptr(self), metrics);
+-- The values, in the order of metric_series(): Lua numbers, exact up to
+-- 2^53, which the counts stay far below.
+local values_cap = 32;
+local values = ffi.new("uint64_t[?]", values_cap);
+function router_mt:metric_values()
+	local status = lib.cmr_router_metric_values(ptr(self), values, values_cap, out_len);
+	if status == TOO_SMALL then
+		values_cap = tonumber(out_len[0]);
+		values = ffi.new("uint64_t[?]", values_cap);
+		status = lib.cmr_router_metric_values(ptr(self), values, values_cap, out_len);
+	end
 	if status ~= OK then return failure(status); end
-	return {
-		routed = per_algorithm(metrics.routed);
-		left_to_server = per_algorithm(metrics.left_to_server);
-		left_to_server_unclaimed = tonumber(metrics.left_to_server_unclaimed);
-		gone_sessions = tonumber(metrics.gone_sessions);
-		iq_results = tonumber(metrics.iq_results);
-		iq_errors = tonumber(metrics.iq_errors);
-		sessions = tonumber(metrics.sessions);
-		accounts = tonumber(metrics.accounts);
-	};
+	local list = {};
+	for i = 1, tonumber(out_len[0]) do list[i] = tonumber(values[i - 1]); end
+	return list;
 end
 
 local function new(options)
@@ -201,5 +201,8 @@ end
 return {
 	new = new;
 	version = function () return ffi.string(lib.cmr_version()); end;
+	metric_series = metric_series;
+	max_picks_per_message = tonumber(lib.cmr_max_picks_per_message());
+	activity_interval_ms = tonumber(lib.cmr_activity_interval_ms());
 	backend = "luajit-ffi";
 };

@@ -2,16 +2,20 @@
 --
 -- The routing decisions live in the cmr library; this module feeds it the
 -- sessions' presence, activity and XEP-0198 load, asks it who gets each
--- chat or normal message sent to a bare JID (or to an offline full JID),
--- delivers to those sessions with `to` untouched, answers
--- XEP-0354 IQs through it, and serves its figures as Prosody's metrics.
--- See README.md beside this file.
+-- message sent to a bare JID (or to an offline full JID), delivers to
+-- those sessions with `to` untouched, answers XEP-0354 IQs through it, and
+-- serves its figures as Prosody's metrics. See README.md beside this file.
+--
+-- After the setup, one section per concern: hooks (sessions, routing,
+-- IQs), XEP-0198 marking, carbons, metrics, the admin shell.
 
 local st = require "util.stanza";
 local jid_bare = require "util.jid".bare;
 local jid_host = require "util.jid".host;
 local xml_parse = require "util.xml".parse;
 local time_now = require "util.time".now;
+local filters = require "util.filters";
+local modulemanager = require "core.modulemanager";
 
 local full_sessions = prosody.full_sessions;
 local bare_sessions = prosody.bare_sessions;
@@ -34,25 +38,28 @@ local function load_binding()
 end
 local cmr = load_binding();
 
--- Options, passed to the library as they are: it validates them and names
--- the option and the value it rejects.
-local function option_text(name, key)
-	local value = module:get_option(name);
-	if value == nil then return nil; end
-	if type(value) == "table" then value = table.concat(value, ","); end
-	value = tostring(value);
-	if value:find("%s") then
-		error(("mod_cmr: option %s = %q: values contain no spaces"):format(name, value));
-	end
-	return key .. "=" .. value;
+-- Options, read with Prosody's typed getters and passed to the library:
+-- it validates them (which algorithms and hint policies exist is its to
+-- know) and names the option and the value it rejects. The boolean is
+-- checked here: Prosody's getter makes a value it does not understand nil.
+local user_change = module:get_option_boolean("cmr_user_change");
+local user_change_given = module:get_option("cmr_user_change");
+if user_change == nil and user_change_given ~= nil then
+	error(("mod_cmr: option cmr_user_change = %q: expected true or false"):format(tostring(user_change_given)));
 end
-
+local offered = module:get_option_array("cmr_offered");
 local options = {};
-for name, key in pairs {
-	cmr_offered = "offered", cmr_default = "default", cmr_user_change = "user_change",
-	cmr_hints = "hints", cmr_prefix = "prefix",
+for key, value in pairs {
+	offered = offered and table.concat(offered, ",");
+	default = module:get_option_string("cmr_default");
+	user_change = user_change ~= nil and tostring(user_change) or nil;
+	hints = module:get_option_string("cmr_hints");
+	prefix = module:get_option_string("cmr_prefix");
 } do
-	options[#options + 1] = option_text(name, key);
+	if value:find("%s") then
+		error(("mod_cmr: option cmr_%s = %q: values contain no spaces"):format(key, value));
+	end
+	options[#options + 1] = key .. "=" .. value;
 end
 local router, err = cmr.new(table.concat(options, " "));
 if not router then
@@ -83,19 +90,42 @@ local function refused(status, message, level, ...)
 	end
 end
 
-local valid_show = { chat = "chat", away = "away", xa = "xa", dnd = "dnd" };
-
 -- Sessions by token. Tokens count up for the router's lifetime.
 local session_of = {};
 local last_token = 0;
+
+-- The attribute that marks a message in a session's XEP-0198 queue as
+-- delivered to that session alone (see XEP-0198 marking).
+local ROUTED_ALONE = "urn:x-cmr:delivery\1alone";
+
+-- Defined in the carbons section.
+local carbons_loaded, send_carbons, copied_elsewhere;
+
+--------------------------------------------------------------------------
+-- Hooks: sessions, routing and IQs
+--------------------------------------------------------------------------
+
+local valid_show = { chat = "chat", away = "away", xa = "xa", dnd = "dnd" };
 
 -- The account's persisted algorithm, applied when its first session binds.
 local function restore(session)
 	local data = store:get(session.username);
 	if data and data.algorithm then
-		local ok, reason, status = router:set_algorithm(jid_bare(session.full_jid), data.algorithm);
-		if not ok then refused(status, reason, "warn", "Stored algorithm of %s not restored: %s", session.username, reason); end
+		local ok, err, status = router:set_algorithm(jid_bare(session.full_jid), data.algorithm);
+		if not ok then refused(status, err, "warn", "Stored algorithm of %s not restored: %s", session.username, err); end
 	end
+end
+
+-- What router:register answered: true, new_account | nil, err, status.
+local function registered(session, token, ok, ...)
+	if not ok then
+		local err, status = ...;
+		return refused(status, err, "warn", "Not routing to %s: %s", session.full_jid, err);
+	end
+	local new_account = ...;
+	-- Only at a module load can a session already hibernate here.
+	if session.hibernating then router:set_hibernating(session.full_jid, token, true); end
+	if new_account then restore(session); end
 end
 
 local function register(session)
@@ -112,11 +142,8 @@ local function register(session)
 	-- A <show/> outside RFC 6121's four is no show at all, as Prosody
 	-- treats it.
 	local show = presence and valid_show[presence:get_child_text("show")] or "";
-	local ok, new_account, status = router:register(session.full_jid, token, session.priority or 0, show, presence ~= nil);
-	if not ok then return refused(status, new_account, "warn", "Not routing to %s: %s", session.full_jid, new_account); end
-	-- Only at a module load can a session already hibernate here.
-	if session.hibernating then router:set_hibernating(session.full_jid, token, true); end
-	if new_account then restore(session); end
+	return registered(session, token,
+		router:register(session.full_jid, token, session.priority or 0, show, presence ~= nil));
 end
 
 -- `gone`: a pick chose the session and found it gone (the library counts
@@ -159,18 +186,20 @@ end
 module:hook("smacks-hibernation-start", function (event) set_hibernating(event.origin, true); end);
 module:hook("smacks-hibernation-end", function (event) set_hibernating(event.resumed, false); end);
 
--- Activity for `mostactive`, at most once a second per session. The clock
--- is a second-resolution value a timer keeps, so that this hook, which runs
--- for every stanza a user sends, costs a comparison.
-local second = math.floor(time_now());
-module:add_timer(1, function ()
-	second = math.floor(time_now());
-	return 1;
+-- Activity for `mostactive`, at most once per the library's interval per
+-- session. The clock counts intervals and a timer keeps it, so that this
+-- hook, which runs for every stanza a user sends, costs a comparison.
+local activity_interval = cmr.activity_interval_ms / 1000;
+local function current_interval() return math.floor(time_now() / activity_interval); end
+local interval = current_interval();
+module:add_timer(activity_interval, function ()
+	interval = current_interval();
+	return activity_interval;
 end);
 local function touch(event)
 	local session = event.origin;
-	if session.cmr_touched ~= second and session.cmr_token then
-		session.cmr_touched = second;
+	if session.cmr_touched ~= interval and session.cmr_token then
+		session.cmr_touched = interval;
 		router:touch(session.full_jid, session.cmr_token);
 	end
 end
@@ -194,70 +223,6 @@ module:hook("stanza/" .. xmlns_sm3 .. ":a", function (event)
 		report_load(session, math.max(0, queue:count_unacked() - (h - queue:count_acked())));
 	end
 end, 1);
-
--- Carbons exist only where mod_carbons is loaded; without it no session can
--- have enabled them, and routing skips looking.
-local modulemanager = require "core.modulemanager";
-local carbons_loaded = modulemanager.is_loaded(module.host, "carbons");
-local function track_carbons(event)
-	if event.module == "carbons" then
-		carbons_loaded = modulemanager.is_loaded(module.host, "carbons");
-	end
-end
-module:hook("module-loaded", track_carbons);
-module:hook("module-unloaded", track_carbons);
-
-local function send_carbons(stanza, bare, picked, origin)
-	local user = bare_sessions[bare];
-	if not user then return; end
-	local carbon;
-	for _, session in pairs(user.sessions) do
-		if session.want_carbons and not picked[session] then
-			if carbon == nil then
-				-- mod_carbons decides what is copied (type, private, no-copy).
-				if not module:fire_event("carbons-should-copy", { stanza = stanza; session = origin }) then return; end
-				local copy = st.clone(stanza);
-				copy.attr.xmlns = "jabber:client";
-				carbon = st.message { from = bare; type = stanza.attr.type }
-					:tag("received", { xmlns = xmlns_carbons })
-						:tag("forwarded", { xmlns = xmlns_forward })
-							:add_child(copy):reset();
-			end
-			carbon.attr.to = session.full_jid;
-			session.send(carbon);
-		end
-	end
-end
-
--- A message delivered to one session alone, with no carbon of it anywhere,
--- is marked in that session's XEP-0198 queue (mod_smacks queues a copy of
--- what it sends): if the session dies without acknowledging it, the mark
--- says no other session holds it, so it is CMR's to route again. The mark
--- is an attribute while the message is sent, taken off what is written to
--- the client by a filter on every session (also for resent and stored
--- copies); its value says whether the message was <private/>.
-local filters = require "util.filters";
-local ROUTED_ALONE = "urn:x-cmr:delivery\1alone";
-local shared = module:shared("/*/cmr/delivery");
-if not shared.unmark then
-	function shared.unmark(stanza)
-		local attr = type(stanza) == "table" and stanza.attr;
-		if not (attr and attr[ROUTED_ALONE]) then return stanza; end
-		-- A shallow copy: the queued original keeps its mark.
-		local copy = setmetatable({ name = stanza.name, namespaces = stanza.namespaces, tags = stanza.tags, attr = {} },
-			getmetatable(stanza));
-		for k, v in pairs(attr) do if k ~= ROUTED_ALONE then copy.attr[k] = v; end end
-		for i = 1, #stanza do copy[i] = stanza[i]; end
-		return copy;
-	end
-	function shared.install(session)
-		-- After mod_smacks (-999), which queues what passes it.
-		filters.add_filter(session, "stanzas/out", shared.unmark, -1000);
-	end
-end
-filters.remove_filter_hook(shared.install);
-filters.add_filter_hook(shared.install);
-for _, session in pairs(full_sessions) do shared.install(session); end
 
 -- Delivers to the picked sessions, adding those that took the stanza to
 -- `picked`; gone ones are unregistered and counted. `mark` (a session
@@ -283,35 +248,25 @@ local function deliver(stanza, picked, mark, n, token, ...)
 	return deliver(stanza, picked, mark, n - 1, ...);
 end
 
--- Whether a session other than `except` of the account would get a carbon
--- of the stanza (mod_carbons decides what is copied: type, private,
--- no-copy).
-local function copied_elsewhere(stanza, bare, except, origin)
-	local user = carbons_loaded and bare_sessions[bare];
-	for _, session in pairs(user and user.sessions or {}) do
-		if session ~= except and session.want_carbons then
-			return module:fire_event("carbons-should-copy", { stanza = stanza; session = origin }) and true or false;
-		end
-	end
-	return false;
-end
-
 -- One set of delivered sessions, reused: routing runs to completion
 -- before the next message, and a table per message would only feed the GC.
 local picked = {};
 
--- What one pick led to: the set of sessions that got the stanza, false when
--- the library does not route it, nil when every picked session was gone.
--- `private` and the rest say what goes into the mark of a lone delivery.
-local function attempt(stanza, bare, origin, private, n, token, ...)
+-- What one pick (n, token... | nil, err, status) led to: the set of
+-- sessions that got the stanza, false when the library does not route it,
+-- nil when every picked session was gone. `private` and the rest say what
+-- goes into the mark of a lone delivery.
+local function attempt(stanza, bare, origin, private, n, ...)
 	if not n then
-		refused(..., token, "warn", "Not routing %s: %s", stanza:top_tag(), token);
+		local err, status = ...;
+		refused(status, err, "warn", "Not routing %s: %s", stanza:top_tag(), err);
 		return false;
 	end
 	if n == 0 then return false; end
+	local first_token = ...;
 	local mark = n == 1 and (private and "private"
-		or not copied_elsewhere(stanza, bare, session_of[token], origin) and "plain") or nil;
-	deliver(stanza, picked, mark, n, token, ...);
+		or not copied_elsewhere(stanza, bare, session_of[first_token], origin) and "plain") or nil;
+	deliver(stanza, picked, mark, n, ...);
 	return next(picked) and picked or nil;
 end
 
@@ -320,21 +275,14 @@ end
 local honour_hints = false;
 
 -- A picked session can vanish between the pick and the delivery; each
--- attempt removes at least one, so a few attempts always settle.
-local MAX_ATTEMPTS = 8;
+-- pick after one removes at least one, so the library's limit settles.
+local max_picks = cmr.max_picks_per_message;
 
--- What RFC 6121 leaves to the server itself; any other type, unknown ones
--- included, is normal (RFC 6121 5.2.2), so CMR's to route. Left to Prosody
--- before the library sees them, so counted nowhere, as ejabberd's and
--- Openfire's hosts do.
-local not_routed_types = { headline = true, groupchat = true, error = true };
-
--- Routes a chat or normal message for `bare`. Returns true when delivered;
--- nil lets Prosody handle it (nothing eligible: offline storage or error).
+-- Routes a message for `bare`; which messages CMR routes is the library's
+-- rule. Returns true when delivered; nil lets Prosody handle it (a type
+-- CMR leaves to the server, or nothing eligible: offline storage or error).
 local function route(event, bare)
 	local origin, stanza = event.origin, event.stanza;
-	local message_type = stanza.attr.type;
-	if not_routed_types[message_type] then return; end
 	local hint = honour_hints and stanza:get_child("cmr", xmlns_cmr) or nil;
 	hint = hint and hint.attr.algorithm;
 	local sender = stanza.attr.from or "";
@@ -345,9 +293,9 @@ local function route(event, bare)
 	-- message goes on to Prosody, where mod_carbons does it.
 	local private = carbons_loaded and stanza:get_child("private", xmlns_carbons) or nil;
 	if private then stanza:remove_children("private", xmlns_carbons); end
-	for _ = 1, MAX_ATTEMPTS do
+	for _ = 1, max_picks do
 		local delivered = attempt(stanza, bare, origin, private,
-			router:pick(bare, message_type, sender, hint, sender_is_local));
+			router:pick(bare, stanza.attr.type, sender, hint, sender_is_local));
 		if delivered == false then break; end
 		if delivered then
 			if carbons_loaded and not private then send_carbons(stanza, bare, delivered, origin); end
@@ -375,6 +323,87 @@ module:hook("message/full", function (event)
 	return route(event, jid_bare(to));
 end, PRIORITY);
 
+-- XEP-0354 IQs: the library answers; the host sends and persists.
+local function refuse_iq(stanza, err, status)
+	-- A client's malformed IQ: answered, and not worth a warning each.
+	refused(status, err, "debug", "Cannot answer %s: %s", stanza:top_tag(), err);
+	if status == "panic" then
+		module:send(st.error_reply(stanza, "wait", "internal-server-error"));
+	else
+		module:send(st.error_reply(stanza, "modify", "bad-request", err));
+	end
+end
+
+local function answer_iq(stanza, reply, changed)
+	module:send(xml_parse(reply));
+	if not changed then return; end
+	local bare = jid_bare(stanza.attr.from);
+	local algorithm, err, status = router:get_algorithm(bare);
+	if algorithm then
+		store:set(bare:match("^([^@]+)@"), { algorithm = algorithm });
+	else
+		refused(status, err, "warn", "Choice of %s not stored: %s", bare, err);
+	end
+end
+
+-- What router:handle_iq answered: reply, changed | false (not a CMR IQ) |
+-- nil, err, status.
+local function answered(stanza, reply, ...)
+	if reply == false then return; end
+	if reply == nil then refuse_iq(stanza, ...); else answer_iq(stanza, reply, ...); end
+	return true;
+end
+local function handle_iq(event)
+	return answered(event.stanza, router:handle_iq(tostring(event.stanza)));
+end
+for _, kind in ipairs { "self", "bare", "host" } do
+	module:hook("iq-get/" .. kind .. "/" .. xmlns_cmr .. ":query", handle_iq);
+	module:hook("iq-set/" .. kind .. "/" .. xmlns_cmr .. ":cmr", handle_iq);
+end
+
+-- Disco features, on the server and on accounts.
+local features = {};
+for feature in assert(router:disco_features()):gmatch("[^\n]+") do
+	features[#features + 1] = feature;
+	module:add_feature(feature);
+	if feature == "urn:xmpp:cmr:hints:0" then honour_hints = true; end
+end
+module:hook("account-disco-info", function (event)
+	for _, feature in ipairs(features) do event.reply:tag("feature", { var = feature }):up(); end
+end);
+
+--------------------------------------------------------------------------
+-- XEP-0198 marking
+--------------------------------------------------------------------------
+
+-- A message delivered to one session alone, with no carbon of it anywhere,
+-- is marked in that session's XEP-0198 queue (mod_smacks queues a copy of
+-- what it sends): if the session dies without acknowledging it, the mark
+-- says no other session holds it, so it is CMR's to route again. The mark
+-- is an attribute while the message is sent, taken off what is written to
+-- the client by a filter on every session (also for resent and stored
+-- copies); its value says whether the message was <private/>.
+local shared = module:shared("/*/cmr/delivery");
+if not shared.unmark then
+	function shared.unmark(stanza)
+		local attr = type(stanza) == "table" and stanza.attr;
+		if not (attr and attr[ROUTED_ALONE]) then return stanza; end
+		-- A shallow copy: the queued original keeps its mark.
+		local copy = setmetatable({ name = stanza.name, namespaces = stanza.namespaces, tags = stanza.tags, attr = {} },
+			getmetatable(stanza));
+		for k, v in pairs(attr) do if k ~= ROUTED_ALONE then copy.attr[k] = v; end end
+		for i = 1, #stanza do copy[i] = stanza[i]; end
+		return copy;
+	end
+	function shared.install(session)
+		-- After mod_smacks (-999), which queues what passes it.
+		filters.add_filter(session, "stanzas/out", shared.unmark, -1000);
+	end
+end
+filters.remove_filter_hook(shared.install);
+filters.add_filter_hook(shared.install);
+for _, session in pairs(full_sessions) do shared.install(session); end
+
 -- A session that ends with messages it never acknowledged (XEP-0198):
 -- mod_smacks stores them offline only when it was the account's last
 -- session and otherwise bounces them to the sender. Natively the other
@@ -397,103 +426,124 @@ module:hook("delivery/failure", function (event)
 	return module:fire_event("message/offline/handle", { origin = session, username = session.username, stanza = stanza });
 end, 1);
 
--- XEP-0354 IQs: the library answers; the host sends and persists.
-local function handle_iq(event)
-	local stanza = event.stanza;
-	local reply, changed, status = router:handle_iq(tostring(stanza));
-	if reply == false then return; end
-	if not reply then
-		-- A client's malformed IQ: answered, and not worth a warning each.
-		refused(status, changed, "debug", "Cannot answer %s: %s", stanza:top_tag(), changed);
-		if status == "panic" then
-			module:send(st.error_reply(stanza, "wait", "internal-server-error"));
-		else
-			module:send(st.error_reply(stanza, "modify", "bad-request", changed));
-		end
-		return true;
+--------------------------------------------------------------------------
+-- Carbons (XEP-0280)
+--------------------------------------------------------------------------
+
+-- Carbons exist only where mod_carbons is loaded; without it no session can
+-- have enabled them, and routing skips looking.
+carbons_loaded = modulemanager.is_loaded(module.host, "carbons");
+local function track_carbons(event)
+	if event.module == "carbons" then
+		carbons_loaded = modulemanager.is_loaded(module.host, "carbons");
 	end
-	module:send(xml_parse(reply));
-	if changed then
-		local bare = jid_bare(stanza.attr.from);
-		local algorithm, reason, status = router:get_algorithm(bare);
-		if algorithm then
-			store:set(bare:match("^([^@]+)@"), { algorithm = algorithm });
-		else
-			refused(status, reason, "warn", "Choice of %s not stored: %s", bare, reason);
+end
+module:hook("module-loaded", track_carbons);
+module:hook("module-unloaded", track_carbons);
+
+-- The carbons rule, XEP-0280's: which messages are copied (by type,
+-- <private/>, <no-copy/>) is mod_carbons' decision, asked here.
+local function should_copy(stanza, origin)
+	return module:fire_event("carbons-should-copy", { stanza = stanza; session = origin }) and true or false;
+end
+
+-- Sends a <received/> carbon to every carbons-enabled session of `bare`
+-- that was not picked.
+function send_carbons(stanza, bare, picked_sessions, origin)
+	local user = bare_sessions[bare];
+	if not user then return; end
+	local carbon;
+	for _, session in pairs(user.sessions) do
+		if session.want_carbons and not picked_sessions[session] then
+			if carbon == nil then
+				if not should_copy(stanza, origin) then return; end
+				local copy = st.clone(stanza);
+				copy.attr.xmlns = "jabber:client";
+				carbon = st.message { from = bare; type = stanza.attr.type }
+					:tag("received", { xmlns = xmlns_carbons })
+						:tag("forwarded", { xmlns = xmlns_forward })
+							:add_child(copy):reset();
+			end
+			carbon.attr.to = session.full_jid;
+			session.send(carbon);
 		end
 	end
-	return true;
-end
-for _, kind in ipairs { "self", "bare", "host" } do
-	module:hook("iq-get/" .. kind .. "/" .. xmlns_cmr .. ":query", handle_iq);
-	module:hook("iq-set/" .. kind .. "/" .. xmlns_cmr .. ":cmr", handle_iq);
 end
 
--- Disco features, on the server and on accounts.
-local features = {};
-for feature in assert(router:disco_features()):gmatch("[^\n]+") do
-	features[#features + 1] = feature;
-	module:add_feature(feature);
-	if feature == "urn:xmpp:cmr:hints:0" then honour_hints = true; end
-end
-module:hook("account-disco-info", function (event)
-	for _, feature in ipairs(features) do event.reply:tag("feature", { var = feature }):up(); end
-end);
-
--- Admin shell: cmr:stats("user@host") prints the account's sessions and
--- how many messages each got.
-local shell_env = module:shared("/*/admin_shell/env");
-shell_env.cmr = {};
-function shell_env.cmr:stats(jid)
-	local host_router = routers[jid_host(jid) or ""];
-	if not host_router then return false, "mod_cmr is not loaded on " .. tostring(jid_host(jid)); end
-	local table_text, reason = host_router:stats(jid);
-	if not table_text then return false, reason; end
-	local algorithm;
-	algorithm, reason = host_router:get_algorithm(jid);
-	if not algorithm then return false, reason; end
-	self.session.print("algorithm\t" .. algorithm);
-	for line in table_text:gmatch("[^\n]+") do self.session.print(line); end
-	return true, "OK";
+-- Whether a session of `bare` other than `except` would get a carbon of
+-- the stanza.
+function copied_elsewhere(stanza, bare, except, origin)
+	local user = carbons_loaded and bare_sessions[bare];
+	for _, session in pairs(user and user.sessions or {}) do
+		if session ~= except and session.want_carbons then return should_copy(stanza, origin); end
+	end
+	return false;
 end
 
--- Metrics, through Prosody's statistics (mod_http_openmetrics serves them
--- as prosody_mod_cmr__*, labelled with the host). The library counts;
--- their values are read from it whenever Prosody collects: at each scrape
--- with statistics_interval = "manual", else every statistics_interval.
-local routed = module:metric("counter", "routed", "messages",
-	"Messages to a bare JID (or an offline full JID) routed by CMR, by algorithm", { "algorithm" });
-local left_to_server = module:metric("counter", "left_to_server", "messages",
-	"Chat and normal messages left to Prosody's own delivery (offline storage or error), by the algorithm "
-	.. "that found no session eligible; algorithm=\"none\": no session registered",
-	{ "algorithm" });
-local gone_sessions = module:metric("counter", "gone", "sessions",
-	"Sessions that a pick chose and that were found gone (unregistered, and the message routed again)", {});
-local answered = module:metric("counter", "answered", "iqs",
-	"XEP-0354 IQs answered, by response type (error includes malformed requests)", { "type" });
-local registered_sessions = module:metric("gauge", "registered", "sessions", "Sessions registered with CMR now", {});
-local registered_accounts = module:metric("gauge", "registered", "accounts",
-	"Accounts with a session registered with CMR now", {});
+--------------------------------------------------------------------------
+-- Metrics
+--------------------------------------------------------------------------
+
+-- Prosody's statistics (mod_http_openmetrics serves them as
+-- prosody_mod_cmr__*, labelled with the host) over the library's table of
+-- series: one module:metric per family and unit, its series told apart by
+-- their label. The library counts; the values are read from it whenever
+-- Prosody collects: at each scrape with statistics_interval = "manual",
+-- else every statistics_interval.
+local metric_series = cmr.metric_series();
+local family_of = {};
+do
+	local families = {};
+	for i, series in ipairs(metric_series) do
+		local name = series.family .. " " .. series.unit;
+		families[name] = families[name] or module:metric(series.kind, series.family, series.unit, series.help,
+			{ series.label ~= "" and series.label or nil });
+		family_of[i] = families[name];
+	end
+end
+
+-- The metric of the series at `i` (with_labels takes as many values as
+-- its family has labels).
+local function series_metric(i)
+	local series = metric_series[i];
+	if series.label == "" then return family_of[i]:with_labels(); end
+	return family_of[i]:with_labels(series.label_value);
+end
 
 module:hook_global("stats-update", function ()
-	local figures, reason, status = router:metrics();
-	if not figures then return refused(status, reason, "warn", "Metrics not read: %s", reason); end
-	for algorithm, count in pairs(figures.routed) do routed:with_labels(algorithm):set(count); end
-	for algorithm, count in pairs(figures.left_to_server) do left_to_server:with_labels(algorithm):set(count); end
-	left_to_server:with_labels("none"):set(figures.left_to_server_unclaimed);
-	gone_sessions:with_labels():set(figures.gone_sessions);
-	answered:with_labels("result"):set(figures.iq_results);
-	answered:with_labels("error"):set(figures.iq_errors);
-	registered_sessions:with_labels():set(figures.sessions);
-	registered_accounts:with_labels():set(figures.accounts);
+	local values, err, status = router:metric_values();
+	if not values then return refused(status, err, "warn", "Metrics not read: %s", err); end
+	for i, value in ipairs(values) do series_metric(i):set(value); end
 end);
 
 -- Prosody keeps a module's series after it is unloaded: no session is
 -- registered then. (A reload makes a new router, counting from 0.)
 function module.unload()
 	routers[module.host] = nil;
-	registered_sessions:with_labels():set(0);
-	registered_accounts:with_labels():set(0);
+	for i, series in ipairs(metric_series) do
+		if series.kind == "gauge" then series_metric(i):set(0); end
+	end
+end
+
+--------------------------------------------------------------------------
+-- Admin shell
+--------------------------------------------------------------------------
+
+-- cmr:stats("user@host") prints the account's sessions and how many
+-- messages each got.
+local shell_env = module:shared("/*/admin_shell/env");
+shell_env.cmr = {};
+function shell_env.cmr:stats(jid)
+	local host_router = routers[jid_host(jid) or ""];
+	if not host_router then return false, "mod_cmr is not loaded on " .. tostring(jid_host(jid)); end
+	local table_text, err = host_router:stats(jid);
+	if not table_text then return false, err; end
+	local algorithm;
+	algorithm, err = host_router:get_algorithm(jid);
+	if not algorithm then return false, err; end
+	self.session.print("algorithm\t" .. algorithm);
+	for line in table_text:gmatch("[^\n]+") do self.session.print(line); end
+	return true, "OK";
 end
 
 -- Sessions that exist when the module is loaded or reloaded.
