@@ -17,7 +17,7 @@ HOST ?= prosody
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
-.PHONY: erlang erlang-deps erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
+.PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
 .PHONY: demo-library bench-lua bench-throughput fuzz
@@ -251,10 +251,25 @@ conformance-ejabberd: ejabberd-deps ejabberd-module $(VENV)/.installed
 	@echo "conformance suite on ejabberd $$($(PACKAGE_VERSION) ejabberd)"
 	CMR_HOST=ejabberd $(VENV)/bin/python -m pytest tests/conformance
 
-erlang-tests: erlang-deps erlang
-	mkdir -p $(BUILD)/erlang/test
-	erlc -o $(BUILD)/erlang/test bindings/erlang/test/cmr_tests.erl
-	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(BUILD)/erlang/test \
+# The test build of the same NIF source (-DCMR_TEST): the module cmr_test,
+# with the hooks that tests and benchmarks need and cmr does not ship.
+ERL_TEST_BUILD := $(BUILD)/erlang/test
+
+erlang-test-build: erlang $(ERL_TEST_BUILD)/cmr_test_nif.so $(ERL_TEST_BUILD)/cmr_test.beam
+
+$(ERL_TEST_BUILD)/cmr_test_nif.so: bindings/erlang/c_src/cmr_nif.c include/cmr.h $(ERL_BUILD)/priv/cmr_nif.so
+	mkdir -p $(ERL_TEST_BUILD)
+	cp -f $(ERL_BUILD)/priv/$(SONAME) $(ERL_TEST_BUILD)/
+	$(CC) $(CFLAGS) -DCMR_TEST -fPIC -shared -I$(ERL_INCLUDE) -Iinclude $< -L$(ERL_TEST_BUILD) -l:$(SONAME) \
+	    -Wl,-rpath,'$$ORIGIN' -o $@
+
+$(ERL_TEST_BUILD)/cmr_test.beam: bindings/erlang/test/cmr_test.erl
+	mkdir -p $(ERL_TEST_BUILD)
+	erlc -Werror -o $(ERL_TEST_BUILD) $<
+
+erlang-tests: erlang-deps erlang-test-build
+	erlc -o $(ERL_TEST_BUILD) bindings/erlang/test/cmr_tests.erl
+	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(ERL_TEST_BUILD) \
 	    -eval 'case eunit:test(cmr_tests, [verbose]) of ok -> halt(0); _ -> halt(1) end'
 
 $(VENV)/.installed: tests/conformance/requirements.txt
@@ -338,10 +353,10 @@ bench-java: java-install $(JNI_TEST_SO)
 	    org.openjdk.jmh.Main PickBenchmark
 
 # The NIF's cost per pick.
-bench-erlang: erlang-deps erlang
+bench-erlang: erlang-deps erlang-test-build
 	mkdir -p $(BUILD)/erlang/bench
 	erlc -o $(BUILD)/erlang/bench benches/erlang/cmr_bench.erl
-	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(BUILD)/erlang/bench -s cmr_bench main
+	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(ERL_TEST_BUILD) -pa $(BUILD)/erlang/bench -s cmr_bench main
 
 # A server's throughput with mod_cmr against the same server natively, on
 # loopback: HOST=prosody (the default), ejabberd or openfire.

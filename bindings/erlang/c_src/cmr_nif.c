@@ -3,17 +3,30 @@
  * {error, {Status, Message}}, never an exception. The router is a NIF
  * resource freed by the garbage collector. Every call is sub-microsecond
  * and runs on a normal scheduler, except handle_iq (~10 us for a real IQ,
- * up to a millisecond for the largest hostile one) on a dirty one. */
+ * up to a millisecond for the largest hostile one) on a dirty one.
+ *
+ * Built with -DCMR_TEST, the same source is the NIF of the test module
+ * cmr_test instead (bindings/erlang/test): new/1, a count of the routers
+ * not yet freed and an empty NIF, none of which the shipped NIF has. */
 #include <erl_nif.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "cmr.h"
 
 static ErlNifResourceType *router_type;
+
+#ifdef CMR_TEST
+#include <stdatomic.h>
+/* cmr_test has only what the tests need beside cmr: cmr's other calls are
+ * compiled, unused. */
+#pragma GCC diagnostic ignored "-Wunused-function"
 /* Routers made and not yet freed by the garbage collector (live_routers/0). */
 static atomic_long live_routers;
+#define COUNT_ROUTERS(n) atomic_fetch_add(&live_routers, (n))
+#else
+#define COUNT_ROUTERS(n) ((void)0)
+#endif
 
 typedef struct {
   cmr_router *router;
@@ -23,7 +36,7 @@ static void router_dtor(ErlNifEnv *env, void *obj) {
   (void)env;
   router_res *res = obj;
   cmr_router_free(res->router);
-  atomic_fetch_sub(&live_routers, 1);
+  COUNT_ROUTERS(-1);
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
@@ -39,32 +52,34 @@ static ERL_NIF_TERM atom(ErlNifEnv *env, const char *name) {
   return a;
 }
 
-static ERL_NIF_TERM text(ErlNifEnv *env, const char *s, size_t len) {
+/* A binary holding a NUL-terminated string (the library's static ones). */
+static ERL_NIF_TERM cstring(ErlNifEnv *env, const char *s) {
+  size_t len = strlen(s);
   ERL_NIF_TERM bin;
-  unsigned char *dst = enif_make_new_binary(env, len, &bin);
-  memcpy(dst, s, len);
+  memcpy(enif_make_new_binary(env, len, &bin), s, len);
   return bin;
 }
 
-static ERL_NIF_TERM error2(ErlNifEnv *env, const char *status, const char *s, size_t len) {
-  return enif_make_tuple2(env, atom(env, "error"), enif_make_tuple2(env, atom(env, status), text(env, s, len)));
+/* The library's name of a status, as an atom (not_routed, not_mine). */
+static ERL_NIF_TERM status_atom(ErlNifEnv *env, cmr_status status) {
+  return atom(env, cmr_status_name((uint32_t)status));
 }
 
+static ERL_NIF_TERM error2(ErlNifEnv *env, ERL_NIF_TERM status, ERL_NIF_TERM message) {
+  return enif_make_tuple2(env, atom(env, "error"), enif_make_tuple2(env, status, message));
+}
 
 /* {error, {Status, Message}} from the library's last error, whatever its
- * length. */
+ * length, or its message for the status. */
 static ERL_NIF_TERM lib_error(ErlNifEnv *env, cmr_status status) {
   size_t len = 0;
   ErlNifBinary message;
   if (cmr_last_error(NULL, 0, &len) == CMR_STATUS_BUFFER_TOO_SMALL && enif_alloc_binary(len, &message)) {
-    if (cmr_last_error((char *)message.data, message.size, &len) == CMR_STATUS_OK) {
-      ERL_NIF_TERM reason = enif_make_tuple2(env, atom(env, cmr_status_name((uint32_t)status)), enif_make_binary(env, &message));
-      return enif_make_tuple2(env, atom(env, "error"), reason);
-    }
+    if (cmr_last_error((char *)message.data, message.size, &len) == CMR_STATUS_OK)
+      return error2(env, status_atom(env, status), enif_make_binary(env, &message));
     enif_release_binary(&message);
   }
-  const char *m = cmr_status_message((uint32_t)status);
-  return error2(env, cmr_status_name((uint32_t)status), m, strlen(m));
+  return error2(env, status_atom(env, status), cstring(env, cmr_status_message((uint32_t)status)));
 }
 
 static ERL_NIF_TERM ok_or_error(ErlNifEnv *env, cmr_status status) {
@@ -72,7 +87,7 @@ static ERL_NIF_TERM ok_or_error(ErlNifEnv *env, cmr_status status) {
 }
 
 static ERL_NIF_TERM badarg(ErlNifEnv *env, const char *what) {
-  return error2(env, "badarg", what, strlen(what));
+  return error2(env, atom(env, "badarg"), cstring(env, what));
 }
 
 #define GET_ROUTER(var)                                                                 \
@@ -90,6 +105,13 @@ static ERL_NIF_TERM badarg(ErlNifEnv *env, const char *what) {
 
 #define STR(bin) (const char *)(bin).data, (bin).size
 
+/* 1 for true, 0 for false, -1 for anything else. */
+static int boolean(ErlNifEnv *env, ERL_NIF_TERM term) {
+  if (enif_is_identical(term, atom(env, "true"))) return 1;
+  if (enif_is_identical(term, atom(env, "false"))) return 0;
+  return -1;
+}
+
 static ERL_NIF_TERM nif_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   GET_BINARY(options, 0, "the options");
@@ -98,7 +120,7 @@ static ERL_NIF_TERM nif_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
   if (status != CMR_STATUS_OK) return lib_error(env, status);
   router_res *res = enif_alloc_resource(router_type, sizeof *res);
   res->router = router;
-  atomic_fetch_add(&live_routers, 1);
+  COUNT_ROUTERS(1);
   ERL_NIF_TERM term = enif_make_resource(env, res);
   enif_release_resource(res);
   return enif_make_tuple2(env, atom(env, "ok"), term);
@@ -112,10 +134,8 @@ static ERL_NIF_TERM nif_register(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
   long priority;
   if (!enif_get_long(env, argv[3], &priority)) return badarg(env, "the priority must be an integer");
   GET_BINARY(show, 4, "the show");
-  int available;
-  if (enif_is_identical(argv[5], atom(env, "true"))) available = 1;
-  else if (enif_is_identical(argv[5], atom(env, "false"))) available = 0;
-  else return badarg(env, "available must be true or false");
+  int available = boolean(env, argv[5]);
+  if (available < 0) return badarg(env, "available must be true or false");
   /* Out of int32 range is out of -128..127 too: let the library say so. */
   int32_t p = priority > INT32_MAX ? INT32_MAX : priority < INT32_MIN ? INT32_MIN : (int32_t)priority;
   bool new_account = false;
@@ -124,51 +144,53 @@ static ERL_NIF_TERM nif_register(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
   return atom(env, new_account ? "new_account" : "ok");
 }
 
+enum session_call { UNREGISTER, SESSION_GONE, TOUCH, SET_HIBERNATING, SET_LOAD };
+
+/* The calls on one session, (Router, Jid, Token) and for the last two a
+ * value the caller read: ok or {error, {Status, Message}}. */
+static ERL_NIF_TERM session_call(ErlNifEnv *env, const ERL_NIF_TERM argv[], enum session_call which,
+                                 uint32_t value) {
+  GET_ROUTER(res);
+  GET_BINARY(jid, 1, "the JID");
+  GET_TOKEN(token, 2);
+  cmr_status status = CMR_STATUS_OK;
+  switch (which) {
+  case UNREGISTER: status = cmr_router_unregister(res->router, STR(jid), token); break;
+  case SESSION_GONE: status = cmr_router_session_gone(res->router, STR(jid), token); break;
+  case TOUCH: status = cmr_router_touch(res->router, STR(jid), token); break;
+  case SET_HIBERNATING: status = cmr_router_set_hibernating(res->router, STR(jid), token, value != 0); break;
+  case SET_LOAD: status = cmr_router_set_load(res->router, STR(jid), token, value); break;
+  }
+  return ok_or_error(env, status);
+}
+
 static ERL_NIF_TERM nif_unregister(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
-  GET_ROUTER(res);
-  GET_BINARY(jid, 1, "the full JID");
-  GET_TOKEN(token, 2);
-  return ok_or_error(env, cmr_router_unregister(res->router, STR(jid), token));
+  return session_call(env, argv, UNREGISTER, 0);
 }
 
 static ERL_NIF_TERM nif_session_gone(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
-  GET_ROUTER(res);
-  GET_BINARY(jid, 1, "the full or bare JID");
-  GET_TOKEN(token, 2);
-  return ok_or_error(env, cmr_router_session_gone(res->router, STR(jid), token));
+  return session_call(env, argv, SESSION_GONE, 0);
 }
 
 static ERL_NIF_TERM nif_touch(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
-  GET_ROUTER(res);
-  GET_BINARY(jid, 1, "the full JID");
-  GET_TOKEN(token, 2);
-  return ok_or_error(env, cmr_router_touch(res->router, STR(jid), token));
+  return session_call(env, argv, TOUCH, 0);
 }
 
 static ERL_NIF_TERM nif_set_hibernating(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
-  GET_ROUTER(res);
-  GET_BINARY(jid, 1, "the full JID");
-  GET_TOKEN(token, 2);
-  bool hibernating;
-  if (enif_is_identical(argv[3], atom(env, "true"))) hibernating = true;
-  else if (enif_is_identical(argv[3], atom(env, "false"))) hibernating = false;
-  else return badarg(env, "hibernating must be true or false");
-  return ok_or_error(env, cmr_router_set_hibernating(res->router, STR(jid), token, hibernating));
+  int hibernating = boolean(env, argv[3]);
+  if (hibernating < 0) return badarg(env, "hibernating must be true or false");
+  return session_call(env, argv, SET_HIBERNATING, (uint32_t)hibernating);
 }
 
 static ERL_NIF_TERM nif_set_load(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
-  GET_ROUTER(res);
-  GET_BINARY(jid, 1, "the full JID");
-  GET_TOKEN(token, 2);
   ErlNifUInt64 load;
   if (!enif_get_uint64(env, argv[3], &load)) return badarg(env, "the load must be a non-negative integer");
-  uint32_t l = load > UINT32_MAX ? UINT32_MAX : (uint32_t)load;
-  return ok_or_error(env, cmr_router_set_load(res->router, STR(jid), token, l));
+  return session_call(env, argv, SET_LOAD, load > UINT32_MAX ? UINT32_MAX : (uint32_t)load);
 }
 
 /* pick(Router, Recipient, Type, Sender, Hint, SenderIsLocal) -> [Token] | not_routed */
@@ -194,7 +216,7 @@ static ERL_NIF_TERM nif_pick(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     result = enif_make_list(env, 0);
     for (size_t i = n; i-- > 0;) result = enif_make_list_cell(env, enif_make_uint64(env, tokens[i]), result);
   } else if (status == CMR_STATUS_NOT_ROUTED) {
-    result = atom(env, "not_routed");
+    result = status_atom(env, status);
   } else {
     result = lib_error(env, status);
   }
@@ -275,7 +297,7 @@ static ERL_NIF_TERM nif_handle_iq(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
   ERL_NIF_TERM out;
   bool changed = false;
   cmr_status status = call_text(env, cmr_router_handle_iq, res->router, &xml, &out, &changed);
-  if (status == CMR_STATUS_NOT_MINE) return atom(env, "not_mine");
+  if (status == CMR_STATUS_NOT_MINE) return status_atom(env, status);
   if (status != CMR_STATUS_OK) return lib_error(env, status);
   return enif_make_tuple3(env, atom(env, "ok"), out, atom(env, changed ? "true" : "false"));
 }
@@ -293,55 +315,73 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
   return text_result(env, call_stats, res->router, &jid);
 }
 
-#define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
-_Static_assert(COUNT_OF(((cmr_metrics *)0)->routed) == CMR_ALGORITHM_COUNT &&
-                   COUNT_OF(((cmr_metrics *)0)->left_to_server) == CMR_ALGORITHM_COUNT,
-               "cmr_metrics' per-algorithm arrays have CMR_ALGORITHM_COUNT entries");
-
-/* One figure per algorithm, keyed by the library's name for it. */
-static ERL_NIF_TERM per_algorithm(ErlNifEnv *env, const uint64_t values[CMR_ALGORITHM_COUNT]) {
-  ERL_NIF_TERM keys[CMR_ALGORITHM_COUNT];
-  ERL_NIF_TERM counts[CMR_ALGORITHM_COUNT];
-  size_t n = 0;
-  for (const char *name; n < CMR_ALGORITHM_COUNT && (name = cmr_algorithm_name(n)) != NULL; n++) {
-    keys[n] = text(env, name, strlen(name));
-    counts[n] = enif_make_uint64(env, values[n]);
+/* metric_series() -> [#{key, metric, family, unit, label, label_value,
+ * help => binary(), kind => counter | gauge}], the library's table in the
+ * order of metric_values/1. */
+static ERL_NIF_TERM nif_metric_series(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  (void)argv;
+  size_t count = 0;
+  while (cmr_metric_series_at(count) != NULL) count++;
+  ERL_NIF_TERM list = enif_make_list(env, 0);
+  for (size_t i = count; i-- > 0;) {
+    const cmr_metric_series *m = cmr_metric_series_at(i);
+    ERL_NIF_TERM keys[] = {atom(env, "key"),   atom(env, "metric"),      atom(env, "family"), atom(env, "unit"),
+                           atom(env, "label"), atom(env, "label_value"), atom(env, "help"),   atom(env, "kind")};
+    ERL_NIF_TERM values[] = {cstring(env, m->key),   cstring(env, m->metric),      cstring(env, m->family),
+                             cstring(env, m->unit),  cstring(env, m->label),       cstring(env, m->label_value),
+                             cstring(env, m->help),
+                             atom(env, m->kind == CMR_METRIC_KIND_GAUGE ? "gauge" : "counter")};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, values, sizeof keys / sizeof keys[0], &map);
+    list = enif_make_list_cell(env, map, list);
   }
-  ERL_NIF_TERM map;
-  enif_make_map_from_arrays(env, keys, counts, n, &map);
-  return map;
+  return list;
 }
 
-/* metrics(Router) -> {ok, #{routed => #{Algorithm => N}, ...}} | {error, _} */
-static ERL_NIF_TERM nif_metrics(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+/* metric_values(Router) -> {ok, [N]} in the order of metric_series/0. */
+static ERL_NIF_TERM nif_metric_values(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   GET_ROUTER(res);
-  cmr_metrics m;
-  cmr_status status = cmr_router_metrics(res->router, &m);
-  if (status != CMR_STATUS_OK) return lib_error(env, status);
-  ERL_NIF_TERM keys[] = {atom(env, "routed"),       atom(env, "left_to_server"), atom(env, "left_to_server_unclaimed"),
-                         atom(env, "gone_sessions"), atom(env, "iq_results"),     atom(env, "iq_errors"),
-                         atom(env, "sessions"),      atom(env, "accounts")};
-  ERL_NIF_TERM values[] = {per_algorithm(env, m.routed),
-                           per_algorithm(env, m.left_to_server),
-                           enif_make_uint64(env, m.left_to_server_unclaimed),
-                           enif_make_uint64(env, m.gone_sessions),
-                           enif_make_uint64(env, m.iq_results),
-                           enif_make_uint64(env, m.iq_errors),
-                           enif_make_uint64(env, m.sessions),
-                           enif_make_uint64(env, m.accounts)};
-  ERL_NIF_TERM map;
-  enif_make_map_from_arrays(env, keys, values, COUNT_OF(keys), &map);
-  return enif_make_tuple2(env, atom(env, "ok"), map);
+  uint64_t small[32];
+  uint64_t *values = small;
+  size_t n = 0;
+  cmr_status status = cmr_router_metric_values(res->router, values, 32, &n);
+  if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
+    values = enif_alloc(n * sizeof *values);
+    status = cmr_router_metric_values(res->router, values, n, &n);
+  }
+  ERL_NIF_TERM result;
+  if (status == CMR_STATUS_OK) {
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (size_t i = n; i-- > 0;) list = enif_make_list_cell(env, enif_make_uint64(env, values[i]), list);
+    result = enif_make_tuple2(env, atom(env, "ok"), list);
+  } else {
+    result = lib_error(env, status);
+  }
+  if (values != small) enif_free(values);
+  return result;
+}
+
+static ERL_NIF_TERM nif_max_picks_per_message(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  (void)argv;
+  return enif_make_uint(env, cmr_max_picks_per_message());
+}
+
+static ERL_NIF_TERM nif_activity_interval_ms(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  (void)argv;
+  return enif_make_uint(env, cmr_activity_interval_ms());
 }
 
 static ERL_NIF_TERM nif_version(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   (void)argv;
-  const char *v = cmr_version();
-  return text(env, v, strlen(v));
+  return cstring(env, cmr_version());
 }
 
+#ifdef CMR_TEST
 static ERL_NIF_TERM nif_live_routers(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   (void)argv;
@@ -354,6 +394,14 @@ static ERL_NIF_TERM nif_noop(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
   return atom(env, "ok");
 }
 
+static ErlNifFunc funcs[] = {
+    {"new", 1, nif_new, 0},
+    {"live_routers", 0, nif_live_routers, 0},
+    {"noop", 6, nif_noop, 0},
+};
+
+ERL_NIF_INIT(cmr_test, funcs, load, NULL, NULL, NULL)
+#else
 static ErlNifFunc funcs[] = {
     {"new", 1, nif_new, 0},
     {"register", 6, nif_register, 0},
@@ -370,10 +418,12 @@ static ErlNifFunc funcs[] = {
     {"handle_iq", 2, nif_handle_iq, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"disco_features", 1, nif_disco_features, 0},
     {"stats", 2, nif_stats, 0},
-    {"metrics", 1, nif_metrics, 0},
+    {"metric_series", 0, nif_metric_series, 0},
+    {"metric_values", 1, nif_metric_values, 0},
+    {"max_picks_per_message", 0, nif_max_picks_per_message, 0},
+    {"activity_interval_ms", 0, nif_activity_interval_ms, 0},
     {"version", 0, nif_version, 0},
-    {"live_routers", 0, nif_live_routers, 0},
-    {"noop", 6, nif_noop, 0},
 };
 
 ERL_NIF_INIT(cmr, funcs, load, NULL, NULL, NULL)
+#endif

@@ -11,24 +11,20 @@
 
 -export([new/1, register/6, unregister/3, session_gone/3, touch/3, set_load/4, set_hibernating/4, pick/6,
          get_algorithm/2, set_algorithm/3, handle_iq/2, disco_features/1,
-         stats/2, metrics/1, version/0, live_routers/0, noop/6]).
+         stats/2, metric_series/0, metric_values/1, max_picks_per_message/0, activity_interval_ms/0,
+         version/0]).
 
 -on_load(init/0).
 
 -type router() :: reference().
 -type error() :: {error, {atom(), binary()}}.
-%% A router's figures since it was made: counters that only grow, and what
-%% is registered now (sessions, accounts). Per-algorithm maps are keyed by
-%% the library's short names (<<"all">>, <<"roundrobin">>, ...).
--type metrics() :: #{routed := #{binary() => non_neg_integer()},
-                     left_to_server := #{binary() => non_neg_integer()},
-                     left_to_server_unclaimed := non_neg_integer(),
-                     gone_sessions := non_neg_integer(),
-                     iq_results := non_neg_integer(),
-                     iq_errors := non_neg_integer(),
-                     sessions := non_neg_integer(),
-                     accounts := non_neg_integer()}.
--export_type([router/0, error/0, metrics/0]).
+%% One series of the router's figures, as the library describes it (see
+%% cmr_metric_series in include/cmr.h): binaries, label and label_value
+%% empty when the family has one series.
+-type metric_series() :: #{key := binary(), metric := binary(), family := binary(), unit := binary(),
+                           label := binary(), label_value := binary(), help := binary(),
+                           kind := counter | gauge}.
+-export_type([router/0, error/0, metric_series/0]).
 
 %% The NIF lies in ../priv beside ebin/, with libcmr.so.0 next to it.
 init() ->
@@ -100,23 +96,25 @@ disco_features(_Router) -> ?NIF.
 -spec stats(router(), binary()) -> {ok, binary()} | error().
 stats(_Router, _BareJid) -> ?NIF.
 
-%% @doc The router's figures: messages routed (per algorithm), left to the
-%% server although the account has sessions (per algorithm) or with no
-%% algorithm applied (left_to_server_unclaimed: no session registered, or
-%% a type CMR does not route), picked sessions found gone, IQs answered
-%% with a result or an error; and the sessions and accounts registered now.
--spec metrics(router()) -> {ok, metrics()} | error().
-metrics(_Router) -> ?NIF.
+%% @doc Every series of a router's figures, in the order of metric_values/1:
+%% messages routed and left to the server (per algorithm, or none), picked
+%% sessions found gone, IQs answered, sessions and accounts registered now.
+-spec metric_series() -> [metric_series()].
+metric_series() -> ?NIF.
+
+%% @doc The router's figures since it was made, in the order of
+%% metric_series/0.
+-spec metric_values(router()) -> {ok, [non_neg_integer()]} | error().
+metric_values(_Router) -> ?NIF.
+
+%% @doc How many picks a message gets in all, counting those after a picked
+%% session was found gone.
+-spec max_picks_per_message() -> pos_integer().
+max_picks_per_message() -> ?NIF.
+
+%% @doc Activity of a session is reported at most once per this interval.
+-spec activity_interval_ms() -> pos_integer().
+activity_interval_ms() -> ?NIF.
 
 -spec version() -> binary().
 version() -> ?NIF.
-
-%% @doc How many routers this node holds that the garbage collector has not
-%% freed yet (a leak check).
--spec live_routers() -> non_neg_integer().
-live_routers() -> ?NIF.
-
-%% @doc A NIF that does nothing, with pick/6's arity: the baseline of the
-%% binding's overhead benchmark.
--spec noop(term(), term(), term(), term(), term(), term()) -> ok.
-noop(_, _, _, _, _, _) -> ?NIF.

@@ -87,20 +87,36 @@ session_gone_test() ->
     %% By the account's bare JID and the token alone.
     ?assertEqual(ok, cmr:session_gone(R, <<"cluster@example.org">>, 2)),
     ?assertEqual(not_routed, cmr:pick(R, <<"cluster@example.org">>, <<"chat">>, <<>>, <<>>, false)),
-    {ok, #{gone_sessions := 3}} = cmr:metrics(R),
+    #{<<"gone_sessions">> := 3} = metrics(R),
     ?assertMatch({error, {invalid_jid, _}}, cmr:session_gone(R, <<"@@/r">>, 1)),
     ?assertMatch({error, {badarg, _}}, cmr:session_gone(R, <<"cluster@example.org/node-3">>, -1)),
     ?assertMatch({error, {badarg, _}}, cmr:session_gone(R, "cluster@example.org/node-3", 3)),
     ?assertMatch({error, {badarg, _}}, cmr:session_gone(not_a_router, <<"cluster@example.org/node-3">>, 3)).
 
+%% The router's figures by series key.
+metrics(R) ->
+    {ok, Values} = cmr:metric_values(R),
+    maps:from_list(lists:zip([Key || #{key := Key} <- cmr:metric_series()], Values)).
+
+metric_series_test() ->
+    Series = cmr:metric_series(),
+    Keys = [Key || #{key := Key} <- Series],
+    ?assertEqual(length(Keys), length(lists:usort(Keys))),
+    ?assert(lists:all(fun(#{metric := <<"cmr_", _/binary>>, family := F, unit := U, help := H, kind := K}) ->
+                              F /= <<>> andalso U /= <<>> andalso H /= <<>> andalso (K == counter orelse K == gauge)
+                      end, Series)),
+    ?assertMatch([#{key := <<"routed_all">>, metric := <<"cmr_messages_routed_total">>, family := <<"routed">>,
+                    unit := <<"messages">>, label := <<"algorithm">>, label_value := <<"all">>, kind := counter}
+                  | _], Series),
+    [Sessions] = [S || #{key := <<"sessions">>} = S <- Series],
+    ?assertMatch(#{metric := <<"cmr_sessions">>, label := <<>>, label_value := <<>>, kind := gauge}, Sessions),
+    ?assertMatch({error, {badarg, _}}, cmr:metric_values(not_a_router)).
+
 metrics_test() ->
     {ok, Empty} = cmr:new(<<>>),
-    {ok, Zero} = cmr:metrics(Empty),
-    Algorithms = [<<"all">>, <<"mostactive">>, <<"roundrobin">>, <<"weighted">>, <<"random">>, <<"sticky">>,
-                  <<"leastloaded">>],
-    NoneYet = maps:from_list([{A, 0} || A <- Algorithms]),
-    ?assertEqual(#{routed => NoneYet, left_to_server => NoneYet, left_to_server_unclaimed => 0, gone_sessions => 0,
-                   iq_results => 0, iq_errors => 0, sessions => 0, accounts => 0}, Zero),
+    Zero = metrics(Empty),
+    ?assertEqual([0], lists:usort(maps:values(Zero))),
+    ?assertEqual(length(cmr:metric_series()), map_size(Zero)),
     %% 4 sessions of one account (roundrobin), 2 of them eligible.
     R = router(),
     [[_] = cmr:pick(R, <<"cluster@example.org">>, <<"chat">>, <<>>, <<>>, false) || _ <- lists:seq(1, 10)],
@@ -117,13 +133,15 @@ metrics_test() ->
     {error, {invalid_xml, _}} = cmr:handle_iq(R, <<"<iq type='get'><query">>),
     not_mine = cmr:handle_iq(R, <<"<iq type='result' from='a@b/c' id='r'/>">>),
     ok = cmr:session_gone(R, <<"cluster@example.org/node-1">>, 1),
-    {ok, M} = cmr:metrics(R),
-    ?assertEqual(NoneYet#{<<"roundrobin">> => 10, <<"mostactive">> => 1}, maps:get(routed, M)),
-    ?assertEqual(NoneYet#{<<"roundrobin">> => 1}, maps:get(left_to_server, M)),
-    ?assertEqual(#{left_to_server_unclaimed => 2, gone_sessions => 1, iq_results => 1, iq_errors => 2,
-                   sessions => 4, accounts => 2},
-                 maps:without([routed, left_to_server], M)),
-    ?assertMatch({error, {badarg, _}}, cmr:metrics(not_a_router)).
+    ?assertEqual(Zero#{<<"routed_roundrobin">> => 10, <<"routed_mostactive">> => 1,
+                       <<"left_to_server_roundrobin">> => 1, <<"left_to_server_none">> => 2,
+                       <<"gone_sessions">> => 1, <<"iq_results">> => 1, <<"iq_errors">> => 2,
+                       <<"sessions">> => 4, <<"accounts">> => 2},
+                 metrics(R)).
+
+constants_test() ->
+    ?assertEqual(8, cmr:max_picks_per_message()),
+    ?assertEqual(1000, cmr:activity_interval_ms()).
 
 algorithm_test() ->
     R = router(),
@@ -170,22 +188,28 @@ new_account_test() ->
     ?assertEqual(ok, cmr:register(R, <<"m@x/b">>, 2, 0, <<>>, false)),
     ?assertEqual(ok, cmr:register(R, <<"m@x/a">>, 1, 0, <<>>, true)).
 
+%% The test hooks are in the test build only (cmr_test).
+shipped_module_has_no_test_hooks_test() ->
+    {module, cmr} = code:ensure_loaded(cmr),
+    ?assertNot(erlang:function_exported(cmr, live_routers, 0)),
+    ?assertNot(erlang:function_exported(cmr, noop, 6)).
+
 gc_frees_the_router_test() ->
     %% Collect every process first, so that no earlier test's routers are
     %% freed while this one counts.
     CollectAll = fun () -> [erlang:garbage_collect(P) || P <- processes()] end,
     CollectAll(),
-    Before = cmr:live_routers(),
+    Before = cmr_test:live_routers(),
     %% The routers live in a process that ends; once it is gone and
     %% collected, each router's destructor has freed it.
     {Pid, Ref} = spawn_monitor(fun () ->
-        Routers = [begin {ok, R} = cmr:new(<<>>), R end || _ <- lists:seq(1, 1000)],
-        exit({made, cmr:live_routers(), length(Routers)})
+        Routers = [begin {ok, R} = cmr_test:new(<<>>), R end || _ <- lists:seq(1, 1000)],
+        exit({made, cmr_test:live_routers(), length(Routers)})
     end),
     %% An earlier test's router may still be freed meanwhile: the counts
     %% can only drop by it.
     receive {'DOWN', Ref, process, Pid, {made, During, 1000}} -> ?assert(During >= 1000) end,
     CollectAll(),
-    After = cmr:live_routers(),
+    After = cmr_test:live_routers(),
     ?assert(After =< Before),
     ?assert(During - After >= 1000).

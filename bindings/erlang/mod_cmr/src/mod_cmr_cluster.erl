@@ -18,10 +18,15 @@
 %%%    the sessions of nodes that left, has this node's sessions register
 %%%    again with their (maybe new) homes, and routes again what the
 %%%    journal holds for a lost node.
+%%%
+%%% Calls go one way: mod_cmr (the hooks) calls this module, which calls
+%%% mod_cmr_home (the library, on the account's home node); neither of them
+%%% calls back. This process owns the home's session table (made by
+%%% mod_cmr_home, which alone writes it) and the journal (written here only).
 -module(mod_cmr_cluster).
 -behaviour(gen_server).
 
--export([start/1, stop/1, home/3, outsiders/1, forward/3, send_event/3, sessions/1, journal/3, token/2]).
+-export([start/1, stop/1, home/2, send_event/3, route/2, call_home/4, token/2, register_existing_sessions/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -include("logger.hrl").
@@ -43,6 +48,9 @@
 %% How long nodes must stay outsiders before that is logged: a node that
 %% joins the cluster starts mod_cmr a few seconds after Mnesia.
 -define(OUTSIDERS_LOG_DELAY_MS, 15000).
+%% How long a node waits for an account's home to answer an IQ or a stats
+%% query.
+-define(HOME_TIMEOUT_MS, 5000).
 
 %% Each node's number in the cluster, unique among the nodes of Mnesia's
 %% schema: it sets apart the session tokens of different nodes (ejabberd's
@@ -84,21 +92,20 @@ stop(Host) ->
     persistent_term:erase({?MODULE, outsiders, Host}),
     persistent_term:erase({?MODULE, names, Host}).
 
-%% The names of this process and of its tables, made once per host (a name
-%% is an atom made from the host, and some are needed per message).
+%% The names of this process and of its journal, made once per host (a
+%% name is an atom made from the host, and both are needed per message).
 names(Host) ->
-    {gen_mod:get_module_proc(Host, ?MODULE), gen_mod:get_module_proc(Host, cmr_sessions),
-     gen_mod:get_module_proc(Host, cmr_journal)}.
+    {gen_mod:get_module_proc(Host, ?MODULE), gen_mod:get_module_proc(Host, cmr_journal)}.
 
 proc(Host) -> element(1, persistent_term:get({?MODULE, names, Host})).
 
-%% The account's home: with one node running mod_cmr (or while this
-%% process starts), this node.
--spec home(binary(), binary(), binary()) -> node().
-home(Host, U, S) ->
+%% The home of the account U on Host: with one node running mod_cmr (or
+%% while this process starts), this node.
+-spec home(binary(), binary()) -> node().
+home(Host, U) ->
     case persistent_term:get({?MODULE, Host}, []) of
         [] -> node();
-        Nodes -> home_among(Nodes, U, S)
+        Nodes -> home_among(Nodes, U, Host)
     end.
 
 %% Rendezvous hashing: each account goes to the node that scores it
@@ -111,26 +118,94 @@ home_among(Nodes, U, S) ->
 
 %% The nodes of the cluster that run no mod_cmr for the host (in a rolling
 %% upgrade): accounts with a session there are left to ejabberd.
--spec outsiders(binary()) -> [node()].
 outsiders(Host) ->
     persistent_term:get({?MODULE, outsiders, Host}, []).
 
-%% Hands a message to the account's home (through this node's process,
-%% which keeps it until the home acknowledges it).
-forward(Host, Home, Msg) ->
-    proc(Host) ! {forward, Home, Msg},
-    ok.
+%% A message to a bare JID (or an offline full JID) of the host: routed by
+%% the library of the account's home, here or on the node it is forwarded
+%% to (this node's process keeps it until the home acknowledges it).
+%% Returns {stop, drop} when it is CMR's, or the message for ejabberd.
+route(Host, #message{to = #jid{luser = U}} = Msg) ->
+    case home(Host, U) of
+        Home when Home == node() ->
+            route_here(Host, Msg);
+        Home ->
+            proc(Host) ! {forward, Home, Msg},
+            {stop, drop}
+    end.
 
-%% A session event for the home's library (see mod_cmr:apply_event/2).
-send_event(Host, Home, Event) ->
-    {proc(Host), Home} ! {cmr_event, Event},
-    ok.
+%% On the account's home. An account with a session on a cluster node that
+%% runs no mod_cmr (a rolling upgrade) is left to ejabberd: no library sees
+%% that session.
+route_here(Host, #message{to = #jid{luser = U}} = Msg) ->
+    Outsiders = outsiders(Host),
+    case Outsiders /= [] andalso
+        lists:any(fun({_, Pid}) -> lists:member(node(Pid), Outsiders) end, ejabberd_sm:get_session_sids(U, Host)) of
+        true -> Msg;
+        false ->
+            case mod_cmr_home:route(Host, Msg) of
+                {delivered, Pids} ->
+                    %% What was delivered to another node is kept a moment,
+                    %% in case that node dies.
+                    case lists:usort([node(Pid) || Pid <- Pids]) -- [node()] of
+                        [] -> ok;
+                        Nodes -> journal(Host, Nodes, Msg)
+                    end,
+                    {stop, drop};
+                not_routed ->
+                    Msg
+            end
+    end.
 
-%% Token to session process, for the accounts homed here:
-%% {{User, Server, Token}, Pid}.
-sessions(Host) -> element(2, persistent_term:get({?MODULE, names, Host})).
+%% On the account's home, a message another node forwarded: routed here,
+%% or by ejabberd when the library leaves it to the server.
+route_forwarded(Host, Msg) ->
+    case route_here(Host, Msg) of
+        {stop, drop} -> ok;
+        Unrouted -> route_natively(Unrouted)
+    end.
 
-journal_table(Host) -> element(3, persistent_term:get({?MODULE, names, Host})).
+%% ejabberd's own routing, from the session manager on (mod_cmr passes it).
+route_natively(Msg) ->
+    ejabberd_sm:route(xmpp:put_meta(Msg, cmr_native, true)).
+
+%% A session event (see mod_cmr) for the library of the home of the
+%% account U: applied here, or sent to the home node's process.
+send_event(Host, U, Event) ->
+    case home(Host, U) of
+        Home when Home == node() -> mod_cmr_home:apply_event(Host, Event);
+        Home -> {proc(Host), Home} ! {cmr_event, Event}, ok
+    end.
+
+%% Runs mod_cmr_home:Function(Args) on the home of the account U:
+%% {Home, Result}, Result {error, Reason} when that node did not answer.
+call_home(Host, U, Function, Args) ->
+    Home = home(Host, U),
+    {Home, case Home == node() of
+               true -> apply(mod_cmr_home, Function, Args);
+               false ->
+                   try erpc:call(Home, mod_cmr_home, Function, Args, ?HOME_TIMEOUT_MS)
+                   catch Class:Reason ->
+                           {error, lists:flatten(io_lib:format("the account's home node ~ts did not answer: ~p:~p",
+                                                               [Home, Class, Reason]))}
+                   end
+           end}.
+
+%% This node's sessions, when the module starts and whenever the nodes
+%% running it change: each registers itself (with its account's home) from
+%% its own state (its last presence, and whether it waits for resumption),
+%% in its own process (mod_cmr's c2s_handle_cast hook), so that nothing
+%% here waits on any of them.
+register_existing_sessions(Host) ->
+    lists:foreach(
+      fun({U, S, R}) ->
+              case ejabberd_sm:get_session_pid(U, S, R) of
+                  Pid when is_pid(Pid), node(Pid) == node() -> xmpp_stream_in:cast(Pid, cmr_register);
+                  _ -> ok
+              end
+      end, ejabberd_sm:get_vh_session_list(Host)).
+
+journal_table(Host) -> element(2, persistent_term:get({?MODULE, names, Host})).
 
 %% Records that Msg was handed to Nodes (other nodes than this one), for a
 %% replay if one of them is lost.
@@ -185,7 +260,7 @@ claim_node_index() ->
 init([Host, _Opts]) ->
     claim_node_index(),
     persistent_term:put({?MODULE, names, Host}, names(Host)),
-    ets:new(sessions(Host), [named_table, public, ordered_set, {read_concurrency, true}, {write_concurrency, true}]),
+    mod_cmr_home:create_sessions_table(Host),
     ets:new(journal_table(Host), [named_table, public, ordered_set, {write_concurrency, true}]),
     case pg:start(?SCOPE) of
         {ok, _} -> ok;
@@ -225,14 +300,14 @@ handle_info({cmr_ack, Home, Seq}, #state{pending = Pending} = State) ->
     end;
 %% Home side.
 handle_info({cmr_route, From, Seq, Msg}, #state{host = Host, unacked = Unacked} = State) ->
-    mod_cmr:route_forwarded(Host, Msg),
+    route_forwarded(Host, Msg),
     {noreply, acknowledge(State#state{unacked = Unacked#{From => Seq}}, Seq rem ?ACK_EVERY == 0)};
 handle_info({cmr_event, Event}, State) ->
     {noreply, apply_event(Event, State)};
 handle_info({'DOWN', Ref, process, Pid, _Reason}, #state{host = Host, remote = Remote, homes = Homes} = State) ->
     case Remote of
         #{Pid := {Ref, U, S, Token}} ->
-            mod_cmr:forget(Host, U, S, Token),
+            mod_cmr_home:forget(Host, U, S, Token),
             {noreply, State#state{remote = maps:remove(Pid, Remote)}};
         _ ->
             case [Node || {Node, R} <- maps:to_list(Homes), R == Ref] of
@@ -307,7 +382,7 @@ route_natively(_Home, [], _Why) ->
 route_natively(Home, Forwards, Why) ->
     logger:warning("mod_cmr: home node ~ts ~ts with ~B forwarded messages unacknowledged; ejabberd routes them",
                    [Home, Why, length(Forwards)]),
-    [mod_cmr:route_natively(Msg) || {_, _, Msg} <- Forwards, replayable(Msg)],
+    [route_natively(Msg) || {_, _, Msg} <- Forwards, replayable(Msg)],
     ok.
 
 %% What is routed again after a node was lost may be what killed it:
@@ -325,7 +400,7 @@ deeper_than(Depth, Els) ->
 %%% Sessions of other nodes, homed here
 
 apply_event(Event, #state{host = Host, remote = Remote} = State) ->
-    mod_cmr:apply_event(Host, Event),
+    mod_cmr_home:apply_event(Host, Event),
     case Event of
         {register, U, S, _R, Token, Pid, _, _, _} when node(Pid) /= node() ->
             case Remote of
@@ -360,7 +435,7 @@ membership_changed(#state{host = Host, members = Old} = State) ->
             Lost = [Node || Node <- Left, not lists:member(Node, nodes())],
             {Adopted, State1} = adopt(Host, Old, New, State),
             Replayed = replay(Host, Lost),
-            mod_cmr:register_existing_sessions(Host),
+            register_existing_sessions(Host),
             logger:notice("mod_cmr: nodes routing ~ts are now ~ts; ~B sessions dropped here (left, or homed "
                           "elsewhere now), ~B taken from ejabberd's session table (homed here now), ~B messages "
                           "to lost nodes routed again; this node's sessions register again with their accounts' homes",
@@ -416,7 +491,7 @@ log_outsiders_now(#state{host = Host, outsiders = Outsiders} = State) ->
 
 %% Keeps watching the remote sessions still registered here.
 still_homed(_Pid, {Ref, U, S, Token}) ->
-    case ets:member(sessions(S), {U, S, Token}) of
+    case mod_cmr_home:has_session(S, U, S, Token) of
         true -> true;
         false -> erlang:demonitor(Ref, [flush]), false
     end.
@@ -424,14 +499,9 @@ still_homed(_Pid, {Ref, U, S, Token}) ->
 %% Drops the sessions of nodes that left, and those of accounts that are
 %% now homed elsewhere; returns how many.
 drop_sessions(Host, Members, Left) ->
-    Gone = ets:foldl(
-             fun({{U, S, Token}, Pid}, Acc) ->
-                     case lists:member(node(Pid), Left) orelse home_among(Members, U, S) /= node() of
-                         true -> [{U, S, Token} | Acc];
-                         false -> Acc
-                     end
-             end, [], sessions(Host)),
-    [mod_cmr:forget(Host, U, S, Token) || {U, S, Token} <- Gone],
+    Gone = [{U, S, Token} || {U, S, Token, Pid} <- mod_cmr_home:sessions(Host),
+                             lists:member(node(Pid), Left) orelse home_among(Members, U, S) /= node()],
+    [mod_cmr_home:forget(Host, U, S, Token) || {U, S, Token} <- Gone],
     length(Gone).
 
 %% Routes again what was delivered to the lost nodes within the replay
