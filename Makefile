@@ -221,11 +221,12 @@ $(EJABBERD_BUILT): FORCE
 	@version=$$($(EJABBERD_PATHS) version) && mkdir -p $(dir $@) && \
 	if [ "$$(cat $@ 2>/dev/null)" != "$$version" ]; then echo "$$version" > $@; fi
 
+# A module that fails leaves none built, or make would take the others as done.
 $(ERL_MOD_BUILD)/ebin/mod_cmr.beam: $(ERL_MOD_SOURCES) $(EJABBERD_BUILT)
 	@echo "mod_cmr for ejabberd $$(cat $(EJABBERD_BUILT)) ($(EJABBERD))"
 	rm -rf $(ERL_MOD_BUILD)/ebin && mkdir -p $(ERL_MOD_BUILD)/ebin
 	erlc -Werror -I $(EJABBERD)/include -I $$($(EJABBERD_PATHS) xmpp-include) -pa $(EJABBERD)/ebin \
-	    -o $(ERL_MOD_BUILD)/ebin $(ERL_MOD_SOURCES)
+	    -o $(ERL_MOD_BUILD)/ebin $(ERL_MOD_SOURCES) || { rm -rf $(ERL_MOD_BUILD)/ebin; exit 1; }
 
 # The ejabberd-contrib package: spec, conf, README, the Erlang sources that
 # ejabberd compiles at module_install, and the NIF with libcmr in priv/.

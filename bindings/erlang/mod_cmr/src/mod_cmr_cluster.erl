@@ -143,14 +143,10 @@ route_here(Host, #message{to = #jid{luser = U}} = Msg) ->
         lists:any(fun({_, Pid}) -> lists:member(node(Pid), Outsiders) end, ejabberd_sm:get_session_sids(U, Host)) of
         true -> Msg;
         false ->
-            case mod_cmr_home:route(Host, Msg) of
-                {delivered, Pids} ->
-                    %% What was delivered to another node is kept a moment,
-                    %% in case that node dies.
-                    case lists:usort([node(Pid) || Pid <- Pids]) -- [node()] of
-                        [] -> ok;
-                        Nodes -> journal(Host, Nodes, Msg)
-                    end,
+            %% What is handed to another node is kept a moment, in case
+            %% that node dies with it.
+            case mod_cmr_home:route(Host, Msg, fun(Nodes) -> journal(Host, Nodes, Msg) end) of
+                delivered ->
                     {stop, drop};
                 not_routed ->
                     Msg

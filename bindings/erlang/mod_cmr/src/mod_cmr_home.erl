@@ -10,7 +10,7 @@
 -module(mod_cmr_home).
 
 -export([start/2, stop/1, running/1, activity_interval_ms/0, create_sessions_table/1, apply_event/2, forget/4,
-         has_session/4, sessions/1, route/2, answer_iq/3, local_stats/2, disco_features/1, metric_rows/1,
+         has_session/4, sessions/1, route/3, answer_iq/3, local_stats/2, disco_features/1, metric_rows/1,
          metric_rows_example/0, metrics_doc/0]).
 
 -include("xmpp.hrl").
@@ -144,26 +144,28 @@ refused(_S, {_, Reason}, Format, Args) ->
 %%% Routing
 
 %% A message to a bare JID (or an offline full JID) of an account homed
-%% here: {delivered, Pids} with the session processes that took it, or
+%% here: delivered when sessions took it, or
 %% not_routed when ejabberd routes it (the library left it to the server:
-%% nothing eligible, or a type CMR does not route).
--spec route(binary(), #message{}) -> {delivered, [pid()]} | not_routed.
-route(Host, Msg) ->
+%% nothing eligible, or a type CMR does not route). BeforeRemote(Nodes) runs
+%% before it is handed to sessions on other nodes, so that the transport
+%% has journalled it before any of them can be lost with it.
+-spec route(binary(), #message{}, fun(([node()]) -> ok)) -> delivered | not_routed.
+route(Host, Msg, BeforeRemote) ->
     case router(Host) of
         undefined -> not_routed;
-        Router -> route(Router, Msg, persistent_term:get({?MODULE, max_picks}))
+        Router -> route(Router, Msg, BeforeRemote, persistent_term:get({?MODULE, max_picks}))
     end.
 
-route(_Router, _Msg, 0) ->
+route(_Router, _Msg, _BeforeRemote, 0) ->
     not_routed;
-route(Router, #message{type = Type, from = From, to = #jid{luser = U, lserver = S}} = Msg, Picks) ->
+route(Router, #message{type = Type, from = From, to = #jid{luser = U, lserver = S}} = Msg, BeforeRemote, Picks) ->
     Hint = hint(Msg),
     Bare = <<U/binary, "@", S/binary>>,
     case cmr:pick(Router, Bare, atom_to_binary(Type), sender(From), Hint, is_local(From, Hint)) of
         Tokens when is_list(Tokens) ->
             Sessions = sessions_table(S),
             Picked = [{Token, Pid} || Token <- Tokens, {_, Pid} <- ets:lookup(Sessions, {U, S, Token})],
-            Delivered = deliver(Msg, [Pid || {_, Pid} <- Picked]),
+            Delivered = deliver(Msg, [Pid || {_, Pid} <- Picked], BeforeRemote),
             %% A picked session that is gone (unknown here, or its process
             %% or node down) leaves the library before the message is
             %% picked again.
@@ -172,10 +174,10 @@ route(Router, #message{type = Type, from = From, to = #jid{luser = U, lserver = 
                                                    Picked)],
             case Delivered of
                 [] ->
-                    route(Router, Msg, Picks - 1);
+                    route(Router, Msg, BeforeRemote, Picks - 1);
                 _ ->
                     send_carbons(Msg, U, S, Delivered),
-                    {delivered, Delivered}
+                    delivered
             end;
         not_routed ->
             not_routed;
@@ -205,11 +207,15 @@ hint(#message{sub_els = Els}) ->
 
 %% Delivers to each picked session's process and returns the pids that
 %% took it: local ones alive, remote ones on a connected node.
-deliver(Msg, Pids) ->
+deliver(Msg, Pids, BeforeRemote) ->
     case [Pid || Pid <- Pids, reachable(Pid)] of
         [] ->
             [];
         [First | Rest] = Live ->
+            case lists:usort([node(Pid) || Pid <- Live]) -- [node()] of
+                [] -> ok;
+                Nodes -> BeforeRemote(Nodes)
+            end,
             %% As ejabberd itself does, the first delivery is the original
             %% (mod_mam archives it) and the others are marked sm_copy.
             ejabberd_c2s:route(First, {route, xmpp:put_meta(Msg, cmr_routed, true)}),
