@@ -827,6 +827,32 @@ mod tests {
         }
     }
 
+    fn new_router() -> *mut cmr_router {
+        let mut router = std::ptr::null_mut();
+        let status = unsafe { cmr_router_new(std::ptr::null(), 0, &mut router) };
+        assert_eq!(status, cmr_status::Ok);
+        router
+    }
+
+    /// Registers `a@x/r` (token 1, available, priority 0).
+    unsafe fn register(router: *const cmr_router) -> cmr_status {
+        let jid = "a@x/r";
+        let (show, new_account) = (std::ptr::null(), std::ptr::null_mut());
+        unsafe {
+            cmr_router_register(
+                router,
+                jid.as_ptr().cast(),
+                jid.len(),
+                1,
+                0,
+                show,
+                0,
+                true,
+                new_account,
+            )
+        }
+    }
+
     fn last_error() -> String {
         let mut buf = [0u8; 512];
         let mut len = 0;
@@ -837,26 +863,8 @@ mod tests {
 
     #[test]
     fn a_router_whose_call_panicked_refuses_every_later_call() {
-        let mut router = std::ptr::null_mut();
+        let (router, other) = (new_router(), new_router());
         unsafe {
-            assert_eq!(
-                cmr_router_new(std::ptr::null(), 0, &mut router),
-                cmr_status::Ok
-            );
-            let jid = "a@x/r";
-            let register = |router| {
-                cmr_router_register(
-                    router,
-                    jid.as_ptr().cast(),
-                    jid.len(),
-                    1,
-                    0,
-                    std::ptr::null(),
-                    0,
-                    true,
-                    std::ptr::null_mut(),
-                )
-            };
             assert_eq!(register(router), cmr_status::Ok);
             assert_eq!(buggy(router), cmr_status::Panic);
             assert!(last_error().contains("a bug"), "{}", last_error());
@@ -865,11 +873,6 @@ mod tests {
                 last_error().contains("refuses every call"),
                 "{}",
                 last_error()
-            );
-            let mut other = std::ptr::null_mut();
-            assert_eq!(
-                cmr_router_new(std::ptr::null(), 0, &mut other),
-                cmr_status::Ok
             );
             assert_eq!(register(other), cmr_status::Ok, "other routers go on");
             cmr_router_free(router);
@@ -897,25 +900,9 @@ mod tests {
 
     #[test]
     fn metric_values_follow_the_series_table() {
-        let mut router = std::ptr::null_mut();
+        let router = new_router();
         unsafe {
-            assert_eq!(
-                cmr_router_new(std::ptr::null(), 0, &mut router),
-                cmr_status::Ok
-            );
-            let jid = "a@x/r";
-            let status = cmr_router_register(
-                router,
-                jid.as_ptr().cast(),
-                jid.len(),
-                1,
-                0,
-                std::ptr::null(),
-                0,
-                true,
-                std::ptr::null_mut(),
-            );
-            assert_eq!(status, cmr_status::Ok);
+            assert_eq!(register(router), cmr_status::Ok);
             let count = (0..)
                 .take_while(|i| !cmr_metric_series_at(*i).is_null())
                 .count();
