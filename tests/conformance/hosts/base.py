@@ -55,6 +55,15 @@ class ServerHost:
         # Patterns of log entries a test causes on purpose (see problems()).
         self.expected_problems = []
 
+    def start(self):
+        """Starts the server (the host's `_launch`); one that fails to come
+        up is stopped, so that no test leaves a server behind."""
+        try:
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
+
     def stop(self):
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -176,7 +176,7 @@ class EjabberdHost(ServerHost):
     def _domains(self):
         return [DOMAIN, FIXED_DOMAIN] + ([self.native_domain] if self.native_domain else [])
 
-    def start(self):
+    def _launch(self):
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         ready = self.dir / "ready"

@@ -279,7 +279,7 @@ class OpenfireHost(ServerHost):
                 "-cp", f"{SERVER / 'classes'}:{SERVER / 'lib'}/*",
                 "Launcher", str(conf / "openfire.properties"), str(FILES / "schema.sql"), str(conf / "accounts.sql")]
 
-    def start(self):
+    def _launch(self):
         self._write_home()
         if self.with_cmr:
             self._copy_plugin()

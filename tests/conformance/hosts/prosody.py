@@ -109,7 +109,7 @@ class ProsodyHost(ServerHost):
             for i in range(ACCOUNTS):
                 (accounts / f"user{i}.dat").write_text(f'return {{ ["password"] = "{PASSWORD}"; }};\n')
 
-    def start(self):
+    def _launch(self):
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         if not (self.dir / "data").exists():
