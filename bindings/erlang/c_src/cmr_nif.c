@@ -82,6 +82,12 @@ static ERL_NIF_TERM lib_error(ErlNifEnv *env, cmr_status status) {
   return error2(env, status_atom(env, status), cstring(env, cmr_status_message((uint32_t)status)));
 }
 
+static ERL_NIF_TERM uint64_list(ErlNifEnv *env, const uint64_t *values, size_t n) {
+  ERL_NIF_TERM list = enif_make_list(env, 0);
+  for (size_t i = n; i-- > 0;) list = enif_make_list_cell(env, enif_make_uint64(env, values[i]), list);
+  return list;
+}
+
 static ERL_NIF_TERM ok_or_error(ErlNifEnv *env, cmr_status status) {
   return status == CMR_STATUS_OK ? atom(env, "ok") : lib_error(env, status);
 }
@@ -209,12 +215,12 @@ static ERL_NIF_TERM nif_pick(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
   cmr_status status = cmr_router_pick(res->router, &m, tokens, 16, &n);
   if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
     tokens = enif_alloc(n * sizeof *tokens);
+    if (tokens == NULL) return enif_raise_exception(env, atom(env, "enomem"));
     status = cmr_router_pick(res->router, &m, tokens, n, &n);
   }
   ERL_NIF_TERM result;
   if (status == CMR_STATUS_OK) {
-    result = enif_make_list(env, 0);
-    for (size_t i = n; i-- > 0;) result = enif_make_list_cell(env, enif_make_uint64(env, tokens[i]), result);
+    result = uint64_list(env, tokens, n);
   } else if (status == CMR_STATUS_NOT_ROUTED) {
     result = status_atom(env, status);
   } else {
@@ -349,13 +355,12 @@ static ERL_NIF_TERM nif_metric_values(ErlNifEnv *env, int argc, const ERL_NIF_TE
   cmr_status status = cmr_router_metric_values(res->router, values, 32, &n);
   if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
     values = enif_alloc(n * sizeof *values);
+    if (values == NULL) return enif_raise_exception(env, atom(env, "enomem"));
     status = cmr_router_metric_values(res->router, values, n, &n);
   }
   ERL_NIF_TERM result;
   if (status == CMR_STATUS_OK) {
-    ERL_NIF_TERM list = enif_make_list(env, 0);
-    for (size_t i = n; i-- > 0;) list = enif_make_list_cell(env, enif_make_uint64(env, values[i]), list);
-    result = enif_make_tuple2(env, atom(env, "ok"), list);
+    result = enif_make_tuple2(env, atom(env, "ok"), uint64_list(env, values, n));
   } else {
     result = lib_error(env, status);
   }

@@ -40,21 +40,31 @@ local cmr = load_binding();
 
 -- Options, read with Prosody's typed getters and passed to the library:
 -- it validates them (which algorithms and hint policies exist is its to
--- know) and names the option and the value it rejects. The boolean is
--- checked here: Prosody's getter makes a value it does not understand nil.
-local user_change = module:get_option_boolean("cmr_user_change");
-local user_change_given = module:get_option("cmr_user_change");
-if user_change == nil and user_change_given ~= nil then
-	error(("mod_cmr: option cmr_user_change = %q: expected true or false"):format(tostring(user_change_given)));
+-- know) and names the option and the value it rejects. What a getter
+-- would quietly change (a list cut to its first item, a boolean it cannot
+-- read, which it makes nil) stops the load here, naming the option.
+local serialize = require "util.serialization".serialize;
+local function typed_option(name, get, accepted_types, expected)
+	local given = module:get_option(name);
+	local value = get(module, name);
+	if given ~= nil and (not accepted_types[type(given)] or value == nil) then
+		error(("mod_cmr: option %s = %s: expected %s"):format(name, serialize(given, "oneline"), expected));
+	end
+	return value;
 end
-local offered = module:get_option_array("cmr_offered");
+local text = { string = true };
+local offered = typed_option("cmr_offered", module.get_option_array, { table = true, string = true },
+	"a list of algorithms");
+local user_change = typed_option("cmr_user_change", module.get_option_boolean, { boolean = true, string = true },
+	"true or false");
 local options = {};
 for key, value in pairs {
-	offered = offered and table.concat(offered, ",");
-	default = module:get_option_string("cmr_default");
+	-- tostring: the library names an item that is no algorithm.
+	offered = offered and table.concat(offered:map(tostring), ",");
+	default = typed_option("cmr_default", module.get_option_string, text, "one algorithm");
 	user_change = user_change ~= nil and tostring(user_change) or nil;
-	hints = module:get_option_string("cmr_hints");
-	prefix = module:get_option_string("cmr_prefix");
+	hints = typed_option("cmr_hints", module.get_option_string, text, "one value");
+	prefix = typed_option("cmr_prefix", module.get_option_string, text, "one URI prefix");
 } do
 	if value:find("%s") then
 		error(("mod_cmr: option cmr_%s = %q: values contain no spaces"):format(key, value));

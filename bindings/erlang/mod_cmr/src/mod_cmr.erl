@@ -104,7 +104,7 @@ depends(_Host, _Opts) -> [].
 mod_opt_type(offered) -> econf:list(econf:binary());
 mod_opt_type(default) -> econf:binary();
 mod_opt_type(user_change) -> econf:bool();
-mod_opt_type(hints) -> econf:enum([any, local, never]);
+mod_opt_type(hints) -> econf:binary();
 mod_opt_type(prefix) -> econf:binary().
 
 %% An option the operator does not set is not passed to the library, whose
@@ -118,7 +118,7 @@ mod_doc() ->
                "left out takes the cmr library's default."],
       opts => [{offered, #{value => "[Algorithm]",
                            desc => "Algorithms users may choose, by short name or URI; "
-                                   "must include all or mostactive. The library's default offers all seven."}},
+                                   "must include all or mostactive. The library's default (also that of an empty list) offers all seven."}},
                {default, #{value => "Algorithm",
                            desc => "The algorithm of an account that has not chosen. The library's default is all."}},
                {user_change, #{value => "true | false",
@@ -128,10 +128,12 @@ mod_doc() ->
                {prefix, #{value => "URI", desc => "URI prefix of the algorithms beyond XEP-0354."}}]}.
 
 %% The library's options text, of the options set; the library validates
-%% them and names the one it rejects.
+%% them (which algorithms and hint policies exist is its to know) and names
+%% the one it rejects. `offered: []`, the default earlier versions
+%% documented, is the same as leaving it out.
 options_text(Opts) ->
     Set = [{Option, Value} || Option <- [offered, default, user_change, hints, prefix],
-                              (Value = gen_mod:get_opt(Option, Opts)) /= undefined],
+                              (Value = gen_mod:get_opt(Option, Opts)) /= undefined, Value /= []],
     iolist_to_binary(lists:join(<<" ">>, [[atom_to_binary(Option), <<"=">>, option_text(Value)]
                                           || {Option, Value} <- Set])).
 

@@ -71,10 +71,14 @@ final class Statistics {
             this.index = index;
         }
 
-        /** The family, and this series' label: "CMR routed (algorithm all)". */
+        /**
+         * The family and unit, and this series' label, which together tell
+         * the series apart: "CMR routed messages (algorithm all)", "CMR
+         * registered sessions".
+         */
         @Override
         public String getName() {
-            return "CMR " + series.family() + label();
+            return "CMR " + series.family().replace('_', ' ') + " " + series.unit() + label();
         }
 
         @Override
