@@ -501,29 +501,24 @@ end
 -- Prosody collects: at each scrape with statistics_interval = "manual",
 -- else every statistics_interval.
 local metric_series = cmr.metric_series();
-local family_of = {};
+-- The labelled metric of each series, made once (in the table's order).
+local series_metrics = {};
 do
 	local families = {};
 	for i, series in ipairs(metric_series) do
 		local name = series.family .. " " .. series.unit;
 		families[name] = families[name] or module:metric(series.kind, series.family, series.unit, series.help,
 			{ series.label ~= "" and series.label or nil });
-		family_of[i] = families[name];
+		-- with_labels takes as many values as its family has labels.
+		local family = families[name];
+		series_metrics[i] = series.label == "" and family:with_labels() or family:with_labels(series.label_value);
 	end
-end
-
--- The metric of the series at `i` (with_labels takes as many values as
--- its family has labels).
-local function series_metric(i)
-	local series = metric_series[i];
-	if series.label == "" then return family_of[i]:with_labels(); end
-	return family_of[i]:with_labels(series.label_value);
 end
 
 module:hook_global("stats-update", function ()
 	local values, err, status = router:metric_values();
 	if not values then return refused(status, err, "warn", "Metrics not read: %s", err); end
-	for i, value in ipairs(values) do series_metric(i):set(value); end
+	for i, value in ipairs(values) do series_metrics[i]:set(value); end
 end);
 
 -- Prosody keeps a module's series after it is unloaded: no session is
@@ -531,7 +526,7 @@ end);
 function module.unload()
 	routers[module.host] = nil;
 	for i, series in ipairs(metric_series) do
-		if series.kind == "gauge" then series_metric(i):set(0); end
+		if series.kind == "gauge" then series_metrics[i]:set(0); end
 	end
 end
 
