@@ -16,7 +16,7 @@ VENV := .venv
 HOST ?= prosody
 
 
-.PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody
+.PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody browser-deps web-client
 .PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
@@ -281,8 +281,22 @@ $(VENV)/.installed: tests/conformance/requirements.txt
 prosody-deps:
 	@scripts/install-deps.sh prosody lua5.4 liblua5.4-dev luajit
 
-# The conformance suite against a live Prosody.
-conformance-prosody: prosody-deps prosody-module $(VENV)/.installed
+# The browser test's browser: Debian's chromium and its driver, of the same
+# version; npm for its web client.
+browser-deps:
+	@scripts/install-deps.sh chromium chromium-driver
+	@command -v npm >/dev/null || scripts/install-deps.sh npm
+
+# The browser test's web client: Converse.js at the version that
+# tests/browser/package-lock.json pins, which the test Prosody serves.
+WEB_CLIENT := tests/browser/node_modules
+web-client: $(WEB_CLIENT)/.package-lock.json
+
+$(WEB_CLIENT)/.package-lock.json: tests/browser/package.json tests/browser/package-lock.json | browser-deps
+	cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund
+
+# The conformance suite against a live Prosody, the browser test among it.
+conformance-prosody: prosody-deps browser-deps prosody-module web-client $(VENV)/.installed
 	@echo "conformance suite on prosody $$($(PACKAGE_VERSION) prosody)"
 	CMR_HOST=prosody $(VENV)/bin/python -m pytest tests/conformance
 
@@ -392,4 +406,4 @@ bench:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(BUILD) $(VENV)
+	rm -rf $(BUILD) $(VENV) $(WEB_CLIENT)
