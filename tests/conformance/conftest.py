@@ -37,10 +37,11 @@ def stop_and_check_log(server):
     assert problems == [], f"{server.name} logged:\n" + "\n".join(problems)
 
 
-def served(tmp_path_factory, **settings):
-    """A server for one test module, with `settings` (attributes such as
-    `hibernation_seconds`) applied before it starts."""
-    server = make_host(tmp_path_factory.mktemp("host"))
+def served(tmp_path_factory, options=None, **settings):
+    """A server for one test module, made with `options` (the host class's
+    own) and with `settings` (attributes such as `hibernation_seconds`)
+    applied before it starts."""
+    server = make_host(tmp_path_factory.mktemp("host"), **(options or {}))
     for name, value in settings.items():
         setattr(server, name, value)
     server.start()

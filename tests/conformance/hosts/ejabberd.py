@@ -108,6 +108,8 @@ class EjabberdHost(ServerHost):
     stop_timeout = 20
     features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "expiry", "load", "offline", "restart",
                 "stats", "reload", "cluster", "kill_session"}
+    lacking = {"web_client": "the suite serves its web client (Converse.js over WebSocket) from Prosody alone: the "
+                             "routing form a browser renders is the library's, the same on every host"}
     # mod_carboncopy leaves the messages it sees delivered unchanged.
     keeps_carbons_private = True
     # A dead session's unacknowledged messages: ejabberd resends them all

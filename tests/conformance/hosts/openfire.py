@@ -148,6 +148,8 @@ class OpenfireHost(ServerHost):
         "mam": "Openfire archives (XEP-0313) only through its Monitoring plugin, which is not on Maven Central",
         "kill_session": "an Openfire session has no process of its own to kill",
         "cluster": "Openfire clusters through its Hazelcast plugin, which is not on Maven Central",
+        "web_client": "the suite serves its web client (Converse.js over WebSocket) from Prosody alone: the routing "
+                      "form a browser renders is the library's, the same on every host",
     }
     # RoutingTableImpl removes <private/> from the messages it delivers.
     keeps_carbons_private = False

@@ -35,7 +35,7 @@ default_archive_policy = true
 archive_expires_after = "never"
 smacks_hibernation_time = {hibernation}
 modules_enabled = {{ {modules} }}
-{metrics}
+{http}
 VirtualHost "{domain}"
   cmr_hints = "any"
 
@@ -45,15 +45,28 @@ VirtualHost "{fixed}"
   cmr_hints = "never"
 """
 
-# mod_http_openmetrics on its own loopback port; statistics collected at
-# each scrape, so what it serves is what the modules hold then.
-METRICS = """
-statistics = "internal"
-statistics_interval = "manual"
+# Prosody's HTTP server on its own loopback port, for the metrics and the
+# web client.
+HTTP = """
 http_ports = {{ {port} }}
 http_interfaces = {{ "127.0.0.1" }}
 https_ports = {{ }}
-openmetrics_allow_ips = {{ "127.0.0.1" }}
+"""
+
+# mod_http_openmetrics; statistics collected at each scrape, so what it
+# serves is what the modules hold then.
+METRICS = """
+statistics = "internal"
+statistics_interval = "manual"
+openmetrics_allow_ips = { "127.0.0.1" }
+"""
+
+# A web client: its files under /files/ (mod_http_files) and XMPP over
+# WebSocket at /xmpp-websocket, on the same origin; requests to 127.0.0.1
+# (no virtual host's name) go to the main virtual host.
+WEB = """
+http_files_dir = "{root}"
+http_default_host = "{domain}"
 """
 
 # A sample line of the OpenMetrics exposition: name, labels, value.
@@ -65,7 +78,7 @@ class ProsodyHost(ServerHost):
     name = "prosody"
     # What this host can do, for tests that need it.
     features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "expiry", "load", "offline", "stats",
-                "restart", "reload"}
+                "restart", "reload", "web_client"}
     lacking = {"cluster": "Prosody does not cluster",
                "kill_session": "Prosody runs every session in one process: a session cannot die without its unbind"}
     # mod_carbons removes <private/> from the messages it sees delivered.
@@ -80,17 +93,26 @@ class ProsodyHost(ServerHost):
     # What the suite needs of a server beside mod_cmr.
     MODULES = ["roster", "saslauth", "disco", "carbons", "mam", "smacks", "offline", "admin_shell", "ping",
                "http_openmetrics"]
+    # What a web client needs beside them: XMPP over WebSocket, its files,
+    # and XEP-0191 blocking (without it, Converse 14 opens no chat).
+    WEB_CLIENT = ["websocket", "http_files", "blocklist"]
 
-    def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS, modules=None, archive=True):
+    def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS, modules=None, archive=True,
+                 carbons=True, web_root: Path = None):
+        """`web_root`: a web client's folder, served with XMPP over WebSocket
+        (see `web_url`)."""
         super().__init__()
         self.dir = Path(workdir)
         self.with_cmr = with_cmr
         self.plugins = plugins
-        listed = [m for m in self.MODULES if archive or m != "mam"] if modules is None else modules
-        self.modules = list(listed) + (["cmr"] if with_cmr else [])
+        listed = [m for m in self.MODULES if (archive or m != "mam") and (carbons or m != "carbons")] \
+            if modules is None else modules
+        self.web_root = web_root
+        self.modules = list(listed) + (self.WEB_CLIENT if web_root else []) + (["cmr"] if with_cmr else [])
         self.config = self.dir / "prosody.cfg.lua"
         self.http_port = free_port()
         self.serves_metrics = "http_openmetrics" in self.modules
+        self.serves_http = self.serves_metrics or web_root is not None
         if shutil.which("prosody") is None:
             raise RuntimeError("prosody is not installed (make test installs it)")
 
@@ -98,7 +120,8 @@ class ProsodyHost(ServerHost):
         self.config.write_text(CONFIG.format(
             dir=self.dir, plugins=self.plugins, hibernation=self.hibernation_seconds, port=self.port, domain=DOMAIN, fixed=FIXED_DOMAIN,
             modules="".join(f'"{m}"; ' for m in self.modules), log_level=os.environ.get("CMR_PROSODY_LOG", "info"),
-            metrics=METRICS.format(port=self.http_port) if self.serves_metrics else ""))
+            http=(HTTP.format(port=self.http_port) if self.serves_http else "")
+            + (METRICS if self.serves_metrics else "") + (WEB.format(root=self.web_root, domain=DOMAIN) if self.web_root else "")))
 
     def _create_accounts(self):
         # Prosody's internal_plain storage: one file per account, the host
@@ -119,7 +142,7 @@ class ProsodyHost(ServerHost):
             ["prosody", "--config", str(self.config), "-F"], stdout=log, stderr=subprocess.STDOUT)
         # Prosody opens its ports as it loads the modules, in no set order:
         # ready when each one listens. Generous: the machine may be busy.
-        ports = [self.port] + ([self.http_port] if self.serves_metrics else [])
+        ports = [self.port] + ([self.http_port] if self.serves_http else [])
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -164,6 +187,11 @@ class ProsodyHost(ServerHost):
     def stats(self, jid):
         """The output of the admin command that shows an account's figures."""
         return self.shell(f"cmr:stats('{jid}')")
+
+    def web_url(self, page):
+        """The address of `page`, a file under `web_root`: same origin as
+        the WebSocket endpoint, ws://127.0.0.1:PORT/xmpp-websocket."""
+        return f"http://127.0.0.1:{self.http_port}/files/{page}"
 
     def metrics(self, domain=DOMAIN):
         """mod_cmr's figures for `domain`, scraped from
