@@ -2,6 +2,7 @@
 //! needs. This is the safe API that the C ABI wraps.
 
 use crate::algorithm::{self, Algorithm, Pick};
+use crate::command::{self, CommandAnswer, SessionShare};
 use crate::error::{Error, Quoted};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -409,12 +410,107 @@ impl Router {
         } else {
             self.iq_results.fetch_add(1, Relaxed);
         }
-        match &answer.change {
+        self.apply(&answer.change)
+    }
+
+    /// Sets the account's algorithm to what an answer carries: whether it
+    /// did (the account may have lost its last session since).
+    fn apply(&self, change: &Option<(BareJid, Algorithm)>) -> bool {
+        match change {
             Some((account, algorithm)) => self
                 .registry
                 .with_account(account.as_str(), |a| a.algorithm = *algorithm)
                 .is_some(),
             None => false,
+        }
+    }
+
+    /// The routing command (XEP-0050) run by the session `requester` (a
+    /// full JID): the form when nothing is `submitted`; else the submitted
+    /// form (`<x xmlns='jabber:x:data' type='submit'>`) under the same
+    /// policy as a XEP-0354 set. A form that is not this command's is an
+    /// error; a choice the policy refuses is a `Refused` note. Changes
+    /// nothing until [`commit_command`](Self::commit_command).
+    pub fn routing_command(
+        &self,
+        requester: &str,
+        submitted: Option<&str>,
+    ) -> Result<CommandAnswer, Error> {
+        let account = full_jid(requester)?.to_bare();
+        let Some(submitted) = submitted else {
+            return self.routing_form(&account).map(CommandAnswer::Form);
+        };
+        let uri = command::submitted_choice(submitted)?;
+        let refused = |note: String| Ok(CommandAnswer::Refused(note));
+        if !self.policy.users_may_change() {
+            return refused(
+                "The operator of this server does not let users change the routing.".into(),
+            );
+        }
+        let Some(algorithm) = self.policy.offered_by_uri(&uri) else {
+            return refused(format!(
+                "{} is not offered here; nothing changed.",
+                Quoted::new(&uri)
+            ));
+        };
+        if self
+            .registry
+            .with_account(account.as_str(), |_| ())
+            .is_none()
+        {
+            return refused(
+                "No session of yours is registered with CMR yet; nothing changed.".into(),
+            );
+        }
+        Ok(CommandAnswer::Completed {
+            note: format!(
+                "Messages to {account} are now routed by: {}.",
+                algorithm.label()
+            ),
+            change: Some((account, algorithm)),
+        })
+    }
+
+    fn routing_form(&self, account: &BareJid) -> Result<String, Error> {
+        let offered: Vec<(Algorithm, &str)> = self
+            .policy
+            .offered()
+            .map(|a| (a, self.policy.uri(a)))
+            .collect();
+        let sessions: Vec<(String, u64)> = self
+            .registry
+            .with_account(account.as_str(), |a| {
+                a.resources
+                    .iter()
+                    .filter(|r| r.flags.available())
+                    .map(|r| (r.name.to_string(), r.routed))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let shares: Vec<SessionShare> = sessions
+            .iter()
+            .map(|(resource, routed)| SessionShare {
+                resource,
+                routed: *routed,
+            })
+            .collect();
+        let active = self.policy.uri(self.active(account));
+        command::form(
+            account,
+            &offered,
+            active,
+            self.policy.users_may_change(),
+            &shares,
+        )
+    }
+
+    /// Applies the change a completed command carries, as
+    /// [`commit`](Self::commit) does for an IQ: whether it set the
+    /// account's algorithm, which the host then persists.
+    pub fn commit_command(&self, answer: &CommandAnswer) -> bool {
+        match answer {
+            CommandAnswer::Completed { change, .. } => self.apply(change),
+            _ => false,
         }
     }
 
@@ -557,6 +653,49 @@ mod tests {
             r.set_algorithm("a@x", "fastest"),
             Err(Error::UnknownAlgorithm { .. })
         ));
+    }
+
+    #[test]
+    fn the_routing_command_sets_what_a_set_would_and_only_once_committed() {
+        let r = router("offered=all,roundrobin");
+        r.register("a@x/r", 1, 0, "", true).unwrap();
+        let CommandAnswer::Form(form) = r.routing_command("a@x/r", None).unwrap() else {
+            panic!("a form first")
+        };
+        assert!(
+            form.contains("<value>urn:xmpp:cmr:all</value><option"),
+            "{form}"
+        );
+        assert!(!form.contains("sticky"), "only the offered: {form}");
+        let submit = |uri: &str| {
+            format!("<x xmlns='jabber:x:data' type='submit'><field var='algorithm'><value>{uri}</value></field></x>")
+        };
+        let answer = r
+            .routing_command("a@x/r", Some(&submit("urn:xmpp:cmr:roundrobin")))
+            .unwrap();
+        assert!(
+            matches!(&answer, CommandAnswer::Completed { note, .. } if note.contains("Round robin"))
+        );
+        assert_eq!(
+            r.algorithm("a@x").unwrap(),
+            Algorithm::All,
+            "not before the commit"
+        );
+        assert!(r.commit_command(&answer));
+        assert_eq!(r.algorithm("a@x").unwrap(), Algorithm::RoundRobin);
+        for refused in ["urn:xmpp:cmr:weighted", "bogus"] {
+            let answer = r.routing_command("a@x/r", Some(&submit(refused))).unwrap();
+            assert!(matches!(answer, CommandAnswer::Refused(_)), "{refused}");
+            assert!(!r.commit_command(&answer));
+        }
+        assert!(r.routing_command("a@x", None).is_err(), "a session runs it");
+        assert_eq!(r.algorithm("a@x").unwrap(), Algorithm::RoundRobin);
+        let fixed = router("user_change=false");
+        fixed.register("a@x/r", 1, 0, "", true).unwrap();
+        let answer = fixed
+            .routing_command("a@x/r", Some(&submit("urn:xmpp:cmr:all")))
+            .unwrap();
+        assert!(matches!(answer, CommandAnswer::Refused(note) if note.contains("does not let")));
     }
 
     #[test]
