@@ -291,20 +291,41 @@ impl Router {
     /// a persisted choice (the users' policy does not apply to the host).
     pub fn set_algorithm(&self, bare: &str, algorithm: &str) -> Result<(), Error> {
         let jid = bare_jid(bare)?;
-        let algorithm = self
+        let algorithm = self.offered(algorithm)?;
+        self.registry
+            .with_account(jid.as_str(), |a| a.algorithm = algorithm)
+            .ok_or_else(|| no_account(&jid))
+    }
+
+    /// An operator's choice for an account (the admin command, the host's
+    /// admin tools): not bound by `user_change`, which limits users, but
+    /// only an offered algorithm. It applies at once when a session of the
+    /// account is registered; either way the answer is the account's
+    /// normalized bare JID and the algorithm's URI, for the host to persist
+    /// (and restore with [`set_algorithm`](Self::set_algorithm) when the
+    /// account's first session registers).
+    pub fn choose_for(&self, bare: &str, algorithm: &str) -> Result<(String, String), Error> {
+        let jid = bare_jid(bare)?;
+        let algorithm = self.offered(algorithm)?;
+        self.registry
+            .with_account(jid.as_str(), |a| a.algorithm = algorithm);
+        Ok((jid.to_string(), self.policy.uri(algorithm).to_owned()))
+    }
+
+    /// The offered algorithm a URI or short name names.
+    fn offered(&self, algorithm: &str) -> Result<Algorithm, Error> {
+        let found = self
             .policy
             .resolve(algorithm)
             .ok_or_else(|| Error::UnknownAlgorithm {
                 value: Quoted::new(algorithm),
             })?;
-        if !self.policy.offers(algorithm) {
+        if !self.policy.offers(found) {
             return Err(Error::NotOffered {
-                value: Quoted::new(self.policy.uri(algorithm)),
+                value: Quoted::new(self.policy.uri(found)),
             });
         }
-        self.registry
-            .with_account(jid.as_str(), |a| a.algorithm = algorithm)
-            .ok_or_else(|| no_account(&jid))
+        Ok(found)
     }
 
     /// Answers a XEP-0354 IQ given as a whole stanza. `Ok(None)`: not a CMR
@@ -696,6 +717,40 @@ mod tests {
             .routing_command("a@x/r", Some(&submit("urn:xmpp:cmr:all")))
             .unwrap();
         assert!(matches!(answer, CommandAnswer::Refused(note) if note.contains("does not let")));
+    }
+
+    #[test]
+    fn an_operator_chooses_for_an_account_online_or_not() {
+        let r = router("offered=all,roundrobin user_change=false");
+        let persist = r.choose_for("Offline@X", "roundrobin").unwrap();
+        assert_eq!(
+            persist,
+            ("offline@x".into(), "urn:xmpp:cmr:roundrobin".into())
+        );
+        r.register("a@x/r", 1, 0, "", true).unwrap();
+        r.choose_for("a@x", "urn:xmpp:cmr:roundrobin").unwrap();
+        assert_eq!(
+            r.algorithm("a@x").unwrap(),
+            Algorithm::RoundRobin,
+            "applied at once"
+        );
+        assert!(matches!(
+            r.choose_for("a@x", "sticky"),
+            Err(Error::NotOffered { .. })
+        ));
+        assert!(matches!(
+            r.choose_for("a@x", "bogus"),
+            Err(Error::UnknownAlgorithm { .. })
+        ));
+        assert!(matches!(
+            r.choose_for("@x", "all"),
+            Err(Error::InvalidJid { .. })
+        ));
+        assert_eq!(
+            r.algorithm("a@x").unwrap(),
+            Algorithm::RoundRobin,
+            "refusals change nothing"
+        );
     }
 
     #[test]
