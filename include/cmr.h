@@ -72,6 +72,20 @@ typedef enum {
   CMR_STATUS_PANIC = 200,
 } cmr_status;
 
+// Where the routing command stands after a call of
+// `cmr_router_routing_command`.
+typedef enum {
+  // The buffer holds the XEP-0004 form to show (`<x xmlns='jabber:x:data'
+  // type='form'>`); the command goes on (XEP-0050 `executing`).
+  CMR_COMMAND_STAGE_FORM = 0,
+  // The buffer holds the note saying what changed; the command is
+  // `completed` (an `info` note).
+  CMR_COMMAND_STAGE_COMPLETED = 1,
+  // The buffer holds the note saying why nothing changed; the command is
+  // `completed` (an `error` note).
+  CMR_COMMAND_STAGE_REFUSED = 2,
+} cmr_command_stage;
+
 // Whether a series only grows or stands for a current amount.
 // `repr(C)`: the C ABI hands it out as `cmr_metric_kind`.
 typedef enum {
@@ -360,6 +374,32 @@ cmr_status cmr_router_handle_iq(const cmr_router *router,
                                 size_t cap,
                                 size_t *out_len,
                                 bool *out_changed);
+
+// Runs the routing command (XEP-0050) for the session `requester` (its
+// full JID), to plug into the host's ad-hoc framework: with no
+// `submitted` form (length 0) the form to show; with the form the client
+// submitted (`<x xmlns='jabber:x:data' type='submit'>`) the outcome under
+// the same policy as a XEP-0354 set, `*out_changed` set when the
+// account's algorithm changed (the host then persists
+// `cmr_router_get_algorithm`, as after an IQ). A form that is not this
+// command's (another field, two values, not a submit) is
+// `CMR_STATUS_INVALID_ARGUMENT` and changes nothing: the host answers
+// `<bad-request/>`. Thread-safe.
+//
+// # Safety
+// `router` is a live router; the strings have their lengths in bytes;
+// `buf` has `cap` writable bytes; `out_len`, `out_stage` and
+// `out_changed` are writable.
+cmr_status cmr_router_routing_command(const cmr_router *router,
+                                      const char *requester,
+                                      size_t requester_len,
+                                      const char *submitted,
+                                      size_t submitted_len,
+                                      char *buf,
+                                      size_t cap,
+                                      size_t *out_len,
+                                      cmr_command_stage *out_stage,
+                                      bool *out_changed);
 
 // Writes the disco#info features to advertise on the server and on
 // accounts, one per line (`urn:xmpp:cmr:0`, and `urn:xmpp:cmr:hints:0`

@@ -23,6 +23,12 @@ typedef enum {
 } cmr_status;
 
 typedef enum {
+  CMR_COMMAND_STAGE_FORM = 0,
+  CMR_COMMAND_STAGE_COMPLETED = 1,
+  CMR_COMMAND_STAGE_REFUSED = 2,
+} cmr_command_stage;
+
+typedef enum {
   CMR_METRIC_KIND_COUNTER = 0,
   CMR_METRIC_KIND_GAUGE = 1,
 } cmr_metric_kind;
@@ -138,6 +144,17 @@ cmr_status cmr_router_handle_iq(const cmr_router *router,
                                 size_t cap,
                                 size_t *out_len,
                                 bool *out_changed);
+
+cmr_status cmr_router_routing_command(const cmr_router *router,
+                                      const char *requester,
+                                      size_t requester_len,
+                                      const char *submitted,
+                                      size_t submitted_len,
+                                      char *buf,
+                                      size_t cap,
+                                      size_t *out_len,
+                                      cmr_command_stage *out_stage,
+                                      bool *out_changed);
 
 cmr_status cmr_router_disco_features(const cmr_router *router,
                                      char *buf,

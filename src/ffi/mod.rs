@@ -17,6 +17,7 @@ pub(crate) mod boundary;
 /// The C header's names of core items (cbindgen renames them there).
 pub use crate::algorithm::ALGORITHM_COUNT as CMR_ALGORITHM_COUNT;
 use crate::algorithm::{Algorithm, Pick};
+use crate::command::CommandAnswer;
 use crate::error::Error;
 pub use crate::metrics::Metrics as cmr_metrics;
 use crate::metrics::{MetricKind, Metrics};
@@ -608,6 +609,77 @@ pub unsafe extern "C" fn cmr_router_handle_iq(
     }
 }
 
+/// Where the routing command stands after a call of
+/// `cmr_router_routing_command`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum cmr_command_stage {
+    /// The buffer holds the XEP-0004 form to show (`<x xmlns='jabber:x:data'
+    /// type='form'>`); the command goes on (XEP-0050 `executing`).
+    Form = 0,
+    /// The buffer holds the note saying what changed; the command is
+    /// `completed` (an `info` note).
+    Completed = 1,
+    /// The buffer holds the note saying why nothing changed; the command is
+    /// `completed` (an `error` note).
+    Refused = 2,
+}
+
+/// Runs the routing command (XEP-0050) for the session `requester` (its
+/// full JID), to plug into the host's ad-hoc framework: with no
+/// `submitted` form (length 0) the form to show; with the form the client
+/// submitted (`<x xmlns='jabber:x:data' type='submit'>`) the outcome under
+/// the same policy as a XEP-0354 set, `*out_changed` set when the
+/// account's algorithm changed (the host then persists
+/// `cmr_router_get_algorithm`, as after an IQ). A form that is not this
+/// command's (another field, two values, not a submit) is
+/// `CMR_STATUS_INVALID_ARGUMENT` and changes nothing: the host answers
+/// `<bad-request/>`. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; the strings have their lengths in bytes;
+/// `buf` has `cap` writable bytes; `out_len`, `out_stage` and
+/// `out_changed` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_routing_command(
+    router: *const cmr_router,
+    requester: *const c_char,
+    requester_len: usize,
+    submitted: *const c_char,
+    submitted_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+    out_stage: *mut cmr_command_stage,
+    out_changed: *mut bool,
+) -> cmr_status {
+    router_boundary! { router,
+        let out_stage = try_mut!(out_stage);
+        let out_changed = try_mut!(out_changed);
+        let mut out = try_out!(buf, cap, out_len);
+        let requester = try_str!(requester, requester_len);
+        let submitted = try_str!(submitted, submitted_len);
+        *out_changed = false;
+        let submitted = (!submitted.is_empty()).then_some(submitted);
+        match router.routing_command(requester, submitted) {
+            Ok(answer) => {
+                let (stage, text) = match &answer {
+                    CommandAnswer::Form(form) => (cmr_command_stage::Form, form),
+                    CommandAnswer::Completed { note, .. } => (cmr_command_stage::Completed, note),
+                    CommandAnswer::Refused(note) => (cmr_command_stage::Refused, note),
+                };
+                if !out.fits(text.len()) {
+                    return out.too_small(text.len());
+                }
+                *out_stage = stage;
+                *out_changed = router.commit_command(&answer);
+                out.write(text.as_bytes())
+            }
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
 /// Writes the disco#info features to advertise on the server and on
 /// accounts, one per line (`urn:xmpp:cmr:0`, and `urn:xmpp:cmr:hints:0`
 /// where hints are honoured). Thread-safe.
@@ -924,6 +996,61 @@ mod tests {
                 (at("sessions"), at("accounts"), at("routed_all")),
                 (1, 1, 0)
             );
+            cmr_router_free(router);
+        }
+    }
+
+    #[test]
+    fn the_routing_command_shows_the_form_then_switches_once_written() {
+        let router = new_router();
+        let run = |submitted: &str, cap: usize| {
+            let (mut buf, mut len) = (vec![0u8; cap], 0);
+            let (mut stage, mut changed) = (cmr_command_stage::Refused, true);
+            let requester = "a@x/r";
+            let status = unsafe {
+                cmr_router_routing_command(
+                    router,
+                    requester.as_ptr().cast(),
+                    requester.len(),
+                    submitted.as_ptr().cast(),
+                    submitted.len(),
+                    buf.as_mut_ptr().cast(),
+                    cap,
+                    &mut len,
+                    &mut stage,
+                    &mut changed,
+                )
+            };
+            (
+                status,
+                stage,
+                changed,
+                String::from_utf8_lossy(&buf[..len.min(cap)]).into_owned(),
+            )
+        };
+        unsafe {
+            assert_eq!(register(router), cmr_status::Ok);
+            let (status, stage, changed, form) = run("", 4096);
+            assert_eq!(
+                (status, stage, changed),
+                (cmr_status::Ok, cmr_command_stage::Form, false)
+            );
+            assert!(
+                form.starts_with("<x xmlns='jabber:x:data' type='form'>"),
+                "{form}"
+            );
+            let submit = "<x xmlns='jabber:x:data' type='submit'><field var='algorithm'><value>urn:xmpp:cmr:roundrobin</value></field></x>";
+            let (status, _, changed, _) = run(submit, 4);
+            assert_eq!((status, changed), (cmr_status::BufferTooSmall, false));
+            let (status, stage, changed, note) = run(submit, 4096);
+            assert_eq!(
+                (status, stage, changed),
+                (cmr_status::Ok, cmr_command_stage::Completed, true)
+            );
+            assert!(note.contains("Round robin"), "{note}");
+            let bogus = submit.replace("algorithm", "bogus");
+            assert_eq!(run(&bogus, 4096).0, cmr_status::InvalidArgument);
+            assert!(last_error().contains("bogus"), "{}", last_error());
             cmr_router_free(router);
         }
     }
