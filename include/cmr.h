@@ -401,6 +401,71 @@ cmr_status cmr_router_routing_command(const cmr_router *router,
                                       cmr_command_stage *out_stage,
                                       bool *out_changed);
 
+// Writes the admin command's XEP-0004 form ("Set an account's message
+// routing", XEP-0133 style): a `jid-single` account (`accountjid`) and the
+// offered algorithms (`algorithm`), labelled. Only the host's
+// administrators may run it: the host checks that. Thread-safe.
+//
+// # Safety
+// `router` is a live router; `buf` has `cap` writable bytes; `out_len` is
+// writable.
+cmr_status cmr_router_admin_form(const cmr_router *router, char *buf, size_t cap, size_t *out_len);
+
+// Writes the value of the field `var` (`accountjid` or `algorithm`) of a
+// submitted admin form, after checking the whole form: anything that is
+// not that form (another field, two values, not a submit) is
+// `CMR_STATUS_INVALID_ARGUMENT`, naming it; the host answers
+// `<bad-request/>`. The host then checks the account by its own rules
+// (its domain, that it exists) and calls `cmr_router_choose_for`.
+//
+// # Safety
+// The strings have their lengths in bytes; `buf` has `cap` writable bytes;
+// `out_len` is writable.
+cmr_status cmr_admin_form_value(const char *submitted,
+                                size_t submitted_len,
+                                const char *var,
+                                size_t var_len,
+                                char *buf,
+                                size_t cap,
+                                size_t *out_len);
+
+// An operator's choice of algorithm (URI or short name) for an account:
+// the admin command's and the host's admin tools'. Not bound by
+// `user_change`, which limits users; an algorithm the policy does not
+// offer is refused, naming it. It applies at once when a session of the
+// account is registered; either way it writes the algorithm's URI, which
+// the host persists (its store is restored at the account's next first
+// session, as after an IQ). Thread-safe.
+//
+// # Safety
+// `router` is a live router; the strings have their lengths in bytes;
+// `buf` has `cap` writable bytes; `out_len` is writable.
+cmr_status cmr_router_choose_for(const cmr_router *router,
+                                 const char *bare_jid,
+                                 size_t bare_jid_len,
+                                 const char *algorithm,
+                                 size_t algorithm_len,
+                                 char *buf,
+                                 size_t cap,
+                                 size_t *out_len);
+
+// Writes the URI of the algorithm that applies to an account, for the
+// operators' tools: its sessions' when one is registered; else `stored`
+// (the host's persisted choice, length 0 for none) when the policy offers
+// it; else the policy's default. Thread-safe.
+//
+// # Safety
+// `router` is a live router; the strings have their lengths in bytes;
+// `buf` has `cap` writable bytes; `out_len` is writable.
+cmr_status cmr_router_algorithm_for(const cmr_router *router,
+                                    const char *bare_jid,
+                                    size_t bare_jid_len,
+                                    const char *stored,
+                                    size_t stored_len,
+                                    char *buf,
+                                    size_t cap,
+                                    size_t *out_len);
+
 // Writes the disco#info features to advertise on the server and on
 // accounts, one per line (`urn:xmpp:cmr:0`, and `urn:xmpp:cmr:hints:0`
 // where hints are honoured). Thread-safe.

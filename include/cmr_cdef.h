@@ -156,6 +156,34 @@ cmr_status cmr_router_routing_command(const cmr_router *router,
                                       cmr_command_stage *out_stage,
                                       bool *out_changed);
 
+cmr_status cmr_router_admin_form(const cmr_router *router, char *buf, size_t cap, size_t *out_len);
+
+cmr_status cmr_admin_form_value(const char *submitted,
+                                size_t submitted_len,
+                                const char *var,
+                                size_t var_len,
+                                char *buf,
+                                size_t cap,
+                                size_t *out_len);
+
+cmr_status cmr_router_choose_for(const cmr_router *router,
+                                 const char *bare_jid,
+                                 size_t bare_jid_len,
+                                 const char *algorithm,
+                                 size_t algorithm_len,
+                                 char *buf,
+                                 size_t cap,
+                                 size_t *out_len);
+
+cmr_status cmr_router_algorithm_for(const cmr_router *router,
+                                    const char *bare_jid,
+                                    size_t bare_jid_len,
+                                    const char *stored,
+                                    size_t stored_len,
+                                    char *buf,
+                                    size_t cap,
+                                    size_t *out_len);
+
 cmr_status cmr_router_disco_features(const cmr_router *router,
                                      char *buf,
                                      size_t cap,

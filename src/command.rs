@@ -49,6 +49,16 @@ fn text_element(name: &str, text: &str) -> Element {
     Element::builder(name, NS_DATA).append(text).build()
 }
 
+/// The offered algorithms as a list's options, labelled for people.
+fn options<'a>(offered: &'a [(Algorithm, &str)]) -> impl Iterator<Item = Element> + 'a {
+    offered.iter().map(|(algorithm, uri)| {
+        Element::builder("option", NS_DATA)
+            .attr("label".try_into().unwrap(), algorithm.label())
+            .append(value(uri))
+            .build()
+    })
+}
+
 /// One read-only line: a `fixed` field.
 fn fixed(text: &str) -> Element {
     Element::builder("field", NS_DATA)
@@ -73,16 +83,10 @@ pub fn form(
     if !users_may_change {
         instructions.push_str(" The operator of this server does not let users change it.");
     }
-    let options = offered.iter().map(|(algorithm, uri)| {
-        Element::builder("option", NS_DATA)
-            .attr("label".try_into().unwrap(), algorithm.label())
-            .append(value(uri))
-            .build()
-    });
     let choice = field(ALGORITHM, "list-single")
         .attr("label".try_into().unwrap(), "Routing")
         .append(value(active))
-        .append_all(options)
+        .append_all(options(offered))
         .build();
     let total: u64 = sessions.iter().map(|s| s.routed).sum();
     let shares: Vec<Element> = if sessions.is_empty() {
@@ -108,16 +112,60 @@ pub fn form(
     protocol::to_xml(&form)
 }
 
-/// The algorithm URI a submitted form asks for. Anything else in it (a
-/// field this form does not have, a second value, another form type) is
-/// refused, naming it: a client submits what the form showed.
-pub fn submitted_choice(xml: &str) -> Result<String, Error> {
+/// The FORM_TYPE of XEP-0133 (service administration) forms.
+pub const NS_ADMIN: &str = "http://jabber.org/protocol/admin";
+/// The admin command's name in the server's command list.
+pub const ADMIN_NAME: &str = "Set an account's message routing";
+/// The var of the account field of the admin form (XEP-0133's name).
+pub const ACCOUNT: &str = "accountjid";
+
+/// The admin form: the account to set and the offered algorithms by label.
+pub fn admin_form(offered: &[(Algorithm, &str)]) -> Result<String, Error> {
+    let required = || Element::builder("required", NS_DATA).build();
+    let account = field(ACCOUNT, "jid-single")
+        .attr("label".try_into().unwrap(), "Account (bare JID)")
+        .append(required())
+        .build();
+    let choice = field(ALGORITHM, "list-single")
+        .attr("label".try_into().unwrap(), "Routing")
+        .append(required())
+        .append_all(options(offered))
+        .build();
+    let form = Element::builder("x", NS_DATA)
+        .attr("type".try_into().unwrap(), "form")
+        .append(text_element("title", ADMIN_NAME))
+        .append(text_element(
+            "instructions",
+            "Choose how messages sent to an account's bare JID are spread over its \
+             sessions. It applies at once when the account is online, else at its next \
+             login; the users' own permission to change it does not limit this command.",
+        ))
+        .append(field("FORM_TYPE", "hidden").append(value(NS_ADMIN)).build())
+        .append(account)
+        .append(choice)
+        .build();
+    protocol::to_xml(&form)
+}
+
+/// The values of a submitted form whose FORM_TYPE (if given) is
+/// `form_type` and whose fields are `vars`, each once with one value, in
+/// that order. Anything else in it (a field the form does not have, a
+/// second value, another form type) is refused, naming it: a client
+/// submits what the form showed.
+pub fn submitted_fields(xml: &str, form_type: &str, vars: &[&str]) -> Result<Vec<String>, Error> {
     let refused = |reason: String| Error::InvalidForm { reason };
+    let expected = || {
+        let names: Vec<String> = vars.iter().map(|v| Quoted::new(v).to_string()).collect();
+        format!(
+            "the fields FORM_TYPE and {}, once each with one value",
+            names.join(", ")
+        )
+    };
     let form = protocol::parse_stanza(xml)?;
     if !form.is("x", NS_DATA) || form.attr("type") != Some("submit") {
         return Err(refused("a jabber:x:data form of type submit".into()));
     }
-    let mut choice = None;
+    let mut found: Vec<Option<String>> = vec![None; vars.len()];
     for child in form.children() {
         if !child.is("field", NS_DATA) {
             return Err(refused(format!("no <{}/> element", child.name())));
@@ -127,20 +175,43 @@ pub fn submitted_choice(xml: &str) -> Result<String, Error> {
             .filter(|v| v.is("value", NS_DATA))
             .map(|v| v.text())
             .collect();
-        match (child.attr("var"), values.as_slice()) {
+        let slot = child
+            .attr("var")
+            .and_then(|var| vars.iter().position(|v| *v == var));
+        match (child.attr("var"), slot, values.as_slice()) {
             // Fixed lines come back from some clients; they carry nothing.
-            (None, _) => {}
-            (Some("FORM_TYPE"), [form_type]) if form_type == NS => {}
-            (Some(ALGORITHM), [uri]) if choice.is_none() => choice = Some(uri.clone()),
-            (Some(var), _) => {
-                return Err(refused(format!(
-                    "the fields FORM_TYPE and algorithm, once each with one value; not {}",
-                    Quoted::new(var)
-                )))
+            (None, _, _) => {}
+            (Some("FORM_TYPE"), _, [given]) if given == form_type => {}
+            (_, Some(i), [one]) if found[i].is_none() => found[i] = Some(one.clone()),
+            (Some(var), _, _) => {
+                return Err(refused(format!("{}; not {}", expected(), Quoted::new(var))))
             }
         }
     }
-    choice.ok_or_else(|| refused("an algorithm field".into()))
+    found
+        .into_iter()
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| refused(expected()))
+}
+
+/// The value of `var` (the account or the algorithm) in a submitted admin
+/// form, the whole form checked as [`submitted_fields`] does.
+pub fn admin_value(xml: &str, var: &str) -> Result<String, Error> {
+    let vars = [ACCOUNT, ALGORITHM];
+    let Some(i) = vars.iter().position(|v| *v == var) else {
+        return Err(Error::InvalidArgument {
+            what: "admin form field",
+            value: Quoted::new(var),
+            expected: "accountjid or algorithm",
+        });
+    };
+    Ok(submitted_fields(xml, NS_ADMIN, &vars)?.swap_remove(i))
+}
+
+/// The algorithm URI a submitted routing form asks for.
+pub fn submitted_choice(xml: &str) -> Result<String, Error> {
+    let mut values = submitted_fields(xml, NS, &[ALGORITHM])?;
+    Ok(values.remove(0))
 }
 
 #[cfg(test)]
@@ -176,6 +247,30 @@ mod tests {
         ] {
             assert!(submitted_choice(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_admin_form_asks_for_an_account_and_gives_back_each_value() {
+        let form = admin_form(&[(Algorithm::RoundRobin, "urn:xmpp:cmr:roundrobin")]).unwrap();
+        for text in [
+            "type='jid-single' var='accountjid'",
+            "label='Round robin'",
+            "http://jabber.org/protocol/admin",
+        ] {
+            assert!(form.contains(text), "{text} in {form}");
+        }
+        let submitted = "<x xmlns='jabber:x:data' type='submit'>\
+            <field var='FORM_TYPE'><value>http://jabber.org/protocol/admin</value></field>\
+            <field var='accountjid'><value>a@x</value></field>\
+            <field var='algorithm'><value>roundrobin</value></field></x>";
+        assert_eq!(admin_value(submitted, ACCOUNT).unwrap(), "a@x");
+        assert_eq!(admin_value(submitted, ALGORITHM).unwrap(), "roundrobin");
+        assert!(admin_value(submitted, "FORM_TYPE").is_err());
+        let without_account = submitted.replace("accountjid", "bogus");
+        let error = admin_value(&without_account, ALGORITHM).unwrap_err();
+        assert!(error.to_string().contains("'bogus'"), "{error}");
+        let user_form = submitted.replace(NS_ADMIN, NS);
+        assert!(admin_value(&user_form, ALGORITHM).is_err());
     }
 
     #[test]

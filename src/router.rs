@@ -312,6 +312,33 @@ impl Router {
         Ok((jid.to_string(), self.policy.uri(algorithm).to_owned()))
     }
 
+    /// The algorithm that applies to an account, for the operators' tools:
+    /// its sessions' when one is registered; else `stored` (the host's
+    /// persisted choice, which the account's next first session restores)
+    /// when the policy offers it; else the policy's default.
+    pub fn algorithm_for(&self, bare: &str, stored: Option<&str>) -> Result<String, Error> {
+        let jid = bare_jid(bare)?;
+        let algorithm = self
+            .registry
+            .with_account(jid.as_str(), |a| a.algorithm)
+            .or_else(|| stored.and_then(|s| self.offered(s).ok()))
+            .unwrap_or(self.policy.default_algorithm());
+        Ok(self.policy.uri(algorithm).to_owned())
+    }
+
+    /// The admin command's form (XEP-0133 style): the account and the
+    /// offered algorithms.
+    pub fn admin_form(&self) -> Result<String, Error> {
+        command::admin_form(&self.offered_uris())
+    }
+
+    fn offered_uris(&self) -> Vec<(Algorithm, &str)> {
+        self.policy
+            .offered()
+            .map(|a| (a, self.policy.uri(a)))
+            .collect()
+    }
+
     /// The offered algorithm a URI or short name names.
     fn offered(&self, algorithm: &str) -> Result<Algorithm, Error> {
         let found = self
@@ -493,11 +520,7 @@ impl Router {
     }
 
     fn routing_form(&self, account: &BareJid) -> Result<String, Error> {
-        let offered: Vec<(Algorithm, &str)> = self
-            .policy
-            .offered()
-            .map(|a| (a, self.policy.uri(a)))
-            .collect();
+        let offered = self.offered_uris();
         let sessions: Vec<(String, u64)> = self
             .registry
             .with_account(account.as_str(), |a| {
@@ -751,6 +774,26 @@ mod tests {
             Algorithm::RoundRobin,
             "refusals change nothing"
         );
+    }
+
+    #[test]
+    fn the_algorithm_for_an_account_is_its_sessions_then_the_stored_then_the_default() {
+        let r = router("offered=all,roundrobin,weighted default=all");
+        let uri = |stored| r.algorithm_for("a@x", stored).unwrap();
+        assert_eq!(uri(None), "urn:xmpp:cmr:all");
+        assert_eq!(uri(Some("urn:xmpp:cmr:weighted")), "urn:xmpp:cmr:weighted");
+        assert_eq!(
+            uri(Some("urn:x-cmr:algorithm:sticky")),
+            "urn:xmpp:cmr:all",
+            "a stored choice no longer offered is not restored"
+        );
+        r.register("a@x/r", 1, 0, "", true).unwrap();
+        r.set_algorithm("a@x", "roundrobin").unwrap();
+        assert_eq!(
+            uri(Some("urn:xmpp:cmr:weighted")),
+            "urn:xmpp:cmr:roundrobin"
+        );
+        assert!(r.algorithm_for("not a jid@", None).is_err());
     }
 
     #[test]

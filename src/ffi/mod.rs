@@ -17,7 +17,7 @@ pub(crate) mod boundary;
 /// The C header's names of core items (cbindgen renames them there).
 pub use crate::algorithm::ALGORITHM_COUNT as CMR_ALGORITHM_COUNT;
 use crate::algorithm::{Algorithm, Pick};
-use crate::command::CommandAnswer;
+use crate::command::{self, CommandAnswer};
 use crate::error::Error;
 pub use crate::metrics::Metrics as cmr_metrics;
 use crate::metrics::{MetricKind, Metrics};
@@ -680,6 +680,133 @@ pub unsafe extern "C" fn cmr_router_routing_command(
     }
 }
 
+/// Writes the admin command's XEP-0004 form ("Set an account's message
+/// routing", XEP-0133 style): a `jid-single` account (`accountjid`) and the
+/// offered algorithms (`algorithm`), labelled. Only the host's
+/// administrators may run it: the host checks that. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `buf` has `cap` writable bytes; `out_len` is
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_admin_form(
+    router: *const cmr_router,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    router_boundary! { router,
+        let out = try_out!(buf, cap, out_len);
+        match router.admin_form() {
+            Ok(form) => out.write(form.as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Writes the value of the field `var` (`accountjid` or `algorithm`) of a
+/// submitted admin form, after checking the whole form: anything that is
+/// not that form (another field, two values, not a submit) is
+/// `CMR_STATUS_INVALID_ARGUMENT`, naming it; the host answers
+/// `<bad-request/>`. The host then checks the account by its own rules
+/// (its domain, that it exists) and calls `cmr_router_choose_for`.
+///
+/// # Safety
+/// The strings have their lengths in bytes; `buf` has `cap` writable bytes;
+/// `out_len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_admin_form_value(
+    submitted: *const c_char,
+    submitted_len: usize,
+    var: *const c_char,
+    var_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let out = try_out!(buf, cap, out_len);
+        let submitted = try_str!(submitted, submitted_len);
+        let var = try_str!(var, var_len);
+        match command::admin_value(submitted, var) {
+            Ok(value) => out.write(value.as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// An operator's choice of algorithm (URI or short name) for an account:
+/// the admin command's and the host's admin tools'. Not bound by
+/// `user_change`, which limits users; an algorithm the policy does not
+/// offer is refused, naming it. It applies at once when a session of the
+/// account is registered; either way it writes the algorithm's URI, which
+/// the host persists (its store is restored at the account's next first
+/// session, as after an IQ). Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; the strings have their lengths in bytes;
+/// `buf` has `cap` writable bytes; `out_len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_choose_for(
+    router: *const cmr_router,
+    bare_jid: *const c_char,
+    bare_jid_len: usize,
+    algorithm: *const c_char,
+    algorithm_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    router_boundary! { router,
+        let mut out = try_out!(buf, cap, out_len);
+        let bare_jid = try_str!(bare_jid, bare_jid_len);
+        let algorithm = try_str!(algorithm, algorithm_len);
+        // Checked before anything changes: a choice applied must be one
+        // the host can persist.
+        let uri = match router.policy().resolve(algorithm) {
+            Some(found) => router.policy().uri(found),
+            None => "",
+        };
+        if !out.fits(uri.len()) {
+            return out.too_small(uri.len());
+        }
+        match router.choose_for(bare_jid, algorithm) {
+            Ok((_, uri)) => out.write(uri.as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Writes the URI of the algorithm that applies to an account, for the
+/// operators' tools: its sessions' when one is registered; else `stored`
+/// (the host's persisted choice, length 0 for none) when the policy offers
+/// it; else the policy's default. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; the strings have their lengths in bytes;
+/// `buf` has `cap` writable bytes; `out_len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_algorithm_for(
+    router: *const cmr_router,
+    bare_jid: *const c_char,
+    bare_jid_len: usize,
+    stored: *const c_char,
+    stored_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    router_boundary! { router,
+        let out = try_out!(buf, cap, out_len);
+        let bare_jid = try_str!(bare_jid, bare_jid_len);
+        let stored = try_str!(stored, stored_len);
+        match router.algorithm_for(bare_jid, (!stored.is_empty()).then_some(stored)) {
+            Ok(uri) => out.write(uri.as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
 /// Writes the disco#info features to advertise on the server and on
 /// accounts, one per line (`urn:xmpp:cmr:0`, and `urn:xmpp:cmr:hints:0`
 /// where hints are honoured). Thread-safe.
@@ -1051,6 +1178,64 @@ mod tests {
             let bogus = submit.replace("algorithm", "bogus");
             assert_eq!(run(&bogus, 4096).0, cmr_status::InvalidArgument);
             assert!(last_error().contains("bogus"), "{}", last_error());
+            cmr_router_free(router);
+        }
+    }
+
+    #[test]
+    fn an_operator_chooses_offline_and_a_refused_or_unwritten_choice_changes_nothing() {
+        let router = new_router();
+        let choose = |account: &str, algorithm: &str, cap: usize| {
+            let (mut buf, mut len) = (vec![0u8; cap], 0);
+            let status = unsafe {
+                cmr_router_choose_for(
+                    router,
+                    account.as_ptr().cast(),
+                    account.len(),
+                    algorithm.as_ptr().cast(),
+                    algorithm.len(),
+                    buf.as_mut_ptr().cast(),
+                    cap,
+                    &mut len,
+                )
+            };
+            (
+                status,
+                String::from_utf8_lossy(&buf[..len.min(cap)]).into_owned(),
+            )
+        };
+        let active = |stored: &str| {
+            let (mut buf, mut len, account) = ([0u8; 64], 0, "a@x");
+            let status = unsafe {
+                cmr_router_algorithm_for(
+                    router,
+                    account.as_ptr().cast(),
+                    account.len(),
+                    stored.as_ptr().cast(),
+                    stored.len(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut len,
+                )
+            };
+            assert_eq!(status, cmr_status::Ok);
+            String::from_utf8_lossy(&buf[..len]).into_owned()
+        };
+        assert_eq!(
+            choose("a@x", "roundrobin", 64),
+            (cmr_status::Ok, "urn:xmpp:cmr:roundrobin".into()),
+            "offline: the URI to persist"
+        );
+        assert_eq!(active(""), "urn:xmpp:cmr:all", "nothing held offline");
+        assert_eq!(active("urn:xmpp:cmr:roundrobin"), "urn:xmpp:cmr:roundrobin");
+        unsafe {
+            assert_eq!(register(router), cmr_status::Ok);
+            assert_eq!(choose("a@x", "random", 4).0, cmr_status::BufferTooSmall);
+            assert_eq!(choose("a@x", "bogus", 64).0, cmr_status::UnknownAlgorithm);
+            assert!(last_error().contains("'bogus'"), "{}", last_error());
+            assert_eq!(active(""), "urn:xmpp:cmr:all", "nothing changed");
+            assert_eq!(choose("a@x", "random", 64).0, cmr_status::Ok);
+            assert_eq!(active(""), "urn:x-cmr:algorithm:random", "applied at once");
             cmr_router_free(router);
         }
     }
