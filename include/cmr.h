@@ -116,6 +116,13 @@ typedef struct {
   bool sender_is_local;
 } cmr_message;
 
+// A command a host offers through its ad-hoc framework (XEP-0050): its
+// node and the name shown in clients' command lists.
+typedef struct {
+  const char *node;
+  const char *name;
+} cmr_command;
+
 // The router's figures since it was made. Counters only grow; `sessions`
 // and `accounts` are what is registered now. `repr(C)`: the C ABI hands
 // it out as `cmr_metrics`.
@@ -400,6 +407,12 @@ cmr_status cmr_router_routing_command(const cmr_router *router,
                                       size_t *out_len,
                                       cmr_command_stage *out_stage,
                                       bool *out_changed);
+
+// The routing command users run (`cmr_router_routing_command`), static.
+const cmr_command *cmr_routing_command(void);
+
+// The admin command (`cmr_router_admin_form`), static.
+const cmr_command *cmr_admin_command(void);
 
 // Writes the admin command's XEP-0004 form ("Set an account's message
 // routing", XEP-0133 style): a `jid-single` account (`accountjid`) and the

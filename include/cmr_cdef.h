@@ -48,6 +48,11 @@ typedef struct {
 } cmr_message;
 
 typedef struct {
+  const char *node;
+  const char *name;
+} cmr_command;
+
+typedef struct {
   uint64_t routed[CMR_ALGORITHM_COUNT];
   uint64_t left_to_server[CMR_ALGORITHM_COUNT];
   uint64_t left_to_server_unclaimed;
@@ -155,6 +160,10 @@ cmr_status cmr_router_routing_command(const cmr_router *router,
                                       size_t *out_len,
                                       cmr_command_stage *out_stage,
                                       bool *out_changed);
+
+const cmr_command *cmr_routing_command(void);
+
+const cmr_command *cmr_admin_command(void);
 
 cmr_status cmr_router_admin_form(const cmr_router *router, char *buf, size_t cap, size_t *out_len);
 

@@ -7,11 +7,14 @@ use crate::error::{Error, Quoted};
 use crate::protocol::{self, NS};
 use jid::BareJid;
 use minidom::Element;
+use std::ffi::CStr;
 
 /// The XEP-0004 namespace.
 pub const NS_DATA: &str = "jabber:x:data";
-/// The command's name in the server's command list.
-pub const NAME: &str = "Message routing";
+/// The routing command's node and its name in the server's command list
+/// (C strings: the C ABI hands them out as they are).
+pub const NODE: &CStr = c"urn:xmpp:cmr:0#routing";
+pub const NAME: &CStr = c"Message routing";
 /// The var of the algorithm field.
 const ALGORITHM: &str = "algorithm";
 
@@ -43,6 +46,11 @@ fn field(var: &str, kind: &str) -> minidom::element::ElementBuilder {
 
 fn value(text: &str) -> Element {
     Element::builder("value", NS_DATA).append(text).build()
+}
+
+/// A name's text (the names are ASCII).
+fn text(name: &CStr) -> &str {
+    name.to_str().unwrap_or_default()
 }
 
 fn text_element(name: &str, text: &str) -> Element {
@@ -103,7 +111,7 @@ pub fn form(
     };
     let form = Element::builder("x", NS_DATA)
         .attr("type".try_into().unwrap(), "form")
-        .append(text_element("title", NAME))
+        .append(text_element("title", text(NAME)))
         .append(text_element("instructions", &instructions))
         .append(field("FORM_TYPE", "hidden").append(value(NS)).build())
         .append(choice)
@@ -114,8 +122,9 @@ pub fn form(
 
 /// The FORM_TYPE of XEP-0133 (service administration) forms.
 pub const NS_ADMIN: &str = "http://jabber.org/protocol/admin";
-/// The admin command's name in the server's command list.
-pub const ADMIN_NAME: &str = "Set an account's message routing";
+/// The admin command's node and name.
+pub const ADMIN_NODE: &CStr = c"urn:xmpp:cmr:0#account-routing";
+pub const ADMIN_NAME: &CStr = c"Set an account's message routing";
 /// The var of the account field of the admin form (XEP-0133's name).
 pub const ACCOUNT: &str = "accountjid";
 
@@ -133,7 +142,7 @@ pub fn admin_form(offered: &[(Algorithm, &str)]) -> Result<String, Error> {
         .build();
     let form = Element::builder("x", NS_DATA)
         .attr("type".try_into().unwrap(), "form")
-        .append(text_element("title", ADMIN_NAME))
+        .append(text_element("title", text(ADMIN_NAME)))
         .append(text_element(
             "instructions",
             "Choose how messages sent to an account's bare JID are spread over its \

@@ -680,6 +680,38 @@ pub unsafe extern "C" fn cmr_router_routing_command(
     }
 }
 
+/// A command a host offers through its ad-hoc framework (XEP-0050): its
+/// node and the name shown in clients' command lists.
+#[repr(C)]
+pub struct cmr_command {
+    pub node: *const c_char,
+    pub name: *const c_char,
+}
+
+// SAFETY: the pointers point to static C strings.
+unsafe impl Sync for cmr_command {}
+
+static ROUTING_COMMAND: cmr_command = cmr_command {
+    node: command::NODE.as_ptr(),
+    name: command::NAME.as_ptr(),
+};
+static ADMIN_COMMAND: cmr_command = cmr_command {
+    node: command::ADMIN_NODE.as_ptr(),
+    name: command::ADMIN_NAME.as_ptr(),
+};
+
+/// The routing command users run (`cmr_router_routing_command`), static.
+#[no_mangle]
+pub extern "C" fn cmr_routing_command() -> *const cmr_command {
+    &ROUTING_COMMAND
+}
+
+/// The admin command (`cmr_router_admin_form`), static.
+#[no_mangle]
+pub extern "C" fn cmr_admin_command() -> *const cmr_command {
+    &ADMIN_COMMAND
+}
+
 /// Writes the admin command's XEP-0004 form ("Set an account's message
 /// routing", XEP-0133 style): a `jid-single` account (`accountjid`) and the
 /// offered algorithms (`algorithm`), labelled. Only the host's
