@@ -72,6 +72,20 @@ typedef enum {
   CMR_STATUS_PANIC = 200,
 } cmr_status;
 
+// Where the routing command stands after a call of
+// `cmr_router_routing_command`.
+typedef enum {
+  // The buffer holds the XEP-0004 form to show (`<x xmlns='jabber:x:data'
+  // type='form'>`); the command goes on (XEP-0050 `executing`).
+  CMR_COMMAND_STAGE_FORM = 0,
+  // The buffer holds the note saying what changed; the command is
+  // `completed` (an `info` note).
+  CMR_COMMAND_STAGE_COMPLETED = 1,
+  // The buffer holds the note saying why nothing changed; the command is
+  // `completed` (an `error` note).
+  CMR_COMMAND_STAGE_REFUSED = 2,
+} cmr_command_stage;
+
 // Whether a series only grows or stands for a current amount.
 // `repr(C)`: the C ABI hands it out as `cmr_metric_kind`.
 typedef enum {
@@ -101,6 +115,13 @@ typedef struct {
   // Whether the sender is a user of this server (hint policy `local`).
   bool sender_is_local;
 } cmr_message;
+
+// A command a host offers through its ad-hoc framework (XEP-0050): its
+// node and the name shown in clients' command lists.
+typedef struct {
+  const char *node;
+  const char *name;
+} cmr_command;
 
 // The router's figures since it was made. Counters only grow; `sessions`
 // and `accounts` are what is registered now. `repr(C)`: the C ABI hands
@@ -360,6 +381,103 @@ cmr_status cmr_router_handle_iq(const cmr_router *router,
                                 size_t cap,
                                 size_t *out_len,
                                 bool *out_changed);
+
+// Runs the routing command (XEP-0050) for the session `requester` (its
+// full JID), to plug into the host's ad-hoc framework: with no
+// `submitted` form (length 0) the form to show; with the form the client
+// submitted (`<x xmlns='jabber:x:data' type='submit'>`) the outcome under
+// the same policy as a XEP-0354 set, `*out_changed` set when the
+// account's algorithm changed (the host then persists
+// `cmr_router_get_algorithm`, as after an IQ). A form that is not this
+// command's (another field, two values, not a submit) is
+// `CMR_STATUS_INVALID_ARGUMENT` and changes nothing: the host answers
+// `<bad-request/>`. Thread-safe.
+//
+// # Safety
+// `router` is a live router; the strings have their lengths in bytes;
+// `buf` has `cap` writable bytes; `out_len`, `out_stage` and
+// `out_changed` are writable.
+cmr_status cmr_router_routing_command(const cmr_router *router,
+                                      const char *requester,
+                                      size_t requester_len,
+                                      const char *submitted,
+                                      size_t submitted_len,
+                                      char *buf,
+                                      size_t cap,
+                                      size_t *out_len,
+                                      cmr_command_stage *out_stage,
+                                      bool *out_changed);
+
+// The routing command users run (`cmr_router_routing_command`), static.
+const cmr_command *cmr_routing_command(void);
+
+// The admin command (`cmr_router_admin_form`), static.
+const cmr_command *cmr_admin_command(void);
+
+// Writes the admin command's XEP-0004 form ("Set an account's message
+// routing", XEP-0133 style): a `jid-single` account (`accountjid`) and the
+// offered algorithms (`algorithm`), labelled. Only the host's
+// administrators may run it: the host checks that. Thread-safe.
+//
+// # Safety
+// `router` is a live router; `buf` has `cap` writable bytes; `out_len` is
+// writable.
+cmr_status cmr_router_admin_form(const cmr_router *router, char *buf, size_t cap, size_t *out_len);
+
+// Writes the value of the field `var` (`accountjid` or `algorithm`) of a
+// submitted admin form, after checking the whole form: anything that is
+// not that form (another field, two values, not a submit) is
+// `CMR_STATUS_INVALID_ARGUMENT`, naming it; the host answers
+// `<bad-request/>`. The host then checks the account by its own rules
+// (its domain, that it exists) and calls `cmr_router_choose_for`.
+//
+// # Safety
+// The strings have their lengths in bytes; `buf` has `cap` writable bytes;
+// `out_len` is writable.
+cmr_status cmr_admin_form_value(const char *submitted,
+                                size_t submitted_len,
+                                const char *var,
+                                size_t var_len,
+                                char *buf,
+                                size_t cap,
+                                size_t *out_len);
+
+// An operator's choice of algorithm (URI or short name) for an account:
+// the admin command's and the host's admin tools'. Not bound by
+// `user_change`, which limits users; an algorithm the policy does not
+// offer is refused, naming it. It applies at once when a session of the
+// account is registered; either way it writes the algorithm's URI, which
+// the host persists (its store is restored at the account's next first
+// session, as after an IQ). Thread-safe.
+//
+// # Safety
+// `router` is a live router; the strings have their lengths in bytes;
+// `buf` has `cap` writable bytes; `out_len` is writable.
+cmr_status cmr_router_choose_for(const cmr_router *router,
+                                 const char *bare_jid,
+                                 size_t bare_jid_len,
+                                 const char *algorithm,
+                                 size_t algorithm_len,
+                                 char *buf,
+                                 size_t cap,
+                                 size_t *out_len);
+
+// Writes the URI of the algorithm that applies to an account, for the
+// operators' tools: its sessions' when one is registered; else `stored`
+// (the host's persisted choice, length 0 for none) when the policy offers
+// it; else the policy's default. Thread-safe.
+//
+// # Safety
+// `router` is a live router; the strings have their lengths in bytes;
+// `buf` has `cap` writable bytes; `out_len` is writable.
+cmr_status cmr_router_algorithm_for(const cmr_router *router,
+                                    const char *bare_jid,
+                                    size_t bare_jid_len,
+                                    const char *stored,
+                                    size_t stored_len,
+                                    char *buf,
+                                    size_t cap,
+                                    size_t *out_len);
 
 // Writes the disco#info features to advertise on the server and on
 // accounts, one per line (`urn:xmpp:cmr:0`, and `urn:xmpp:cmr:hints:0`

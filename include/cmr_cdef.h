@@ -23,6 +23,12 @@ typedef enum {
 } cmr_status;
 
 typedef enum {
+  CMR_COMMAND_STAGE_FORM = 0,
+  CMR_COMMAND_STAGE_COMPLETED = 1,
+  CMR_COMMAND_STAGE_REFUSED = 2,
+} cmr_command_stage;
+
+typedef enum {
   CMR_METRIC_KIND_COUNTER = 0,
   CMR_METRIC_KIND_GAUGE = 1,
 } cmr_metric_kind;
@@ -40,6 +46,11 @@ typedef struct {
   size_t hint_len;
   bool sender_is_local;
 } cmr_message;
+
+typedef struct {
+  const char *node;
+  const char *name;
+} cmr_command;
 
 typedef struct {
   uint64_t routed[CMR_ALGORITHM_COUNT];
@@ -138,6 +149,49 @@ cmr_status cmr_router_handle_iq(const cmr_router *router,
                                 size_t cap,
                                 size_t *out_len,
                                 bool *out_changed);
+
+cmr_status cmr_router_routing_command(const cmr_router *router,
+                                      const char *requester,
+                                      size_t requester_len,
+                                      const char *submitted,
+                                      size_t submitted_len,
+                                      char *buf,
+                                      size_t cap,
+                                      size_t *out_len,
+                                      cmr_command_stage *out_stage,
+                                      bool *out_changed);
+
+const cmr_command *cmr_routing_command(void);
+
+const cmr_command *cmr_admin_command(void);
+
+cmr_status cmr_router_admin_form(const cmr_router *router, char *buf, size_t cap, size_t *out_len);
+
+cmr_status cmr_admin_form_value(const char *submitted,
+                                size_t submitted_len,
+                                const char *var,
+                                size_t var_len,
+                                char *buf,
+                                size_t cap,
+                                size_t *out_len);
+
+cmr_status cmr_router_choose_for(const cmr_router *router,
+                                 const char *bare_jid,
+                                 size_t bare_jid_len,
+                                 const char *algorithm,
+                                 size_t algorithm_len,
+                                 char *buf,
+                                 size_t cap,
+                                 size_t *out_len);
+
+cmr_status cmr_router_algorithm_for(const cmr_router *router,
+                                    const char *bare_jid,
+                                    size_t bare_jid_len,
+                                    const char *stored,
+                                    size_t stored_len,
+                                    char *buf,
+                                    size_t cap,
+                                    size_t *out_len);
 
 cmr_status cmr_router_disco_features(const cmr_router *router,
                                      char *buf,

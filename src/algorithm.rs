@@ -45,6 +45,19 @@ impl Algorithm {
         }
     }
 
+    /// What a person reads for it in a form.
+    pub fn label(self) -> &'static str {
+        match self {
+            Algorithm::All => "All resources",
+            Algorithm::MostActive => "Most active",
+            Algorithm::RoundRobin => "Round robin",
+            Algorithm::Weighted => "Weighted by priority",
+            Algorithm::Random => "Random",
+            Algorithm::Sticky => "Same resource per sender",
+            Algorithm::LeastLoaded => "Least loaded",
+        }
+    }
+
     /// The URI that XEP-0354 assigns; `None` for this project's additions,
     /// whose URIs come from the policy's prefix.
     pub fn xep_uri(self) -> Option<&'static str> {

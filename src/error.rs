@@ -107,6 +107,8 @@ pub enum Error {
         value: Quoted,
         expected: &'static str,
     },
+    /// A submitted command form that is not the one the command showed.
+    InvalidForm { reason: String },
     /// An algorithm name or URI that the library does not know.
     UnknownAlgorithm { value: Quoted },
     /// An algorithm that exists but that the policy does not offer.
@@ -143,6 +145,7 @@ impl fmt::Display for Error {
             } => {
                 write!(f, "{what} {value} is out of range: expected {expected}")
             }
+            Error::InvalidForm { reason } => write!(f, "invalid form: expected {reason}"),
             Error::UnknownAlgorithm { value } => write!(f, "unknown algorithm {value}"),
             Error::NotOffered { value } => {
                 write!(

@@ -7,6 +7,7 @@
 //! API; [`ffi`] wraps it in a C ABI (`include/cmr.h`).
 
 mod algorithm;
+mod command;
 mod error;
 pub mod ffi;
 mod metrics;

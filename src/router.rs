@@ -2,6 +2,7 @@
 //! needs. This is the safe API that the C ABI wraps.
 
 use crate::algorithm::{self, Algorithm, Pick};
+use crate::command::{self, CommandAnswer, SessionShare};
 use crate::error::{Error, Quoted};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -290,20 +291,68 @@ impl Router {
     /// a persisted choice (the users' policy does not apply to the host).
     pub fn set_algorithm(&self, bare: &str, algorithm: &str) -> Result<(), Error> {
         let jid = bare_jid(bare)?;
+        let algorithm = self.offered(algorithm)?;
+        self.registry
+            .with_account(jid.as_str(), |a| a.algorithm = algorithm)
+            .ok_or_else(|| no_account(&jid))
+    }
+
+    /// An operator's choice for an account (the admin command, the host's
+    /// admin tools): not bound by `user_change`, which limits users, but
+    /// only an offered algorithm. It applies at once when a session of the
+    /// account is registered; either way the answer is the account's
+    /// normalized bare JID and the algorithm's URI, for the host to persist
+    /// (and restore with [`set_algorithm`](Self::set_algorithm) when the
+    /// account's first session registers).
+    pub fn choose_for(&self, bare: &str, algorithm: &str) -> Result<(String, String), Error> {
+        let jid = bare_jid(bare)?;
+        let algorithm = self.offered(algorithm)?;
+        self.registry
+            .with_account(jid.as_str(), |a| a.algorithm = algorithm);
+        Ok((jid.to_string(), self.policy.uri(algorithm).to_owned()))
+    }
+
+    /// The algorithm that applies to an account, for the operators' tools:
+    /// its sessions' when one is registered; else `stored` (the host's
+    /// persisted choice, which the account's next first session restores)
+    /// when the policy offers it; else the policy's default.
+    pub fn algorithm_for(&self, bare: &str, stored: Option<&str>) -> Result<String, Error> {
+        let jid = bare_jid(bare)?;
         let algorithm = self
+            .registry
+            .with_account(jid.as_str(), |a| a.algorithm)
+            .or_else(|| stored.and_then(|s| self.offered(s).ok()))
+            .unwrap_or(self.policy.default_algorithm());
+        Ok(self.policy.uri(algorithm).to_owned())
+    }
+
+    /// The admin command's form (XEP-0133 style): the account and the
+    /// offered algorithms.
+    pub fn admin_form(&self) -> Result<String, Error> {
+        command::admin_form(&self.offered_uris())
+    }
+
+    fn offered_uris(&self) -> Vec<(Algorithm, &str)> {
+        self.policy
+            .offered()
+            .map(|a| (a, self.policy.uri(a)))
+            .collect()
+    }
+
+    /// The offered algorithm a URI or short name names.
+    fn offered(&self, algorithm: &str) -> Result<Algorithm, Error> {
+        let found = self
             .policy
             .resolve(algorithm)
             .ok_or_else(|| Error::UnknownAlgorithm {
                 value: Quoted::new(algorithm),
             })?;
-        if !self.policy.offers(algorithm) {
+        if !self.policy.offers(found) {
             return Err(Error::NotOffered {
-                value: Quoted::new(self.policy.uri(algorithm)),
+                value: Quoted::new(self.policy.uri(found)),
             });
         }
-        self.registry
-            .with_account(jid.as_str(), |a| a.algorithm = algorithm)
-            .ok_or_else(|| no_account(&jid))
+        Ok(found)
     }
 
     /// Answers a XEP-0354 IQ given as a whole stanza. `Ok(None)`: not a CMR
@@ -409,12 +458,103 @@ impl Router {
         } else {
             self.iq_results.fetch_add(1, Relaxed);
         }
-        match &answer.change {
+        self.apply(&answer.change)
+    }
+
+    /// Sets the account's algorithm to what an answer carries: whether it
+    /// did (the account may have lost its last session since).
+    fn apply(&self, change: &Option<(BareJid, Algorithm)>) -> bool {
+        match change {
             Some((account, algorithm)) => self
                 .registry
                 .with_account(account.as_str(), |a| a.algorithm = *algorithm)
                 .is_some(),
             None => false,
+        }
+    }
+
+    /// The routing command (XEP-0050) run by the session `requester` (a
+    /// full JID): the form when nothing is `submitted`; else the submitted
+    /// form (`<x xmlns='jabber:x:data' type='submit'>`) under the same
+    /// policy as a XEP-0354 set. A form that is not this command's is an
+    /// error; a choice the policy refuses is a `Refused` note. Changes
+    /// nothing until [`commit_command`](Self::commit_command).
+    pub fn routing_command(
+        &self,
+        requester: &str,
+        submitted: Option<&str>,
+    ) -> Result<CommandAnswer, Error> {
+        let account = full_jid(requester)?.to_bare();
+        let Some(submitted) = submitted else {
+            return self.routing_form(&account).map(CommandAnswer::Form);
+        };
+        let uri = command::submitted_choice(submitted)?;
+        let refused = |note: String| Ok(CommandAnswer::Refused(note));
+        if !self.policy.users_may_change() {
+            return refused(
+                "The operator of this server does not let users change the routing.".into(),
+            );
+        }
+        let Some(algorithm) = self.policy.offered_by_uri(&uri) else {
+            return refused(format!(
+                "{} is not offered here; nothing changed.",
+                Quoted::new(&uri)
+            ));
+        };
+        if self
+            .registry
+            .with_account(account.as_str(), |_| ())
+            .is_none()
+        {
+            return refused(
+                "No session of yours is registered with CMR yet; nothing changed.".into(),
+            );
+        }
+        Ok(CommandAnswer::Completed {
+            note: format!(
+                "Messages to {account} are now routed by: {}.",
+                algorithm.label()
+            ),
+            change: Some((account, algorithm)),
+        })
+    }
+
+    fn routing_form(&self, account: &BareJid) -> Result<String, Error> {
+        let offered = self.offered_uris();
+        let sessions: Vec<(String, u64)> = self
+            .registry
+            .with_account(account.as_str(), |a| {
+                a.resources
+                    .iter()
+                    .filter(|r| r.flags.available())
+                    .map(|r| (r.name.to_string(), r.routed))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let shares: Vec<SessionShare> = sessions
+            .iter()
+            .map(|(resource, routed)| SessionShare {
+                resource,
+                routed: *routed,
+            })
+            .collect();
+        let active = self.policy.uri(self.active(account));
+        command::form(
+            account,
+            &offered,
+            active,
+            self.policy.users_may_change(),
+            &shares,
+        )
+    }
+
+    /// Applies the change a completed command carries, as
+    /// [`commit`](Self::commit) does for an IQ: whether it set the
+    /// account's algorithm, which the host then persists.
+    pub fn commit_command(&self, answer: &CommandAnswer) -> bool {
+        match answer {
+            CommandAnswer::Completed { change, .. } => self.apply(change),
+            _ => false,
         }
     }
 
@@ -557,6 +697,103 @@ mod tests {
             r.set_algorithm("a@x", "fastest"),
             Err(Error::UnknownAlgorithm { .. })
         ));
+    }
+
+    #[test]
+    fn the_routing_command_sets_what_a_set_would_and_only_once_committed() {
+        let r = router("offered=all,roundrobin");
+        r.register("a@x/r", 1, 0, "", true).unwrap();
+        let CommandAnswer::Form(form) = r.routing_command("a@x/r", None).unwrap() else {
+            panic!("a form first")
+        };
+        assert!(
+            form.contains("<value>urn:xmpp:cmr:all</value><option"),
+            "{form}"
+        );
+        assert!(!form.contains("sticky"), "only the offered: {form}");
+        let submit = |uri: &str| {
+            format!("<x xmlns='jabber:x:data' type='submit'><field var='algorithm'><value>{uri}</value></field></x>")
+        };
+        let answer = r
+            .routing_command("a@x/r", Some(&submit("urn:xmpp:cmr:roundrobin")))
+            .unwrap();
+        assert!(
+            matches!(&answer, CommandAnswer::Completed { note, .. } if note.contains("Round robin"))
+        );
+        assert_eq!(
+            r.algorithm("a@x").unwrap(),
+            Algorithm::All,
+            "not before the commit"
+        );
+        assert!(r.commit_command(&answer));
+        assert_eq!(r.algorithm("a@x").unwrap(), Algorithm::RoundRobin);
+        for refused in ["urn:xmpp:cmr:weighted", "bogus"] {
+            let answer = r.routing_command("a@x/r", Some(&submit(refused))).unwrap();
+            assert!(matches!(answer, CommandAnswer::Refused(_)), "{refused}");
+            assert!(!r.commit_command(&answer));
+        }
+        assert!(r.routing_command("a@x", None).is_err(), "a session runs it");
+        assert_eq!(r.algorithm("a@x").unwrap(), Algorithm::RoundRobin);
+        let fixed = router("user_change=false");
+        fixed.register("a@x/r", 1, 0, "", true).unwrap();
+        let answer = fixed
+            .routing_command("a@x/r", Some(&submit("urn:xmpp:cmr:all")))
+            .unwrap();
+        assert!(matches!(answer, CommandAnswer::Refused(note) if note.contains("does not let")));
+    }
+
+    #[test]
+    fn an_operator_chooses_for_an_account_online_or_not() {
+        let r = router("offered=all,roundrobin user_change=false");
+        let persist = r.choose_for("Offline@X", "roundrobin").unwrap();
+        assert_eq!(
+            persist,
+            ("offline@x".into(), "urn:xmpp:cmr:roundrobin".into())
+        );
+        r.register("a@x/r", 1, 0, "", true).unwrap();
+        r.choose_for("a@x", "urn:xmpp:cmr:roundrobin").unwrap();
+        assert_eq!(
+            r.algorithm("a@x").unwrap(),
+            Algorithm::RoundRobin,
+            "applied at once"
+        );
+        assert!(matches!(
+            r.choose_for("a@x", "sticky"),
+            Err(Error::NotOffered { .. })
+        ));
+        assert!(matches!(
+            r.choose_for("a@x", "bogus"),
+            Err(Error::UnknownAlgorithm { .. })
+        ));
+        assert!(matches!(
+            r.choose_for("@x", "all"),
+            Err(Error::InvalidJid { .. })
+        ));
+        assert_eq!(
+            r.algorithm("a@x").unwrap(),
+            Algorithm::RoundRobin,
+            "refusals change nothing"
+        );
+    }
+
+    #[test]
+    fn the_algorithm_for_an_account_is_its_sessions_then_the_stored_then_the_default() {
+        let r = router("offered=all,roundrobin,weighted default=all");
+        let uri = |stored| r.algorithm_for("a@x", stored).unwrap();
+        assert_eq!(uri(None), "urn:xmpp:cmr:all");
+        assert_eq!(uri(Some("urn:xmpp:cmr:weighted")), "urn:xmpp:cmr:weighted");
+        assert_eq!(
+            uri(Some("urn:x-cmr:algorithm:sticky")),
+            "urn:xmpp:cmr:all",
+            "a stored choice no longer offered is not restored"
+        );
+        r.register("a@x/r", 1, 0, "", true).unwrap();
+        r.set_algorithm("a@x", "roundrobin").unwrap();
+        assert_eq!(
+            uri(Some("urn:xmpp:cmr:weighted")),
+            "urn:xmpp:cmr:roundrobin"
+        );
+        assert!(r.algorithm_for("not a jid@", None).is_err());
     }
 
     #[test]

@@ -19,6 +19,13 @@
 --   router:disco_features()          --> "feature\nfeature" | nil, err, status
 --   router:stats(bare_jid)           --> tab-separated table | nil, err, status
 --   router:metric_values()           --> { value, ... } | nil, err, status
+--   router:routing_command(requester_full_jid, submitted_form_xml_or_nil)
+--                                    --> "form" | "completed" | "refused", text, changed | nil, err, status
+--   router:admin_form()              --> form_xml | nil, err, status
+--   router:choose_for(bare_jid, name_or_uri)       --> uri to persist | nil, err, status
+--   router:algorithm_for(bare_jid, stored_or_nil)  --> uri | nil, err, status
+--   cmr.admin_form_value(submitted_form_xml, "accountjid" | "algorithm") --> value | nil, err, status
+--   cmr.routing_command, cmr.admin_command  --> { node =, name = }
 --   cmr.metric_series()              --> { { key =, metric =, family =, unit =, label =,
 --                                            label_value =, help =, kind = }, ... }
 --   cmr.max_picks_per_message, cmr.activity_interval_ms
@@ -36,6 +43,14 @@
 -- `label` and `label_value` empty when the family has one series), and
 -- metric_values() their values since the router was made, in that order.
 -- A host builds its metrics by walking the table and names none itself.
+--
+-- routing_command runs the users' ad-hoc command (the form, then the
+-- outcome of the submitted form: "completed" with changed = true means
+-- persist get_algorithm, as after handle_iq). The admin command: show
+-- admin_form(); read each submitted value with admin_form_value; check the
+-- account by the host's rules; choose_for applies it (not bound by
+-- user_change) and gives the URI to persist, online or not.
+-- algorithm_for is what applies to an account, for operators' tools.
 --
 -- max_picks_per_message: how many picks a host makes for one message in
 -- all, picking again after each gone session. activity_interval_ms: a

@@ -161,16 +161,27 @@ static int l_pick(lua_State *L) {
   return (int)n + 1;
 }
 
-/* The calls that answer with text: the router, then (but for
- * DISCO_FEATURES) one string. */
-enum text_call { GET_ALGORITHM, HANDLE_IQ, DISCO_FEATURES, STATS };
+/* The calls that answer with text: the router (but for ADMIN_FORM_VALUE),
+ * then the call's strings. */
+enum text_call {
+  GET_ALGORITHM,
+  HANDLE_IQ,
+  DISCO_FEATURES,
+  STATS,
+  ROUTING_COMMAND,
+  ADMIN_FORM,
+  ADMIN_FORM_VALUE,
+  CHOOSE_FOR,
+  ALGORITHM_FOR
+};
 
 typedef struct {
   enum text_call which;
   cmr_router *router;
-  const char *text;
-  size_t len;
+  const char *text, *text2;
+  size_t len, len2;
   bool changed;
+  cmr_command_stage stage;
 } text_args;
 
 static cmr_status call_text(text_args *a, char *buf, size_t cap, size_t *out_len) {
@@ -183,6 +194,17 @@ static cmr_status call_text(text_args *a, char *buf, size_t cap, size_t *out_len
     return cmr_router_disco_features(a->router, buf, cap, out_len);
   case STATS:
     return cmr_router_stats(a->router, a->text, a->len, buf, cap, out_len);
+  case ROUTING_COMMAND:
+    return cmr_router_routing_command(a->router, a->text, a->len, a->text2, a->len2, buf, cap, out_len,
+                                      &a->stage, &a->changed);
+  case ADMIN_FORM:
+    return cmr_router_admin_form(a->router, buf, cap, out_len);
+  case ADMIN_FORM_VALUE:
+    return cmr_admin_form_value(a->text, a->len, a->text2, a->len2, buf, cap, out_len);
+  case CHOOSE_FOR:
+    return cmr_router_choose_for(a->router, a->text, a->len, a->text2, a->len2, buf, cap, out_len);
+  case ALGORITHM_FOR:
+    return cmr_router_algorithm_for(a->router, a->text, a->len, a->text2, a->len2, buf, cap, out_len);
   }
   return CMR_STATUS_INVALID_ARGUMENT;
 }
@@ -205,15 +227,49 @@ static cmr_status push_text(lua_State *L, text_args *a) {
   return status;
 }
 
+static const char *const stage_names[] = {
+    [CMR_COMMAND_STAGE_FORM] = "form",
+    [CMR_COMMAND_STAGE_COMPLETED] = "completed",
+    [CMR_COMMAND_STAGE_REFUSED] = "refused",
+};
+
 static int text_call(lua_State *L, enum text_call which) {
-  text_args a = {which, check_router(L), NULL, 0, false};
-  if (which != DISCO_FEATURES) a.text = luaL_checklstring(L, 2, &a.len);
+  text_args a = {which, NULL, NULL, NULL, 0, 0, false, CMR_COMMAND_STAGE_REFUSED};
+  int arg = 1;
+  if (which != ADMIN_FORM_VALUE) {
+    a.router = check_router(L);
+    arg = 2;
+  }
+  switch (which) {
+  case DISCO_FEATURES:
+  case ADMIN_FORM:
+    break;
+  case ROUTING_COMMAND:
+  case ALGORITHM_FOR:
+    a.text = luaL_checklstring(L, arg, &a.len);
+    a.text2 = luaL_optlstring(L, arg + 1, "", &a.len2);
+    break;
+  case ADMIN_FORM_VALUE:
+  case CHOOSE_FOR:
+    a.text = luaL_checklstring(L, arg, &a.len);
+    a.text2 = luaL_checklstring(L, arg + 1, &a.len2);
+    break;
+  default:
+    a.text = luaL_checklstring(L, arg, &a.len);
+  }
   cmr_status status = push_text(L, &a);
   if (which == HANDLE_IQ && status == CMR_STATUS_NOT_MINE) {
     lua_pushboolean(L, 0);
     return 1;
   }
   if (status != CMR_STATUS_OK) return push_error(L, status);
+  if (which == ROUTING_COMMAND) {
+    /* stage, text, changed */
+    lua_pushstring(L, stage_names[a.stage]);
+    lua_insert(L, -2);
+    lua_pushboolean(L, a.changed);
+    return 3;
+  }
   if (which != HANDLE_IQ) return 1;
   lua_pushboolean(L, a.changed);
   return 2;
@@ -233,6 +289,22 @@ static int l_set_algorithm(lua_State *L) {
 static int l_handle_iq(lua_State *L) { return text_call(L, HANDLE_IQ); }
 static int l_disco_features(lua_State *L) { return text_call(L, DISCO_FEATURES); }
 static int l_stats(lua_State *L) { return text_call(L, STATS); }
+/* routing_command(requester, submitted or nil) -> stage, text, changed */
+static int l_routing_command(lua_State *L) { return text_call(L, ROUTING_COMMAND); }
+static int l_admin_form(lua_State *L) { return text_call(L, ADMIN_FORM); }
+static int l_admin_form_value(lua_State *L) { return text_call(L, ADMIN_FORM_VALUE); }
+static int l_choose_for(lua_State *L) { return text_call(L, CHOOSE_FOR); }
+/* algorithm_for(bare_jid, stored or nil) -> uri */
+static int l_algorithm_for(lua_State *L) { return text_call(L, ALGORITHM_FOR); }
+
+/* A command's node and name, as a table. */
+static void push_command(lua_State *L, const cmr_command *command) {
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, command->node);
+  lua_setfield(L, -2, "node");
+  lua_pushstring(L, command->name);
+  lua_setfield(L, -2, "name");
+}
 
 /* The library's table of metric series, as a list of tables. */
 static int l_metric_series(lua_State *L) {
@@ -290,6 +362,8 @@ static const luaL_Reg router_methods[] = {
     {"set_algorithm", l_set_algorithm}, {"handle_iq", l_handle_iq},
     {"disco_features", l_disco_features}, {"stats", l_stats},
     {"metric_values", l_metric_values},
+    {"routing_command", l_routing_command}, {"admin_form", l_admin_form},
+    {"choose_for", l_choose_for},     {"algorithm_for", l_algorithm_for},
     {NULL, NULL}};
 
 int luaopen_cmr_core(lua_State *L) {
@@ -310,6 +384,12 @@ int luaopen_cmr_core(lua_State *L) {
   lua_setfield(L, -2, "max_picks_per_message");
   lua_pushinteger(L, cmr_activity_interval_ms());
   lua_setfield(L, -2, "activity_interval_ms");
+  lua_pushcfunction(L, l_admin_form_value);
+  lua_setfield(L, -2, "admin_form_value");
+  push_command(L, cmr_routing_command());
+  lua_setfield(L, -2, "routing_command");
+  push_command(L, cmr_admin_command());
+  lua_setfield(L, -2, "admin_command");
   lua_pushstring(L, "lua");
   lua_setfield(L, -2, "backend");
   return 1;

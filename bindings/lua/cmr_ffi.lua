@@ -160,6 +160,56 @@ function router_mt:stats(jid)
 	end);
 end
 
+local stages = {
+	[tonumber(lib.CMR_COMMAND_STAGE_FORM)] = "form";
+	[tonumber(lib.CMR_COMMAND_STAGE_COMPLETED)] = "completed";
+	[tonumber(lib.CMR_COMMAND_STAGE_REFUSED)] = "refused";
+};
+local stage = ffi.new("cmr_command_stage[1]");
+
+function router_mt:routing_command(requester, submitted)
+	local router = ptr(self);
+	submitted = submitted or "";
+	local status, answer = with_text(function (buf, cap)
+		return lib.cmr_router_routing_command(router, requester, #requester, submitted, #submitted, buf, cap,
+			out_len, stage, flag);
+	end);
+	if status ~= OK then return failure(status); end
+	return stages[tonumber(stage[0])], answer, flag[0];
+end
+
+function router_mt:admin_form()
+	local router = ptr(self);
+	return text_result(function (buf, cap)
+		return lib.cmr_router_admin_form(router, buf, cap, out_len);
+	end);
+end
+
+function router_mt:choose_for(jid, algorithm)
+	local router = ptr(self);
+	return text_result(function (buf, cap)
+		return lib.cmr_router_choose_for(router, jid, #jid, algorithm, #algorithm, buf, cap, out_len);
+	end);
+end
+
+function router_mt:algorithm_for(jid, stored)
+	local router = ptr(self);
+	stored = stored or "";
+	return text_result(function (buf, cap)
+		return lib.cmr_router_algorithm_for(router, jid, #jid, stored, #stored, buf, cap, out_len);
+	end);
+end
+
+local function admin_form_value(submitted, var)
+	return text_result(function (buf, cap)
+		return lib.cmr_admin_form_value(submitted, #submitted, var, #var, buf, cap, out_len);
+	end);
+end
+
+local function command(info)
+	return { node = ffi.string(info.node), name = ffi.string(info.name) };
+end
+
 -- The library's table of metric series, as a list of tables.
 local series_fields = { "key", "metric", "family", "unit", "label", "label_value", "help" };
 local function metric_series()
@@ -202,6 +252,9 @@ return {
 	new = new;
 	version = function () return ffi.string(lib.cmr_version()); end;
 	metric_series = metric_series;
+	admin_form_value = admin_form_value;
+	routing_command = command(lib.cmr_routing_command());
+	admin_command = command(lib.cmr_admin_command());
 	max_picks_per_message = tonumber(lib.cmr_max_picks_per_message());
 	activity_interval_ms = tonumber(lib.cmr_activity_interval_ms());
 	backend = "luajit-ffi";

@@ -38,7 +38,7 @@ pub(super) fn fail_with(error: Error) -> cmr_status {
         Error::InvalidUtf8 { .. } => cmr_status::InvalidUtf8,
         Error::InvalidJid { .. } => cmr_status::InvalidJid,
         Error::InvalidXml { .. } => cmr_status::InvalidXml,
-        Error::InvalidArgument { .. } => cmr_status::InvalidArgument,
+        Error::InvalidArgument { .. } | Error::InvalidForm { .. } => cmr_status::InvalidArgument,
         Error::UnknownAlgorithm { .. } => cmr_status::UnknownAlgorithm,
         Error::NotOffered { .. } => cmr_status::NotOffered,
         Error::InvalidOption { .. } => cmr_status::InvalidOption,

@@ -17,6 +17,7 @@ pub(crate) mod boundary;
 /// The C header's names of core items (cbindgen renames them there).
 pub use crate::algorithm::ALGORITHM_COUNT as CMR_ALGORITHM_COUNT;
 use crate::algorithm::{Algorithm, Pick};
+use crate::command::{self, CommandAnswer};
 use crate::error::Error;
 pub use crate::metrics::Metrics as cmr_metrics;
 use crate::metrics::{MetricKind, Metrics};
@@ -608,6 +609,236 @@ pub unsafe extern "C" fn cmr_router_handle_iq(
     }
 }
 
+/// Where the routing command stands after a call of
+/// `cmr_router_routing_command`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum cmr_command_stage {
+    /// The buffer holds the XEP-0004 form to show (`<x xmlns='jabber:x:data'
+    /// type='form'>`); the command goes on (XEP-0050 `executing`).
+    Form = 0,
+    /// The buffer holds the note saying what changed; the command is
+    /// `completed` (an `info` note).
+    Completed = 1,
+    /// The buffer holds the note saying why nothing changed; the command is
+    /// `completed` (an `error` note).
+    Refused = 2,
+}
+
+/// Runs the routing command (XEP-0050) for the session `requester` (its
+/// full JID), to plug into the host's ad-hoc framework: with no
+/// `submitted` form (length 0) the form to show; with the form the client
+/// submitted (`<x xmlns='jabber:x:data' type='submit'>`) the outcome under
+/// the same policy as a XEP-0354 set, `*out_changed` set when the
+/// account's algorithm changed (the host then persists
+/// `cmr_router_get_algorithm`, as after an IQ). A form that is not this
+/// command's (another field, two values, not a submit) is
+/// `CMR_STATUS_INVALID_ARGUMENT` and changes nothing: the host answers
+/// `<bad-request/>`. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; the strings have their lengths in bytes;
+/// `buf` has `cap` writable bytes; `out_len`, `out_stage` and
+/// `out_changed` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_routing_command(
+    router: *const cmr_router,
+    requester: *const c_char,
+    requester_len: usize,
+    submitted: *const c_char,
+    submitted_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+    out_stage: *mut cmr_command_stage,
+    out_changed: *mut bool,
+) -> cmr_status {
+    router_boundary! { router,
+        let out_stage = try_mut!(out_stage);
+        let out_changed = try_mut!(out_changed);
+        let mut out = try_out!(buf, cap, out_len);
+        let requester = try_str!(requester, requester_len);
+        let submitted = try_str!(submitted, submitted_len);
+        *out_changed = false;
+        let submitted = (!submitted.is_empty()).then_some(submitted);
+        match router.routing_command(requester, submitted) {
+            Ok(answer) => {
+                let (stage, text) = match &answer {
+                    CommandAnswer::Form(form) => (cmr_command_stage::Form, form),
+                    CommandAnswer::Completed { note, .. } => (cmr_command_stage::Completed, note),
+                    CommandAnswer::Refused(note) => (cmr_command_stage::Refused, note),
+                };
+                if !out.fits(text.len()) {
+                    return out.too_small(text.len());
+                }
+                *out_stage = stage;
+                *out_changed = router.commit_command(&answer);
+                out.write(text.as_bytes())
+            }
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// A command a host offers through its ad-hoc framework (XEP-0050): its
+/// node and the name shown in clients' command lists.
+#[repr(C)]
+pub struct cmr_command {
+    pub node: *const c_char,
+    pub name: *const c_char,
+}
+
+// SAFETY: the pointers point to static C strings.
+unsafe impl Sync for cmr_command {}
+
+static ROUTING_COMMAND: cmr_command = cmr_command {
+    node: command::NODE.as_ptr(),
+    name: command::NAME.as_ptr(),
+};
+static ADMIN_COMMAND: cmr_command = cmr_command {
+    node: command::ADMIN_NODE.as_ptr(),
+    name: command::ADMIN_NAME.as_ptr(),
+};
+
+/// The routing command users run (`cmr_router_routing_command`), static.
+#[no_mangle]
+pub extern "C" fn cmr_routing_command() -> *const cmr_command {
+    &ROUTING_COMMAND
+}
+
+/// The admin command (`cmr_router_admin_form`), static.
+#[no_mangle]
+pub extern "C" fn cmr_admin_command() -> *const cmr_command {
+    &ADMIN_COMMAND
+}
+
+/// Writes the admin command's XEP-0004 form ("Set an account's message
+/// routing", XEP-0133 style): a `jid-single` account (`accountjid`) and the
+/// offered algorithms (`algorithm`), labelled. Only the host's
+/// administrators may run it: the host checks that. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; `buf` has `cap` writable bytes; `out_len` is
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_admin_form(
+    router: *const cmr_router,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    router_boundary! { router,
+        let out = try_out!(buf, cap, out_len);
+        match router.admin_form() {
+            Ok(form) => out.write(form.as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Writes the value of the field `var` (`accountjid` or `algorithm`) of a
+/// submitted admin form, after checking the whole form: anything that is
+/// not that form (another field, two values, not a submit) is
+/// `CMR_STATUS_INVALID_ARGUMENT`, naming it; the host answers
+/// `<bad-request/>`. The host then checks the account by its own rules
+/// (its domain, that it exists) and calls `cmr_router_choose_for`.
+///
+/// # Safety
+/// The strings have their lengths in bytes; `buf` has `cap` writable bytes;
+/// `out_len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_admin_form_value(
+    submitted: *const c_char,
+    submitted_len: usize,
+    var: *const c_char,
+    var_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    ffi_panic_boundary! {
+        let out = try_out!(buf, cap, out_len);
+        let submitted = try_str!(submitted, submitted_len);
+        let var = try_str!(var, var_len);
+        match command::admin_value(submitted, var) {
+            Ok(value) => out.write(value.as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// An operator's choice of algorithm (URI or short name) for an account:
+/// the admin command's and the host's admin tools'. Not bound by
+/// `user_change`, which limits users; an algorithm the policy does not
+/// offer is refused, naming it. It applies at once when a session of the
+/// account is registered; either way it writes the algorithm's URI, which
+/// the host persists (its store is restored at the account's next first
+/// session, as after an IQ). Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; the strings have their lengths in bytes;
+/// `buf` has `cap` writable bytes; `out_len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_choose_for(
+    router: *const cmr_router,
+    bare_jid: *const c_char,
+    bare_jid_len: usize,
+    algorithm: *const c_char,
+    algorithm_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    router_boundary! { router,
+        let mut out = try_out!(buf, cap, out_len);
+        let bare_jid = try_str!(bare_jid, bare_jid_len);
+        let algorithm = try_str!(algorithm, algorithm_len);
+        // Checked before anything changes: a choice applied must be one
+        // the host can persist.
+        let uri = match router.policy().resolve(algorithm) {
+            Some(found) => router.policy().uri(found),
+            None => "",
+        };
+        if !out.fits(uri.len()) {
+            return out.too_small(uri.len());
+        }
+        match router.choose_for(bare_jid, algorithm) {
+            Ok((_, uri)) => out.write(uri.as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
+/// Writes the URI of the algorithm that applies to an account, for the
+/// operators' tools: its sessions' when one is registered; else `stored`
+/// (the host's persisted choice, length 0 for none) when the policy offers
+/// it; else the policy's default. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; the strings have their lengths in bytes;
+/// `buf` has `cap` writable bytes; `out_len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_algorithm_for(
+    router: *const cmr_router,
+    bare_jid: *const c_char,
+    bare_jid_len: usize,
+    stored: *const c_char,
+    stored_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    router_boundary! { router,
+        let out = try_out!(buf, cap, out_len);
+        let bare_jid = try_str!(bare_jid, bare_jid_len);
+        let stored = try_str!(stored, stored_len);
+        match router.algorithm_for(bare_jid, (!stored.is_empty()).then_some(stored)) {
+            Ok(uri) => out.write(uri.as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
 /// Writes the disco#info features to advertise on the server and on
 /// accounts, one per line (`urn:xmpp:cmr:0`, and `urn:xmpp:cmr:hints:0`
 /// where hints are honoured). Thread-safe.
@@ -924,6 +1155,119 @@ mod tests {
                 (at("sessions"), at("accounts"), at("routed_all")),
                 (1, 1, 0)
             );
+            cmr_router_free(router);
+        }
+    }
+
+    #[test]
+    fn the_routing_command_shows_the_form_then_switches_once_written() {
+        let router = new_router();
+        let run = |submitted: &str, cap: usize| {
+            let (mut buf, mut len) = (vec![0u8; cap], 0);
+            let (mut stage, mut changed) = (cmr_command_stage::Refused, true);
+            let requester = "a@x/r";
+            let status = unsafe {
+                cmr_router_routing_command(
+                    router,
+                    requester.as_ptr().cast(),
+                    requester.len(),
+                    submitted.as_ptr().cast(),
+                    submitted.len(),
+                    buf.as_mut_ptr().cast(),
+                    cap,
+                    &mut len,
+                    &mut stage,
+                    &mut changed,
+                )
+            };
+            (
+                status,
+                stage,
+                changed,
+                String::from_utf8_lossy(&buf[..len.min(cap)]).into_owned(),
+            )
+        };
+        unsafe {
+            assert_eq!(register(router), cmr_status::Ok);
+            let (status, stage, changed, form) = run("", 4096);
+            assert_eq!(
+                (status, stage, changed),
+                (cmr_status::Ok, cmr_command_stage::Form, false)
+            );
+            assert!(
+                form.starts_with("<x xmlns='jabber:x:data' type='form'>"),
+                "{form}"
+            );
+            let submit = "<x xmlns='jabber:x:data' type='submit'><field var='algorithm'><value>urn:xmpp:cmr:roundrobin</value></field></x>";
+            let (status, _, changed, _) = run(submit, 4);
+            assert_eq!((status, changed), (cmr_status::BufferTooSmall, false));
+            let (status, stage, changed, note) = run(submit, 4096);
+            assert_eq!(
+                (status, stage, changed),
+                (cmr_status::Ok, cmr_command_stage::Completed, true)
+            );
+            assert!(note.contains("Round robin"), "{note}");
+            let bogus = submit.replace("algorithm", "bogus");
+            assert_eq!(run(&bogus, 4096).0, cmr_status::InvalidArgument);
+            assert!(last_error().contains("bogus"), "{}", last_error());
+            cmr_router_free(router);
+        }
+    }
+
+    #[test]
+    fn an_operator_chooses_offline_and_a_refused_or_unwritten_choice_changes_nothing() {
+        let router = new_router();
+        let choose = |account: &str, algorithm: &str, cap: usize| {
+            let (mut buf, mut len) = (vec![0u8; cap], 0);
+            let status = unsafe {
+                cmr_router_choose_for(
+                    router,
+                    account.as_ptr().cast(),
+                    account.len(),
+                    algorithm.as_ptr().cast(),
+                    algorithm.len(),
+                    buf.as_mut_ptr().cast(),
+                    cap,
+                    &mut len,
+                )
+            };
+            (
+                status,
+                String::from_utf8_lossy(&buf[..len.min(cap)]).into_owned(),
+            )
+        };
+        let active = |stored: &str| {
+            let (mut buf, mut len, account) = ([0u8; 64], 0, "a@x");
+            let status = unsafe {
+                cmr_router_algorithm_for(
+                    router,
+                    account.as_ptr().cast(),
+                    account.len(),
+                    stored.as_ptr().cast(),
+                    stored.len(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut len,
+                )
+            };
+            assert_eq!(status, cmr_status::Ok);
+            String::from_utf8_lossy(&buf[..len]).into_owned()
+        };
+        assert_eq!(
+            choose("a@x", "roundrobin", 64),
+            (cmr_status::Ok, "urn:xmpp:cmr:roundrobin".into()),
+            "offline: the URI to persist"
+        );
+        assert_eq!(active(""), "urn:xmpp:cmr:all", "nothing held offline");
+        assert_eq!(active("urn:xmpp:cmr:roundrobin"), "urn:xmpp:cmr:roundrobin");
+        unsafe {
+            assert_eq!(register(router), cmr_status::Ok);
+            assert_eq!(choose("a@x", "random", 4).0, cmr_status::BufferTooSmall);
+            assert_eq!(choose("a@x", "bogus", 64).0, cmr_status::UnknownAlgorithm);
+            assert!(last_error().contains("'bogus'"), "{}", last_error());
+            assert_eq!(active(""), "urn:xmpp:cmr:all", "nothing changed");
+            assert_eq!(choose("a@x", "random", 64).0, cmr_status::Ok);
+            assert_eq!(active(""), "urn:x-cmr:algorithm:random", "applied at once");
             cmr_router_free(router);
         }
     }

@@ -1,5 +1,6 @@
 /* Exercises every function of include/cmr.h, good and bad input, through
  * the shared library. Run under valgrind by `make test`. */
+#define _GNU_SOURCE /* memmem */
 #include "cmr.h"
 
 #include <pthread.h>
@@ -577,6 +578,54 @@ static void test_an_answer_counts_once_written(void) {
   cmr_router_free(router);
 }
 
+/* The ad-hoc commands: the form, a submitted choice written only when it
+ * fits, hostile forms refused with nothing changed, the operators' calls. */
+static void test_commands(void) {
+  cmr_router *router = NULL;
+  char buf[4096];
+  size_t len;
+  bool changed = true, new_account;
+  cmr_command_stage stage = CMR_COMMAND_STAGE_REFUSED;
+  CHECK(strcmp(cmr_routing_command()->node, "urn:xmpp:cmr:0#routing") == 0);
+  CHECK(strcmp(cmr_admin_command()->name, "Set an account's message routing") == 0);
+  CHECK(cmr_router_new(S("offered=all,roundrobin"), &router) == CMR_STATUS_OK);
+  CHECK(cmr_router_register(router, S("a@x/r"), 1, 0, S(""), true, &new_account) == CMR_STATUS_OK);
+  CHECK(cmr_router_routing_command(router, S("a@x/r"), NULL, 0, buf, sizeof buf, &len, &stage, &changed) ==
+        CMR_STATUS_OK);
+  CHECK(stage == CMR_COMMAND_STAGE_FORM && !changed && len > 0 && memmem(buf, len, "Round robin", 11) != NULL);
+  const char *submit = "<x xmlns='jabber:x:data' type='submit'><field var='algorithm'>"
+                       "<value>urn:xmpp:cmr:roundrobin</value></field></x>";
+  CHECK(cmr_router_routing_command(router, S("a@x/r"), S(submit), buf, 4, &len, &stage, &changed) ==
+        CMR_STATUS_BUFFER_TOO_SMALL && !changed);
+  CHECK(cmr_router_routing_command(router, S("a@x/r"), S(submit), NULL, 0, &len, &stage, NULL) ==
+        CMR_STATUS_NULL_PARAMETER);
+  CHECK(cmr_router_routing_command(router, S("a@x/r"), "\xff", 1, buf, sizeof buf, &len, &stage, &changed) ==
+        CMR_STATUS_INVALID_UTF8);
+  CHECK(cmr_router_routing_command(router, S("a@x/r"), S("<x xmlns='jabber:x:data' type='submit'><x><x><x><x>"
+                                                         "<x><x><x><x><x><x><x><x><x><x><x><x><x>"),
+                                   buf, sizeof buf, &len, &stage, &changed) == CMR_STATUS_INVALID_XML);
+  CHECK(cmr_router_get_algorithm(router, S("a@x"), buf, sizeof buf, &len) == CMR_STATUS_OK &&
+        memcmp(buf, "urn:xmpp:cmr:all", len) == 0);
+  CHECK(cmr_router_routing_command(router, S("a@x/r"), S(submit), buf, sizeof buf, &len, &stage, &changed) ==
+        CMR_STATUS_OK);
+  CHECK(stage == CMR_COMMAND_STAGE_COMPLETED && changed);
+  CHECK(cmr_router_admin_form(router, buf, sizeof buf, &len) == CMR_STATUS_OK && memmem(buf, len, "accountjid", 10));
+  const char *admin = "<x xmlns='jabber:x:data' type='submit'><field var='accountjid'><value>b@x</value></field>"
+                      "<field var='algorithm'><value>all</value></field></x>";
+  CHECK(cmr_admin_form_value(S(admin), S("accountjid"), buf, sizeof buf, &len) == CMR_STATUS_OK &&
+        len == 3 && memcmp(buf, "b@x", 3) == 0);
+  CHECK(cmr_admin_form_value(S(admin), S("FORM_TYPE"), buf, sizeof buf, &len) == CMR_STATUS_INVALID_ARGUMENT);
+  CHECK(cmr_router_choose_for(router, S("b@x"), S("all"), buf, sizeof buf, &len) == CMR_STATUS_OK &&
+        memcmp(buf, "urn:xmpp:cmr:all", len) == 0);
+  CHECK(cmr_router_choose_for(router, S("a@x"), S("weighted"), buf, sizeof buf, &len) == CMR_STATUS_NOT_OFFERED);
+  CHECK(cmr_router_algorithm_for(router, S("b@x"), S("urn:xmpp:cmr:roundrobin"), buf, sizeof buf, &len) ==
+            CMR_STATUS_OK &&
+        memcmp(buf, "urn:xmpp:cmr:roundrobin", len) == 0);
+  CHECK(cmr_router_algorithm_for(router, S("a@x"), NULL, 0, buf, sizeof buf, &len) == CMR_STATUS_OK &&
+        memcmp(buf, "urn:xmpp:cmr:roundrobin", len) == 0);
+  cmr_router_free(router);
+}
+
 int main(int argc, char **argv) {
   test_version_and_messages();
   test_last_error_sizes();
@@ -588,6 +637,7 @@ int main(int argc, char **argv) {
   test_set_without_a_session();
   test_metrics();
   test_an_answer_counts_once_written();
+  test_commands();
   cmr_router *router = NULL;
   if (cmr_router_new(S("default=sticky hints=any"), &router) != CMR_STATUS_OK) {
     fprintf(stderr, "cmr_router_new: %s\n", last_error());

@@ -105,6 +105,31 @@ check("iq malformed", reply == nil and err:find("invalid stanza", 1, true), err)
 check("disco", router:disco_features() == "urn:xmpp:cmr:0\nurn:xmpp:cmr:hints:0");
 local stats = router:stats("cluster@example.org");
 check("stats", stats and stats:find("^resource\trouted") and stats:find("\nnode%-2\t%d+\t0\tchat\ttrue\t0\t2\tfalse\n"), stats);
+-- The routing command: the form, then a submitted choice (changed: persist).
+check("commands' nodes", cmr.routing_command.node == "urn:xmpp:cmr:0#routing"
+	and cmr.routing_command.name == "Message routing" and cmr.admin_command.node:find("^urn:xmpp:cmr:0#"));
+local stage, text, changed = router:routing_command("cluster@example.org/node-2");
+check("routing form", stage == "form" and text:find("label='Round robin'", 1, true) and changed == false, text);
+local submit = "<x xmlns='jabber:x:data' type='submit'><field var='algorithm'><value>%s</value></field></x>";
+stage, text, changed = router:routing_command("cluster@example.org/node-2", submit:format("urn:xmpp:cmr:all"));
+check("routing submitted", stage == "completed" and text:find("All resources", 1, true) and changed == true, text);
+stage, text, changed = router:routing_command("cluster@example.org/node-2", submit:format("fastest"));
+check("routing refused", stage == "refused" and text:find("'fastest'", 1, true) and changed == false, text);
+ok, err, status = router:routing_command("cluster@example.org/node-2", submit:gsub("algorithm", "bogus"));
+check("routing bogus form", ok == nil and status == "invalid_argument" and err:find("'bogus'", 1, true), err);
+check("admin form", router:admin_form():find("var='accountjid'", 1, true));
+local admin = "<x xmlns='jabber:x:data' type='submit'><field var='accountjid'><value>a@b</value></field>"
+	.. "<field var='algorithm'><value>random</value></field></x>";
+check("admin values", cmr.admin_form_value(admin, "accountjid") == "a@b" and cmr.admin_form_value(admin, "algorithm") == "random");
+ok, err = cmr.admin_form_value(admin, "bogus");
+check("admin value unknown", ok == nil and err:find("'bogus'", 1, true), err);
+check("choose_for offline", router:choose_for("offline@example.org", "random") == "urn:x-cmr:algorithm:random");
+check("algorithm_for offline", router:algorithm_for("offline@example.org") == "urn:xmpp:cmr:roundrobin"
+	and router:algorithm_for("offline@example.org", "urn:xmpp:cmr:weighted") == "urn:xmpp:cmr:weighted");
+ok, err, status = router:choose_for("cluster@example.org", "fastest");
+check("choose_for refused", ok == nil and status == "unknown_algorithm" and err:find("'fastest'", 1, true), err);
+check("choose_for online", router:choose_for("cluster@example.org", "weighted") == "urn:xmpp:cmr:weighted"
+	and router:get_algorithm("cluster@example.org") == "urn:xmpp:cmr:weighted");
 check("unregister", router:unregister("cluster@example.org/node-1", 1) == true);
 check("unregister by bare JID and token", router:unregister("cluster@example.org", 2) == true);
 ok, err = router:unregister("cluster@example.org/node-1", 1);

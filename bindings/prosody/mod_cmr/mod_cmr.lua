@@ -7,11 +7,14 @@
 -- serves its figures as Prosody's metrics. See README.md beside this file.
 --
 -- After the setup, one section per concern: hooks (sessions, routing,
--- IQs), XEP-0198 marking, carbons, metrics, the admin shell.
+-- IQs), XEP-0198 marking, carbons, metrics, ad-hoc commands and the
+-- operators' choice, the admin shell.
 
 local st = require "util.stanza";
 local jid_bare = require "util.jid".bare;
 local jid_host = require "util.jid".host;
+local jid_prepped_split = require "util.jid".prepped_split;
+local usermanager = require "core.usermanager";
 local xml_parse = require "util.xml".parse;
 local time_now = require "util.time".now;
 local filters = require "util.filters";
@@ -78,11 +81,11 @@ if not router then
 end
 module:log("info", "cmr %s (%s backend) routing for %s", cmr.version(), cmr.backend, module.host);
 
--- Routers by host, for the admin shell (module.unload removes this one).
-local routers = module:shared("/*/cmr/routers");
-routers[module.host] = router;
-
 local store = module:open_store("cmr");
+
+-- Each host's router and operators' calls, for the admin shell
+-- (module.unload removes this one's).
+local operated = module:shared("/*/cmr/hosts");
 
 -- A call the library refused. "panic" means it caught a bug and refuses
 -- every call from now on: said once, at error level, and Prosody routes
@@ -344,16 +347,20 @@ local function refuse_iq(stanza, err, status)
 	end
 end
 
-local function answer_iq(stanza, reply, changed)
-	module:send(xml_parse(reply));
-	if not changed then return; end
-	local bare = jid_bare(stanza.attr.from);
+-- Stores the account's algorithm after its user changed it (an IQ or the
+-- routing command): restored when its first session binds.
+local function persist_choice(bare)
 	local algorithm, err, status = router:get_algorithm(bare);
 	if algorithm then
 		store:set(bare:match("^([^@]+)@"), { algorithm = algorithm });
 	else
 		refused(status, err, "warn", "Choice of %s not stored: %s", bare, err);
 	end
+end
+
+local function answer_iq(stanza, reply, changed)
+	module:send(xml_parse(reply));
+	if changed then persist_choice(jid_bare(stanza.attr.from)); end
 end
 
 -- What router:handle_iq answered: reply, changed | false (not a CMR IQ) |
@@ -524,31 +531,146 @@ end);
 -- Prosody keeps a module's series after it is unloaded: no session is
 -- registered then. (A reload makes a new router, counting from 0.)
 function module.unload()
-	routers[module.host] = nil;
+	operated[module.host] = nil;
 	for i, series in ipairs(metric_series) do
 		if series.kind == "gauge" then series_metrics[i]:set(0); end
 	end
 end
 
 --------------------------------------------------------------------------
+-- Ad-hoc commands and the operators' choice
+--------------------------------------------------------------------------
+
+-- The library builds the forms, checks what comes back and words the
+-- answers; mod_adhoc lists the commands and keeps their sessions. Its
+-- permissions are Prosody's own: any local user runs the routing command;
+-- the admin command is for the host's admins ("admin": is_admin on 0.12,
+-- the prosody:admin role on 13).
+module:depends("adhoc");
+local adhoc_new = module:require "adhoc".new;
+
+-- A submitted form the library refused (not the command's own) or a call
+-- that failed.
+local function command_failed(err, status)
+	refused(status, err, "debug", "Command refused: %s", err);
+	if status == "panic" then return { status = "error", error = { type = "wait", condition = "internal-server-error" } }; end
+	return { status = "error", error = { type = "modify", condition = "bad-request", text = err } };
+end
+
+local function routing_command(_, data)
+	if data.action == "cancel" then return { status = "canceled" }; end
+	local stage, answer, changed = router:routing_command(data.from, data.form and tostring(data.form));
+	if not stage then return command_failed(answer, changed); end
+	if stage == "form" then return { status = "executing", other = xml_parse(answer) }; end
+	if changed then persist_choice(jid_bare(data.from)); end
+	if stage == "refused" then return { status = "completed", error = { message = answer } }; end
+	return { status = "completed", info = answer };
+end
+module:provides("adhoc", adhoc_new(cmr.routing_command.name, cmr.routing_command.node, routing_command, "local_user"));
+
+-- The account an operator names, by Prosody's rules: the bare JID of an
+-- account of this host. Its username | nil, why (naming the value).
+local function local_account(account)
+	local node, host, resource = jid_prepped_split(account);
+	if not node or resource then return nil, ("'%s' is not an account's bare JID"):format(account); end
+	if host ~= module.host then return nil, ("'%s' is not an account of %s"):format(account, module.host); end
+	if not usermanager.user_exists(node, host) then return nil, ("there is no account '%s'"):format(account); end
+	return node;
+end
+
+-- An operator's choice for an account (the admin command, the shell): not
+-- bound by cmr_user_change; applied at once when the account is online,
+-- else at its next first session; stored. uri | nil, why.
+local function choose_for(account, algorithm)
+	local username, why = local_account(account);
+	if not username then return nil, why; end
+	local uri, err, status = router:choose_for(username .. "@" .. module.host, algorithm);
+	if not uri then return nil, err, status; end
+	store:set(username, { algorithm = uri });
+	return uri;
+end
+
+-- What applies to an account: its sessions', else its stored choice, else
+-- the default. uri | nil, why.
+local function algorithm_for(account)
+	local username, why = local_account(account);
+	if not username then return nil, why; end
+	local data = store:get(username);
+	return router:algorithm_for(username .. "@" .. module.host, data and data.algorithm);
+end
+
+local function admin_command(_, data)
+	if data.action == "cancel" then return { status = "canceled" }; end
+	if not data.form then
+		local form, err, status = router:admin_form();
+		if not form then return command_failed(err, status); end
+		return { status = "executing", other = xml_parse(form) };
+	end
+	local submitted = tostring(data.form);
+	local account, algorithm, err, status;
+	account, err, status = cmr.admin_form_value(submitted, "accountjid");
+	if not account then return command_failed(err, status); end
+	algorithm, err, status = cmr.admin_form_value(submitted, "algorithm");
+	if not algorithm then return command_failed(err, status); end
+	local uri, why = choose_for(account, algorithm);
+	if not uri then return { status = "completed", error = { message = why } }; end
+	module:log("info", "%s set the routing of %s to %s", jid_bare(data.from), account, uri);
+	return { status = "completed", info = ("Messages to %s are now routed by %s."):format(account, uri) };
+end
+module:provides("adhoc", adhoc_new(cmr.admin_command.name, cmr.admin_command.node, admin_command, "admin"));
+
+operated[module.host] = { router = router, choose_for = choose_for, algorithm_for = algorithm_for };
+
+--------------------------------------------------------------------------
 -- Admin shell
 --------------------------------------------------------------------------
 
 -- cmr:stats("user@host") prints the account's sessions and how many
--- messages each got.
+-- messages each got; cmr:get("user@host") the algorithm that applies to it,
+-- cmr:set("user@host", algorithm) sets it (as the admin command does).
 local shell_env = module:shared("/*/admin_shell/env");
 shell_env.cmr = {};
+
+-- The host's calls for an account's JID | nil, why (naming the value).
+local function operated_for(jid)
+	local host = type(jid) == "string" and select(2, jid_prepped_split(jid));
+	if not host then return nil, ("'%s' is not an account's bare JID"):format(tostring(jid)); end
+	local calls = operated[host];
+	if not calls then return nil, ("'%s': mod_cmr is not loaded on %s"):format(jid, host); end
+	return calls;
+end
+
 function shell_env.cmr:stats(jid)
-	local host_router = routers[jid_host(jid) or ""];
-	if not host_router then return false, "mod_cmr is not loaded on " .. tostring(jid_host(jid)); end
-	local table_text, err = host_router:stats(jid);
+	local calls, err = operated_for(jid);
+	if not calls then return false, err; end
+	local table_text;
+	table_text, err = calls.router:stats(jid);
 	if not table_text then return false, err; end
 	local algorithm;
-	algorithm, err = host_router:get_algorithm(jid);
+	algorithm, err = calls.router:get_algorithm(jid);
 	if not algorithm then return false, err; end
 	self.session.print("algorithm\t" .. algorithm);
 	for line in table_text:gmatch("[^\n]+") do self.session.print(line); end
 	return true, "OK";
+end
+
+function shell_env.cmr:get(jid)
+	local calls, err = operated_for(jid);
+	if not calls then return false, err; end
+	local uri;
+	uri, err = calls.algorithm_for(jid);
+	if not uri then return false, err; end
+	return true, uri;
+end
+
+function shell_env.cmr:set(jid, algorithm)
+	local calls, err = operated_for(jid);
+	if not calls then return false, err; end
+	if type(algorithm) ~= "string" then return false, "give the algorithm, by name or URI"; end
+	local uri;
+	uri, err = calls.choose_for(jid, algorithm);
+	if not uri then return false, err; end
+	return true, uri;
 end
 
 -- Sessions that exist when the module is loaded or reloaded.

@@ -11,6 +11,13 @@ DOMAIN = "localhost"
 FIXED_DOMAIN = "fixed.localhost"
 ACCOUNTS = 80
 PASSWORD = "secret"
+# The server's administrator (an account of DOMAIN, beside the users).
+ADMIN = f"admin@{DOMAIN}"
+
+
+class ToolError(Exception):
+    """An operator's tool refused what it was given: the tool's own
+    message."""
 
 
 def free_port():
@@ -27,8 +34,12 @@ class ServerHost:
     hibernation (the module knows a session waits for resumption: the last
     resort while it waits), expiry (the server gives up on a waiting session
     after hibernation_seconds), load (the module reports each session's
-    unacknowledged queue), restart, reload, stats, cluster, kill_session.
-    `lacking` says why a host lacks one, for the skip."""
+    unacknowledged queue), restart, reload, stats, cluster, kill_session,
+    tools (the operators' own tools set and get an account's routing:
+    `tools` names them, `tool_set(tool, jid, algorithm)` and `tool_get(tool,
+    jid)` run one, raising ToolError with its message when it refuses).
+    `lacking` says why a host lacks one, for the skip. Every host has ADMIN
+    as an administrator (`admin`)."""
 
     domain = DOMAIN
     fixed_domain = FIXED_DOMAIN
@@ -47,6 +58,8 @@ class ServerHost:
     # server configs set this.
     hibernation_seconds = 5
     lacking = {}
+    admin = ADMIN
+    tools = []
 
     def __init__(self):
         self.port = free_port()

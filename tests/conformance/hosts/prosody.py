@@ -9,13 +9,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from hosts.base import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost, free_port
+from hosts.base import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost, ToolError, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 PLUGINS = ROOT / "build" / "prosody"
 
 CONFIG = """
 run_as_root = true
+admins = {{ "{admin}" }}
 daemonize = false
 pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
@@ -74,11 +75,17 @@ SAMPLE = re.compile(r'^(\w+)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
+def lua_string(text):
+    """`text` as a Lua string literal."""
+    return '"' + "".join(c if c.isalnum() or c in "@.:-_/ " else f"\\{ord(c)}" for c in text) + '"'
+
+
 class ProsodyHost(ServerHost):
     name = "prosody"
+    tools = ["shell"]
     # What this host can do, for tests that need it.
     features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "expiry", "load", "offline", "stats",
-                "restart", "reload", "web_client"}
+                "restart", "reload", "tools", "web_client"}
     lacking = {"cluster": "Prosody does not cluster",
                "kill_session": "Prosody runs every session in one process: a session cannot die without its unbind"}
     # mod_carbons removes <private/> from the messages it sees delivered.
@@ -119,7 +126,7 @@ class ProsodyHost(ServerHost):
     def _write_config(self):
         self.config.write_text(CONFIG.format(
             dir=self.dir, plugins=self.plugins, hibernation=self.hibernation_seconds, port=self.port, domain=DOMAIN, fixed=FIXED_DOMAIN,
-            modules="".join(f'"{m}"; ' for m in self.modules), log_level=os.environ.get("CMR_PROSODY_LOG", "info"),
+            admin=self.admin, modules="".join(f'"{m}"; ' for m in self.modules), log_level=os.environ.get("CMR_PROSODY_LOG", "info"),
             http=(HTTP.format(port=self.http_port) if self.serves_http else "")
             + (METRICS if self.serves_metrics else "") + (WEB.format(root=self.web_root, domain=DOMAIN) if self.web_root else "")))
 
@@ -129,8 +136,9 @@ class ProsodyHost(ServerHost):
         for domain in (DOMAIN, FIXED_DOMAIN):
             accounts = self.dir / "data" / domain.replace(".", "%2e") / "accounts"
             accounts.mkdir(parents=True, exist_ok=True)
-            for i in range(ACCOUNTS):
-                (accounts / f"user{i}.dat").write_text(f'return {{ ["password"] = "{PASSWORD}"; }};\n')
+            names = [f"user{i}" for i in range(ACCOUNTS)] + ([self.admin.split("@")[0]] if domain == DOMAIN else [])
+            for name in names:
+                (accounts / f"{name}.dat").write_text(f'return {{ ["password"] = "{PASSWORD}"; }};\n')
 
     def _launch(self):
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -183,6 +191,21 @@ class ProsodyHost(ServerHost):
         out = subprocess.run(["prosodyctl", "--config", str(self.config), "shell", command],
                              capture_output=True, text=True, timeout=30)
         return out.stdout + out.stderr
+
+    def tool_get(self, tool, jid):
+        return self._shell_answer(f"cmr:get({lua_string(jid)})")
+
+    def tool_set(self, tool, jid, algorithm):
+        return self._shell_answer(f"cmr:set({lua_string(jid)}, {lua_string(algorithm)})")
+
+    def _shell_answer(self, command):
+        """What a shell command returned: its `OK:` text, else ToolError
+        with the shell's output."""
+        out = self.shell(command)
+        answers = re.findall(r"^\|?\s*OK: (.*)$", out, re.M)
+        if not answers:
+            raise ToolError(out.strip())
+        return answers[-1]
 
     def stats(self, jid):
         """The output of the admin command that shows an account's figures."""
