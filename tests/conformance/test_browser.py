@@ -2,9 +2,10 @@
 the npm registry) in Debian's headless chromium, driven by Selenium through
 Debian's chromedriver, logged in over WebSocket to the test server, which
 serves its files. In Converse's own ad-hoc commands view the account runs
-"Message routing" and chooses round robin; then messages to the account
-rotate over its sessions, the browser's among them, and each session's
-share is counted exactly: the browser's in what Converse shows.
+"Message routing", which shows its current choice, and chooses round robin;
+then messages to the account rotate over its sessions, the browser's among
+them, each session's share counted exactly (the browser's in what Converse
+shows), and the command's form shows round robin and each share.
 
 Converse takes carbon copies (XEP-0280) and fills a chat from the archive
 (XEP-0313) wherever the server offers them, and either would show the
@@ -12,8 +13,8 @@ browser every message, not its share: as for a load-balanced client, this
 test's server offers neither.
 
 A failure leaves a screenshot and the browser's console log under
-build/browser-failure/ and says so; every run leaves the form as Converse
-renders it in build/browser/routing-form.png."""
+build/browser-failure/ and says so; every run leaves that last form, as
+Converse renders it, in build/browser/routing-form.png."""
 
 import asyncio
 from contextlib import contextmanager
@@ -52,7 +53,7 @@ def browser():
     options.binary_location = "/usr/bin/chromium"
     # Headless; no sandbox, which Chromium cannot set up as root; no name
     # resolves, so the page reaches nothing but the test server.
-    for argument in ("--headless=new", "--no-sandbox", "--window-size=1280,900",
+    for argument in ("--headless=new", "--no-sandbox", "--window-size=1280,1600",
                      "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -91,27 +92,38 @@ def log_in(driver, host, jid):
     until(driver, element_to_be_clickable((By.CSS_SELECTOR, ".show-client-info")), "settings button (Converse connected)")
 
 
-def run_routing_command(driver, current, label):
+def open_commands(driver):
     """Opens the settings (the page shows no "About" tab: they open on the
-    commands view), lists the server's commands and runs "Message routing":
-    its form must show `current`; saves the form's picture, chooses
-    `label`, completes, and returns the note."""
+    commands view) and lists the server's commands."""
     click(driver, ".show-client-info", "settings button")
     click(driver, "converse-adhoc-commands input[type=submit]", "button to list the commands")
+
+
+def routing_form(driver):
+    """Runs "Message routing" from the listed commands; returns its choice
+    (a Select) and its read-only lines once Converse shows the form."""
     command = until(driver, element_to_be_clickable((By.CSS_SELECTOR, f'a[data-command-node="{ROUTING_NODE}"]')),
                     "routing command in the list")
     assert command.text == "Message routing"
     command.click()
     choice = Select(until(driver, visibility_of_element_located(
         (By.CSS_SELECTOR, 'converse-adhoc-commands select[name="algorithm"]')), "routing form"))
-    assert choice.first_selected_option.get_attribute("value") == current
-    FORM_PICTURE.parent.mkdir(parents=True, exist_ok=True)
-    driver.find_element(By.CSS_SELECTOR, "converse-user-settings-modal .modal-content").screenshot(str(FORM_PICTURE))
-    print(f"the routing form as Converse renders it: {FORM_PICTURE}")
+    lines = [p.text for p in driver.find_elements(By.CSS_SELECTOR, "converse-adhoc-commands fieldset > p")]
+    return choice, lines
+
+
+def complete(driver, choice, label):
+    """Chooses `label` and completes the command; returns the note."""
     choice.select_by_visible_text(label)
     click(driver, 'converse-adhoc-commands input[data-action="complete"]', "button to complete the command")
     return until(driver, visibility_of_element_located((By.CSS_SELECTOR, "converse-adhoc-commands > p.form-help")),
                  "completion note").text
+
+
+def save_form_picture(driver):
+    FORM_PICTURE.parent.mkdir(parents=True, exist_ok=True)
+    driver.find_element(By.CSS_SELECTOR, "converse-user-settings-modal .modal-content").screenshot(str(FORM_PICTURE))
+    print(f"the routing form as Converse renders it: {FORM_PICTURE}")
 
 
 def open_chat(driver, jid):
@@ -140,7 +152,10 @@ def test_round_robin_chosen_in_converse_rotates_over_the_browser_too(host, brows
         nodes = [await online(host, account, f"node-{i}") for i in (1, 2)]
         sender = await online(host, sender_jid, "probe")
         await asyncio.to_thread(log_in, browser, host, account)
-        note = await asyncio.to_thread(run_routing_command, browser, await active_algorithm(nodes[0]), "Round robin")
+        await asyncio.to_thread(open_commands, browser)
+        choice, _ = await asyncio.to_thread(routing_form, browser)
+        assert choice.first_selected_option.get_attribute("value") == await active_algorithm(nodes[0])
+        note = await asyncio.to_thread(complete, browser, choice, "Round robin")
         assert "Round robin" in note, note
         assert await active_algorithm(nodes[0]) == ROUND_ROBIN, "the whole account switched"
 
@@ -151,6 +166,13 @@ def test_round_robin_chosen_in_converse_rotates_over_the_browser_too(host, brows
         shown = await asyncio.to_thread(shown_messages, browser, sender_jid, 3)
         assert [len(n.messages) for n in nodes] == [3, 3] and len(shown) == 3, ([n.bodies() for n in nodes], shown)
         assert sorted(shown + nodes[0].bodies() + nodes[1].bodies()) == sent
+
+        # The command again, from the list still open: round robin chosen,
+        # each session's share.
+        choice, lines = await asyncio.to_thread(routing_form, browser)
+        assert choice.first_selected_option.text == "Round robin"
+        assert {"browser: 3 (33%)", "node-1: 3 (33%)", "node-2: 3 (33%)"} <= set(lines), lines
+        await asyncio.to_thread(save_form_picture, browser)
         await close(sender, *nodes)
     with evidence_on_failure(browser, "round-robin"):
         run(scenario())
