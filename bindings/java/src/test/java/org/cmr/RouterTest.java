@@ -187,13 +187,21 @@ class RouterTest {
         assertEquals(CommandAnswer.Stage.REFUSED, refusedAnswer.stage());
         assertFalse(refusedAnswer.changed());
         assertTrue(refusedAnswer.text().contains("urn:x:no"), refusedAnswer.text());
-        refused("invalid_argument", "bogus",
+        CmrException bogus = refused("invalid_argument", "bogus",
                 () -> router.routingCommand(ACCOUNT + "/a", submit(field("algorithm", RR) + field("bogus", "x"))));
+        assertEquals("invalid_argument: " + bogus.reason(), bogus.getMessage(), "the library's message alone");
         refused("invalid_argument", "algorithm",
                 () -> router.routingCommand(ACCOUNT + "/a", submit(field("algorithm", RR, "urn:xmpp:cmr:all"))));
         refused("invalid_jid", "", () -> router.routingCommand(ACCOUNT, null));
         assertThrows(NullPointerException.class, () -> router.routingCommand((byte[]) null, null));
         assertEquals(RR, router.algorithm(ACCOUNT), "the refused calls changed nothing");
+        try (Router fixed = new Router("user_change=false")) {
+            fixed.register(ACCOUNT + "/a", 1, 0, null, true);
+            CommandAnswer notAllowed = fixed.routingCommand(ACCOUNT + "/a", submit(field("algorithm", RR)));
+            assertEquals(CommandAnswer.Stage.REFUSED, notAllowed.stage());
+            assertTrue(notAllowed.text().contains("does not let users change"), notAllowed.text());
+            assertEquals("urn:xmpp:cmr:all", fixed.algorithm(ACCOUNT));
+        }
     }
 
     @Test
