@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
-from hosts.base import ACCOUNTS, DOMAIN, PASSWORD, ServerHost, free_port
+from hosts.base import ACCOUNTS, ADMIN, DOMAIN, PASSWORD, ServerHost, free_port
 from rawxmpp import RawSession, RawSessionError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -59,12 +59,15 @@ def properties(port, detach_ms):
         "mediaproxy.enabled": "false",
         "update.service-enabled": "false",
         "xmpp.session.detach.timeout": detach_ms,
-        "admin.authorizedJIDs": f"{PROBE}@{DOMAIN}",
+        # Openfire's admin list: who may run the admin commands (and ask
+        # the stats IQ).
+        "admin.authorizedJIDs": f"{PROBE}@{DOMAIN},{ADMIN}",
     }
 
 
 # conf/openfire.xml of an installation's first start: its setup makes the
-# embedded database from resources/database, the accounts, and stores
+# embedded database from resources/database (with Openfire's own account
+# "admin", ADMIN, whose password <admin> sets), the accounts, and stores
 # every other property given here. Its admin console listens nowhere.
 INSTALLATION_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <jive>
@@ -150,6 +153,9 @@ class OpenfireHost(ServerHost):
         "cluster": "Openfire clusters through its Hazelcast plugin, which is not on Maven Central",
         "web_client": "the suite serves its web client (Converse.js over WebSocket) from Prosody alone: the routing "
                       "form a browser renders is the library's, the same on every host",
+        "tools": "Openfire has no operators' command line: its operators' tool is the admin command (XEP-0050, "
+                 "tested as such), run from any client by an account of the admin list; the admin console's page "
+                 "is left out, as the suite's console is a stand-in",
     }
     # RoutingTableImpl removes <private/> from the messages it delivers.
     keeps_carbons_private = False
@@ -209,7 +215,7 @@ class OpenfireHost(ServerHost):
         (self.dir / "conf" / "accounts.sql").write_text("".join(
             f"INSERT INTO ofUser (username, plainPassword, creationDate, modificationDate) "
             f"VALUES ('{name}', '{PASSWORD}', '{now}', '{now}');\n"
-            for name in [PROBE] + [f"user{i}" for i in range(ACCOUNTS)]))
+            for name in [PROBE, ADMIN.split("@")[0]] + [f"user{i}" for i in range(ACCOUNTS)]))
         self._make_keystores()
 
     def _write_installation_home(self):

@@ -19,6 +19,8 @@ static jclass exception_class;
 static jmethodID exception_init;
 static jclass series_class;
 static jmethodID series_init;
+static jclass command_class;
+static jmethodID command_init;
 
 /* A global reference to `name` and its constructor of `signature`. */
 static int find_class(JNIEnv *env, const char *name, const char *signature, jclass *cls,
@@ -44,7 +46,8 @@ JNIEXPORT jint JNICALL JNI_OnLoad(JavaVM *vm, void *reserved) {
     }
     if (!find_class(env, "org/cmr/CmrException", "([B[BZ)V", &exception_class, &exception_init) ||
         !find_class(env, "org/cmr/MetricSeries", "([B[B[B[B[B[B[BZ)V", &series_class,
-                    &series_init)) {
+                    &series_init) ||
+        !find_class(env, "org/cmr/Command", "([B[B)V", &command_class, &command_init)) {
         return JNI_ERR;
     }
     return JNI_VERSION_1_8;
@@ -56,6 +59,7 @@ JNIEXPORT void JNICALL JNI_OnUnload(JavaVM *vm, void *reserved) {
     if ((*vm)->GetEnv(vm, (void **)&env, JNI_VERSION_1_8) == JNI_OK) {
         (*env)->DeleteGlobalRef(env, exception_class);
         (*env)->DeleteGlobalRef(env, series_class);
+        (*env)->DeleteGlobalRef(env, command_class);
     }
 }
 
@@ -105,83 +109,118 @@ static void throw_out_of_memory(JNIEnv *env) {
 /* A byte array read in place. A null array reads as no bytes: the Java
  * side refuses null where a value is required. JNI allows no other JNI
  * call while an array is held critical, so every length is read first
- * (input_prepare) and only then are the arrays taken (input_take). */
+ * (input_prepare) and only then are the arrays taken (input_take). An
+ * input that may take long to parse (a submitted form) is read from a
+ * copy instead (input_prepare_copy), so that no garbage collection waits
+ * on it. */
 typedef struct {
     jbyteArray array;
     const char *bytes;
     size_t len;
+    int copied;
 } input;
 
 static void input_prepare(JNIEnv *env, jbyteArray array, input *in) {
     in->array = array;
     in->bytes = NULL;
     in->len = array == NULL ? 0 : (size_t)(*env)->GetArrayLength(env, array);
+    in->copied = 0;
+}
+
+static void input_prepare_copy(JNIEnv *env, jbyteArray array, input *in) {
+    input_prepare(env, array, in);
+    in->copied = 1;
 }
 
 static int input_take(JNIEnv *env, input *in) {
     if (in->array == NULL) {
         return 1;
     }
-    in->bytes = (*env)->GetPrimitiveArrayCritical(env, in->array, NULL);
+    in->bytes = in->copied ? (const char *)(*env)->GetByteArrayElements(env, in->array, NULL)
+                           : (*env)->GetPrimitiveArrayCritical(env, in->array, NULL);
     return in->bytes != NULL;
 }
 
 static void input_close(JNIEnv *env, input *in) {
-    if (in->bytes != NULL) {
+    if (in->bytes == NULL) {
+        return;
+    }
+    if (in->copied) {
+        (*env)->ReleaseByteArrayElements(env, in->array, (jbyte *)in->bytes, JNI_ABORT);
+    } else {
         (*env)->ReleasePrimitiveArrayCritical(env, in->array, (void *)in->bytes, JNI_ABORT);
-        in->bytes = NULL;
+    }
+    in->bytes = NULL;
+}
+
+/* Releases the taken ones of `n` inputs: those read in place first, as
+ * no other JNI call may come while one is held. */
+static void inputs_close(JNIEnv *env, input *inputs[], int n) {
+    for (int copied = 0; copied <= 1; copied++) {
+        for (int i = n; i-- > 0;) {
+            if (inputs[i]->copied == copied) {
+                input_close(env, inputs[i]);
+            }
+        }
     }
 }
 
-/* Takes `n` prepared inputs in order; on failure releases those taken. */
+/* Takes `n` prepared inputs: the copies first, then those read in place;
+ * on failure releases those taken. */
 static int inputs_take(JNIEnv *env, input *inputs[], int n) {
-    for (int i = 0; i < n; i++) {
-        if (!input_take(env, inputs[i])) {
-            while (i-- > 0) {
-                input_close(env, inputs[i]);
+    for (int copied = 1; copied >= 0; copied--) {
+        for (int i = 0; i < n; i++) {
+            if (inputs[i]->copied == copied && !input_take(env, inputs[i])) {
+                inputs_close(env, inputs, n);
+                return 0;
             }
-            return 0;
         }
     }
     return 1;
-}
-
-static void inputs_close(JNIEnv *env, input *inputs[], int n) {
-    while (n-- > 0) {
-        input_close(env, inputs[n]);
-    }
 }
 
 static const cmr_router *router_of(jlong handle) {
     return (const cmr_router *)(intptr_t)handle;
 }
 
-/* A text-producing call: `write` fills (buf, cap) for `arg`. */
-typedef cmr_status (*text_call)(const cmr_router *router, const input *arg, char *buf,
-                                size_t cap, size_t *out_len);
+/* A text-producing call: fills (buf, cap) for its (up to two) arguments,
+ * and `flags` with what it says beside the text (the routing command's
+ * stage and changed signal). */
+typedef cmr_status (*text_call)(const cmr_router *router, const input args[2], char *buf,
+                                size_t cap, size_t *out_len, jbyte flags[2]);
+
+/* How text_result reads the arguments. */
+enum args_mode { IN_PLACE, COPIED };
 
 /* Runs `call` into the stack buffer, or again into one of the size needed
  * (again if the text grew meanwhile), and returns it as a Java byte
- * array. */
-static jbyteArray text_result(JNIEnv *env, jlong handle, jbyteArray arg_array, text_call call) {
+ * array, after the first `flag_count` of its flags. Null arguments read
+ * as none. */
+static jbyteArray text_result(JNIEnv *env, jlong handle, jbyteArray first, jbyteArray second,
+                              enum args_mode mode, size_t flag_count, text_call call) {
     char stack[TEXT_STACK_BYTES];
     char *buf = stack;
-    size_t cap = sizeof stack;
+    size_t cap = sizeof stack - flag_count;
     size_t len = 0;
+    jbyte flags[2] = {0, 0};
     jbyteArray result = NULL;
-    input arg;
-    input_prepare(env, arg_array, &arg);
+    input args[2];
+    input *inputs[] = {&args[0], &args[1]};
+    void (*prepare)(JNIEnv *, jbyteArray, input *) =
+        mode == COPIED ? input_prepare_copy : input_prepare;
+    prepare(env, first, &args[0]);
+    prepare(env, second, &args[1]);
     for (;;) {
-        if (!input_take(env, &arg)) {
+        if (!inputs_take(env, inputs, 2)) {
             break;
         }
-        cmr_status status = call(router_of(handle), &arg, buf, cap, &len);
-        input_close(env, &arg);
+        cmr_status status = call(router_of(handle), args, buf + flag_count, cap, &len, flags);
+        inputs_close(env, inputs, 2);
         if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
             if (buf != stack) {
                 free(buf);
             }
-            buf = malloc(len);
+            buf = malloc(flag_count + len);
             cap = len;
             if (buf == NULL) {
                 throw_out_of_memory(env);
@@ -190,7 +229,8 @@ static jbyteArray text_result(JNIEnv *env, jlong handle, jbyteArray arg_array, t
             continue;
         }
         if (status == CMR_STATUS_OK) {
-            result = to_java_bytes(env, buf, len);
+            memcpy(buf, flags, flag_count);
+            result = to_java_bytes(env, buf, flag_count + len);
         } else {
             throw_status(env, status);
         }
@@ -202,20 +242,68 @@ static jbyteArray text_result(JNIEnv *env, jlong handle, jbyteArray arg_array, t
     return result;
 }
 
-static cmr_status call_get_algorithm(const cmr_router *router, const input *bare_jid, char *buf,
-                                     size_t cap, size_t *out_len) {
-    return cmr_router_get_algorithm(router, bare_jid->bytes, bare_jid->len, buf, cap, out_len);
+static cmr_status call_get_algorithm(const cmr_router *router, const input args[2], char *buf,
+                                     size_t cap, size_t *out_len, jbyte flags[2]) {
+    (void)flags;
+    return cmr_router_get_algorithm(router, args[0].bytes, args[0].len, buf, cap, out_len);
 }
 
-static cmr_status call_stats(const cmr_router *router, const input *bare_jid, char *buf, size_t cap,
-                             size_t *out_len) {
-    return cmr_router_stats(router, bare_jid->bytes, bare_jid->len, buf, cap, out_len);
+static cmr_status call_stats(const cmr_router *router, const input args[2], char *buf, size_t cap,
+                             size_t *out_len, jbyte flags[2]) {
+    (void)flags;
+    return cmr_router_stats(router, args[0].bytes, args[0].len, buf, cap, out_len);
 }
 
-static cmr_status call_disco_features(const cmr_router *router, const input *unused, char *buf,
-                                      size_t cap, size_t *out_len) {
-    (void)unused;
+static cmr_status call_disco_features(const cmr_router *router, const input args[2], char *buf,
+                                      size_t cap, size_t *out_len, jbyte flags[2]) {
+    (void)args;
+    (void)flags;
     return cmr_router_disco_features(router, buf, cap, out_len);
+}
+
+/* args: the requester's full JID, the submitted form or none; flags: the
+ * stage, then 1 when the account's algorithm changed. */
+static cmr_status call_routing_command(const cmr_router *router, const input args[2], char *buf,
+                                       size_t cap, size_t *out_len, jbyte flags[2]) {
+    cmr_command_stage stage = CMR_COMMAND_STAGE_FORM;
+    bool changed = false;
+    cmr_status status = cmr_router_routing_command(router, args[0].bytes, args[0].len, args[1].bytes,
+                                                   args[1].len, buf, cap, out_len, &stage, &changed);
+    flags[0] = (jbyte)stage;
+    flags[1] = changed ? 1 : 0;
+    return status;
+}
+
+static cmr_status call_admin_form(const cmr_router *router, const input args[2], char *buf,
+                                  size_t cap, size_t *out_len, jbyte flags[2]) {
+    (void)args;
+    (void)flags;
+    return cmr_router_admin_form(router, buf, cap, out_len);
+}
+
+/* args: the submitted form, the field's name; no router. */
+static cmr_status call_admin_form_value(const cmr_router *router, const input args[2], char *buf,
+                                        size_t cap, size_t *out_len, jbyte flags[2]) {
+    (void)router;
+    (void)flags;
+    return cmr_admin_form_value(args[0].bytes, args[0].len, args[1].bytes, args[1].len, buf, cap,
+                                out_len);
+}
+
+/* args: the account's bare JID, the algorithm. */
+static cmr_status call_choose_for(const cmr_router *router, const input args[2], char *buf,
+                                  size_t cap, size_t *out_len, jbyte flags[2]) {
+    (void)flags;
+    return cmr_router_choose_for(router, args[0].bytes, args[0].len, args[1].bytes, args[1].len, buf,
+                                 cap, out_len);
+}
+
+/* args: the account's bare JID, the stored choice or none. */
+static cmr_status call_algorithm_for(const cmr_router *router, const input args[2], char *buf,
+                                     size_t cap, size_t *out_len, jbyte flags[2]) {
+    (void)flags;
+    return cmr_router_algorithm_for(router, args[0].bytes, args[0].len, args[1].bytes, args[1].len,
+                                    buf, cap, out_len);
 }
 
 JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_version(JNIEnv *env, jclass cls) {
@@ -436,7 +524,7 @@ JNIEXPORT jint JNICALL Java_org_cmr_EmptyPick_emptyPick(JNIEnv *env, jclass cls,
 JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_getAlgorithm(JNIEnv *env, jclass cls,
                                                               jlong handle, jbyteArray bare_jid) {
     (void)cls;
-    return text_result(env, handle, bare_jid, call_get_algorithm);
+    return text_result(env, handle, bare_jid, NULL, IN_PLACE, 0, call_get_algorithm);
 }
 
 JNIEXPORT void JNICALL Java_org_cmr_Native_setAlgorithm(JNIEnv *env, jclass cls, jlong handle,
@@ -514,13 +602,63 @@ JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_handleIq(JNIEnv *env, jclass cl
 JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_discoFeatures(JNIEnv *env, jclass cls,
                                                                jlong handle) {
     (void)cls;
-    return text_result(env, handle, NULL, call_disco_features);
+    return text_result(env, handle, NULL, NULL, IN_PLACE, 0, call_disco_features);
 }
 
 JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_stats(JNIEnv *env, jclass cls, jlong handle,
                                                        jbyteArray bare_jid) {
     (void)cls;
-    return text_result(env, handle, bare_jid, call_stats);
+    return text_result(env, handle, bare_jid, NULL, IN_PLACE, 0, call_stats);
+}
+
+/* The routing command, with `admin` the admin command: its node and
+ * name (org.cmr.Command). */
+JNIEXPORT jobject JNICALL Java_org_cmr_Native_command(JNIEnv *env, jclass cls, jboolean admin) {
+    (void)cls;
+    const cmr_command *command = admin == JNI_TRUE ? cmr_admin_command() : cmr_routing_command();
+    jbyteArray node = c_string_bytes(env, command->node);
+    jbyteArray name = node == NULL ? NULL : c_string_bytes(env, command->name);
+    if (name == NULL) {
+        return NULL; /* OutOfMemoryError is pending */
+    }
+    return (*env)->NewObject(env, command_class, command_init, node, name);
+}
+
+/* The routing command's answer (org.cmr.CommandAnswer reads it): its
+ * stage, 1 when the account's algorithm changed, then the form or the
+ * note. The submitted form is read from a copy: it takes a while to
+ * parse. */
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_routingCommand(JNIEnv *env, jclass cls,
+                                                                jlong handle, jbyteArray requester,
+                                                                jbyteArray submitted) {
+    (void)cls;
+    return text_result(env, handle, requester, submitted, COPIED, 2, call_routing_command);
+}
+
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_adminForm(JNIEnv *env, jclass cls, jlong handle) {
+    (void)cls;
+    return text_result(env, handle, NULL, NULL, IN_PLACE, 0, call_admin_form);
+}
+
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_adminFormValue(JNIEnv *env, jclass cls,
+                                                                jbyteArray submitted,
+                                                                jbyteArray var) {
+    (void)cls;
+    return text_result(env, 0, submitted, var, COPIED, 0, call_admin_form_value);
+}
+
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_chooseFor(JNIEnv *env, jclass cls, jlong handle,
+                                                           jbyteArray bare_jid,
+                                                           jbyteArray algorithm) {
+    (void)cls;
+    return text_result(env, handle, bare_jid, algorithm, IN_PLACE, 0, call_choose_for);
+}
+
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_algorithmFor(JNIEnv *env, jclass cls,
+                                                              jlong handle, jbyteArray bare_jid,
+                                                              jbyteArray stored) {
+    (void)cls;
+    return text_result(env, handle, bare_jid, stored, IN_PLACE, 0, call_algorithm_for);
 }
 
 /* The description of the metrics' series at `index` (org.cmr.MetricSeries),

@@ -13,6 +13,7 @@ public final class CmrException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
     private final String status;
+    private final String reason;
     private final boolean routerFailed;
 
     /** Made by the JNI shim from the library's status and message. */
@@ -24,12 +25,21 @@ public final class CmrException extends RuntimeException {
     private CmrException(String status, String message, boolean routerFailed) {
         super(status + ": " + message);
         this.status = status;
+        this.reason = message;
         this.routerFailed = routerFailed;
     }
 
     /** The library's name of the status ({@code cmr_status_name}). */
     public String status() {
         return status;
+    }
+
+    /**
+     * The library's message alone, without the status' name: what to tell
+     * a person (a command's note, an error's text).
+     */
+    public String reason() {
+        return reason;
     }
 
     /** Whether the router has failed (the library's panic status). */

@@ -40,6 +40,18 @@ final class Native {
 
     static native byte[] discoFeatures(long router);
 
+    static native Command command(boolean admin);
+
+    static native byte[] routingCommand(long router, byte[] requester, byte[] submitted);
+
+    static native byte[] adminForm(long router);
+
+    static native byte[] adminFormValue(byte[] submitted, byte[] var);
+
+    static native byte[] chooseFor(long router, byte[] bareJid, byte[] algorithm);
+
+    static native byte[] algorithmFor(long router, byte[] bareJid, byte[] stored);
+
     static native byte[] stats(long router, byte[] bareJid);
 
     static native MetricSeries metricSeries(int index);

@@ -291,6 +291,85 @@ public final class Router implements AutoCloseable {
         return handleIq(utf8(xml));
     }
 
+    /**
+     * Runs the routing command ({@link Command#routing}) for the session
+     * {@code requester} (its full JID): with no {@code submitted} form
+     * (null) the form to show; with the form the client submitted
+     * ({@code <x xmlns='jabber:x:data' type='submit'>}) the outcome, under
+     * the same policy as a XEP-0354 set. A form that is not this command's
+     * (another field, two values, not a submit) throws with status
+     * {@code invalid_argument}, naming what is wrong, and changes nothing:
+     * the host answers {@code <bad-request/>}.
+     */
+    public CommandAnswer routingCommand(byte[] requester, byte[] submitted) {
+        Objects.requireNonNull(requester, "requester");
+        return call(h -> new CommandAnswer(Native.routingCommand(h, requester, submitted)));
+    }
+
+    public CommandAnswer routingCommand(String requester, String submitted) {
+        return routingCommand(utf8(requester), utf8OrNull(submitted));
+    }
+
+    /**
+     * The admin command's form ({@link Command#admin}): the account
+     * ({@code accountjid}) and the offered algorithms ({@code algorithm}).
+     * Only the host's administrators may run it: the host checks that.
+     */
+    public String adminForm() {
+        return call(h -> new String(Native.adminForm(h), StandardCharsets.UTF_8));
+    }
+
+    /**
+     * The value of the field {@code var} ({@code accountjid} or
+     * {@code algorithm}) of a submitted admin form, after checking the
+     * whole form: anything else throws with status
+     * {@code invalid_argument}, naming it (the host answers
+     * {@code <bad-request/>}). The host then checks the account by its own
+     * rules and calls {@link #chooseFor}.
+     */
+    public static String adminFormValue(byte[] submitted, String var) {
+        Objects.requireNonNull(submitted, "submitted");
+        Objects.requireNonNull(var, "var");
+        return new String(Native.adminFormValue(submitted, utf8(var)), StandardCharsets.UTF_8);
+    }
+
+    public static String adminFormValue(String submitted, String var) {
+        return adminFormValue(utf8(Objects.requireNonNull(submitted, "submitted")), var);
+    }
+
+    /**
+     * An operator's choice of algorithm (a URI or a short name) for an
+     * account, online or not: not bound by {@code user_change}; an
+     * algorithm the policy does not offer throws, naming it. It applies at
+     * once when a session of the account is registered. Returns the URI
+     * that the host persists where it keeps the account's choice (restored
+     * at its next first session, as after an IQ).
+     */
+    public String chooseFor(byte[] bareJid, byte[] algorithm) {
+        Objects.requireNonNull(bareJid, "bareJid");
+        Objects.requireNonNull(algorithm, "algorithm");
+        return call(h -> new String(Native.chooseFor(h, bareJid, algorithm), StandardCharsets.UTF_8));
+    }
+
+    public String chooseFor(String bareJid, String algorithm) {
+        return chooseFor(utf8(bareJid), utf8(algorithm));
+    }
+
+    /**
+     * The URI of the algorithm that applies to an account, for operators:
+     * its sessions' when one is registered, else {@code stored} (the
+     * host's persisted choice, or null) when the policy offers it, else
+     * the policy's default.
+     */
+    public String algorithmFor(byte[] bareJid, byte[] stored) {
+        Objects.requireNonNull(bareJid, "bareJid");
+        return call(h -> new String(Native.algorithmFor(h, bareJid, stored), StandardCharsets.UTF_8));
+    }
+
+    public String algorithmFor(String bareJid, String stored) {
+        return algorithmFor(utf8(bareJid), utf8OrNull(stored));
+    }
+
     /** The disco#info features to advertise, on the server and on accounts. */
     public String[] discoFeatures() {
         return call(h -> new String(Native.discoFeatures(h), StandardCharsets.UTF_8).split("\n"));

@@ -150,6 +150,98 @@ class RouterTest {
         assertArrayEquals(new String[] {"urn:xmpp:cmr:0", "urn:xmpp:cmr:hints:0"}, router.discoFeatures());
     }
 
+    private static String submit(String fields) {
+        return "<x xmlns='jabber:x:data' type='submit'>" + fields + "</x>";
+    }
+
+    private static String field(String var, String... values) {
+        StringBuilder field = new StringBuilder("<field var='" + var + "'>");
+        for (String value : values) {
+            field.append("<value>").append(value).append("</value>");
+        }
+        return field.append("</field>").toString();
+    }
+
+    @Test
+    void theCommandsAreTheLibrarys() {
+        assertEquals("urn:xmpp:cmr:0#routing", Command.routing().node());
+        assertEquals("Message routing", Command.routing().name());
+        assertEquals("urn:xmpp:cmr:0#account-routing", Command.admin().node());
+        assertEquals("Set an account's message routing", Command.admin().name());
+    }
+
+    @Test
+    void theRoutingCommand() {
+        router.register(ACCOUNT + "/a", 1, 0, null, true);
+        CommandAnswer form = router.routingCommand(ACCOUNT + "/a", null);
+        assertEquals(CommandAnswer.Stage.FORM, form.stage());
+        assertFalse(form.changed());
+        assertTrue(form.text().startsWith("<x xmlns='jabber:x:data' type='form'"), form.text());
+        assertTrue(form.text().contains("a: 0 (0%)"), form.text());
+        CommandAnswer done = router.routingCommand(ACCOUNT + "/a", submit(field("algorithm", RR)));
+        assertEquals(CommandAnswer.Stage.COMPLETED, done.stage());
+        assertTrue(done.changed());
+        assertTrue(done.text().contains("Round robin"), done.text());
+        assertEquals(RR, router.algorithm(ACCOUNT));
+        CommandAnswer refusedAnswer = router.routingCommand(ACCOUNT + "/a", submit(field("algorithm", "urn:x:no")));
+        assertEquals(CommandAnswer.Stage.REFUSED, refusedAnswer.stage());
+        assertFalse(refusedAnswer.changed());
+        assertTrue(refusedAnswer.text().contains("urn:x:no"), refusedAnswer.text());
+        CmrException bogus = refused("invalid_argument", "bogus",
+                () -> router.routingCommand(ACCOUNT + "/a", submit(field("algorithm", RR) + field("bogus", "x"))));
+        assertEquals("invalid_argument: " + bogus.reason(), bogus.getMessage(), "the library's message alone");
+        refused("invalid_argument", "algorithm",
+                () -> router.routingCommand(ACCOUNT + "/a", submit(field("algorithm", RR, "urn:xmpp:cmr:all"))));
+        refused("invalid_jid", "", () -> router.routingCommand(ACCOUNT, null));
+        assertThrows(NullPointerException.class, () -> router.routingCommand((byte[]) null, null));
+        assertEquals(RR, router.algorithm(ACCOUNT), "the refused calls changed nothing");
+        try (Router fixed = new Router("user_change=false")) {
+            fixed.register(ACCOUNT + "/a", 1, 0, null, true);
+            CommandAnswer notAllowed = fixed.routingCommand(ACCOUNT + "/a", submit(field("algorithm", RR)));
+            assertEquals(CommandAnswer.Stage.REFUSED, notAllowed.stage());
+            assertTrue(notAllowed.text().contains("does not let users change"), notAllowed.text());
+            assertEquals("urn:xmpp:cmr:all", fixed.algorithm(ACCOUNT));
+        }
+    }
+
+    @Test
+    void aLongFormArrivesWhole() {
+        for (int i = 0; i < 300; i++) {
+            router.register(ACCOUNT + "/node-" + i, i + 1, 0, null, true);
+        }
+        CommandAnswer form = router.routingCommand(ACCOUNT + "/node-0", null);
+        assertEquals(CommandAnswer.Stage.FORM, form.stage());
+        assertTrue(form.text().length() > 4096, "beyond the shim's stack buffer");
+        assertTrue(form.text().contains("node-299: 0 (0%)") && form.text().endsWith("</x>"), form.text());
+    }
+
+    @Test
+    void theAdminCommand() {
+        String form = router.adminForm();
+        assertTrue(form.contains("var='accountjid'") && form.contains("var='algorithm'"), form);
+        String submitted = submit(field("accountjid", "other@example.org") + field("algorithm", "weighted"));
+        assertEquals("other@example.org", Router.adminFormValue(submitted, "accountjid"));
+        assertEquals("weighted", Router.adminFormValue(submitted, "algorithm"));
+        refused("invalid_argument", "bogus", () -> Router.adminFormValue(
+                submit(field("accountjid", "a@example.org") + field("algorithm", RR) + field("bogus", "x")),
+                "algorithm"));
+        // Offline: written to persist, applied at the account's first session.
+        assertEquals("urn:xmpp:cmr:weighted", router.chooseFor("other@example.org", "weighted"));
+        assertEquals("urn:xmpp:cmr:all", router.algorithmFor("other@example.org", null), "nothing stored");
+        assertEquals("urn:xmpp:cmr:weighted", router.algorithmFor("other@example.org", "urn:xmpp:cmr:weighted"));
+        // Online: applied at once.
+        router.register(ACCOUNT + "/a", 1, 0, null, true);
+        assertEquals(RR, router.chooseFor(ACCOUNT, RR));
+        assertEquals(RR, router.algorithm(ACCOUNT));
+        assertEquals(RR, router.algorithmFor(ACCOUNT, "urn:xmpp:cmr:weighted"), "the sessions' applies");
+        refused("unknown_algorithm", "fastest", () -> router.chooseFor(ACCOUNT, "fastest"));
+        try (Router narrow = new Router("offered=all,mostactive user_change=false")) {
+            refused("not_offered", "roundrobin", () -> narrow.chooseFor(ACCOUNT, "roundrobin"));
+            assertEquals("urn:xmpp:cmr:mostactive", narrow.chooseFor(ACCOUNT, "mostactive"), "not bound by user_change");
+        }
+        assertEquals(RR, router.algorithm(ACCOUNT), "the refused calls changed nothing");
+    }
+
     /** The value of the series `key` now. */
     private long metric(String key) {
         long[] values = router.metricValues();

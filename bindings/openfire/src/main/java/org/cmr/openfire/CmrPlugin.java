@@ -17,6 +17,8 @@ import org.cmr.CmrException;
 import org.cmr.Router;
 import org.jivesoftware.openfire.SessionManager;
 import org.jivesoftware.openfire.XMPPServer;
+import org.jivesoftware.openfire.commands.AdHocCommand;
+import org.jivesoftware.openfire.commands.AdHocCommandHandler;
 import org.jivesoftware.openfire.container.Plugin;
 import org.jivesoftware.openfire.container.PluginManager;
 import org.jivesoftware.openfire.disco.IQDiscoInfoHandler;
@@ -84,6 +86,12 @@ public final class CmrPlugin implements Plugin {
         for (IQHandler handler : new IQHandler[] {new CmrIqHandler(this, router), new StatsIqHandler(router)}) {
             server.getIQRouter().addHandler(handler);
             undo.push(() -> server.getIQRouter().removeHandler(handler));
+        }
+        AdHocCommandHandler commands = server.getAdHocCommandHandler();
+        for (AdHocCommand command : new AdHocCommand[] {
+                new Commands.Routing(this, router), new Commands.AccountRouting(this, router)}) {
+            commands.addCommand(command);
+            undo.push(() -> commands.removeCommand(command));
         }
         IQDiscoInfoHandler disco = server.getIQDiscoInfoHandler();
         List<String> features = Arrays.asList(router.discoFeatures());
@@ -184,13 +192,23 @@ public final class CmrPlugin implements Plugin {
     /** Stores the account's algorithm after a user changed it. */
     void persist(JID bare) {
         try {
-            String algorithm = router.algorithm(bare.toBareJID());
+            store(bare, router.algorithm(bare.toBareJID()));
+        } catch (CmrException e) {
+            refused(e, "Choice of " + bare + " not stored");
+        }
+    }
+
+    /**
+     * Stores `algorithm` as the account's choice (a user's, or an
+     * administrator's through the admin command), restored at the
+     * account's next first session.
+     */
+    void store(JID bare, String algorithm) {
+        try {
             Map<String, String> properties = UserManager.getInstance().getUser(bare.getNode()).getProperties();
             properties.put(ALGORITHM_PROPERTY, algorithm);
         } catch (UserNotFoundException e) {
             LOG.warn("Choice of {} not stored: no such user", bare);
-        } catch (CmrException e) {
-            refused(e, "Choice of " + bare + " not stored");
         }
     }
 
