@@ -123,7 +123,10 @@ mod_options(_Host) ->
 mod_doc() ->
     #{desc => ["XEP-0354 Customizable Message Routing: the account chooses how "
                "messages to its bare JID are spread over its sessions. An option "
-               "left out takes the cmr library's default."],
+               "left out takes the cmr library's default.",
+               "With mod_adhoc, users choose through an ad-hoc command, and who passes the host's "
+               "configure access sets any account's through another; operators use the "
+               "cmr_get_algorithm and cmr_set_algorithm commands (ejabberdctl, ReST API)."],
       opts => [{offered, #{value => "[Algorithm]",
                            desc => "Algorithms users may choose, by short name or URI; "
                                    "must include all or mostactive. The library's default (also that of an empty list) offers all seven."}},
