@@ -411,7 +411,8 @@ tool_account(User, Host, Fun) ->
         #jid{lserver = S} ->
             case mod_cmr_home:running(S) of
                 true -> with_account(S, Jid, Fun);
-                false -> {error, not_exists, io_lib:format("mod_cmr is not running for ~ts (of ~ts) on this node", [S, Jid])}
+                false -> {error, not_exists,
+                          io_lib:format("mod_cmr is not running for ~ts (of ~ts) on this node", [S, Jid])}
             end;
         error ->
             {error, invalid_jid, io_lib:format("~ts is not a valid JID", [Jid])}
