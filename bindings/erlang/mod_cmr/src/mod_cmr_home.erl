@@ -315,9 +315,13 @@ choose_for(Host, U, Algorithm) ->
     case router(Host) of
         undefined -> not_running();
         Router ->
-            case cmr:choose_for(Router, <<U/binary, "@", Host/binary>>, Algorithm) of
+            Bare = <<U/binary, "@", Host/binary>>,
+            case cmr:choose_for(Router, Bare, Algorithm) of
                 {ok, Uri} ->
                     mnesia:dirty_write(#cmr_algorithm{us = {U, Host}, algorithm = Uri}),
+                    %% A first session that registered meanwhile restored
+                    %% the choice stored before: it gets this one too.
+                    cmr:set_algorithm(Router, Bare, Uri),
                     {ok, Uri};
                 Error ->
                     Error
