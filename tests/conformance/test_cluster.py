@@ -24,6 +24,7 @@ import pytest
 from slixmpp.xmlstream import ET
 
 from conftest import host_class, run, stop_and_check_log
+from test_commands import commanding, notes, run_admin
 from xmpp import NS_CMR, TIMEOUT, bodies, close, online, send_messages, settle, wait_for
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
@@ -358,6 +359,63 @@ def test_a_choice_made_on_one_node_shows_on_the_others(nodes):
         return seen_on_third, seen_on_first
 
     assert run(scenario()) == ([WEIGHTED], [ROUND_ROBIN])
+
+
+def choices_made(nodes):
+    """How many operators' choices (mod_cmr_home:choose_for/3, which applies
+    one and stores it) each node has made since choices_counted()."""
+    counts = {}
+    for node in nodes:
+        counted = node.eval("erlang:trace_info({mod_cmr_home, choose_for, 3}, call_count)")
+        counts[node.node] = int(re.fullmatch(r"\{call_count,(\d+)\}", counted).group(1))
+    return counts
+
+
+def choices_counted(nodes, on=True):
+    for node in nodes:
+        node.eval(f"erlang:trace_pattern({{mod_cmr_home, choose_for, 3}}, {str(on).lower()}, [call_count])")
+
+
+def test_an_operators_choice_through_any_node_is_made_and_stored_by_the_accounts_home(nodes):
+    """The admin command and cmr_set_algorithm, run on a node that is not
+    the account's home: the home applies the choice, so the account's
+    sessions on every node switch, and it alone stores it; an offline
+    account's choice, set the same way, applies at its next login."""
+    async def scenario():
+        account, offline_account = nodes[0].account(), nodes[0].account()
+        sessions = await spread(nodes, account)
+        await registered(nodes[0], account, sessions)
+        home = home_of(nodes, account)
+        elsewhere = next(node for node in nodes if node is not home)
+        sender = await online(elsewhere, nodes[0].account(), "probe")
+        admin = await commanding(elsewhere, elsewhere.admin, "console")
+        choices_counted(nodes)
+        try:
+            note = notes(await run_admin(admin, elsewhere, account, ROUND_ROBIN))
+            switched = [await active(session) for session in sessions]
+            counts = await deliver_from([sender], account, sessions, 60, "admin")
+            by_admin = choices_made(nodes)
+            # Offline: set through a node that is not its home, then logged in there.
+            offline_home = home_of(nodes, offline_account)
+            through = next(node for node in nodes if node is not offline_home)
+            through.tool_set("ejabberdctl", offline_account, "weighted")
+            got = through.tool_get("rest", offline_account)
+            by_tool = choices_made(nodes)
+            later = await online(through, offline_account, "r")
+            at_login = await active(later)
+        finally:
+            choices_counted(nodes, on=False)
+        await close(admin, sender, later, *sessions)
+        return (note, switched, counts, by_admin, home, offline_home, got, by_tool, at_login)
+
+    note, switched, counts, by_admin, home, offline_home, got, by_tool, at_login = run(scenario())
+    assert switched == [[ROUND_ROBIN]] * 6, f"the account's sessions on every node switched: {note}"
+    assert counts == [10] * 6, "its home routes by the choice"
+    assert by_admin == {node.node: int(node is home) for node in nodes}, "made and stored once, by the home"
+    assert got == WEIGHTED
+    assert {node: by_tool[node] - by_admin[node] for node in by_tool} == \
+        {node.node: int(node is offline_home) for node in nodes}, "made and stored once, by its home"
+    assert at_login == [WEIGHTED], "applied at the next login"
 
 
 def test_a_node_without_mod_cmr_leaves_its_accounts_to_ejabberd_until_it_runs_it(nodes):

@@ -2,8 +2,9 @@
  * and back. Binaries in, binaries or atoms out; every failure is
  * {error, {Status, Message}}, never an exception. The router is a NIF
  * resource freed by the garbage collector. Every call is sub-microsecond
- * and runs on a normal scheduler, except handle_iq (~10 us for a real IQ,
- * up to a millisecond for the largest hostile one) on a dirty one.
+ * and runs on a normal scheduler, except those that parse what a client
+ * sent, handle_iq (~10 us for a real IQ, up to a millisecond for the
+ * largest hostile one) and the commands' submitted forms, on a dirty one.
  *
  * Built with -DCMR_TEST, the same source is the NIF of the test module
  * cmr_test instead (bindings/erlang/test): new/1, a count of the routers
@@ -104,6 +105,10 @@ static ERL_NIF_TERM badarg(ErlNifEnv *env, const char *what) {
 #define GET_BINARY(var, i, what)                                                        \
   ErlNifBinary var;                                                                     \
   if (!enif_inspect_binary(env, argv[i], &var)) return badarg(env, what " must be a binary");
+
+/* Input k of a text call (text_args below) from argument i. */
+#define GET_INPUT(args, k, i, what)                                                     \
+  if (!enif_inspect_binary(env, argv[i], &(args).in[k])) return badarg(env, what " must be a binary");
 
 #define GET_TOKEN(var, i)                                                               \
   ErlNifUInt64 var;                                                                     \
@@ -230,40 +235,67 @@ static ERL_NIF_TERM nif_pick(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
   return result;
 }
 
-typedef cmr_status (*text_call)(const cmr_router *r, const char *in, size_t in_len, char *buf, size_t cap,
-                                size_t *out_len, bool *changed);
+/* A call that writes text into a caller's buffer: its inputs (a zeroed
+ * binary is an absent one, as the library takes NULL with length 0) and
+ * what it says beside the text. */
+typedef struct {
+  ErlNifBinary in[2];
+  bool changed;
+  cmr_command_stage stage;
+} text_args;
 
-static cmr_status call_get_algorithm(const cmr_router *r, const char *in, size_t in_len, char *buf, size_t cap,
-                                     size_t *out_len, bool *changed) {
-  (void)changed;
-  return cmr_router_get_algorithm(r, in, in_len, buf, cap, out_len);
+typedef cmr_status (*text_call)(const cmr_router *r, text_args *a, char *buf, size_t cap, size_t *out_len);
+
+static cmr_status call_get_algorithm(const cmr_router *r, text_args *a, char *buf, size_t cap, size_t *out_len) {
+  return cmr_router_get_algorithm(r, STR(a->in[0]), buf, cap, out_len);
 }
 
-static cmr_status call_stats(const cmr_router *r, const char *in, size_t in_len, char *buf, size_t cap,
-                             size_t *out_len, bool *changed) {
-  (void)changed;
-  return cmr_router_stats(r, in, in_len, buf, cap, out_len);
+static cmr_status call_stats(const cmr_router *r, text_args *a, char *buf, size_t cap, size_t *out_len) {
+  return cmr_router_stats(r, STR(a->in[0]), buf, cap, out_len);
 }
 
-static cmr_status call_disco(const cmr_router *r, const char *in, size_t in_len, char *buf, size_t cap,
-                             size_t *out_len, bool *changed) {
-  (void)in;
-  (void)in_len;
-  (void)changed;
+static cmr_status call_disco(const cmr_router *r, text_args *a, char *buf, size_t cap, size_t *out_len) {
+  (void)a;
   return cmr_router_disco_features(r, buf, cap, out_len);
 }
 
+static cmr_status call_handle_iq(const cmr_router *r, text_args *a, char *buf, size_t cap, size_t *out_len) {
+  return cmr_router_handle_iq(r, STR(a->in[0]), buf, cap, out_len, &a->changed);
+}
+
+static cmr_status call_routing_command(const cmr_router *r, text_args *a, char *buf, size_t cap,
+                                       size_t *out_len) {
+  return cmr_router_routing_command(r, STR(a->in[0]), STR(a->in[1]), buf, cap, out_len, &a->stage, &a->changed);
+}
+
+static cmr_status call_admin_form(const cmr_router *r, text_args *a, char *buf, size_t cap, size_t *out_len) {
+  (void)a;
+  return cmr_router_admin_form(r, buf, cap, out_len);
+}
+
+/* The one call without a router (r is NULL). */
+static cmr_status call_admin_form_value(const cmr_router *r, text_args *a, char *buf, size_t cap,
+                                        size_t *out_len) {
+  (void)r;
+  return cmr_admin_form_value(STR(a->in[0]), STR(a->in[1]), buf, cap, out_len);
+}
+
+static cmr_status call_choose_for(const cmr_router *r, text_args *a, char *buf, size_t cap, size_t *out_len) {
+  return cmr_router_choose_for(r, STR(a->in[0]), STR(a->in[1]), buf, cap, out_len);
+}
+
+static cmr_status call_algorithm_for(const cmr_router *r, text_args *a, char *buf, size_t cap, size_t *out_len) {
+  return cmr_router_algorithm_for(r, STR(a->in[0]), STR(a->in[1]), buf, cap, out_len);
+}
+
 /* Calls `call` into a binary, growing it to the size the library asks. */
-static cmr_status call_text(ErlNifEnv *env, text_call call, const cmr_router *r, ErlNifBinary *in,
-                            ERL_NIF_TERM *out, bool *changed) {
+static cmr_status call_text(ErlNifEnv *env, text_call call, const cmr_router *r, text_args *a, ERL_NIF_TERM *out) {
   ErlNifBinary bin;
   size_t len = 0;
   if (!enif_alloc_binary(1024, &bin)) return CMR_STATUS_PANIC;
-  cmr_status status = call(r, in ? (const char *)in->data : NULL, in ? in->size : 0, (char *)bin.data, bin.size,
-                           &len, changed);
+  cmr_status status = call(r, a, (char *)bin.data, bin.size, &len);
   if (status == CMR_STATUS_BUFFER_TOO_SMALL && enif_realloc_binary(&bin, len))
-    status = call(r, in ? (const char *)in->data : NULL, in ? in->size : 0, (char *)bin.data, bin.size, &len,
-                  changed);
+    status = call(r, a, (char *)bin.data, bin.size, &len);
   if (status == CMR_STATUS_OK) {
     enif_realloc_binary(&bin, len);
     *out = enif_make_binary(env, &bin);
@@ -273,18 +305,19 @@ static cmr_status call_text(ErlNifEnv *env, text_call call, const cmr_router *r,
   return status;
 }
 
-static ERL_NIF_TERM text_result(ErlNifEnv *env, text_call call, const cmr_router *r, ErlNifBinary *in) {
+/* {ok, Text} or {error, {Status, Message}}. */
+static ERL_NIF_TERM text_result(ErlNifEnv *env, text_call call, const cmr_router *r, text_args *a) {
   ERL_NIF_TERM out;
-  bool changed = false;
-  cmr_status status = call_text(env, call, r, in, &out, &changed);
+  cmr_status status = call_text(env, call, r, a, &out);
   return status == CMR_STATUS_OK ? enif_make_tuple2(env, atom(env, "ok"), out) : lib_error(env, status);
 }
 
 static ERL_NIF_TERM nif_get_algorithm(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   GET_ROUTER(res);
-  GET_BINARY(jid, 1, "the bare JID");
-  return text_result(env, call_get_algorithm, res->router, &jid);
+  text_args a = {0};
+  GET_INPUT(a, 0, 1, "the bare JID");
+  return text_result(env, call_get_algorithm, res->router, &a);
 }
 
 static ERL_NIF_TERM nif_set_algorithm(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -299,26 +332,104 @@ static ERL_NIF_TERM nif_set_algorithm(ErlNifEnv *env, int argc, const ERL_NIF_TE
 static ERL_NIF_TERM nif_handle_iq(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   GET_ROUTER(res);
-  GET_BINARY(xml, 1, "the IQ");
+  text_args a = {0};
+  GET_INPUT(a, 0, 1, "the IQ");
   ERL_NIF_TERM out;
-  bool changed = false;
-  cmr_status status = call_text(env, cmr_router_handle_iq, res->router, &xml, &out, &changed);
+  cmr_status status = call_text(env, call_handle_iq, res->router, &a, &out);
   if (status == CMR_STATUS_NOT_MINE) return status_atom(env, status);
   if (status != CMR_STATUS_OK) return lib_error(env, status);
-  return enif_make_tuple3(env, atom(env, "ok"), out, atom(env, changed ? "true" : "false"));
+  return enif_make_tuple3(env, atom(env, "ok"), out, atom(env, a.changed ? "true" : "false"));
 }
 
 static ERL_NIF_TERM nif_disco_features(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   GET_ROUTER(res);
-  return text_result(env, call_disco, res->router, NULL);
+  text_args a = {0};
+  return text_result(env, call_disco, res->router, &a);
 }
 
 static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   GET_ROUTER(res);
-  GET_BINARY(jid, 1, "the bare JID");
-  return text_result(env, call_stats, res->router, &jid);
+  text_args a = {0};
+  GET_INPUT(a, 0, 1, "the bare JID");
+  return text_result(env, call_stats, res->router, &a);
+}
+
+/* routing_command(Router, Requester, Submitted) -> {form, Xml} |
+ * {completed, Note, Changed} | {refused, Note} | {error, _}; Submitted is
+ * <<>> for the command's first stage. */
+static ERL_NIF_TERM nif_routing_command(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  GET_ROUTER(res);
+  text_args a = {0};
+  GET_INPUT(a, 0, 1, "the requester");
+  GET_INPUT(a, 1, 2, "the submitted form");
+  ERL_NIF_TERM out;
+  cmr_status status = call_text(env, call_routing_command, res->router, &a, &out);
+  if (status != CMR_STATUS_OK) return lib_error(env, status);
+  switch (a.stage) {
+  case CMR_COMMAND_STAGE_FORM: return enif_make_tuple2(env, atom(env, "form"), out);
+  case CMR_COMMAND_STAGE_COMPLETED:
+    return enif_make_tuple3(env, atom(env, "completed"), out, atom(env, a.changed ? "true" : "false"));
+  case CMR_COMMAND_STAGE_REFUSED: break;
+  }
+  return enif_make_tuple2(env, atom(env, "refused"), out);
+}
+
+/* #{node => Node, name => Name} of one of the library's commands. */
+static ERL_NIF_TERM command_info(ErlNifEnv *env, const cmr_command *command) {
+  ERL_NIF_TERM keys[] = {atom(env, "node"), atom(env, "name")};
+  ERL_NIF_TERM values[] = {cstring(env, command->node), cstring(env, command->name)};
+  ERL_NIF_TERM map;
+  enif_make_map_from_arrays(env, keys, values, 2, &map);
+  return map;
+}
+
+static ERL_NIF_TERM nif_routing_command_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  (void)argv;
+  return command_info(env, cmr_routing_command());
+}
+
+static ERL_NIF_TERM nif_admin_command_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  (void)argv;
+  return command_info(env, cmr_admin_command());
+}
+
+static ERL_NIF_TERM nif_admin_form(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  GET_ROUTER(res);
+  text_args a = {0};
+  return text_result(env, call_admin_form, res->router, &a);
+}
+
+/* admin_form_value(Submitted, Var) -> {ok, Value} | {error, _} */
+static ERL_NIF_TERM nif_admin_form_value(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  text_args a = {0};
+  GET_INPUT(a, 0, 0, "the submitted form");
+  GET_INPUT(a, 1, 1, "the field's name");
+  return text_result(env, call_admin_form_value, NULL, &a);
+}
+
+static ERL_NIF_TERM nif_choose_for(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  GET_ROUTER(res);
+  text_args a = {0};
+  GET_INPUT(a, 0, 1, "the bare JID");
+  GET_INPUT(a, 1, 2, "the algorithm");
+  return text_result(env, call_choose_for, res->router, &a);
+}
+
+static ERL_NIF_TERM nif_algorithm_for(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  GET_ROUTER(res);
+  text_args a = {0};
+  GET_INPUT(a, 0, 1, "the bare JID");
+  GET_INPUT(a, 1, 2, "the stored algorithm");
+  return text_result(env, call_algorithm_for, res->router, &a);
 }
 
 /* metric_series() -> [#{key, metric, family, unit, label, label_value,
@@ -423,6 +534,14 @@ static ErlNifFunc funcs[] = {
     {"handle_iq", 2, nif_handle_iq, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"disco_features", 1, nif_disco_features, 0},
     {"stats", 2, nif_stats, 0},
+    /* The two that parse a submitted form, as handle_iq parses an IQ. */
+    {"routing_command", 3, nif_routing_command, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"routing_command", 0, nif_routing_command_info, 0},
+    {"admin_command", 0, nif_admin_command_info, 0},
+    {"admin_form", 1, nif_admin_form, 0},
+    {"admin_form_value", 2, nif_admin_form_value, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"choose_for", 3, nif_choose_for, 0},
+    {"algorithm_for", 3, nif_algorithm_for, 0},
     {"metric_series", 0, nif_metric_series, 0},
     {"metric_values", 1, nif_metric_values, 0},
     {"max_picks_per_message", 0, nif_max_picks_per_message, 0},

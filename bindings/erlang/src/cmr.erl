@@ -10,7 +10,8 @@
 -module(cmr).
 
 -export([new/1, register/6, unregister/3, session_gone/3, touch/3, set_load/4, set_hibernating/4, pick/6,
-         get_algorithm/2, set_algorithm/3, handle_iq/2, disco_features/1,
+         get_algorithm/2, set_algorithm/3, handle_iq/2, routing_command/0, routing_command/3, admin_command/0,
+         admin_form/1, admin_form_value/2, choose_for/3, algorithm_for/3, disco_features/1,
          stats/2, metric_series/0, metric_values/1, max_picks_per_message/0, activity_interval_ms/0,
          version/0]).
 
@@ -24,7 +25,10 @@
 -type metric_series() :: #{key := binary(), metric := binary(), family := binary(), unit := binary(),
                            label := binary(), label_value := binary(), help := binary(),
                            kind := counter | gauge}.
--export_type([router/0, error/0, metric_series/0]).
+%% One of the commands a host offers through its ad-hoc framework (XEP-0050):
+%% its node and the name clients list.
+-type command() :: #{node := binary(), name := binary()}.
+-export_type([router/0, error/0, metric_series/0, command/0]).
 
 %% The NIF lies in ../priv beside ebin/, with libcmr.so.0 next to it.
 init() ->
@@ -87,6 +91,50 @@ set_algorithm(_Router, _BareJid, _Algorithm) -> ?NIF.
 %% account's algorithm changed (persist it).
 -spec handle_iq(router(), binary()) -> {ok, binary(), boolean()} | not_mine | error().
 handle_iq(_Router, _Xml) -> ?NIF.
+
+%% @doc The routing command users run (routing_command/3).
+-spec routing_command() -> command().
+routing_command() -> ?NIF.
+
+%% @doc Runs the routing command for the session Requester (its full JID):
+%% with Submitted <<>> the XEP-0004 form to show (the command goes on,
+%% `executing'); with the form the client submitted, the outcome under the
+%% policy of a XEP-0354 set: completed with an info note (Changed: persist
+%% the account's algorithm, as after handle_iq/2), or refused with the note
+%% that says why, nothing changed. A form that is not this command's is
+%% {error, {invalid_argument, Message}}: the host answers <bad-request/>.
+-spec routing_command(router(), binary(), binary()) ->
+    {form, binary()} | {completed, binary(), boolean()} | {refused, binary()} | error().
+routing_command(_Router, _Requester, _Submitted) -> ?NIF.
+
+%% @doc The admin command (admin_form/1): only the host's administrators may
+%% run it, which the host checks.
+-spec admin_command() -> command().
+admin_command() -> ?NIF.
+
+%% @doc The admin command's XEP-0004 form: the account (`accountjid') and the
+%% offered algorithms (`algorithm').
+-spec admin_form(router()) -> {ok, binary()} | error().
+admin_form(_Router) -> ?NIF.
+
+%% @doc The value of the field Var (<<"accountjid">> or <<"algorithm">>) of a
+%% submitted admin form, once the whole form is checked: anything else is
+%% {error, {invalid_argument, Message}}, naming it.
+-spec admin_form_value(binary(), binary()) -> {ok, binary()} | error().
+admin_form_value(_Submitted, _Var) -> ?NIF.
+
+%% @doc An operator's choice of algorithm (URI or short name) for an
+%% account, not bound by user_change: applied at once when a session of the
+%% account is registered; either way the URI to persist. An algorithm not
+%% offered is refused, naming it.
+-spec choose_for(router(), binary(), binary()) -> {ok, binary()} | error().
+choose_for(_Router, _BareJid, _Algorithm) -> ?NIF.
+
+%% @doc The URI of the algorithm that applies to an account: its sessions'
+%% when one is registered, else Stored (the persisted choice, <<>> for none)
+%% when offered, else the default.
+-spec algorithm_for(router(), binary(), binary()) -> {ok, binary()} | error().
+algorithm_for(_Router, _BareJid, _Stored) -> ?NIF.
 
 %% @doc The disco#info features to advertise, one per line.
 -spec disco_features(router()) -> {ok, binary()} | error().

@@ -163,6 +163,91 @@ iq_test() ->
     ?assertMatch({error, {invalid_xml, _}}, cmr:handle_iq(R, <<"<iq type='get'><query">>)),
     ?assertMatch({error, {badarg, _}}, cmr:handle_iq(R, 42)).
 
+%% A submitted XEP-0004 form with Fields ({Var, [Value]}).
+submitted(Fields) ->
+    iolist_to_binary(["<x xmlns='jabber:x:data' type='submit'>",
+                      [["<field var='", Var, "'>", [["<value>", V, "</value>"] || V <- Values], "</field>"]
+                       || {Var, Values} <- Fields],
+                      "</x>"]).
+
+commands_test() ->
+    ?assertEqual(#{node => <<"urn:xmpp:cmr:0#routing">>, name => <<"Message routing">>}, cmr:routing_command()),
+    ?assertMatch(#{node := <<"urn:xmpp:cmr:0#account-routing">>, name := <<"Set an account's message routing">>},
+                 cmr:admin_command()).
+
+routing_command_test() ->
+    R = router(),
+    {form, Form} = cmr:routing_command(R, <<"cluster@example.org/node-2">>, <<>>),
+    ?assert(contains(Form, <<"type='form'">>)),
+    ?assert(contains(Form, <<"<value>urn:xmpp:cmr:roundrobin</value></option>">>)),
+    ?assert(contains(Form, <<"node-2: 0 (0%)">>)),
+    {completed, Note, true} = cmr:routing_command(R, <<"cluster@example.org/node-2">>,
+                                                  submitted([{<<"algorithm">>, [<<"urn:xmpp:cmr:weighted">>]}])),
+    ?assert(contains(Note, <<"Weighted by priority">>)),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:weighted">>}, cmr:get_algorithm(R, <<"cluster@example.org">>)),
+    %% Refused, or not this command's form: nothing changed.
+    {refused, Unknown} = cmr:routing_command(R, <<"cluster@example.org/node-2">>,
+                                             submitted([{<<"algorithm">>, [<<"urn:example:fastest">>]}])),
+    ?assert(contains(Unknown, <<"urn:example:fastest">>)),
+    {error, {invalid_argument, Bogus}} =
+        cmr:routing_command(R, <<"cluster@example.org/node-2">>,
+                            submitted([{<<"algorithm">>, [<<"urn:xmpp:cmr:all">>]}, {<<"bogus">>, [<<"x">>]}])),
+    ?assert(contains(Bogus, <<"bogus">>)),
+    {error, {invalid_argument, Two}} =
+        cmr:routing_command(R, <<"cluster@example.org/node-2">>,
+                            submitted([{<<"algorithm">>, [<<"urn:xmpp:cmr:all">>, <<"urn:xmpp:cmr:mostactive">>]}])),
+    ?assert(contains(Two, <<"algorithm">>)),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:weighted">>}, cmr:get_algorithm(R, <<"cluster@example.org">>)),
+    {ok, Fixed} = cmr:new(<<"user_change=false">>),
+    new_account = cmr:register(Fixed, <<"u@example.org/r">>, 1, 0, <<>>, true),
+    {refused, NotAllowed} = cmr:routing_command(Fixed, <<"u@example.org/r">>,
+                                                submitted([{<<"algorithm">>, [<<"urn:xmpp:cmr:mostactive">>]}])),
+    ?assert(contains(NotAllowed, <<"does not let users change">>)),
+    ?assertMatch({error, {invalid_jid, _}}, cmr:routing_command(R, <<"cluster@example.org">>, <<>>)),
+    ?assertMatch({error, {badarg, _}}, cmr:routing_command(R, <<"cluster@example.org/node-2">>, undefined)),
+    ?assertMatch({error, {badarg, _}}, cmr:routing_command(not_a_router, <<"cluster@example.org/node-2">>, <<>>)).
+
+admin_command_test() ->
+    R = router(),
+    {ok, Form} = cmr:admin_form(R),
+    ?assert(contains(Form, <<"var='accountjid'">>) andalso contains(Form, <<"var='algorithm'">>)),
+    Submitted = submitted([{<<"accountjid">>, [<<"Offline@Example.org">>]}, {<<"algorithm">>, [<<"sticky">>]}]),
+    {ok, Account} = cmr:admin_form_value(Submitted, <<"accountjid">>),
+    ?assertEqual(<<"Offline@Example.org">>, Account),
+    {ok, Algorithm} = cmr:admin_form_value(Submitted, <<"algorithm">>),
+    ?assertEqual(<<"sticky">>, Algorithm),
+    {error, {invalid_argument, Bogus}} =
+        cmr:admin_form_value(submitted([{<<"accountjid">>, [<<"a@b">>]}, {<<"bogus">>, [<<"x">>]}]), <<"accountjid">>),
+    ?assert(contains(Bogus, <<"bogus">>)),
+    ?assertMatch({error, {badarg, _}}, cmr:admin_form_value(Submitted, accountjid)),
+    %% Not bound by user_change; applied at once to an online account, and
+    %% the URI to persist for an offline one.
+    {ok, Fixed} = cmr:new(<<"user_change=false offered=all,mostactive,roundrobin">>),
+    new_account = cmr:register(Fixed, <<"u@example.org/r">>, 1, 0, <<>>, true),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:roundrobin">>}, cmr:choose_for(Fixed, <<"u@example.org">>, <<"roundrobin">>)),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:roundrobin">>}, cmr:get_algorithm(Fixed, <<"u@example.org">>)),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:mostactive">>}, cmr:choose_for(Fixed, <<"nobody@example.org">>, <<"mostactive">>)),
+    {error, {not_offered, NotOffered}} = cmr:choose_for(Fixed, <<"u@example.org">>, <<"weighted">>),
+    ?assert(contains(NotOffered, <<"urn:xmpp:cmr:weighted">>)),
+    {error, {unknown_algorithm, Unknown}} = cmr:choose_for(Fixed, <<"u@example.org">>, <<"fastest">>),
+    ?assert(contains(Unknown, <<"fastest">>)),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:roundrobin">>}, cmr:get_algorithm(Fixed, <<"u@example.org">>)),
+    ?assertMatch({error, {invalid_jid, _}}, cmr:choose_for(Fixed, <<"bad@@jid">>, <<"all">>)).
+
+algorithm_for_test() ->
+    {ok, R} = cmr:new(<<"offered=all,mostactive,roundrobin default=mostactive">>),
+    %% Offline: the stored choice if offered, else the default.
+    ?assertEqual({ok, <<"urn:xmpp:cmr:roundrobin">>}, cmr:algorithm_for(R, <<"o@example.org">>, <<"urn:xmpp:cmr:roundrobin">>)),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:mostactive">>}, cmr:algorithm_for(R, <<"o@example.org">>, <<"urn:xmpp:cmr:weighted">>)),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:mostactive">>}, cmr:algorithm_for(R, <<"o@example.org">>, <<>>)),
+    %% Online: the sessions'.
+    new_account = cmr:register(R, <<"o@example.org/r">>, 1, 0, <<>>, true),
+    ok = cmr:set_algorithm(R, <<"o@example.org">>, <<"all">>),
+    ?assertEqual({ok, <<"urn:xmpp:cmr:all">>}, cmr:algorithm_for(R, <<"o@example.org">>, <<"urn:xmpp:cmr:roundrobin">>)),
+    {error, {invalid_jid, Bad}} = cmr:algorithm_for(R, <<"bad@@jid">>, <<>>),
+    ?assert(contains(Bad, <<"bad@@jid">>)),
+    ?assertMatch({error, {badarg, _}}, cmr:algorithm_for(R, <<"o@example.org">>, undefined)).
+
 disco_and_stats_test() ->
     R = router(),
     ?assertEqual({ok, <<"urn:xmpp:cmr:0\nurn:xmpp:cmr:hints:0">>}, cmr:disco_features(R)),

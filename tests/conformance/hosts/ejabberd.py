@@ -9,10 +9,11 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
-from hosts.base import ACCOUNTS, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost, free_port
+from hosts.base import ACCOUNTS, ADMIN, DOMAIN, FIXED_DOMAIN, PASSWORD, ServerHost, ToolError, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 CODE = [ROOT / "build" / "erlang" / "cmr" / "ebin", ROOT / "build" / "erlang" / "mod_cmr" / "ebin"]
@@ -42,7 +43,8 @@ listen:
     module: ejabberd_c2s
     starttls: false
     starttls_required: false
-  # The ReST API, where monitoring reads mod_cmr's metrics (cmr_metrics).
+  # The ReST API, where monitoring reads mod_cmr's metrics (cmr_metrics)
+  # and operators get and set an account's routing.
   - port: {api_port}
     ip: "127.0.0.1"
     module: ejabberd_http
@@ -54,6 +56,18 @@ api_permissions:
     who:
       ip: 127.0.0.1/8
     what: cmr_metrics
+  "operators":
+    from: mod_http_api
+    who:
+      ip: 127.0.0.1/8
+    what: [cmr_get_algorithm, cmr_set_algorithm]
+# The administrators: who passes `configure` runs the admin commands.
+acl:
+  admin:
+    user: "{admin}"
+access_rules:
+  configure:
+    allow: admin
 auth_method: internal
 auth_password_format: plain
 s2s_access: none
@@ -78,6 +92,7 @@ NATIVE = """
 # A host's `modules` in host_config replaces the list, so each host has all.
 MODULES = """      mod_roster: {}
       mod_disco: {}
+      mod_adhoc: {}
       mod_carboncopy: {}
       mod_stream_mgmt:
         resume_timeout: RESUME_TIMEOUT
@@ -107,9 +122,11 @@ class EjabberdHost(ServerHost):
     name = "ejabberd"
     stop_timeout = 20
     features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "expiry", "load", "offline", "restart",
-                "stats", "reload", "cluster", "kill_session"}
+                "stats", "reload", "cluster", "kill_session", "tools"}
     lacking = {"web_client": "the suite serves its web client (Converse.js over WebSocket) from Prosody alone: the "
                              "routing form a browser renders is the library's, the same on every host"}
+    # The cmr_get_algorithm and cmr_set_algorithm commands, through both.
+    tools = ["ejabberdctl", "rest"]
     # mod_carboncopy leaves the messages it sees delivered unchanged.
     keeps_carbons_private = True
     # A dead session's unacknowledged messages: ejabberd resends them all
@@ -173,7 +190,7 @@ class EjabberdHost(ServerHost):
             modules = "modules:\n" + "\n".join(line[4:] for line in listed.splitlines())
         hosts = ", ".join(f'"{d}"' for d in self._domains())
         (self.dir / "ejabberd.yml").write_text(CONFIG.format(hosts=hosts, port=self.port, api_port=self.api_port,
-                                                             modules_config=modules))
+                                                             admin=ADMIN, modules_config=modules))
 
     def _domains(self):
         return [DOMAIN, FIXED_DOMAIN] + ([self.native_domain] if self.native_domain else [])
@@ -183,7 +200,9 @@ class EjabberdHost(ServerHost):
         self._write_config()
         ready = self.dir / "ready"
         ready.unlink(missing_ok=True)
-        users = ",".join(f'{{<<"user{i}">>,<<"{d}">>}}' for d in self._domains() for i in range(ACCOUNTS))
+        admin_user, admin_domain = ADMIN.split("@")
+        users = ",".join([f'{{<<"user{i}">>,<<"{d}">>}}' for d in self._domains() for i in range(ACCOUNTS)]
+                         + [f'{{<<"{admin_user}">>,<<"{admin_domain}">>}}'])
         register = (f'[ejabberd_auth:try_register(U, S, <<"{PASSWORD}">>) || {{U, S}} <- [{users}]], '
                     f'file:write_file("{ready}", <<>>).')
         paths = [arg for p in [self.ejabberd / "ebin", *CODE] for arg in ("-pa", str(p))]
@@ -266,6 +285,35 @@ class EjabberdHost(ServerHost):
 
     def stats(self, jid):
         return self.ctl("cmr_stats", jid)
+
+    def _tool(self, tool, command, jid, *args):
+        """Runs the ejabberd command `command` for the account `jid` (split
+        into user and host, as the commands take it) through `tool`: its
+        answer, or ToolError with its message."""
+        user, _, host = jid.rpartition("@")
+        if tool == "ejabberdctl":
+            out = subprocess.run(["ejabberdctl", "--node", self.node_name(), command, user, host, *args],
+                                 capture_output=True, text=True, timeout=60,
+                                 env=dict(os.environ, ERL_EPMD_ADDRESS="127.0.0.1"))
+            if out.returncode != 0:
+                raise ToolError(out.stdout + out.stderr)
+            return out.stdout.strip()
+        names = {"cmr_get_algorithm": [], "cmr_set_algorithm": ["algorithm"]}[command]
+        body = dict(user=user, host=host, **dict(zip(names, args)))
+        request = urllib.request.Request(f"http://127.0.0.1:{self.api_port}/api/{command}",
+                                         data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            raise ToolError(f"HTTP {error.code}: {error.read().decode(errors='replace')}") from None
+
+    def tool_set(self, tool, jid, algorithm):
+        return self._tool(tool, "cmr_set_algorithm", jid, algorithm)
+
+    def tool_get(self, tool, jid):
+        return self._tool(tool, "cmr_get_algorithm", jid)
 
     def metrics(self, domain=DOMAIN):
         """mod_cmr's metrics for `domain` on this node, read as monitoring

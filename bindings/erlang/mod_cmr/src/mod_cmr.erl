@@ -2,10 +2,11 @@
 %%%
 %%% The routing decisions live in the cmr library (through the cmr NIF
 %%% module). This module holds what ejabberd calls: gen_mod, the hooks, the
-%%% IQ handler, disco and the commands. It feeds the library the sessions'
-%%% presence, activity and XEP-0198 load, hands it every message to a bare
-%%% JID (or to an offline full JID), which it delivers to the sessions the
-%%% library picks with `to` untouched, and answers XEP-0354 IQs through it.
+%%% IQ handler, disco, the ad-hoc commands and the ejabberd commands. It
+%%% feeds the library the sessions' presence, activity and XEP-0198 load,
+%%% hands it every message to a bare JID (or to an offline full JID), which
+%%% it delivers to the sessions the library picks with `to` untouched, and
+%%% answers XEP-0354 IQs and the routing commands through it.
 %%%
 %%% Three modules, calls going one way: mod_cmr (the hooks) calls
 %%% mod_cmr_cluster (the transport: each account's sessions, messages and
@@ -22,7 +23,8 @@
          unset_presence/4, user_send_packet/1, user_receive_packet/1, c2s_handle_send/3,
          c2s_authenticated_packet/2,
          c2s_session_pending/1, c2s_session_resumed/1, process_iq/1,
-         decode_iq_subel/1, disco_features/5, get_commands_spec/0, stats/1, metrics/1]).
+         decode_iq_subel/1, disco_features/5, adhoc_local_items/4, adhoc_local_commands/4,
+         get_commands_spec/0, stats/1, metrics/1, get_algorithm/2, set_algorithm/3]).
 
 -include("xmpp.hrl").
 -include("logger.hrl").
@@ -56,6 +58,9 @@ start(Host, Opts) ->
             ejabberd_hooks:add(sm_receive_packet, Host, ?MODULE, sm_receive_packet, 100),
             ejabberd_hooks:add(disco_local_features, Host, ?MODULE, disco_features, 50),
             ejabberd_hooks:add(disco_sm_features, Host, ?MODULE, disco_features, 50),
+            %% mod_adhoc lists and runs them; mod_configure's are at 50 too.
+            ejabberd_hooks:add(adhoc_local_items, Host, ?MODULE, adhoc_local_items, 50),
+            ejabberd_hooks:add(adhoc_local_commands, Host, ?MODULE, adhoc_local_commands, 50),
             gen_iq_handler:add_iq_handler(ejabberd_sm, Host, ?NS_CMR, ?MODULE, process_iq),
             gen_iq_handler:add_iq_handler(ejabberd_local, Host, ?NS_CMR, ?MODULE, process_iq),
             ejabberd_commands:register_commands(?MODULE, get_commands_spec()),
@@ -76,6 +81,8 @@ stop(Host) ->
     end,
     gen_iq_handler:remove_iq_handler(ejabberd_local, Host, ?NS_CMR),
     gen_iq_handler:remove_iq_handler(ejabberd_sm, Host, ?NS_CMR),
+    ejabberd_hooks:delete(adhoc_local_commands, Host, ?MODULE, adhoc_local_commands, 50),
+    ejabberd_hooks:delete(adhoc_local_items, Host, ?MODULE, adhoc_local_items, 50),
     ejabberd_hooks:delete(disco_sm_features, Host, ?MODULE, disco_features, 50),
     ejabberd_hooks:delete(disco_local_features, Host, ?MODULE, disco_features, 50),
     ejabberd_hooks:delete(sm_receive_packet, Host, ?MODULE, sm_receive_packet, 100),
@@ -99,7 +106,8 @@ reload(Host, NewOpts, _OldOpts) ->
     stop(Host),
     start(Host, NewOpts).
 
-depends(_Host, _Opts) -> [].
+%% The ad-hoc commands need mod_adhoc; routing does not.
+depends(_Host, _Opts) -> [{mod_adhoc, soft}].
 
 mod_opt_type(offered) -> econf:list(econf:binary());
 mod_opt_type(default) -> econf:binary();
@@ -115,7 +123,10 @@ mod_options(_Host) ->
 mod_doc() ->
     #{desc => ["XEP-0354 Customizable Message Routing: the account chooses how "
                "messages to its bare JID are spread over its sessions. An option "
-               "left out takes the cmr library's default."],
+               "left out takes the cmr library's default.",
+               "With mod_adhoc, users choose through an ad-hoc command, and who passes the host's "
+               "configure access sets any account's through another; operators use the "
+               "cmr_get_algorithm and cmr_set_algorithm commands (ejabberdctl, ReST API)."],
       opts => [{offered, #{value => "[Algorithm]",
                            desc => "Algorithms users may choose, by short name or URI; "
                                    "must include all or mostactive. The library's default (also that of an empty list) offers all seven."}},
@@ -328,7 +339,34 @@ get_commands_spec() ->
                                                                     {type, string}, {value, integer}]}}}},
                         result_desc = "One metric per line: name, algorithm (empty when the metric has none), "
                                       "type (counter or gauge), value",
-                        result_example = mod_cmr_home:metric_rows_example()}].
+                        result_example = mod_cmr_home:metric_rows_example()},
+     #ejabberd_commands{name = cmr_get_algorithm, tags = [session],
+                        desc = "Get the message routing (XEP-0354 algorithm) that applies to an account",
+                        longdesc = "The algorithm of the account's sessions when it is online; else its stored "
+                                   "choice, if the host still offers it; else the host's default. Asked on any "
+                                   "node, answered by the account's home.",
+                        policy = admin,
+                        module = ?MODULE, function = get_algorithm,
+                        args = [{user, binary}, {host, binary}],
+                        args_desc = ["Username", "Virtual host"],
+                        args_example = [<<"sensors">>, <<"example.org">>],
+                        result = {algorithm, string},
+                        result_desc = "The algorithm's URI",
+                        result_example = "urn:xmpp:cmr:roundrobin"},
+     #ejabberd_commands{name = cmr_set_algorithm, tags = [session],
+                        desc = "Set an account's message routing (XEP-0354 algorithm)",
+                        longdesc = "As the account's own choice, stored and kept across its sessions: at once "
+                                   "when it is online, else at its next login. Not bound by user_change, "
+                                   "which limits users only; an algorithm the host does not offer is refused. "
+                                   "Run on any node, applied and stored by the account's home.",
+                        policy = admin,
+                        module = ?MODULE, function = set_algorithm,
+                        args = [{user, binary}, {host, binary}, {algorithm, binary}],
+                        args_desc = ["Username", "Virtual host", "Algorithm, by short name or URI"],
+                        args_example = [<<"sensors">>, <<"example.org">>, <<"roundrobin">>],
+                        result = {res, restuple},
+                        result_desc = "What was set",
+                        result_example = {ok, "sensors@example.org: urn:xmpp:cmr:roundrobin"}}].
 
 %% This node's figures for the host, read from its library now.
 metrics(Host) ->
@@ -351,6 +389,184 @@ stats(Jid) ->
                                                               end
             end
     end.
+
+%% The operators' tools: an account's algorithm, got and set on any node.
+%% Refused input is an error that names it ({error, Kind, 1, Message}:
+%% ejabberdctl exits with 1, the ReST API answers 404 for an unknown host
+%% or account, 500 otherwise), and nothing changes.
+get_algorithm(User, Host) ->
+    tool_result(tool_account(User, Host, fun(S, U) -> mod_cmr_cluster:call_home(S, U, algorithm_for, [S, U]) end)).
+
+set_algorithm(User, Host, Algorithm) ->
+    case tool_result(tool_account(User, Host, fun(S, U) -> choose_for(S, U, Algorithm) end)) of
+        {error, _, _, _} = Error -> Error;
+        Uri -> {ok, unicode:characters_to_binary([User, "@", Host, ": ", Uri])}
+    end.
+
+%% Fun(Host, User) for the account User@Host, once it is one by ejabberd's
+%% rules, on a host that runs mod_cmr here.
+tool_account(User, Host, Fun) ->
+    Jid = <<User/binary, "@", Host/binary>>,
+    case jid_of(Jid) of
+        #jid{lserver = S} ->
+            case mod_cmr_home:running(S) of
+                true -> with_account(S, Jid, Fun);
+                false -> {error, not_exists,
+                          io_lib:format("mod_cmr is not running for ~ts (of ~ts) on this node", [S, Jid])}
+            end;
+        error ->
+            {error, invalid_jid, io_lib:format("~ts is not a valid JID", [Jid])}
+    end.
+
+%% The messages as UTF-8 bytes: ejabberdctl prints them with ~s, the ReST
+%% API makes a binary of them.
+tool_result({_Home, {ok, Uri}}) -> binary_to_list(Uri);
+tool_result({error, Kind, Why}) -> {error, Kind, 1, binary_to_list(unicode:characters_to_binary(Why))};
+tool_result({_Home, {error, {Status, Why}}}) -> {error, Status, 1, binary_to_list(Why)};
+tool_result({_Home, {error, Unanswered}}) -> {error, internal_error, 1, Unanswered}.
+
+%% Fun(Host, User) for the account Jid (text) of Host, once it is one by
+%% ejabberd's rules: a valid bare JID, of Host, registered. Else {error,
+%% Kind, Why}, naming it.
+with_account(Host, Jid, Fun) ->
+    case jid_of(Jid) of
+        error ->
+            {error, invalid_jid, io_lib:format("~ts is not a valid JID", [Jid])};
+        #jid{lserver = S} when S /= Host ->
+            {error, not_exists, io_lib:format("~ts is not an account of ~ts", [Jid, Host])};
+        #jid{luser = U, lresource = R} when U == <<>>; R /= <<>> ->
+            {error, invalid_jid, io_lib:format("~ts is not an account's bare JID", [Jid])};
+        #jid{luser = U} ->
+            case ejabberd_auth:user_exists(U, Host) of
+                true -> Fun(Host, U);
+                false -> {error, not_exists, io_lib:format("there is no account ~ts", [Jid])}
+            end
+    end.
+
+jid_of(Text) ->
+    try jid:decode(Text)
+    catch error:{bad_jid, _} -> error
+    end.
+
+%% An operator's choice for an account (the admin command's, the set tool's),
+%% applied and stored by the account's home.
+choose_for(Host, U, Algorithm) ->
+    mod_cmr_cluster:call_home(Host, U, choose_for, [Host, U, Algorithm]).
+
+%%% Ad-hoc commands (XEP-0050, run by mod_adhoc): the routing command for
+%%% the host's users, the admin command for who passes the host's
+%%% `configure' access, as mod_configure's. The library builds the forms,
+%%% checks what comes back and words the answers.
+
+adhoc_local_items({error, _} = Acc, _From, _To, _Lang) ->
+    Acc;
+adhoc_local_items(Acc, From, #jid{lserver = S} = To, _Lang) ->
+    case mod_cmr_home:running(S) of
+        false -> Acc;
+        true ->
+            Items = case Acc of {result, Listed} -> Listed; _ -> [] end,
+            Mine = [#disco_item{jid = jid:make(To#jid.server), node = Node, name = Name}
+                    || #{node := Node, name := Name} <- [cmr:routing_command() || is_user(From, S)]
+                           ++ [cmr:admin_command() || is_admin(From, S)]],
+            {result, Items ++ Mine}
+    end.
+
+is_user(#jid{luser = U, lserver = S}, S) -> U /= <<>>;
+is_user(_From, _S) -> false.
+
+is_admin(From, S) -> acl:match_rule(S, configure, From) == allow.
+
+adhoc_local_commands(Acc, From, #jid{lserver = S}, #adhoc_command{node = Node} = Request) ->
+    #{node := Routing} = cmr:routing_command(),
+    #{node := Admin} = cmr:admin_command(),
+    case mod_cmr_home:running(S) of
+        true when Node == Routing ->
+            adhoc(Request, is_user(From, S), fun(Submitted) -> routing_command(From, S, Submitted) end);
+        true when Node == Admin ->
+            adhoc(Request, is_admin(From, S), fun(Submitted) -> admin_command(S, Submitted) end);
+        _ ->
+            Acc
+    end.
+
+%% One stage of a command: Run(Submitted) with the submitted form as text
+%% (<<>> at the first stage) gives {form, Xml}, {completed, Note},
+%% {refused, Note} or {error, StanzaError}.
+adhoc(#adhoc_command{lang = Lang}, false, _Run) ->
+    {error, xmpp:err_forbidden(<<"Access denied by service policy">>, Lang)};
+adhoc(#adhoc_command{action = cancel, lang = Lang, node = Node, sid = Sid}, true, _Run) ->
+    #adhoc_command{status = canceled, lang = Lang, node = Node, sid = Sid};
+adhoc(#adhoc_command{action = Action, xdata = XData, lang = Lang} = Request, true, Run)
+  when Action == execute; Action == complete ->
+    Submitted = case XData of
+                    undefined -> <<>>;
+                    _ -> fxml:element_to_binary(xmpp:encode(XData))
+                end,
+    case Run(Submitted) of
+        {form, Xml} ->
+            Form = xmpp:decode(fxml_stream:parse_element(Xml)),
+            xmpp_util:make_adhoc_response(Request, #adhoc_command{status = executing, xdata = Form,
+                                                                  actions = #adhoc_actions{execute = complete,
+                                                                                           complete = true}});
+        {completed, Note} ->
+            completed(Request, info, Note);
+        {refused, Note} ->
+            completed(Request, error, Note);
+        {error, {bad_request, Why}} ->
+            {error, xmpp:err_bad_request(Why, Lang)};
+        {error, internal} ->
+            {error, xmpp:err_internal_server_error()}
+    end;
+adhoc(#adhoc_command{lang = Lang}, true, _Run) ->
+    {error, xmpp:err_bad_request(<<"Unexpected action">>, Lang)}.
+
+completed(Request, Type, Note) ->
+    xmpp_util:make_adhoc_response(Request, #adhoc_command{status = completed,
+                                                          notes = [#adhoc_note{type = Type, data = Note}]}).
+
+%% The routing command runs on the account's home, which persists a change.
+routing_command(#jid{luser = U} = From, S, Submitted) ->
+    case mod_cmr_cluster:call_home(S, U, routing_command, [S, From, Submitted]) of
+        {_Home, {error, _} = Error} -> library_error(Error);
+        {_Home, Answer} -> Answer
+    end.
+
+%% The admin command: its form from this node's library, the submitted
+%% account checked here by ejabberd's rules, the choice made by the
+%% account's home.
+admin_command(S, <<>>) ->
+    case mod_cmr_home:admin_form(S) of
+        {ok, Form} -> {form, Form};
+        Error -> library_error(Error)
+    end;
+admin_command(S, Submitted) ->
+    case {cmr:admin_form_value(Submitted, <<"accountjid">>), cmr:admin_form_value(Submitted, <<"algorithm">>)} of
+        {{ok, Jid}, {ok, Algorithm}} ->
+            case with_account(S, Jid, fun(Host, U) -> choose_for(Host, U, Algorithm) end) of
+                {_Home, {ok, Uri}} ->
+                    {completed, unicode:characters_to_binary(
+                                  io_lib:format("Messages to ~ts are now routed by ~ts.", [Jid, Uri]))};
+                {error, _Kind, Why} ->
+                    {refused, unicode:characters_to_binary(Why)};
+                {_Home, {error, {Status, Why}}} when Status == unknown_algorithm; Status == not_offered ->
+                    {refused, Why};
+                {_Home, Error} ->
+                    library_error(Error)
+            end;
+        {{error, _} = Error, _} -> library_error(Error);
+        {_, Error} -> library_error(Error)
+    end.
+
+%% What the library (or the account's home) refused, as the command's
+%% stanza error: a form that is not the command's is a bad request, as is
+%% anything the library names; a home that does not answer, or a library
+%% that failed, an internal error.
+library_error({error, {panic, _}}) ->
+    {error, internal};
+library_error({error, {_Status, Why}}) ->
+    {error, {bad_request, Why}};
+library_error({error, Unanswered}) ->
+    ?WARNING_MSG("mod_cmr: ~ts", [Unanswered]),
+    {error, internal}.
 
 %%% XEP-0354 IQs and disco
 

@@ -10,7 +10,8 @@
 -module(mod_cmr_home).
 
 -export([start/2, stop/1, running/1, activity_interval_ms/0, create_sessions_table/1, apply_event/2, forget/4,
-         has_session/4, sessions/1, route/3, answer_iq/3, local_stats/2, disco_features/1, metric_rows/1,
+         has_session/4, sessions/1, route/3, answer_iq/3, routing_command/3, admin_form/1, choose_for/3,
+         algorithm_for/2, local_stats/2, disco_features/1, metric_rows/1,
          metric_rows_example/0, metrics_doc/0]).
 
 -include("xmpp.hrl").
@@ -280,6 +281,68 @@ answer_iq(Host, From, Xml) ->
                     not_mine
             end
     end.
+
+%% The routing command (XEP-0050) for the session From, as the library runs
+%% it: {form, Xml}, {completed, Note} (a change persisted, as after an IQ),
+%% {refused, Note}, or {error, {Status, Why}}.
+routing_command(Host, From, Submitted) ->
+    case router(Host) of
+        undefined -> not_running();
+        Router ->
+            case cmr:routing_command(Router, jid:encode(From), Submitted) of
+                {completed, Note, Changed} ->
+                    Changed andalso persist(Router, From),
+                    {completed, Note};
+                {error, {panic, _} = Error} ->
+                    refused(Host, Error, "", []),
+                    {error, Error};
+                Answer ->
+                    Answer
+            end
+    end.
+
+%% The admin command's form, from any node's library.
+admin_form(Host) ->
+    case router(Host) of
+        undefined -> not_running();
+        Router -> cmr:admin_form(Router)
+    end.
+
+%% An operator's choice of Algorithm for the account U of Host, homed here:
+%% applied at once if it is online, and stored for its next first session.
+%% {ok, Uri} or {error, {Status, Why}}, nothing changed.
+choose_for(Host, U, Algorithm) ->
+    case router(Host) of
+        undefined -> not_running();
+        Router ->
+            Bare = <<U/binary, "@", Host/binary>>,
+            case cmr:choose_for(Router, Bare, Algorithm) of
+                {ok, Uri} ->
+                    mnesia:dirty_write(#cmr_algorithm{us = {U, Host}, algorithm = Uri}),
+                    %% A first session that registered meanwhile restored
+                    %% the choice stored before: it gets this one too.
+                    cmr:set_algorithm(Router, Bare, Uri),
+                    {ok, Uri};
+                Error ->
+                    Error
+            end
+    end.
+
+%% The algorithm that applies to the account U of Host, homed here: its
+%% sessions', else its stored choice (if still offered), else the default.
+algorithm_for(Host, U) ->
+    case router(Host) of
+        undefined -> not_running();
+        Router ->
+            Stored = case mnesia:dirty_read(cmr_algorithm, {U, Host}) of
+                         [#cmr_algorithm{algorithm = Algorithm}] -> Algorithm;
+                         [] -> <<>>
+                     end,
+            cmr:algorithm_for(Router, <<U/binary, "@", Host/binary>>, Stored)
+    end.
+
+not_running() ->
+    {error, {not_running, iolist_to_binary(["mod_cmr is not running on ", atom_to_binary(node())])}}.
 
 persist(Router, #jid{luser = U, lserver = S}) ->
     case cmr:get_algorithm(Router, <<U/binary, "@", S/binary>>) of
