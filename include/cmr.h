@@ -462,6 +462,23 @@ cmr_status cmr_router_choose_for(const cmr_router *router,
                                  size_t cap,
                                  size_t *out_len);
 
+// Writes the note of a completed admin command that chose `algorithm`
+// (URI or short name, as `cmr_router_choose_for` gave it) for the
+// account: the account and the algorithm's label, in the routing
+// command's words. Changes nothing. Thread-safe.
+//
+// # Safety
+// `router` is a live router; the strings have their lengths in bytes;
+// `buf` has `cap` writable bytes; `out_len` is writable.
+cmr_status cmr_router_choice_note(const cmr_router *router,
+                                  const char *bare_jid,
+                                  size_t bare_jid_len,
+                                  const char *algorithm,
+                                  size_t algorithm_len,
+                                  char *buf,
+                                  size_t cap,
+                                  size_t *out_len);
+
 // Writes the URI of the algorithm that applies to an account, for the
 // operators' tools: its sessions' when one is registered; else `stored`
 // (the host's persisted choice, length 0 for none) when the policy offers

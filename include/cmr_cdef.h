@@ -184,6 +184,15 @@ cmr_status cmr_router_choose_for(const cmr_router *router,
                                  size_t cap,
                                  size_t *out_len);
 
+cmr_status cmr_router_choice_note(const cmr_router *router,
+                                  const char *bare_jid,
+                                  size_t bare_jid_len,
+                                  const char *algorithm,
+                                  size_t algorithm_len,
+                                  char *buf,
+                                  size_t cap,
+                                  size_t *out_len);
+
 cmr_status cmr_router_algorithm_for(const cmr_router *router,
                                     const char *bare_jid,
                                     size_t bare_jid_len,

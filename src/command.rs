@@ -203,6 +203,15 @@ pub fn submitted_fields(xml: &str, form_type: &str, vars: &[&str]) -> Result<Vec
         .ok_or_else(|| refused(expected()))
 }
 
+/// What a completed command says of a change: the account and the
+/// algorithm's label.
+pub fn choice_note(account: &BareJid, algorithm: Algorithm) -> String {
+    format!(
+        "Messages to {account} are now routed by: {}.",
+        algorithm.label()
+    )
+}
+
 /// The value of `var` (the account or the algorithm) in a submitted admin
 /// form, the whole form checked as [`submitted_fields`] does.
 pub fn admin_value(xml: &str, var: &str) -> Result<String, Error> {

@@ -312,6 +312,20 @@ impl Router {
         Ok((jid.to_string(), self.policy.uri(algorithm).to_owned()))
     }
 
+    /// The note of a completed admin command that chose `algorithm` (URI
+    /// or short name) for the account: the same words as the routing
+    /// command's.
+    pub fn choice_note(&self, bare: &str, algorithm: &str) -> Result<String, Error> {
+        let jid = bare_jid(bare)?;
+        let algorithm = self
+            .policy
+            .resolve(algorithm)
+            .ok_or_else(|| Error::UnknownAlgorithm {
+                value: Quoted::new(algorithm),
+            })?;
+        Ok(command::choice_note(&jid, algorithm))
+    }
+
     /// The algorithm that applies to an account, for the operators' tools:
     /// its sessions' when one is registered; else `stored` (the host's
     /// persisted choice, which the account's next first session restores)
@@ -511,10 +525,7 @@ impl Router {
             );
         }
         Ok(CommandAnswer::Completed {
-            note: format!(
-                "Messages to {account} are now routed by: {}.",
-                algorithm.label()
-            ),
+            note: command::choice_note(&account, algorithm),
             change: Some((account, algorithm)),
         })
     }
@@ -749,6 +760,10 @@ mod tests {
         assert_eq!(
             persist,
             ("offline@x".into(), "urn:xmpp:cmr:roundrobin".into())
+        );
+        assert_eq!(
+            r.choice_note("Offline@X", &persist.1).unwrap(),
+            "Messages to offline@x are now routed by: Round robin."
         );
         r.register("a@x/r", 1, 0, "", true).unwrap();
         r.choose_for("a@x", "urn:xmpp:cmr:roundrobin").unwrap();

@@ -23,6 +23,7 @@
 --                                    --> "form" | "completed" | "refused", text, changed | nil, err, status
 --   router:admin_form()              --> form_xml | nil, err, status
 --   router:choose_for(bare_jid, name_or_uri)       --> uri to persist | nil, err, status
+--   router:choice_note(bare_jid, uri)             --> the admin command's note | nil, err, status
 --   router:algorithm_for(bare_jid, stored_or_nil)  --> uri | nil, err, status
 --   cmr.admin_form_value(submitted_form_xml, "accountjid" | "algorithm") --> value | nil, err, status
 --   cmr.routing_command, cmr.admin_command  --> { node =, name = }

@@ -172,6 +172,7 @@ enum text_call {
   ADMIN_FORM,
   ADMIN_FORM_VALUE,
   CHOOSE_FOR,
+  CHOICE_NOTE,
   ALGORITHM_FOR
 };
 
@@ -203,6 +204,8 @@ static cmr_status call_text(text_args *a, char *buf, size_t cap, size_t *out_len
     return cmr_admin_form_value(a->text, a->len, a->text2, a->len2, buf, cap, out_len);
   case CHOOSE_FOR:
     return cmr_router_choose_for(a->router, a->text, a->len, a->text2, a->len2, buf, cap, out_len);
+  case CHOICE_NOTE:
+    return cmr_router_choice_note(a->router, a->text, a->len, a->text2, a->len2, buf, cap, out_len);
   case ALGORITHM_FOR:
     return cmr_router_algorithm_for(a->router, a->text, a->len, a->text2, a->len2, buf, cap, out_len);
   }
@@ -251,6 +254,7 @@ static int text_call(lua_State *L, enum text_call which) {
     break;
   case ADMIN_FORM_VALUE:
   case CHOOSE_FOR:
+  case CHOICE_NOTE:
     a.text = luaL_checklstring(L, arg, &a.len);
     a.text2 = luaL_checklstring(L, arg + 1, &a.len2);
     break;
@@ -294,6 +298,7 @@ static int l_routing_command(lua_State *L) { return text_call(L, ROUTING_COMMAND
 static int l_admin_form(lua_State *L) { return text_call(L, ADMIN_FORM); }
 static int l_admin_form_value(lua_State *L) { return text_call(L, ADMIN_FORM_VALUE); }
 static int l_choose_for(lua_State *L) { return text_call(L, CHOOSE_FOR); }
+static int l_choice_note(lua_State *L) { return text_call(L, CHOICE_NOTE); }
 /* algorithm_for(bare_jid, stored or nil) -> uri */
 static int l_algorithm_for(lua_State *L) { return text_call(L, ALGORITHM_FOR); }
 
@@ -363,7 +368,8 @@ static const luaL_Reg router_methods[] = {
     {"disco_features", l_disco_features}, {"stats", l_stats},
     {"metric_values", l_metric_values},
     {"routing_command", l_routing_command}, {"admin_form", l_admin_form},
-    {"choose_for", l_choose_for},     {"algorithm_for", l_algorithm_for},
+    {"choose_for", l_choose_for},     {"choice_note", l_choice_note},
+    {"algorithm_for", l_algorithm_for},
     {NULL, NULL}};
 
 int luaopen_cmr_core(lua_State *L) {

@@ -192,6 +192,13 @@ function router_mt:choose_for(jid, algorithm)
 	end);
 end
 
+function router_mt:choice_note(jid, algorithm)
+	local router = ptr(self);
+	return text_result(function (buf, cap)
+		return lib.cmr_router_choice_note(router, jid, #jid, algorithm, #algorithm, buf, cap, out_len);
+	end);
+end
+
 function router_mt:algorithm_for(jid, stored)
 	local router = ptr(self);
 	stored = stored or "";

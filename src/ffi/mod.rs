@@ -809,6 +809,36 @@ pub unsafe extern "C" fn cmr_router_choose_for(
     }
 }
 
+/// Writes the note of a completed admin command that chose `algorithm`
+/// (URI or short name, as `cmr_router_choose_for` gave it) for the
+/// account: the account and the algorithm's label, in the routing
+/// command's words. Changes nothing. Thread-safe.
+///
+/// # Safety
+/// `router` is a live router; the strings have their lengths in bytes;
+/// `buf` has `cap` writable bytes; `out_len` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cmr_router_choice_note(
+    router: *const cmr_router,
+    bare_jid: *const c_char,
+    bare_jid_len: usize,
+    algorithm: *const c_char,
+    algorithm_len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> cmr_status {
+    router_boundary! { router,
+        let out = try_out!(buf, cap, out_len);
+        let bare_jid = try_str!(bare_jid, bare_jid_len);
+        let algorithm = try_str!(algorithm, algorithm_len);
+        match router.choice_note(bare_jid, algorithm) {
+            Ok(note) => out.write(note.as_bytes()),
+            Err(error) => fail_with(error),
+        }
+    }
+}
+
 /// Writes the URI of the algorithm that applies to an account, for the
 /// operators' tools: its sessions' when one is registered; else `stored`
 /// (the host's persisted choice, length 0 for none) when the policy offers

@@ -618,6 +618,11 @@ static void test_commands(void) {
   CHECK(cmr_router_choose_for(router, S("b@x"), S("all"), buf, sizeof buf, &len) == CMR_STATUS_OK &&
         memcmp(buf, "urn:xmpp:cmr:all", len) == 0);
   CHECK(cmr_router_choose_for(router, S("a@x"), S("weighted"), buf, sizeof buf, &len) == CMR_STATUS_NOT_OFFERED);
+  CHECK(cmr_router_choice_note(router, S("b@x"), S("urn:xmpp:cmr:all"), buf, sizeof buf, &len) == CMR_STATUS_OK &&
+        len == strlen("Messages to b@x are now routed by: All resources.") &&
+        memcmp(buf, "Messages to b@x are now routed by: All resources.", len) == 0);
+  CHECK(cmr_router_choice_note(router, S("b@x"), S("fastest"), buf, sizeof buf, &len) ==
+        CMR_STATUS_UNKNOWN_ALGORITHM);
   CHECK(cmr_router_algorithm_for(router, S("b@x"), S("urn:xmpp:cmr:roundrobin"), buf, sizeof buf, &len) ==
             CMR_STATUS_OK &&
         memcmp(buf, "urn:xmpp:cmr:roundrobin", len) == 0);

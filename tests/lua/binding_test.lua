@@ -123,6 +123,8 @@ local admin = "<x xmlns='jabber:x:data' type='submit'><field var='accountjid'><v
 check("admin values", cmr.admin_form_value(admin, "accountjid") == "a@b" and cmr.admin_form_value(admin, "algorithm") == "random");
 ok, err = cmr.admin_form_value(admin, "bogus");
 check("admin value unknown", ok == nil and err:find("'bogus'", 1, true), err);
+check("choice_note", router:choice_note("offline@example.org", "urn:x-cmr:algorithm:random")
+	== "Messages to offline@example.org are now routed by: Random.");
 check("choose_for offline", router:choose_for("offline@example.org", "random") == "urn:x-cmr:algorithm:random");
 check("algorithm_for offline", router:algorithm_for("offline@example.org") == "urn:xmpp:cmr:roundrobin"
 	and router:algorithm_for("offline@example.org", "urn:xmpp:cmr:weighted") == "urn:xmpp:cmr:weighted");

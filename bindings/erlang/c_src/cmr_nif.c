@@ -284,6 +284,10 @@ static cmr_status call_choose_for(const cmr_router *r, text_args *a, char *buf, 
   return cmr_router_choose_for(r, STR(a->in[0]), STR(a->in[1]), buf, cap, out_len);
 }
 
+static cmr_status call_choice_note(const cmr_router *r, text_args *a, char *buf, size_t cap, size_t *out_len) {
+  return cmr_router_choice_note(r, STR(a->in[0]), STR(a->in[1]), buf, cap, out_len);
+}
+
 static cmr_status call_algorithm_for(const cmr_router *r, text_args *a, char *buf, size_t cap, size_t *out_len) {
   return cmr_router_algorithm_for(r, STR(a->in[0]), STR(a->in[1]), buf, cap, out_len);
 }
@@ -423,6 +427,15 @@ static ERL_NIF_TERM nif_choose_for(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
   return text_result(env, call_choose_for, res->router, &a);
 }
 
+static ERL_NIF_TERM nif_choice_note(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  GET_ROUTER(res);
+  text_args a = {0};
+  GET_INPUT(a, 0, 1, "the bare JID");
+  GET_INPUT(a, 1, 2, "the algorithm");
+  return text_result(env, call_choice_note, res->router, &a);
+}
+
 static ERL_NIF_TERM nif_algorithm_for(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
   GET_ROUTER(res);
@@ -541,6 +554,7 @@ static ErlNifFunc funcs[] = {
     {"admin_form", 1, nif_admin_form, 0},
     {"admin_form_value", 2, nif_admin_form_value, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"choose_for", 3, nif_choose_for, 0},
+    {"choice_note", 3, nif_choice_note, 0},
     {"algorithm_for", 3, nif_algorithm_for, 0},
     {"metric_series", 0, nif_metric_series, 0},
     {"metric_values", 1, nif_metric_values, 0},

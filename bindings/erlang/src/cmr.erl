@@ -11,7 +11,7 @@
 
 -export([new/1, register/6, unregister/3, session_gone/3, touch/3, set_load/4, set_hibernating/4, pick/6,
          get_algorithm/2, set_algorithm/3, handle_iq/2, routing_command/0, routing_command/3, admin_command/0,
-         admin_form/1, admin_form_value/2, choose_for/3, algorithm_for/3, disco_features/1,
+         admin_form/1, admin_form_value/2, choose_for/3, choice_note/3, algorithm_for/3, disco_features/1,
          stats/2, metric_series/0, metric_values/1, max_picks_per_message/0, activity_interval_ms/0,
          version/0]).
 
@@ -129,6 +129,11 @@ admin_form_value(_Submitted, _Var) -> ?NIF.
 %% offered is refused, naming it.
 -spec choose_for(router(), binary(), binary()) -> {ok, binary()} | error().
 choose_for(_Router, _BareJid, _Algorithm) -> ?NIF.
+
+%% @doc The note of a completed admin command that chose Algorithm (as
+%% choose_for/3 gave it) for the account, in the routing command's words.
+-spec choice_note(router(), binary(), binary()) -> {ok, binary()} | error().
+choice_note(_Router, _BareJid, _Algorithm) -> ?NIF.
 
 %% @doc The URI of the algorithm that applies to an account: its sessions'
 %% when one is registered, else Stored (the persisted choice, <<>> for none)

@@ -227,6 +227,8 @@ admin_command_test() ->
     ?assertEqual({ok, <<"urn:xmpp:cmr:roundrobin">>}, cmr:choose_for(Fixed, <<"u@example.org">>, <<"roundrobin">>)),
     ?assertEqual({ok, <<"urn:xmpp:cmr:roundrobin">>}, cmr:get_algorithm(Fixed, <<"u@example.org">>)),
     ?assertEqual({ok, <<"urn:xmpp:cmr:mostactive">>}, cmr:choose_for(Fixed, <<"nobody@example.org">>, <<"mostactive">>)),
+    ?assertEqual({ok, <<"Messages to nobody@example.org are now routed by: Most active.">>},
+                 cmr:choice_note(Fixed, <<"nobody@example.org">>, <<"urn:xmpp:cmr:mostactive">>)),
     {error, {not_offered, NotOffered}} = cmr:choose_for(Fixed, <<"u@example.org">>, <<"weighted">>),
     ?assert(contains(NotOffered, <<"urn:xmpp:cmr:weighted">>)),
     {error, {unknown_algorithm, Unknown}} = cmr:choose_for(Fixed, <<"u@example.org">>, <<"fastest">>),

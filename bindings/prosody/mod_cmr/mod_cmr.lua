@@ -615,7 +615,7 @@ local function admin_command(_, data)
 	local uri, why = choose_for(account, algorithm);
 	if not uri then return { status = "completed", error = { message = why } }; end
 	module:log("info", "%s set the routing of %s to %s", jid_bare(data.from), account, uri);
-	return { status = "completed", info = ("Messages to %s are now routed by %s."):format(account, uri) };
+	return { status = "completed", info = router:choice_note(account, uri) or uri };
 end
 module:provides("adhoc", adhoc_new(cmr.admin_command.name, cmr.admin_command.node, admin_command, "admin"));
 

@@ -543,8 +543,10 @@ admin_command(S, Submitted) ->
         {{ok, Jid}, {ok, Algorithm}} ->
             case with_account(S, Jid, fun(Host, U) -> choose_for(Host, U, Algorithm) end) of
                 {_Home, {ok, Uri}} ->
-                    {completed, unicode:characters_to_binary(
-                                  io_lib:format("Messages to ~ts are now routed by ~ts.", [Jid, Uri]))};
+                    case mod_cmr_home:choice_note(S, Jid, Uri) of
+                        {ok, Note} -> {completed, Note};
+                        Error -> library_error(Error)
+                    end;
                 {error, _Kind, Why} ->
                     {refused, unicode:characters_to_binary(Why)};
                 {_Home, {error, {Status, Why}}} when Status == unknown_algorithm; Status == not_offered ->

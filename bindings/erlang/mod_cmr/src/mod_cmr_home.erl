@@ -10,7 +10,7 @@
 -module(mod_cmr_home).
 
 -export([start/2, stop/1, running/1, activity_interval_ms/0, create_sessions_table/1, apply_event/2, forget/4,
-         has_session/4, sessions/1, route/3, answer_iq/3, routing_command/3, admin_form/1, choose_for/3,
+         has_session/4, sessions/1, route/3, answer_iq/3, routing_command/3, admin_form/1, choice_note/3, choose_for/3,
          algorithm_for/2, local_stats/2, disco_features/1, metric_rows/1,
          metric_rows_example/0, metrics_doc/0]).
 
@@ -306,6 +306,14 @@ admin_form(Host) ->
     case router(Host) of
         undefined -> not_running();
         Router -> cmr:admin_form(Router)
+    end.
+
+%% The admin command's note of a choice made, in the routing command's
+%% words (this node's library: it holds no state).
+choice_note(Host, Bare, Uri) ->
+    case router(Host) of
+        undefined -> not_running();
+        Router -> cmr:choice_note(Router, Bare, Uri)
     end.
 
 %% An operator's choice of Algorithm for the account U of Host, homed here:

@@ -291,6 +291,14 @@ static cmr_status call_admin_form_value(const cmr_router *router, const input ar
 }
 
 /* args: the account's bare JID, the algorithm. */
+static cmr_status call_choice_note(const cmr_router *router, const input args[2], char *buf,
+                                   size_t cap, size_t *out_len, jbyte flags[2]) {
+    (void)flags;
+    return cmr_router_choice_note(router, args[0].bytes, args[0].len, args[1].bytes, args[1].len, buf,
+                                  cap, out_len);
+}
+
+/* args: the account's bare JID, the algorithm. */
 static cmr_status call_choose_for(const cmr_router *router, const input args[2], char *buf,
                                   size_t cap, size_t *out_len, jbyte flags[2]) {
     (void)flags;
@@ -652,6 +660,13 @@ JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_chooseFor(JNIEnv *env, jclass c
                                                            jbyteArray algorithm) {
     (void)cls;
     return text_result(env, handle, bare_jid, algorithm, IN_PLACE, 0, call_choose_for);
+}
+
+JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_choiceNote(JNIEnv *env, jclass cls, jlong handle,
+                                                            jbyteArray bare_jid,
+                                                            jbyteArray algorithm) {
+    (void)cls;
+    return text_result(env, handle, bare_jid, algorithm, IN_PLACE, 0, call_choice_note);
 }
 
 JNIEXPORT jbyteArray JNICALL Java_org_cmr_Native_algorithmFor(JNIEnv *env, jclass cls,

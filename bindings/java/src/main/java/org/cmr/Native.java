@@ -50,6 +50,8 @@ final class Native {
 
     static native byte[] chooseFor(long router, byte[] bareJid, byte[] algorithm);
 
+    static native byte[] choiceNote(long router, byte[] bareJid, byte[] algorithm);
+
     static native byte[] algorithmFor(long router, byte[] bareJid, byte[] stored);
 
     static native byte[] stats(long router, byte[] bareJid);

@@ -356,6 +356,16 @@ public final class Router implements AutoCloseable {
     }
 
     /**
+     * The note of a completed admin command that chose {@code algorithm}
+     * (as {@link #chooseFor} returned it) for the account, in the routing
+     * command's words.
+     */
+    public String choiceNote(String bareJid, String algorithm) {
+        byte[] jid = utf8(bareJid), uri = utf8(algorithm);
+        return call(h -> new String(Native.choiceNote(h, jid, uri), StandardCharsets.UTF_8));
+    }
+
+    /**
      * The URI of the algorithm that applies to an account, for operators:
      * its sessions' when one is registered, else {@code stored} (the
      * host's persisted choice, or null) when the policy offers it, else

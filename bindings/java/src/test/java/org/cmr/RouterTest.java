@@ -227,6 +227,8 @@ class RouterTest {
                 "algorithm"));
         // Offline: written to persist, applied at the account's first session.
         assertEquals("urn:xmpp:cmr:weighted", router.chooseFor("other@example.org", "weighted"));
+        assertEquals("Messages to other@example.org are now routed by: Weighted by priority.",
+                router.choiceNote("other@example.org", "urn:xmpp:cmr:weighted"));
         assertEquals("urn:xmpp:cmr:all", router.algorithmFor("other@example.org", null), "nothing stored");
         assertEquals("urn:xmpp:cmr:weighted", router.algorithmFor("other@example.org", "urn:xmpp:cmr:weighted"));
         // Online: applied at once.

@@ -195,24 +195,12 @@ final class Commands {
                 return;
             }
             plugin.store(account, uri);
-            note(command, "info", "Messages to " + account + " are now routed by: " + label(uri) + ".");
-        }
-
-        /** The algorithm's label in the admin form, with its URI. */
-        private String label(String uri) {
             try {
-                for (Element field : parse(router.adminForm()).elements(QName.get("field", NS_DATA))) {
-                    for (Element option : field.elements(QName.get("option", NS_DATA))) {
-                        if (uri.equals(option.elementTextTrim(QName.get("value", NS_DATA)))
-                                && option.attributeValue("label") != null) {
-                            return option.attributeValue("label") + " (" + uri + ")";
-                        }
-                    }
-                }
+                note(command, "info", router.choiceNote(account.toBareJID(), uri));
             } catch (CmrException e) {
                 plugin.refused(e, null);
+                note(command, "info", uri);
             }
-            return uri;
         }
 
         @Override
