@@ -305,7 +305,10 @@ class EjabberdHost(ServerHost):
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return json.load(response)
+                answer = json.load(response)
+            # ejabberd before 24.06 (its API version 1) names a string
+            # result: {"algorithm": uri}.
+            return answer.get("algorithm", answer) if isinstance(answer, dict) else answer
         except urllib.error.HTTPError as error:
             raise ToolError(f"HTTP {error.code}: {error.read().decode(errors='replace')}") from None
 
