@@ -38,14 +38,36 @@ final class Commands {
 
     private Commands() {}
 
-    /** The users' routing command: one form, then the outcome. */
-    static final class Routing extends AdHocCommand {
-        private final CmrPlugin plugin;
-        private final Router router;
+    /** A command of one form: shown, then submitted with "complete". */
+    private abstract static class OneForm extends AdHocCommand {
+        final CmrPlugin plugin;
+        final Router router;
 
-        Routing(CmrPlugin plugin, Router router) {
+        OneForm(CmrPlugin plugin, Router router) {
             this.plugin = plugin;
             this.router = router;
+        }
+
+        @Override
+        public int getMaxStages(SessionData data) {
+            return 1;
+        }
+
+        @Override
+        protected List<Action> getActions(SessionData data) {
+            return COMPLETE;
+        }
+
+        @Override
+        protected Action getExecuteAction(SessionData data) {
+            return Action.complete;
+        }
+    }
+
+    /** The users' routing command: one form, then the outcome. */
+    static final class Routing extends OneForm {
+        Routing(CmrPlugin plugin, Router router) {
+            super(plugin, router);
         }
 
         @Override
@@ -62,11 +84,6 @@ final class Commands {
         @Override
         public boolean hasPermission(JID requester) {
             return localAccount(requester) && requester.getResource() != null;
-        }
-
-        @Override
-        public int getMaxStages(SessionData data) {
-            return 1;
         }
 
         @Override
@@ -104,16 +121,6 @@ final class Commands {
                     break;
             }
         }
-
-        @Override
-        protected List<Action> getActions(SessionData data) {
-            return COMPLETE;
-        }
-
-        @Override
-        protected Action getExecuteAction(SessionData data) {
-            return Action.complete;
-        }
     }
 
     /**
@@ -121,13 +128,9 @@ final class Commands {
      * algorithm. Who may run it is the base class's rule: Openfire's admin
      * list (AdminManager).
      */
-    static final class AccountRouting extends AdHocCommand {
-        private final CmrPlugin plugin;
-        private final Router router;
-
+    static final class AccountRouting extends OneForm {
         AccountRouting(CmrPlugin plugin, Router router) {
-            this.plugin = plugin;
-            this.router = router;
+            super(plugin, router);
         }
 
         @Override
@@ -138,11 +141,6 @@ final class Commands {
         @Override
         public String getDefaultLabel() {
             return Command.admin().name();
-        }
-
-        @Override
-        public int getMaxStages(SessionData data) {
-            return 1;
         }
 
         @Override
@@ -201,16 +199,6 @@ final class Commands {
                 plugin.refused(e, null);
                 note(command, "info", uri);
             }
-        }
-
-        @Override
-        protected List<Action> getActions(SessionData data) {
-            return COMPLETE;
-        }
-
-        @Override
-        protected Action getExecuteAction(SessionData data) {
-            return Action.complete;
         }
     }
 
