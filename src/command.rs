@@ -175,6 +175,7 @@ pub fn submitted_fields(xml: &str, form_type: &str, vars: &[&str]) -> Result<Vec
         return Err(refused("a jabber:x:data form of type submit".into()));
     }
     let mut found: Vec<Option<String>> = vec![None; vars.len()];
+    let mut form_type_found = false;
     for child in form.children() {
         if !child.is("field", NS_DATA) {
             return Err(refused(format!("no <{}/> element", child.name())));
@@ -190,7 +191,9 @@ pub fn submitted_fields(xml: &str, form_type: &str, vars: &[&str]) -> Result<Vec
         match (child.attr("var"), slot, values.as_slice()) {
             // Fixed lines come back from some clients; they carry nothing.
             (None, _, _) => {}
-            (Some("FORM_TYPE"), _, [given]) if given == form_type => {}
+            (Some("FORM_TYPE"), _, [given]) if given == form_type && !form_type_found => {
+                form_type_found = true
+            }
             (_, Some(i), [one]) if found[i].is_none() => found[i] = Some(one.clone()),
             (Some(var), _, _) => {
                 return Err(refused(format!("{}; not {}", expected(), Quoted::new(var))))
@@ -252,6 +255,7 @@ mod tests {
         for bad in [
             form(""),
             form(&format!("{choice}{choice}")),
+            form(&format!("{form_type}{form_type}{choice}")),
             form("<field var='algorithm'><value>a</value><value>b</value></field>"),
             form(&format!(
                 "{choice}<field var='bogus'><value>x</value></field>"

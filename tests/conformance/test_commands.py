@@ -254,6 +254,7 @@ def test_the_admin_command_is_not_bound_by_user_change(host):
 @pytest.mark.parametrize("account, uri, named", [
     ("someone@elsewhere.example", ROUND_ROBIN, "someone@elsewhere.example"),
     ("bad@@jid", ROUND_ROBIN, "bad@@jid"),
+    ("{account}/res", ROUND_ROBIN, "{account}/res"),
     ("nobody-here@{domain}", ROUND_ROBIN, "nobody-here@{domain}"),
     ("{account}", "urn:example:fastest", "urn:example:fastest"),
 ])
@@ -267,6 +268,20 @@ def test_the_admin_command_refuses_bad_input_by_name(host, account, uri, named):
         assert named.format(**fill) in refusal(answer)
         assert await active(user) == ["urn:xmpp:cmr:all"], "nothing changed"
         await close(admin, user)
+    run(scenario())
+
+
+@pytest.mark.parametrize("action", ["prev", "next"])
+def test_an_action_the_command_does_not_offer_is_a_bad_request(host, action):
+    async def scenario():
+        a = await commanding(host, host.account(), "r")
+        sessionid = command_of(await execute(a, NODE, host.domain)).get("sessionid")
+        form = f"<x xmlns='{NS_DATA}' type='submit'><field var='algorithm'><value>{ROUND_ROBIN}</value></field></x>"
+        answer = await a.iq("set", f"<command xmlns='{NS_COMMANDS}' node='{NODE}' sessionid='{sessionid}' "
+                                   f"action='{action}'>{form}</command>", to=host.domain)
+        assert error_condition(answer) == "bad-request"
+        assert await active(a) == ["urn:xmpp:cmr:all"], "nothing changed"
+        await close(a)
     run(scenario())
 
 

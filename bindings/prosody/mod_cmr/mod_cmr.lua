@@ -557,8 +557,19 @@ local function command_failed(err, status)
 	return { status = "error", error = { type = "modify", condition = "bad-request", text = err } };
 end
 
+-- The commands have one stage: its form, then the form submitted (execute
+-- or complete). mod_adhoc passes any action on: prev, next or an unknown
+-- one is refused, as ejabberd's and Openfire's frameworks do.
+local function unexpected_action(data)
+	if data.action ~= "execute" and data.action ~= "complete" then
+		return { status = "error", error = { type = "modify", condition = "bad-request", text = "Unexpected action" } };
+	end
+end
+
 local function routing_command(_, data)
 	if data.action == "cancel" then return { status = "canceled" }; end
+	local unexpected = unexpected_action(data);
+	if unexpected then return unexpected; end
 	local stage, answer, changed = router:routing_command(data.from, data.form and tostring(data.form));
 	if not stage then return command_failed(answer, changed); end
 	if stage == "form" then return { status = "executing", other = xml_parse(answer) }; end
@@ -601,6 +612,8 @@ end
 
 local function admin_command(_, data)
 	if data.action == "cancel" then return { status = "canceled" }; end
+	local unexpected = unexpected_action(data);
+	if unexpected then return unexpected; end
 	if not data.form then
 		local form, err, status = router:admin_form();
 		if not form then return command_failed(err, status); end

@@ -76,8 +76,11 @@ LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def lua_string(text):
-    """`text` as a Lua string literal."""
-    return '"' + "".join(c if c.isalnum() or c in "@.:-_/ " else f"\\{ord(c)}" for c in text) + '"'
+    """`text` as a Lua string literal: each byte of its UTF-8 that is not
+    plainly safe as a three-digit decimal escape (a shorter one would take
+    a digit that follows it; Lua's escapes are bytes, not characters)."""
+    safe = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@.:-_/ "
+    return '"' + "".join(chr(b) if b in safe else f"\\{b:03d}" for b in text.encode()) + '"'
 
 
 class ProsodyHost(ServerHost):

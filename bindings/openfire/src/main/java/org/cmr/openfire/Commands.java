@@ -172,12 +172,20 @@ final class Commands {
                 String submitted = submitted(data);
                 String value = Router.adminFormValue(submitted, "accountjid");
                 String algorithm = Router.adminFormValue(submitted, "algorithm");
+                JID given;
                 try {
-                    account = new JID(value).asBareJID();
+                    given = new JID(value);
                 } catch (IllegalArgumentException malformed) {
                     note(command, "error", value + " is not a valid JID; nothing changed.");
                     return;
                 }
+                // An account is a bare JID, as on the other servers: a
+                // resource is refused, not dropped.
+                if (given.getResource() != null) {
+                    note(command, "error", value + " is not an account's bare JID; nothing changed.");
+                    return;
+                }
+                account = given.asBareJID();
                 if (account.getNode() == null || !XMPPServer.getInstance().isLocal(account)) {
                     note(command, "error", value + " is not an account of " + domain + "; nothing changed.");
                     return;
