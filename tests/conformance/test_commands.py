@@ -41,13 +41,13 @@ async def listed(client, to):
     return {node: name for _, node, name in items["disco_items"]["items"]}
 
 
-async def execute(client, node, to, fields=None, sessionid=None):
+async def execute(client, node, to, fields=None, sessionid=None, form_type="submit"):
     """Runs `node`: with no `fields` its first stage, else submits them
-    (var -> value, or a list of values) in `sessionid`. The answer as an
-    element, errors included."""
+    (var -> value, or a list of values) in `sessionid`, in a form of
+    `form_type`. The answer as an element, errors included."""
     form = None
     if fields is not None:
-        form = client.plugin["xep_0004"].make_form(ftype="submit")
+        form = client.plugin["xep_0004"].make_form(ftype=form_type)
         for var, value in fields.items():
             form.add_field(var=var, ftype="list-multi" if isinstance(value, list) else None, value=value)
     try:
@@ -281,6 +281,39 @@ def test_an_action_the_command_does_not_offer_is_a_bad_request(host, action):
                                    f"action='{action}'>{form}</command>", to=host.domain)
         assert error_condition(answer) == "bad-request"
         assert await active(a) == ["urn:xmpp:cmr:all"], "nothing changed"
+        await close(a)
+    run(scenario())
+
+
+def test_a_command_session_is_its_owners_alone(host):
+    async def scenario():
+        victim, target = host.account(), host.account()
+        owner = await commanding(host, victim, "r")
+        intruder = await commanding(host, host.account(), "r")
+        admin = await commanding(host, host.admin, "console")
+        user = await online(host, target, "r")
+        sessionid = command_of(await execute(owner, NODE, host.domain)).get("sessionid")
+        await execute(intruder, NODE, host.domain, {"algorithm": ROUND_ROBIN}, sessionid=sessionid)
+        assert await active(owner) == ["urn:xmpp:cmr:all"], "another account's submission changed nothing"
+        notes(await execute(owner, NODE, host.domain, {"algorithm": ROUND_ROBIN}, sessionid=sessionid))
+        assert await active(owner) == [ROUND_ROBIN], "the owner's session still works"
+        sessionid = command_of(await execute(admin, ADMIN_NODE, host.domain)).get("sessionid")
+        answer = await execute(intruder, ADMIN_NODE, host.domain, {"accountjid": target, "algorithm": ROUND_ROBIN},
+                               sessionid=sessionid)
+        assert error_condition(answer) in ("forbidden", "bad-request")
+        assert await active(user) == ["urn:xmpp:cmr:all"], "a non-admin in an admin's session changed nothing"
+        await close(owner, intruder, admin, user)
+    run(scenario())
+
+
+def test_a_form_that_is_not_a_submission_changes_nothing(host):
+    async def scenario():
+        a = await commanding(host, host.account(), "r")
+        sessionid = command_of(await execute(a, NODE, host.domain)).get("sessionid")
+        answer = await execute(a, NODE, host.domain, {"algorithm": ROUND_ROBIN}, sessionid=sessionid,
+                               form_type="cancel")
+        assert "submit" in refusal(answer)
+        assert await active(a) == ["urn:xmpp:cmr:all"]
         await close(a)
     run(scenario())
 

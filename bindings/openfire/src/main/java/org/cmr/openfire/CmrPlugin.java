@@ -87,9 +87,12 @@ public final class CmrPlugin implements Plugin {
             server.getIQRouter().addHandler(handler);
             undo.push(() -> server.getIQRouter().removeHandler(handler));
         }
+        Commands.Guard guard = new Commands.Guard();
+        InterceptorManager.getInstance().addInterceptor(guard);
+        undo.push(() -> InterceptorManager.getInstance().removeInterceptor(guard));
         AdHocCommandHandler commands = server.getAdHocCommandHandler();
         for (AdHocCommand command : new AdHocCommand[] {
-                new Commands.Routing(this, router), new Commands.AccountRouting(this, router)}) {
+                new Commands.Routing(this, router, guard), new Commands.AccountRouting(this, router, guard)}) {
             commands.addCommand(command);
             undo.push(() -> commands.removeCommand(command));
         }

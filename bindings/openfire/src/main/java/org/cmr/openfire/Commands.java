@@ -3,6 +3,8 @@ package org.cmr.openfire;
 import java.util.Collections;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
 import org.cmr.CmrException;
 import org.cmr.Command;
 import org.cmr.CommandAnswer;
@@ -14,9 +16,13 @@ import org.dom4j.QName;
 import org.jivesoftware.openfire.XMPPServer;
 import org.jivesoftware.openfire.commands.AdHocCommand;
 import org.jivesoftware.openfire.commands.SessionData;
+import org.jivesoftware.openfire.interceptor.PacketInterceptor;
+import org.jivesoftware.openfire.session.Session;
 import org.jivesoftware.openfire.user.UserManager;
 import org.jivesoftware.openfire.user.UserNotFoundException;
+import org.xmpp.packet.IQ;
 import org.xmpp.packet.JID;
+import org.xmpp.packet.Packet;
 
 /**
  * The ad-hoc commands (XEP-0050) added to Openfire's AdHocCommandHandler:
@@ -26,26 +32,110 @@ import org.xmpp.packet.JID;
  * framework, check an account by Openfire's rules and persist the choice
  * where the XEP-0354 set does.
  *
- * <p>Openfire's framework hands a command the submitted form's values
- * (SessionData.getData()), not the form; each command writes them back
- * as the {@code <x type='submit'>} the library checks. It answers a
- * command only with its own stanza, so a form the library refuses
- * completes with an error note rather than a {@code <bad-request/>}.
+ * <p>Openfire's framework lets whoever names a command session's id act
+ * in it as its owner, and hands a command the values it parsed of the
+ * submitted form, not the form: {@link Guard} keeps each session of these
+ * two commands to its owner and the form as the owner sent it, which the
+ * library checks. The framework answers a command only with its own
+ * stanza, so a form the library refuses completes with an error note
+ * rather than a {@code <bad-request/>}.
  */
 final class Commands {
     private static final String NS_DATA = "jabber:x:data";
+    private static final String NS_COMMANDS = "http://jabber.org/protocol/commands";
     private static final List<AdHocCommand.Action> COMPLETE = Collections.singletonList(AdHocCommand.Action.complete);
 
     private Commands() {}
+
+    /**
+     * An interceptor that keeps each session of these commands to its
+     * owner (the full JID that started it): to anyone else the session's
+     * id is unknown, and Openfire answers {@code <bad-request/>} as for any
+     * unknown session. It keeps the form the owner submits, as sent.
+     */
+    static final class Guard implements PacketInterceptor {
+        /** Longer than Openfire keeps a command session (10 minutes). */
+        private static final long KEPT_MILLIS = TimeUnit.HOURS.toMillis(1);
+
+        private static final class Owned {
+            final JID owner;
+            final long since;
+            volatile String form;
+
+            Owned(JID owner, long since) {
+                this.owner = owner;
+                this.since = since;
+            }
+        }
+
+        private final Map<String, Owned> sessions = new ConcurrentHashMap<>();
+
+        /** A session of one of these commands was started. */
+        void opened(SessionData data) {
+            long now = System.currentTimeMillis();
+            // Sessions left unfinished are forgotten after a while.
+            sessions.values().removeIf(owned -> now - owned.since > KEPT_MILLIS);
+            sessions.put(data.getId(), new Owned(data.getOwner(), now));
+        }
+
+        /** The session ends: the form its owner submitted, null if none. */
+        String closed(SessionData data) {
+            Owned owned = sessions.remove(data.getId());
+            return owned == null ? null : owned.form;
+        }
+
+        @Override
+        public void interceptPacket(Packet packet, Session session, boolean incoming, boolean processed) {
+            if (!incoming || processed || !(packet instanceof IQ)) {
+                return;
+            }
+            Element command = ((IQ) packet).getChildElement();
+            if (command == null || !"command".equals(command.getName())
+                    || !NS_COMMANDS.equals(command.getNamespaceURI())) {
+                return;
+            }
+            String id = command.attributeValue("sessionid");
+            Owned owned = id == null ? null : sessions.get(id);
+            if (owned == null) {
+                return;
+            }
+            if (!owned.owner.equals(packet.getFrom())) {
+                command.addAttribute("sessionid", id + " (not yours)");
+                return;
+            }
+            Element form = command.element(QName.get("x", NS_DATA));
+            owned.form = form == null ? null : form.asXML();
+        }
+    }
 
     /** A command of one form: shown, then submitted with "complete". */
     private abstract static class OneForm extends AdHocCommand {
         final CmrPlugin plugin;
         final Router router;
+        private final Guard guard;
 
-        OneForm(CmrPlugin plugin, Router router) {
+        OneForm(CmrPlugin plugin, Router router, Guard guard) {
             this.plugin = plugin;
             this.router = router;
+            this.guard = guard;
+        }
+
+        /** The command's form (or a note), when the session starts. */
+        abstract void showForm(SessionData data, Element command);
+
+        @Override
+        protected final void addStageInformation(SessionData data, Element command) {
+            guard.opened(data);
+            showForm(data, command);
+        }
+
+        /**
+         * The form the owner submitted, as sent; when it sent none, what
+         * Openfire kept of it (no field), which the library refuses.
+         */
+        String submitted(SessionData data) {
+            String form = guard.closed(data);
+            return form != null ? form : kept(data);
         }
 
         @Override
@@ -66,8 +156,8 @@ final class Commands {
 
     /** The users' routing command: one form, then the outcome. */
     static final class Routing extends OneForm {
-        Routing(CmrPlugin plugin, Router router) {
-            super(plugin, router);
+        Routing(CmrPlugin plugin, Router router, Guard guard) {
+            super(plugin, router, guard);
         }
 
         @Override
@@ -87,7 +177,7 @@ final class Commands {
         }
 
         @Override
-        protected void addStageInformation(SessionData data, Element command) {
+        void showForm(SessionData data, Element command) {
             answer(command, data.getOwner(), null);
         }
 
@@ -129,8 +219,8 @@ final class Commands {
      * list (AdminManager).
      */
     static final class AccountRouting extends OneForm {
-        AccountRouting(CmrPlugin plugin, Router router) {
-            super(plugin, router);
+        AccountRouting(CmrPlugin plugin, Router router, Guard guard) {
+            super(plugin, router, guard);
         }
 
         @Override
@@ -144,7 +234,7 @@ final class Commands {
         }
 
         @Override
-        protected void addStageInformation(SessionData data, Element command) {
+        void showForm(SessionData data, Element command) {
             try {
                 command.add(parse(router.adminForm()));
             } catch (CmrException e) {
@@ -160,7 +250,9 @@ final class Commands {
          */
         @Override
         public void execute(SessionData data, Element command) {
-            // Openfire checks the permission when the command starts only.
+            String submitted = submitted(data);
+            // Openfire checks the permission when the command starts only:
+            // the owner may have left the admin list since.
             if (!hasPermission(data.getOwner())) {
                 note(command, "error", "Only the server's administrators may set an account's routing.");
                 return;
@@ -169,7 +261,6 @@ final class Commands {
             String uri;
             JID account;
             try {
-                String submitted = submitted(data);
                 String value = Router.adminFormValue(submitted, "accountjid");
                 String algorithm = Router.adminFormValue(submitted, "algorithm");
                 JID given;
@@ -223,11 +314,8 @@ final class Commands {
         }
     }
 
-    /**
-     * The submitted form as the library reads it, from the values
-     * Openfire kept of it (each field's name and values).
-     */
-    static String submitted(SessionData data) {
+    /** A submitted form made of the values Openfire kept of it. */
+    static String kept(SessionData data) {
         Element form = DocumentHelper.createElement(QName.get("x", NS_DATA));
         form.addAttribute("type", "submit");
         for (Map.Entry<String, List<String>> entry : data.getData().entrySet()) {
