@@ -365,8 +365,8 @@ get_commands_spec() ->
                         args_desc = ["Username", "Virtual host", "Algorithm, by short name or URI"],
                         args_example = [<<"sensors">>, <<"example.org">>, <<"roundrobin">>],
                         result = {res, restuple},
-                        result_desc = "What was set",
-                        result_example = {ok, "sensors@example.org: urn:xmpp:cmr:roundrobin"}}].
+                        result_desc = "The URI of the algorithm set",
+                        result_example = {ok, "urn:xmpp:cmr:roundrobin"}}].
 
 %% This node's figures for the host, read from its library now.
 metrics(Host) ->
@@ -400,7 +400,7 @@ get_algorithm(User, Host) ->
 set_algorithm(User, Host, Algorithm) ->
     case tool_result(tool_account(User, Host, fun(S, U) -> choose_for(S, U, Algorithm) end)) of
         {error, _, _, _} = Error -> Error;
-        Uri -> {ok, unicode:characters_to_binary([User, "@", Host, ": ", Uri])}
+        Uri -> {ok, Uri}
     end.
 
 %% Fun(Host, User) for the account User@Host, once it is one by ejabberd's
@@ -415,7 +415,7 @@ tool_account(User, Host, Fun) ->
                           io_lib:format("mod_cmr is not running for ~ts (of ~ts) on this node", [S, Jid])}
             end;
         error ->
-            {error, invalid_jid, io_lib:format("~ts is not a valid JID", [Jid])}
+            {error, invalid_jid, io_lib:format("'~ts' is not a valid JID", [Jid])}
     end.
 
 %% The messages as UTF-8 bytes: ejabberdctl prints them with ~s, the ReST
@@ -431,15 +431,15 @@ tool_result({_Home, {error, Unanswered}}) -> {error, internal_error, 1, Unanswer
 with_account(Host, Jid, Fun) ->
     case jid_of(Jid) of
         error ->
-            {error, invalid_jid, io_lib:format("~ts is not a valid JID", [Jid])};
+            {error, invalid_jid, io_lib:format("'~ts' is not a valid JID", [Jid])};
         #jid{lserver = S} when S /= Host ->
-            {error, not_exists, io_lib:format("~ts is not an account of ~ts", [Jid, Host])};
+            {error, not_exists, io_lib:format("'~ts' is not an account of ~ts", [Jid, Host])};
         #jid{luser = U, lresource = R} when U == <<>>; R /= <<>> ->
-            {error, invalid_jid, io_lib:format("~ts is not an account's bare JID", [Jid])};
+            {error, invalid_jid, io_lib:format("'~ts' is not an account's bare JID", [Jid])};
         #jid{luser = U} ->
             case ejabberd_auth:user_exists(U, Host) of
                 true -> Fun(Host, U);
-                false -> {error, not_exists, io_lib:format("there is no account ~ts", [Jid])}
+                false -> {error, not_exists, io_lib:format("there is no account '~ts'", [Jid])}
             end
     end.
 

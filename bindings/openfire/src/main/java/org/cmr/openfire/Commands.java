@@ -267,22 +267,22 @@ final class Commands {
                 try {
                     given = new JID(value);
                 } catch (IllegalArgumentException malformed) {
-                    note(command, "error", value + " is not a valid JID; nothing changed.");
+                    note(command, "error", "'" + value + "' is not a valid JID; nothing changed.");
                     return;
                 }
                 // An account is a bare JID, as on the other servers: a
                 // resource is refused, not dropped.
                 if (given.getResource() != null) {
-                    note(command, "error", value + " is not an account's bare JID; nothing changed.");
+                    note(command, "error", "'" + value + "' is not an account's bare JID; nothing changed.");
                     return;
                 }
                 account = given.asBareJID();
                 if (account.getNode() == null || !XMPPServer.getInstance().isLocal(account)) {
-                    note(command, "error", value + " is not an account of " + domain + "; nothing changed.");
+                    note(command, "error", "'" + value + "' is not an account of " + domain + "; nothing changed.");
                     return;
                 }
                 if (!localAccount(account)) {
-                    note(command, "error", "There is no account " + value + "; nothing changed.");
+                    note(command, "error", "There is no account '" + value + "'; nothing changed.");
                     return;
                 }
                 uri = router.chooseFor(account.toBareJID(), algorithm);
