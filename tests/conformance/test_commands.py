@@ -10,7 +10,7 @@ from slixmpp.exceptions import IqError
 from conftest import require, run
 from hosts.base import ToolError
 from test_protocol import QUERY, algorithms
-from xmpp import TIMEOUT, close, error_condition, online, send_messages, wait_for
+from xmpp import TIMEOUT, close, error_condition, online, send_messages, stats_row, wait_for
 
 NODE = "urn:xmpp:cmr:0#routing"
 ADMIN_NODE = "urn:xmpp:cmr:0#account-routing"
@@ -168,6 +168,20 @@ def test_submitting_round_robin_rotates_real_messages(host):
         lines = fixed_lines(form_of(await execute(nodes[1], NODE, host.domain)))
         assert all(f"node-{i}: 3 (33%)" in lines for i in range(3)), lines
         await close(sender, *nodes)
+    run(scenario())
+
+
+def test_the_choice_is_kept_when_every_session_has_left(host):
+    async def scenario():
+        me = host.account()
+        a = await commanding(host, me, "r")
+        notes(await run_routing(a, host, ROUND_ROBIN))
+        await close(a)
+        # The account has no session left: the next one restores the choice.
+        await wait_for(lambda: stats_row(host, me, "r") is None)
+        later = await online(host, me, "again")
+        assert await active(later) == [ROUND_ROBIN], "restored at the account's next first session"
+        await close(later)
     run(scenario())
 
 
