@@ -418,31 +418,30 @@ static ERL_NIF_TERM nif_admin_form_value(ErlNifEnv *env, int argc, const ERL_NIF
   return text_result(env, call_admin_form_value, NULL, &a);
 }
 
-static ERL_NIF_TERM nif_choose_for(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
-  (void)argc;
+/* The calls on an account: the router, its bare JID, then one more text
+ * (`not_binary`: the badarg when it is not a binary). */
+static ERL_NIF_TERM account_text_call(ErlNifEnv *env, const ERL_NIF_TERM argv[], text_call call,
+                                      const char *not_binary) {
   GET_ROUTER(res);
   text_args a = {0};
   GET_INPUT(a, 0, 1, "the bare JID");
-  GET_INPUT(a, 1, 2, "the algorithm");
-  return text_result(env, call_choose_for, res->router, &a);
+  if (!enif_inspect_binary(env, argv[2], &a.in[1])) return badarg(env, not_binary);
+  return text_result(env, call, res->router, &a);
+}
+
+static ERL_NIF_TERM nif_choose_for(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  return account_text_call(env, argv, call_choose_for, "the algorithm must be a binary");
 }
 
 static ERL_NIF_TERM nif_choice_note(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
-  GET_ROUTER(res);
-  text_args a = {0};
-  GET_INPUT(a, 0, 1, "the bare JID");
-  GET_INPUT(a, 1, 2, "the algorithm");
-  return text_result(env, call_choice_note, res->router, &a);
+  return account_text_call(env, argv, call_choice_note, "the algorithm must be a binary");
 }
 
 static ERL_NIF_TERM nif_algorithm_for(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
-  GET_ROUTER(res);
-  text_args a = {0};
-  GET_INPUT(a, 0, 1, "the bare JID");
-  GET_INPUT(a, 1, 2, "the stored algorithm");
-  return text_result(env, call_algorithm_for, res->router, &a);
+  return account_text_call(env, argv, call_algorithm_for, "the stored algorithm must be a binary");
 }
 
 /* metric_series() -> [#{key, metric, family, unit, label, label_value,
