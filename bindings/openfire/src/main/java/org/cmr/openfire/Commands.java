@@ -108,7 +108,11 @@ final class Commands {
         }
     }
 
-    /** A command of one form: shown, then submitted with "complete". */
+    /**
+     * A command of one form: shown, then submitted with "complete". (Each
+     * subclass names itself from the library statically: AdHocCommand's
+     * constructor already asks for the label, before any field is set.)
+     */
     private abstract static class OneForm extends AdHocCommand {
         final CmrPlugin plugin;
         final Router router;
