@@ -119,13 +119,31 @@ remove(Host, U, S, Token, Remove) ->
     end.
 
 restore(Router, U, S) ->
-    case mnesia:dirty_read(cmr_algorithm, {U, S}) of
-        [#cmr_algorithm{algorithm = Algorithm}] ->
+    case stored(U, S) of
+        <<>> -> ok;
+        Algorithm ->
             case cmr:set_algorithm(Router, <<U/binary, "@", S/binary>>, Algorithm) of
                 ok -> ok;
                 {error, Error} -> refused(S, Error, "stored algorithm of ~ts@~ts not restored", [U, S])
-            end;
-        [] -> ok
+            end
+    end.
+
+%% The account's persisted choice (<<>> for none), and its writer.
+stored(U, S) ->
+    case mnesia:dirty_read(cmr_algorithm, {U, S}) of
+        [#cmr_algorithm{algorithm = Algorithm}] -> Algorithm;
+        [] -> <<>>
+    end.
+
+store(U, S, Algorithm) ->
+    mnesia:dirty_write(#cmr_algorithm{us = {U, S}, algorithm = Algorithm}).
+
+%% Fun(Router) with the host's router on this node, or the error of a node
+%% where mod_cmr does not run for the host.
+with_router(Host, Fun) ->
+    case router(Host) of
+        undefined -> not_running();
+        Router -> Fun(Router)
     end.
 
 %% A call the library refused. `panic': it caught a bug and refuses every
@@ -286,75 +304,59 @@ answer_iq(Host, From, Xml) ->
 %% it: {form, Xml}, {completed, Note} (a change persisted, as after an IQ),
 %% {refused, Note}, or {error, {Status, Why}}.
 routing_command(Host, From, Submitted) ->
-    case router(Host) of
-        undefined -> not_running();
-        Router ->
-            case cmr:routing_command(Router, jid:encode(From), Submitted) of
-                {completed, Note, Changed} ->
-                    Changed andalso persist(Router, From),
-                    {completed, Note};
-                {error, {panic, _} = Error} ->
-                    refused(Host, Error, "", []),
-                    {error, Error};
-                Answer ->
-                    Answer
-            end
-    end.
+    with_router(Host, fun(Router) ->
+        case cmr:routing_command(Router, jid:encode(From), Submitted) of
+            {completed, Note, Changed} ->
+                Changed andalso persist(Router, From),
+                {completed, Note};
+            {error, {panic, _} = Error} ->
+                refused(Host, Error, "", []),
+                {error, Error};
+            Answer ->
+                Answer
+        end
+    end).
 
 %% The admin command's form, from any node's library.
 admin_form(Host) ->
-    case router(Host) of
-        undefined -> not_running();
-        Router -> cmr:admin_form(Router)
-    end.
+    with_router(Host, fun cmr:admin_form/1).
 
 %% The admin command's note of a choice made, in the routing command's
 %% words (this node's library: it holds no state).
 choice_note(Host, Bare, Uri) ->
-    case router(Host) of
-        undefined -> not_running();
-        Router -> cmr:choice_note(Router, Bare, Uri)
-    end.
+    with_router(Host, fun(Router) -> cmr:choice_note(Router, Bare, Uri) end).
 
 %% An operator's choice of Algorithm for the account U of Host, homed here:
 %% applied at once if it is online, and stored for its next first session.
 %% {ok, Uri} or {error, {Status, Why}}, nothing changed.
 choose_for(Host, U, Algorithm) ->
-    case router(Host) of
-        undefined -> not_running();
-        Router ->
-            Bare = <<U/binary, "@", Host/binary>>,
-            case cmr:choose_for(Router, Bare, Algorithm) of
-                {ok, Uri} ->
-                    mnesia:dirty_write(#cmr_algorithm{us = {U, Host}, algorithm = Uri}),
-                    %% A first session that registered meanwhile restored
-                    %% the choice stored before: it gets this one too.
-                    cmr:set_algorithm(Router, Bare, Uri),
-                    {ok, Uri};
-                Error ->
-                    Error
-            end
-    end.
+    with_router(Host, fun(Router) ->
+        Bare = <<U/binary, "@", Host/binary>>,
+        case cmr:choose_for(Router, Bare, Algorithm) of
+            {ok, Uri} ->
+                store(U, Host, Uri),
+                %% A first session that registered meanwhile restored the
+                %% choice stored before: it gets this one too.
+                cmr:set_algorithm(Router, Bare, Uri),
+                {ok, Uri};
+            Error ->
+                Error
+        end
+    end).
 
 %% The algorithm that applies to the account U of Host, homed here: its
 %% sessions', else its stored choice (if still offered), else the default.
 algorithm_for(Host, U) ->
-    case router(Host) of
-        undefined -> not_running();
-        Router ->
-            Stored = case mnesia:dirty_read(cmr_algorithm, {U, Host}) of
-                         [#cmr_algorithm{algorithm = Algorithm}] -> Algorithm;
-                         [] -> <<>>
-                     end,
-            cmr:algorithm_for(Router, <<U/binary, "@", Host/binary>>, Stored)
-    end.
+    with_router(Host, fun(Router) ->
+        cmr:algorithm_for(Router, <<U/binary, "@", Host/binary>>, stored(U, Host))
+    end).
 
 not_running() ->
     {error, {not_running, iolist_to_binary(["mod_cmr is not running on ", atom_to_binary(node())])}}.
 
 persist(Router, #jid{luser = U, lserver = S}) ->
     case cmr:get_algorithm(Router, <<U/binary, "@", S/binary>>) of
-        {ok, Algorithm} -> mnesia:dirty_write(#cmr_algorithm{us = {U, S}, algorithm = Algorithm});
+        {ok, Algorithm} -> store(U, S, Algorithm);
         {error, Error} -> refused(S, Error, "the choice of ~ts@~ts is not stored", [U, S])
     end.
 
