@@ -20,7 +20,7 @@ HOST ?= prosody
 .PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
-.PHONY: demo-library bench-lua bench-throughput fuzz
+.PHONY: demo-library bench-lua bench-throughput bench-scale bench-rss fuzz
 .PHONY: FORCE
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -403,6 +403,22 @@ bench:
 	$(CARGO) bench --bench pick
 	$(CARGO) bench --bench memory
 	python3 scripts/bench_table.py target/criterion
+
+# What each call costs as one account grows (benches/c/scale.c): picks at
+# 4 to 10,000 sessions, session calls at 64 to 50,000 (BENCHMARKS.md).
+bench-scale: lib
+	mkdir -p $(BUILD)/bin
+	$(CC) $(CFLAGS) -Iinclude benches/c/scale.c -L$(LIB) -lcmr -Wl,-rpath,'$$ORIGIN/../lib' \
+	    -o $(BUILD)/bin/bench_scale
+	$(BUILD)/bin/bench_scale
+
+# The registry's cost in resident memory (benches/c/rss.c): VmRSS growth
+# per session at 1,000,000 accounts of 4 sessions, and what stays after.
+bench-rss: lib
+	mkdir -p $(BUILD)/bin
+	$(CC) $(CFLAGS) -std=gnu11 -Iinclude benches/c/rss.c -L$(LIB) -lcmr -Wl,-rpath,'$$ORIGIN/../lib' \
+	    -o $(BUILD)/bin/bench_rss
+	$(BUILD)/bin/bench_rss
 
 clean:
 	$(CARGO) clean
