@@ -69,11 +69,11 @@ fn main() {
             let sender = format!("sensor-{}@things.example.net/probe", i % SENSORS);
             let message = Message {
                 recipient: ACCOUNT,
-                kind: "chat",
-                sender: &sender,
+                kind: b"chat",
+                sender: sender.as_bytes(),
                 ..Message::default()
             };
-            let Pick::Routed(n) = router.pick(&message, &mut out) else {
+            let Ok(Pick::Routed(n)) = router.pick(&message, &mut out) else {
                 panic!("the cluster is online");
             };
             for &token in &out[..n] {

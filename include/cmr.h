@@ -320,6 +320,9 @@ cmr_status cmr_router_set_load(const cmr_router *router,
 // state advanced. The host delivers to each token without rewriting `to`;
 // if a session is gone, it unregisters it and picks again.
 // Does not allocate, parse JIDs, or block beyond one short shard lock.
+// Each string is checked as UTF-8 only where it is read: the type only
+// when it is none of the types cmr knows, the sender only under `sticky`
+// (`CMR_STATUS_INVALID_UTF8` then, and nothing is counted).
 // Thread-safe.
 //
 // # Safety

@@ -158,7 +158,7 @@ pub fn pick(
     algorithm: Algorithm,
     state: &mut PickState,
     resources: &mut [Resource],
-    sender: &str,
+    sender: &[u8],
     out: &mut [u64],
 ) -> Pick {
     if algorithm == Algorithm::All {
@@ -407,9 +407,9 @@ pub fn name_hash(resource: &str) -> u32 {
 /// Rendezvous hashing: the resource whose name scores highest for the
 /// sender's bare JID. xxh3 is specified bit for bit, so the choice is the
 /// same in every process and version.
-fn sticky(resources: &[Resource], tier: Tier, sender: &str) -> usize {
-    let bare = sender.split('/').next().unwrap_or_default();
-    let seed = xxh3_64(bare.as_bytes());
+fn sticky(resources: &[Resource], tier: Tier, sender: &[u8]) -> usize {
+    let bare = sender.split(|b| *b == b'/').next().unwrap_or_default();
+    let seed = xxh3_64(bare);
     first_max_by(resources, tier, |r| {
         xxh3_64_with_seed(&r.name_hash.to_le_bytes(), seed)
     })
@@ -477,7 +477,10 @@ mod tests {
 
     fn pick_one(alg: Algorithm, state: &mut PickState, rs: &mut [Resource], sender: &str) -> u64 {
         let mut out = [0u64; 1];
-        assert_eq!(pick(alg, state, rs, sender, &mut out), Pick::Routed(1));
+        assert_eq!(
+            pick(alg, state, rs, sender.as_bytes(), &mut out),
+            Pick::Routed(1)
+        );
         out[0]
     }
 
@@ -488,7 +491,7 @@ mod tests {
         for alg in Algorithm::EVERY {
             let mut out = [0; 4];
             assert_eq!(
-                pick(alg, &mut PickState::new(7), &mut rs, "s@x", &mut out),
+                pick(alg, &mut PickState::new(7), &mut rs, b"s@x", &mut out),
                 Pick::NotRouted
             );
         }
@@ -504,13 +507,13 @@ mod tests {
         let mut out = [0; 1];
         let state = &mut PickState::new(7);
         assert_eq!(
-            pick(Algorithm::All, state, &mut rs, "", &mut out),
+            pick(Algorithm::All, state, &mut rs, b"", &mut out),
             Pick::BufferTooSmall(2)
         );
         assert!(rs.iter().all(|r| r.routed == 0));
         let mut out = [0; 2];
         assert_eq!(
-            pick(Algorithm::All, state, &mut rs, "", &mut out),
+            pick(Algorithm::All, state, &mut rs, b"", &mut out),
             Pick::Routed(2)
         );
         assert_eq!(out, [1, 2]);
@@ -634,7 +637,7 @@ mod tests {
         let mut out = [0; 2];
         let state = &mut PickState::new(7);
         assert_eq!(
-            pick(Algorithm::All, state, &mut rs, "", &mut out),
+            pick(Algorithm::All, state, &mut rs, b"", &mut out),
             Pick::Routed(2)
         );
         rs[1].flags = rs[1].flags.with_hibernating(true);

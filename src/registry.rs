@@ -384,9 +384,14 @@ impl Registry {
     }
 
     /// Runs a pick on the account under its shard's lock and counts what it
-    /// decided: `f` returns the algorithm it applied and the pick.
+    /// decided: `f` returns the algorithm it applied and the pick, or an
+    /// error (bad input it found), which counts nothing.
     #[inline]
-    pub fn pick(&self, bare: &str, f: impl FnOnce(&mut Account) -> (Algorithm, Pick)) -> Pick {
+    pub fn pick<E>(
+        &self,
+        bare: &str,
+        f: impl FnOnce(&mut Account) -> Result<(Algorithm, Pick), E>,
+    ) -> Result<Pick, E> {
         let hash = self.hasher.hash_one(bare);
         let mut shard = self.shard(hash).lock();
         let Shard {
@@ -394,16 +399,16 @@ impl Registry {
         } = &mut *shard;
         let Some(account) = accounts.find_mut(hash, |a| a.key == bare) else {
             picks.unregistered += 1;
-            return Pick::NotRouted;
+            return Ok(Pick::NotRouted);
         };
-        let (algorithm, pick) = f(account);
+        let (algorithm, pick) = f(account)?;
         match pick {
             Pick::Routed(_) => picks.routed[algorithm.index()] += 1,
             Pick::NotRouted => picks.left_to_server[algorithm.index()] += 1,
             // The host asks again with room: that pick is the one counted.
             Pick::BufferTooSmall(_) => {}
         }
-        pick
+        Ok(pick)
     }
 
     /// Runs `f` on the resource that `token` owns.

@@ -18,10 +18,12 @@ use std::time::Instant;
 pub struct Message<'a> {
     /// The recipient's bare JID, already normalized by the host.
     pub recipient: &'a str,
-    /// The `type` attribute; empty when missing.
-    pub kind: &'a str,
-    /// The sender's JID (full or bare); `sticky` hashes its bare part.
-    pub sender: &'a str,
+    /// The `type` attribute's bytes; empty when missing. Compared as bytes;
+    /// checked as UTF-8 only when it is none of the types cmr knows.
+    pub kind: &'a [u8],
+    /// The sender's JID (full or bare), as bytes: `sticky` hashes its bare
+    /// part, and only then is it checked as UTF-8.
+    pub sender: &'a [u8],
     /// The `algorithm` of a `<cmr/>` hint in the message; empty when none.
     pub hint: &'a str,
     /// Whether the sender is a user of this server (for `hints=local`).
@@ -117,8 +119,15 @@ fn no_session(jid: &str, token: u64) -> Error {
 
 /// RFC 6121 5.2.2: a missing or unknown type is `normal`. Only `chat` and
 /// `normal` are CMR's to route (RFC 6121 8.5.2.1.1).
-fn is_routed_type(kind: &str) -> bool {
-    !matches!(kind, "headline" | "groupchat" | "error")
+fn is_routed_type(kind: &[u8]) -> Result<bool, Error> {
+    match kind {
+        b"headline" | b"groupchat" | b"error" => Ok(false),
+        b"" | b"chat" | b"normal" => Ok(true),
+        other => match std::str::from_utf8(other) {
+            Ok(_) => Ok(true),
+            Err(_) => Err(Error::InvalidUtf8 { what: "kind" }),
+        },
+    }
 }
 
 impl Router {
@@ -249,11 +258,12 @@ impl Router {
     }
 
     /// Picks the sessions that get `message`, writing their tokens into
-    /// `out`. Does not parse JIDs and does not allocate.
-    pub fn pick(&self, message: &Message, out: &mut [u64]) -> Pick {
-        if !is_routed_type(message.kind) {
+    /// `out`. Does not parse JIDs and does not allocate. A type or (under
+    /// `sticky`) a sender that is not UTF-8 is an error, counted nowhere.
+    pub fn pick(&self, message: &Message, out: &mut [u64]) -> Result<Pick, Error> {
+        if !is_routed_type(message.kind)? {
             self.not_routed_types.fetch_add(1, Relaxed);
-            return Pick::NotRouted;
+            return Ok(Pick::NotRouted);
         }
         let hinted =
             if !message.hint.is_empty() && self.policy.honours_hint(message.sender_is_local) {
@@ -263,6 +273,9 @@ impl Router {
             };
         self.registry.pick(message.recipient, |account| {
             let algorithm = hinted.unwrap_or(account.algorithm);
+            if algorithm == Algorithm::Sticky && std::str::from_utf8(message.sender).is_err() {
+                return Err(Error::InvalidUtf8 { what: "sender" });
+            }
             let pick = algorithm::pick(
                 algorithm,
                 &mut account.state,
@@ -270,7 +283,7 @@ impl Router {
                 message.sender,
                 out,
             );
-            (algorithm, pick)
+            Ok((algorithm, pick))
         })
     }
 
@@ -651,7 +664,7 @@ mod tests {
     fn msg(recipient: &str) -> Message<'_> {
         Message {
             recipient,
-            sender: "sensor@x/1",
+            sender: b"sensor@x/1",
             ..Message::default()
         }
     }
@@ -674,7 +687,7 @@ mod tests {
         );
         let mut out = [0; 4];
         assert_eq!(
-            r.pick(&msg("juliet@capulet.lit"), &mut out),
+            r.pick(&msg("juliet@capulet.lit"), &mut out).unwrap(),
             Pick::Routed(1)
         );
         r.unregister("JULIET@capulet.lit/balcony", 1).unwrap();
@@ -817,13 +830,49 @@ mod tests {
         r.register("a@x/r", 1, 0, "", true).unwrap();
         let mut out = [0; 4];
         for kind in ["", "normal", "chat", "something-new"] {
-            let m = Message { kind, ..msg("a@x") };
-            assert_eq!(r.pick(&m, &mut out), Pick::Routed(1), "type {kind:?}");
+            let m = Message {
+                kind: kind.as_bytes(),
+                ..msg("a@x")
+            };
+            assert_eq!(
+                r.pick(&m, &mut out).unwrap(),
+                Pick::Routed(1),
+                "type {kind:?}"
+            );
         }
         for kind in ["headline", "groupchat", "error"] {
-            let m = Message { kind, ..msg("a@x") };
-            assert_eq!(r.pick(&m, &mut out), Pick::NotRouted, "type {kind:?}");
+            let m = Message {
+                kind: kind.as_bytes(),
+                ..msg("a@x")
+            };
+            assert_eq!(
+                r.pick(&m, &mut out).unwrap(),
+                Pick::NotRouted,
+                "type {kind:?}"
+            );
         }
+        let bad = Message {
+            kind: b"\xff",
+            ..msg("a@x")
+        };
+        assert!(matches!(
+            r.pick(&bad, &mut out),
+            Err(Error::InvalidUtf8 { what: "kind" })
+        ));
+        let sender = Message {
+            sender: b"\xffsensor@x",
+            ..msg("a@x")
+        };
+        assert_eq!(
+            r.pick(&sender, &mut out).unwrap(),
+            Pick::Routed(1),
+            "not read: not checked"
+        );
+        r.set_algorithm("a@x", "sticky").unwrap();
+        assert!(matches!(
+            r.pick(&sender, &mut out),
+            Err(Error::InvalidUtf8 { what: "sender" })
+        ));
     }
 
     #[test]
@@ -863,7 +912,7 @@ mod tests {
                 Pick::Routed(2)
             };
             assert_eq!(
-                r.pick(&m, &mut out),
+                r.pick(&m, &mut out).unwrap(),
                 expected,
                 "hints={hints} local={local}"
             );
@@ -950,13 +999,13 @@ mod tests {
             r.register(name, i as u64, 0, "", true).unwrap();
         }
         let mut out = [0; 1];
-        assert_eq!(r.pick(&msg("a@x"), &mut out), Pick::Routed(1));
+        assert_eq!(r.pick(&msg("a@x"), &mut out).unwrap(), Pick::Routed(1));
         let gone = out[0];
         // The host finds the session gone, unregisters it and asks again.
         r.unregister(&format!("a@x/{}", gone + 1), gone).unwrap();
         let mut seen = Vec::new();
         for _ in 0..4 {
-            assert_eq!(r.pick(&msg("a@x"), &mut out), Pick::Routed(1));
+            assert_eq!(r.pick(&msg("a@x"), &mut out).unwrap(), Pick::Routed(1));
             seen.push(out[0]);
         }
         assert!(!seen.contains(&gone), "{seen:?}");
@@ -970,7 +1019,7 @@ mod tests {
         for t in (0..3).filter(|&t| t != gone) {
             r.unregister(&format!("a@x/{}", t + 1), t).unwrap();
         }
-        assert_eq!(r.pick(&msg("a@x"), &mut out), Pick::NotRouted);
+        assert_eq!(r.pick(&msg("a@x"), &mut out).unwrap(), Pick::NotRouted);
     }
 
     #[test]
@@ -999,25 +1048,28 @@ mod tests {
         r.register("b@x/1", 3, -1, "", true).unwrap();
         let mut out = [0; 4];
         for _ in 0..5 {
-            r.pick(&msg("a@x"), &mut out);
+            r.pick(&msg("a@x"), &mut out).unwrap();
         }
         let hinted = Message {
             hint: "urn:xmpp:cmr:all",
             ..msg("a@x")
         };
-        r.pick(&hinted, &mut out);
-        assert_eq!(r.pick(&msg("b@x"), &mut out), Pick::NotRouted);
-        assert_eq!(r.pick(&msg("nobody@x"), &mut out), Pick::NotRouted);
+        r.pick(&hinted, &mut out).unwrap();
+        assert_eq!(r.pick(&msg("b@x"), &mut out).unwrap(), Pick::NotRouted);
+        assert_eq!(r.pick(&msg("nobody@x"), &mut out).unwrap(), Pick::NotRouted);
         let headline = Message {
-            kind: "headline",
+            kind: b"headline",
             ..msg("a@x")
         };
-        assert_eq!(r.pick(&headline, &mut out), Pick::NotRouted);
+        assert_eq!(r.pick(&headline, &mut out).unwrap(), Pick::NotRouted);
         // Asking again with room is the pick that counts.
         r.set_algorithm("a@x", "all").unwrap();
         r.register("a@x/1", 1, 1, "", true).unwrap();
-        assert_eq!(r.pick(&msg("a@x"), &mut out[..1]), Pick::BufferTooSmall(2));
-        assert_eq!(r.pick(&msg("a@x"), &mut out), Pick::Routed(2));
+        assert_eq!(
+            r.pick(&msg("a@x"), &mut out[..1]).unwrap(),
+            Pick::BufferTooSmall(2)
+        );
+        assert_eq!(r.pick(&msg("a@x"), &mut out).unwrap(), Pick::Routed(2));
         answer(
             &r,
             "<iq type='get' from='a@x/1' id='q'><query xmlns='urn:xmpp:cmr:0'/></iq>",
@@ -1063,7 +1115,7 @@ mod tests {
         r.register("a@x/2", 2, 0, "away", true).unwrap();
         let mut out = [0; 1];
         for _ in 0..5 {
-            r.pick(&msg("a@x"), &mut out);
+            r.pick(&msg("a@x"), &mut out).unwrap();
         }
         let table = r.stats_table("a@x").unwrap();
         assert_eq!(

@@ -67,10 +67,10 @@ fn concurrent_register_unregister_and_pick() {
                 let sender = format!("sensor-{}@example.net", n % 50);
                 let m = Message {
                     recipient: &recipient,
-                    sender: &sender,
+                    sender: sender.as_bytes(),
                     ..Message::default()
                 };
-                match router.pick(&m, &mut out) {
+                match router.pick(&m, &mut out).unwrap() {
                     Pick::Routed(k) => {
                         for &token in &out[..k] {
                             let a = (n + p) % ACCOUNTS;

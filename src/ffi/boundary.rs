@@ -171,6 +171,39 @@ macro_rules! try_str {
 }
 pub(super) use try_str;
 
+/// Like `try_str!` for bytes the core checks itself, only where it reads
+/// them: the pointer checked, not the encoding.
+macro_rules! try_bytes {
+    ($ptr:ident, $len:expr) => {
+        // SAFETY: the caller passes `len` readable bytes at `ptr` (documented
+        // on every export); NULL with a length is caught inside.
+        match unsafe { $crate::ffi::boundary::bytes_from_raw($ptr, $len, stringify!($ptr)) } {
+            Ok(bytes) => bytes,
+            Err(status) => return status,
+        }
+    };
+}
+pub(super) use try_bytes;
+
+/// `len` bytes at `ptr`; NULL only with a length of 0.
+///
+/// # Safety
+/// `ptr` has `len` readable bytes that outlive `'a`.
+pub(super) unsafe fn bytes_from_raw<'a>(
+    ptr: *const c_char,
+    len: usize,
+    what: &'static str,
+) -> Result<&'a [u8], cmr_status> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(null(what));
+    }
+    // SAFETY: non-NULL, and the caller guarantees `len` bytes.
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+}
+
 pub(super) fn null(what: &str) -> cmr_status {
     fail(cmr_status::NullParameter, &format!("{what} is NULL"))
 }

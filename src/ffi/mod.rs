@@ -25,7 +25,8 @@ use crate::policy::Policy;
 use crate::registry::Registration;
 use crate::router::{Message, Router};
 use boundary::{
-    fail, fail_with, ffi_panic_boundary, router_boundary, try_mut, try_out, try_ref, try_str,
+    fail, fail_with, ffi_panic_boundary, router_boundary, try_bytes, try_mut, try_out, try_ref,
+    try_str,
 };
 use std::ffi::{c_char, CString};
 use std::sync::atomic::AtomicBool;
@@ -466,6 +467,9 @@ pub unsafe extern "C" fn cmr_router_set_load(
 /// state advanced. The host delivers to each token without rewriting `to`;
 /// if a session is gone, it unregisters it and picks again.
 /// Does not allocate, parse JIDs, or block beyond one short shard lock.
+/// Each string is checked as UTF-8 only where it is read: the type only
+/// when it is none of the types cmr knows, the sender only under `sticky`
+/// (`CMR_STATUS_INVALID_UTF8` then, and nothing is counted).
 /// Thread-safe.
 ///
 /// # Safety
@@ -485,8 +489,8 @@ pub unsafe extern "C" fn cmr_router_pick(
         let (recipient, kind, sender, hint) = (m.recipient, m.message_type, m.sender, m.hint);
         let message = Message {
             recipient: try_str!(recipient, m.recipient_len),
-            kind: try_str!(kind, m.message_type_len),
-            sender: try_str!(sender, m.sender_len),
+            kind: try_bytes!(kind, m.message_type_len),
+            sender: try_bytes!(sender, m.sender_len),
             hint: try_str!(hint, m.hint_len),
             sender_is_local: m.sender_is_local,
         };
@@ -499,15 +503,19 @@ pub unsafe extern "C" fn cmr_router_pick(
             unsafe { std::slice::from_raw_parts_mut(out_tokens, out_cap) }
         };
         match router.pick(&message, out) {
-            Pick::Routed(n) => {
+            Err(error) => {
+                *out_len = 0;
+                fail_with(error)
+            }
+            Ok(Pick::Routed(n)) => {
                 *out_len = n;
                 cmr_status::Ok
             }
-            Pick::NotRouted => {
+            Ok(Pick::NotRouted) => {
                 *out_len = 0;
                 cmr_status::NotRouted
             }
-            Pick::BufferTooSmall(needed) => {
+            Ok(Pick::BufferTooSmall(needed)) => {
                 *out_len = needed;
                 fail(cmr_status::BufferTooSmall, "out_tokens is too small for the resources picked")
             }
