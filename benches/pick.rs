@@ -58,7 +58,7 @@ fn picks(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(2));
 
         // The floor: the same keys, in the same order, with the same hasher.
-        let mut plain: HashMap<String, u64, foldhash::fast::RandomState> = HashMap::default();
+        let mut plain: HashMap<String, u64, rapidhash::fast::RandomState> = HashMap::default();
         for key in &bench.keys {
             plain.insert(key.clone(), 0);
         }

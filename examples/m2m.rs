@@ -68,7 +68,7 @@ fn main() {
         for i in 0..MESSAGES {
             let sender = format!("sensor-{}@things.example.net/probe", i % SENSORS);
             let message = Message {
-                recipient: ACCOUNT,
+                recipient: ACCOUNT.as_bytes(),
                 kind: b"chat",
                 sender: sender.as_bytes(),
                 ..Message::default()

@@ -2,6 +2,7 @@
 //! account (available, priority >= 0) and never allocates.
 
 use crate::registry::Resource;
+use crate::sessions::Sessions;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The number of algorithms: the length of [`Algorithm::EVERY`] and of the
@@ -76,19 +77,17 @@ impl Algorithm {
     }
 }
 
-/// Per-account rotation state. It belongs to the account, not to its
-/// sessions' presence: a presence update that changes nothing eligible
-/// leaves it alone, and a change of the eligible set goes on from where
-/// the rotation stands (SPEC: "it does not restart").
+/// Per-account pick state beside the sessions' own (the round robin's
+/// place lives with the order it walks, in [`Sessions`]).
 #[derive(Clone, Debug)]
 pub struct PickState {
-    /// `roundrobin`: index in the account's resources where the search for
-    /// the next in turn starts; the length when the last one had its turn.
-    /// The turn follows registration order, so a new resource joins it at
-    /// the end.
-    cursor: u32,
-    /// `leastloaded`: picks since the recent counts were last halved.
-    window: u32,
+    /// `leastloaded`: picks since the decay epoch began, and the epoch: the
+    /// recent counts halve at each new epoch, applied lazily where read.
+    window: u8,
+    epoch: u32,
+    /// Whether a weighted pick has moved a standing off 0 since the
+    /// rotation was last at rest; until then a change has nothing to carry.
+    weighted_in_use: bool,
     /// `random` and `leastloaded`. Kept per account, under the account's
     /// lock, because a thread-local generator allocates on the first pick
     /// of every new host thread.
@@ -98,18 +97,19 @@ pub struct PickState {
 impl PickState {
     pub fn new(seed: u64) -> PickState {
         PickState {
-            cursor: 0,
             window: 0,
+            epoch: 0,
+            weighted_in_use: false,
             rng: fastrand::Rng::with_seed(seed),
         }
     }
 
-    /// Keeps the round robin's place when the resource at `index` is
-    /// removed from the account's resources.
-    pub fn removed(&mut self, index: usize) {
-        if index < self.cursor as usize {
-            self.cursor -= 1;
-        }
+    pub fn weighted_in_use(&self) -> bool {
+        self.weighted_in_use
+    }
+
+    pub fn set_weighted_in_use(&mut self, on: bool) {
+        self.weighted_in_use = on;
     }
 }
 
@@ -139,7 +139,7 @@ impl Tier {
 
 /// `leastloaded` halves its recent counts every this many picks, so the
 /// fallback measure follows the last few dozen messages, not all history.
-const RECENT_WINDOW: u32 = 64;
+const RECENT_WINDOW: u8 = 64;
 
 /// What a pick decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,55 +154,58 @@ pub enum Pick {
 
 /// Picks the resources of one account that get a message and counts the
 /// delivery in their stats. `sender` (full or bare JID) feeds `sticky` only.
+#[inline]
 pub fn pick(
     algorithm: Algorithm,
     state: &mut PickState,
-    resources: &mut [Resource],
+    sessions: &mut Sessions,
     sender: &[u8],
     out: &mut [u64],
 ) -> Pick {
     if algorithm == Algorithm::All {
-        return all(resources, out);
+        return all(sessions.eligible(), out);
     }
-    let tier = Tier::of(resources);
-    let eligible = resources.iter().filter(|r| r.is_eligible(tier)).count();
-    if eligible == 0 {
+    let candidates = sessions.candidates_len();
+    if candidates == 0 {
         return Pick::NotRouted;
     }
     let Some(slot) = out.first_mut() else {
         return Pick::BufferTooSmall(1);
     };
     let index = match algorithm {
-        Algorithm::All | Algorithm::MostActive => most_active(resources, tier),
-        Algorithm::RoundRobin => round_robin(state, resources, tier),
-        Algorithm::Weighted => weighted(resources, tier),
-        Algorithm::Random => nth_eligible(resources, tier, state.rng.usize(..eligible)),
-        Algorithm::Sticky => sticky(resources, tier, sender),
-        Algorithm::LeastLoaded => least_loaded(state, resources, tier, eligible),
+        Algorithm::All | Algorithm::MostActive => most_active(sessions.candidates()),
+        Algorithm::RoundRobin => sessions.next_in_turn(candidates),
+        Algorithm::Weighted => {
+            state.weighted_in_use = true;
+            let tier = if sessions.has_live() {
+                Tier::Live
+            } else {
+                Tier::Any
+            };
+            weighted(sessions.candidates(), tier)
+        }
+        Algorithm::Random => state.rng.usize(..candidates),
+        Algorithm::Sticky => sticky(sessions.candidates(), sender),
+        Algorithm::LeastLoaded => least_loaded(state, sessions.candidates()),
     };
-    let chosen = &mut resources[index];
+    let chosen = sessions.get_mut(index);
     chosen.routed += 1;
     *slot = chosen.token;
     Pick::Routed(1)
 }
 
-fn all(resources: &mut [Resource], out: &mut [u64]) -> Pick {
-    let Some(max) = resources
-        .iter()
-        .filter(|r| r.is_eligible(Tier::Any))
-        .map(|r| r.priority)
-        .max()
-    else {
+/// Every eligible session of the highest priority among them.
+fn all(eligible: &mut [Resource], out: &mut [u64]) -> Pick {
+    let Some(max) = eligible.iter().map(|r| r.priority).max() else {
         return Pick::NotRouted;
     };
-    let is_target = |r: &Resource| r.is_eligible(Tier::Any) && r.priority == max;
-    let needed = resources.iter().filter(|r| is_target(r)).count();
+    let needed = eligible.iter().filter(|r| r.priority == max).count();
     if out.len() < needed {
         return Pick::BufferTooSmall(needed);
     }
     for (slot, r) in out
         .iter_mut()
-        .zip(resources.iter_mut().filter(|r| is_target(r)))
+        .zip(eligible.iter_mut().filter(|r| r.priority == max))
     {
         r.routed += 1;
         *slot = r.token;
@@ -210,68 +213,15 @@ fn all(resources: &mut [Resource], out: &mut [u64]) -> Pick {
     Pick::Routed(needed)
 }
 
-/// The first eligible resource at or after the cursor, in registration
-/// order and around; the cursor moves past it.
-fn round_robin(state: &mut PickState, resources: &[Resource], tier: Tier) -> usize {
-    let len = resources.len();
-    let start = (state.cursor as usize).min(len);
-    let index = (start..len)
-        .chain(0..start)
-        .find(|&i| resources[i].is_eligible(tier))
-        .unwrap_or(0);
-    state.cursor = (index + 1) as u32;
-    index
-}
-
-fn nth_eligible(resources: &[Resource], tier: Tier, n: usize) -> usize {
-    resources
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.is_eligible(tier))
-        .nth(n)
-        .map_or(0, |(i, _)| i)
-}
-
 /// `bits` scaled from [0, 2^32) to [0, n).
 fn scale(bits: u32, n: usize) -> usize {
     ((u64::from(bits) * n as u64) >> 32) as usize
 }
 
-/// The indices of the `m`-th and `n`-th eligible resources (`m != n`).
-fn nth_two_eligible(resources: &[Resource], tier: Tier, m: usize, n: usize) -> (usize, usize) {
-    let (mut a, mut b) = (0, 0);
-    let last = m.max(n);
-    for (k, (i, _)) in resources
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.is_eligible(tier))
-        .enumerate()
-    {
-        if k == m {
-            a = i;
-        }
-        if k == n {
-            b = i;
-        }
-        if k == last {
-            break;
-        }
-    }
-    (a, b)
-}
-
-/// Index of the first eligible resource with the greatest `key`.
-fn first_max_by<K: PartialOrd>(
-    resources: &[Resource],
-    tier: Tier,
-    key: impl Fn(&Resource) -> K,
-) -> usize {
+/// Index of the first resource with the greatest `key`.
+fn first_max_by<K: PartialOrd>(resources: &[Resource], key: impl Fn(&Resource) -> K) -> usize {
     let mut best: Option<(usize, K)> = None;
-    for (i, r) in resources
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.is_eligible(tier))
-    {
+    for (i, r) in resources.iter().enumerate() {
         let k = key(r);
         if best.as_ref().is_none_or(|(_, b)| k > *b) {
             best = Some((i, k));
@@ -282,8 +232,8 @@ fn first_max_by<K: PartialOrd>(
 
 /// Highest priority, then show (chat > none > away > xa > dnd), then the
 /// latest activity.
-fn most_active(resources: &[Resource], tier: Tier) -> usize {
-    first_max_by(resources, tier, |r| (r.priority, r.show, r.last_activity))
+fn most_active(candidates: &[Resource]) -> usize {
+    first_max_by(candidates, |r| (r.priority, r.show, r.last_activity))
 }
 
 /// The weights of the weighted rotation: each resource's priority, or 1
@@ -324,18 +274,18 @@ impl Weights {
 /// Smooth weighted round robin (as in nginx): every resource in the
 /// rotation gains its weight, the richest is picked and pays the total
 /// back. `current_weight` is 0 outside the rotation and sums to 0 in it.
-fn weighted(resources: &mut [Resource], tier: Tier) -> usize {
-    let weights = Weights::in_tier(resources, tier);
+fn weighted(candidates: &mut [Resource], tier: Tier) -> usize {
+    let weights = Weights::in_tier(candidates, tier);
     let mut total = 0;
-    for r in resources.iter_mut() {
+    for r in candidates.iter_mut() {
         let weight = weights.of_resource(r);
         r.current_weight += weight as i32;
         total += weight;
     }
-    let best = first_max_by(resources, tier, |r| {
+    let best = first_max_by(candidates, |r| {
         (weights.of_resource(r) > 0, r.current_weight)
     });
-    resources[best].current_weight -= total as i32;
+    candidates[best].current_weight -= total as i32;
     best
 }
 
@@ -350,8 +300,9 @@ pub fn weighted_total(resources: &[Resource]) -> i64 {
 /// resource keeps its standing in messages (`current_weight / total`), a
 /// joining one starts level, a leaving one's standing is shared out by
 /// weight, and no standing is kept beyond one message either way, so the
-/// SPEC's bound holds from the change on.
-pub fn rebalance(resources: &mut [Resource], old_total: i64) {
+/// SPEC's bound holds from the change on. Returns whether every standing
+/// is 0 after it (the rotation is at rest).
+pub fn rebalance(resources: &mut [Resource], old_total: i64) -> bool {
     let weights = Weights::of(resources);
     let total = weights.total(resources);
     let mut sum = 0;
@@ -365,7 +316,7 @@ pub fn rebalance(resources: &mut [Resource], old_total: i64) {
         sum += i64::from(r.current_weight);
     }
     if total == 0 {
-        return;
+        return true;
     }
     // Level the sum to 0 in proportion to weight; what truncation leaves,
     // and what the clamp takes, goes to whoever has room.
@@ -397,6 +348,7 @@ pub fn rebalance(resources: &mut [Resource], old_total: i64) {
         residual += moved;
     }
     debug_assert_eq!(residual, 0);
+    resources.iter().all(|r| r.current_weight == 0)
 }
 
 /// The per-resource half of `sticky`'s score, kept in the resource.
@@ -407,49 +359,57 @@ pub fn name_hash(resource: &str) -> u32 {
 /// Rendezvous hashing: the resource whose name scores highest for the
 /// sender's bare JID. xxh3 is specified bit for bit, so the choice is the
 /// same in every process and version.
-fn sticky(resources: &[Resource], tier: Tier, sender: &[u8]) -> usize {
+fn sticky(candidates: &[Resource], sender: &[u8]) -> usize {
     let bare = sender.split(|b| *b == b'/').next().unwrap_or_default();
     let seed = xxh3_64(bare);
-    first_max_by(resources, tier, |r| {
+    first_max_by(candidates, |r| {
         xxh3_64_with_seed(&r.name_hash.to_le_bytes(), seed)
     })
 }
 
-/// Power of two choices: two distinct eligible resources at random, the one
-/// with the lower host-reported load wins, then the one that got fewer
-/// messages recently.
-fn least_loaded(
-    state: &mut PickState,
-    resources: &mut [Resource],
-    tier: Tier,
-    eligible: usize,
-) -> usize {
-    let index = if eligible == 1 {
-        nth_eligible(resources, tier, 0)
+/// `recent` as it stands in `epoch`: halved once per epoch since it was
+/// written. (The epoch is 32 bits: a session left unpicked for 2^32 epochs,
+/// 2^38 picks of its account, may read an old count back once.)
+fn recent_in(r: &Resource, epoch: u32) -> u8 {
+    let age = epoch.wrapping_sub(r.recent_epoch);
+    if age >= 8 {
+        0
+    } else {
+        r.recent >> age
+    }
+}
+
+/// Power of two choices: two distinct candidates at random, the one with
+/// the lower host-reported load wins, then the one that got fewer messages
+/// recently.
+fn least_loaded(state: &mut PickState, candidates: &mut [Resource]) -> usize {
+    let n = candidates.len();
+    let epoch = state.epoch;
+    let index = if n == 1 {
+        0
     } else {
         // Both choices from one draw, each half scaled to its range (a bias
-        // below eligible / 2^32), and both found in one scan.
+        // below n / 2^32).
         let draw = state.rng.u64(..);
-        let first = scale(draw as u32, eligible);
-        let mut second = scale((draw >> 32) as u32, eligible - 1);
+        let first = scale(draw as u32, n);
+        let mut second = scale((draw >> 32) as u32, n - 1);
         if second >= first {
             second += 1;
         }
-        let (a, b) = nth_two_eligible(resources, tier, first, second);
-        let load = |r: &Resource| (r.load, r.recent);
-        if load(&resources[b]) < load(&resources[a]) {
-            b
+        let load = |r: &Resource| (r.load, recent_in(r, epoch));
+        if load(&candidates[second]) < load(&candidates[first]) {
+            second
         } else {
-            a
+            first
         }
     };
-    resources[index].recent = resources[index].recent.saturating_add(1);
+    let chosen = &mut candidates[index];
+    chosen.recent = recent_in(chosen, epoch).saturating_add(1);
+    chosen.recent_epoch = epoch;
     state.window += 1;
     if state.window >= RECENT_WINDOW {
         state.window = 0;
-        for r in resources.iter_mut() {
-            r.recent /= 2;
-        }
+        state.epoch = state.epoch.wrapping_add(1);
     }
     index
 }
@@ -468,6 +428,8 @@ mod tests {
             routed: 0,
             load: 0,
             current_weight: 0,
+            recent_epoch: 0,
+            seq: 0,
             recent: 0,
             priority,
             show: Show::None,
@@ -475,10 +437,29 @@ mod tests {
         }
     }
 
-    fn pick_one(alg: Algorithm, state: &mut PickState, rs: &mut [Resource], sender: &str) -> u64 {
+    fn sessions(resources: Vec<Resource>) -> Sessions {
+        let mut sessions = Sessions::default();
+        for r in resources {
+            sessions.insert(r);
+        }
+        sessions
+    }
+
+    /// Changes the session of `token` as a presence update would.
+    fn update(sessions: &mut Sessions, token: u64, f: impl FnOnce(&mut Resource)) {
+        let pos = sessions.find_token(token).unwrap();
+        sessions.update(pos, f);
+        sessions.check();
+    }
+
+    fn of(sessions: &Sessions, token: u64) -> &Resource {
+        sessions.get(sessions.find_token(token).unwrap())
+    }
+
+    fn pick_one(alg: Algorithm, state: &mut PickState, ss: &mut Sessions, sender: &str) -> u64 {
         let mut out = [0u64; 1];
         assert_eq!(
-            pick(alg, state, rs, sender.as_bytes(), &mut out),
+            pick(alg, state, ss, sender.as_bytes(), &mut out),
             Pick::Routed(1)
         );
         out[0]
@@ -486,12 +467,12 @@ mod tests {
 
     #[test]
     fn nothing_eligible_is_not_routed() {
-        let mut rs = vec![resource("a", 1, -1), resource("b", 2, 5)];
-        rs[1].flags = rs[1].flags.with_available(false);
+        let mut ss = sessions(vec![resource("a", 1, -1), resource("b", 2, 5)]);
+        update(&mut ss, 2, |r| r.flags = r.flags.with_available(false));
         for alg in Algorithm::EVERY {
             let mut out = [0; 4];
             assert_eq!(
-                pick(alg, &mut PickState::new(7), &mut rs, b"s@x", &mut out),
+                pick(alg, &mut PickState::new(7), &mut ss, b"s@x", &mut out),
                 Pick::NotRouted
             );
         }
@@ -499,21 +480,21 @@ mod tests {
 
     #[test]
     fn all_reports_the_size_it_needs_and_advances_nothing() {
-        let mut rs = vec![
+        let mut ss = sessions(vec![
             resource("a", 1, 1),
             resource("b", 2, 1),
             resource("c", 3, 0),
-        ];
+        ]);
         let mut out = [0; 1];
         let state = &mut PickState::new(7);
         assert_eq!(
-            pick(Algorithm::All, state, &mut rs, b"", &mut out),
+            pick(Algorithm::All, state, &mut ss, b"", &mut out),
             Pick::BufferTooSmall(2)
         );
-        assert!(rs.iter().all(|r| r.routed == 0));
+        assert!(ss.as_slice().iter().all(|r| r.routed == 0));
         let mut out = [0; 2];
         assert_eq!(
-            pick(Algorithm::All, state, &mut rs, b"", &mut out),
+            pick(Algorithm::All, state, &mut ss, b"", &mut out),
             Pick::Routed(2)
         );
         assert_eq!(out, [1, 2]);
@@ -521,37 +502,37 @@ mod tests {
 
     #[test]
     fn mostactive_orders_by_priority_then_show_then_activity() {
-        let mut rs = vec![
+        let mut ss = sessions(vec![
             resource("a", 1, 1),
             resource("b", 2, 1),
             resource("c", 3, 1),
-        ];
-        rs[0].show = Show::Away;
-        rs[1].last_activity = 10;
-        rs[2].last_activity = 20;
+        ]);
+        update(&mut ss, 1, |r| r.show = Show::Away);
+        update(&mut ss, 2, |r| r.last_activity = 10);
+        update(&mut ss, 3, |r| r.last_activity = 20);
         let state = &mut PickState::new(7);
-        assert_eq!(pick_one(Algorithm::MostActive, state, &mut rs, ""), 3);
-        rs[1].show = Show::Chat;
-        assert_eq!(pick_one(Algorithm::MostActive, state, &mut rs, ""), 2);
-        rs[0].priority = 2;
-        assert_eq!(pick_one(Algorithm::MostActive, state, &mut rs, ""), 1);
+        assert_eq!(pick_one(Algorithm::MostActive, state, &mut ss, ""), 3);
+        update(&mut ss, 2, |r| r.show = Show::Chat);
+        assert_eq!(pick_one(Algorithm::MostActive, state, &mut ss, ""), 2);
+        update(&mut ss, 1, |r| r.priority = 2);
+        assert_eq!(pick_one(Algorithm::MostActive, state, &mut ss, ""), 1);
     }
 
     #[test]
     fn weighted_gives_priority_zero_nothing_unless_all_are_zero() {
-        let mut rs = vec![
+        let mut ss = sessions(vec![
             resource("a", 1, 3),
             resource("b", 2, 0),
             resource("c", 3, 1),
-        ];
+        ]);
         let state = &mut PickState::new(7);
         let picks: Vec<u64> = (0..8)
-            .map(|_| pick_one(Algorithm::Weighted, state, &mut rs, ""))
+            .map(|_| pick_one(Algorithm::Weighted, state, &mut ss, ""))
             .collect();
         assert_eq!(picks.iter().filter(|&&t| t == 1).count(), 6);
         assert_eq!(picks.iter().filter(|&&t| t == 2).count(), 0);
         assert_eq!(picks, [1, 1, 3, 1, 1, 1, 3, 1], "smooth, not in bursts");
-        let mut zeros = vec![resource("a", 1, 0), resource("b", 2, 0)];
+        let mut zeros = sessions(vec![resource("a", 1, 0), resource("b", 2, 0)]);
         let picks: Vec<u64> = (0..4)
             .map(|_| pick_one(Algorithm::Weighted, state, &mut zeros, ""))
             .collect();
@@ -559,37 +540,51 @@ mod tests {
     }
 
     #[test]
-    fn leastloaded_draws_two_distinct_eligible_resources() {
+    fn leastloaded_draws_two_distinct_candidates() {
         assert_eq!(scale(0, 5), 0);
         assert_eq!(scale(u32::MAX, 5), 4);
-        let mut rs = vec![
+        let mut ss = sessions(vec![
             resource("a", 1, 0),
             resource("gone", 2, 0),
             resource("b", 3, -1),
             resource("c", 4, 0),
-        ];
-        rs[1].flags = rs[1].flags.with_available(false);
-        assert_eq!(nth_two_eligible(&rs, Tier::Live, 1, 0), (3, 0));
+        ]);
+        update(&mut ss, 2, |r| r.flags = r.flags.with_available(false));
         // Two eligible: every pick compares both, so the lower load wins.
-        rs[0].load = 5;
+        ss.get_mut(ss.find_token(1).unwrap()).load = 5;
         let state = &mut PickState::new(3);
         for _ in 0..50 {
-            assert_eq!(pick_one(Algorithm::LeastLoaded, state, &mut rs, ""), 4);
+            assert_eq!(pick_one(Algorithm::LeastLoaded, state, &mut ss, ""), 4);
         }
     }
 
     #[test]
+    fn leastloaded_recent_counts_halve_every_window() {
+        let mut ss = sessions(vec![resource("a", 1, 0)]);
+        let state = &mut PickState::new(3);
+        for _ in 0..RECENT_WINDOW - 1 {
+            pick_one(Algorithm::LeastLoaded, state, &mut ss, "");
+        }
+        assert_eq!(recent_in(of(&ss, 1), state.epoch), 63);
+        pick_one(Algorithm::LeastLoaded, state, &mut ss, "");
+        // The window closed: 64 halved to 32, without visiting the session.
+        assert_eq!(recent_in(of(&ss, 1), state.epoch), 32);
+        state.epoch += 7;
+        assert_eq!(recent_in(of(&ss, 1), state.epoch), 0);
+    }
+
+    #[test]
     fn sticky_depends_on_the_sender_only() {
-        let mut rs = vec![
+        let mut ss = sessions(vec![
             resource("a", 1, 0),
             resource("b", 2, 0),
             resource("c", 3, 0),
-        ];
+        ]);
         let state = &mut PickState::new(7);
-        let first = pick_one(Algorithm::Sticky, state, &mut rs, "sensor-1@x");
+        let first = pick_one(Algorithm::Sticky, state, &mut ss, "sensor-1@x");
         for _ in 0..10 {
             assert_eq!(
-                pick_one(Algorithm::Sticky, state, &mut rs, "sensor-1@x"),
+                pick_one(Algorithm::Sticky, state, &mut ss, "sensor-1@x"),
                 first
             );
         }
@@ -597,38 +592,48 @@ mod tests {
 
     #[test]
     fn round_robin_keeps_its_place_when_the_set_changes() {
-        let mut rs: Vec<Resource> = (1..=4).map(|t| resource("r", t, 0)).collect();
+        let mut ss = sessions((1..=4).map(|t| resource(&format!("r{t}"), t, 0)).collect());
         let state = &mut PickState::new(7);
-        let picks = |state: &mut PickState, rs: &mut Vec<Resource>, n: usize| -> Vec<u64> {
+        let picks = |state: &mut PickState, ss: &mut Sessions, n: usize| -> Vec<u64> {
             (0..n)
-                .map(|_| pick_one(Algorithm::RoundRobin, state, rs, ""))
+                .map(|_| pick_one(Algorithm::RoundRobin, state, ss, ""))
                 .collect()
         };
-        assert_eq!(picks(state, &mut rs, 2), [1, 2]);
-        // The one next in turn leaves: the turn passes to the one after it.
-        rs.remove(2);
-        state.removed(2);
-        assert_eq!(picks(state, &mut rs, 1), [4]);
+        assert_eq!(picks(state, &mut ss, 2), [1, 2]);
+        // The one next in turn leaves: the turn passes to one that has not
+        // had it.
+        ss.remove(ss.find_token(3).unwrap());
+        ss.check();
+        assert_eq!(picks(state, &mut ss, 1), [4]);
         // A newcomer joins at the end of the turn.
-        rs.push(resource("new", 5, 0));
-        assert_eq!(picks(state, &mut rs, 3), [5, 1, 2]);
+        ss.insert(resource("new", 5, 0));
+        assert_eq!(picks(state, &mut ss, 3), [5, 1, 2]);
         // One that turns ineligible is skipped, and has its turn when back.
-        rs[2].flags = rs[2].flags.with_available(false);
-        assert_eq!(picks(state, &mut rs, 2), [5, 1]);
-        rs[2].flags = rs[2].flags.with_available(true);
-        assert_eq!(picks(state, &mut rs, 2), [2, 4]);
+        update(&mut ss, 4, |r| r.flags = r.flags.with_available(false));
+        assert_eq!(picks(state, &mut ss, 3), [5, 1, 2]);
+        update(&mut ss, 4, |r| r.flags = r.flags.with_available(true));
+        assert_eq!(picks(state, &mut ss, 4), [5, 4, 1, 2]);
+        // One that had its turn in this cycle leaves: the others still have
+        // theirs in it.
+        let served = picks(state, &mut ss, 2);
+        ss.remove(ss.find_token(served[0]).unwrap());
+        ss.check();
+        let mut rest = picks(state, &mut ss, 2);
+        rest.extend(&served);
+        rest.sort();
+        assert_eq!(rest, [1, 2, 4, 5]);
     }
 
     #[test]
     fn a_hibernating_session_gets_messages_only_when_no_other_is_live() {
-        let mut rs = vec![resource("a", 1, 0), resource("b", 2, 0)];
-        rs[0].flags = rs[0].flags.with_hibernating(true);
+        let mut ss = sessions(vec![resource("a", 1, 0), resource("b", 2, 0)]);
+        update(&mut ss, 1, |r| r.flags = r.flags.with_hibernating(true));
         for alg in Algorithm::EVERY
             .into_iter()
             .filter(|&a| a != Algorithm::All)
         {
             assert_eq!(
-                pick_one(alg, &mut PickState::new(7), &mut rs, "s@x"),
+                pick_one(alg, &mut PickState::new(7), &mut ss, "s@x"),
                 2,
                 "{alg:?}"
             );
@@ -637,15 +642,15 @@ mod tests {
         let mut out = [0; 2];
         let state = &mut PickState::new(7);
         assert_eq!(
-            pick(Algorithm::All, state, &mut rs, b"", &mut out),
+            pick(Algorithm::All, state, &mut ss, b"", &mut out),
             Pick::Routed(2)
         );
-        rs[1].flags = rs[1].flags.with_hibernating(true);
+        update(&mut ss, 2, |r| r.flags = r.flags.with_hibernating(true));
         for alg in Algorithm::EVERY
             .into_iter()
             .filter(|&a| a != Algorithm::All)
         {
-            let token = pick_one(alg, &mut PickState::new(7), &mut rs, "s@x");
+            let token = pick_one(alg, &mut PickState::new(7), &mut ss, "s@x");
             assert!([1, 2].contains(&token), "{alg:?}");
         }
     }
@@ -658,15 +663,17 @@ mod tests {
             resource("c", 3, 1),
         ];
         let state = &mut PickState::new(7);
+        let mut ss = sessions(rs.clone());
         for _ in 0..4 {
-            pick_one(Algorithm::Weighted, state, &mut rs, "");
+            pick_one(Algorithm::Weighted, state, &mut ss, "");
         }
+        rs.clone_from_slice(ss.as_slice());
         let sum = |rs: &[Resource]| rs.iter().map(|r| i64::from(r.current_weight)).sum::<i64>();
         // c leaves: its standing is shared out, the sum stays 0 and every
         // standing stays within one message of the new total (5).
         let before = weighted_total(&rs);
         rs.pop();
-        rebalance(&mut rs, before);
+        assert!(!rebalance(&mut rs, before));
         assert_eq!(sum(&rs), 0);
         assert!(rs.iter().all(|r| r.current_weight.abs() < 5), "{rs:?}");
         // A change of weight with the same total moves nothing.
@@ -679,7 +686,7 @@ mod tests {
         );
         // A resource that leaves the rotation keeps no standing.
         rs[1].flags = rs[1].flags.with_available(false);
-        rebalance(&mut rs, 5);
+        assert!(rebalance(&mut rs, 5), "at rest");
         assert_eq!((rs[0].current_weight, rs[1].current_weight), (0, 0));
     }
 
@@ -688,17 +695,17 @@ mod tests {
         // Pinned values: a change here moves every sender of every deployment.
         assert_eq!(xxh3_64(b"sensor-1@example.org"), 0xb67c_8065_4803_a9af);
         assert_eq!(name_hash("node-1"), 3_645_211_525);
-        let mut rs = vec![
+        let mut ss = sessions(vec![
             resource("node-1", 1, 0),
             resource("node-2", 2, 0),
             resource("node-3", 3, 0),
-        ];
+        ]);
         let picks: Vec<u64> = (0..8)
             .map(|i| {
                 pick_one(
                     Algorithm::Sticky,
                     &mut PickState::new(7),
-                    &mut rs,
+                    &mut ss,
                     &format!("sensor-{i}@example.org/x"),
                 )
             })

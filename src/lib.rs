@@ -15,6 +15,7 @@ mod policy;
 mod protocol;
 mod registry;
 mod router;
+mod sessions;
 
 pub use algorithm::{Algorithm, Pick};
 pub use error::Error;

@@ -16,8 +16,9 @@ use std::time::Instant;
 /// A message to route, as the host sees it. Every string is borrowed.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Message<'a> {
-    /// The recipient's bare JID, already normalized by the host.
-    pub recipient: &'a str,
+    /// The recipient's bare JID, already normalized by the host, as bytes:
+    /// checked as UTF-8 only when it is no registered account's.
+    pub recipient: &'a [u8],
     /// The `type` attribute's bytes; empty when missing. Compared as bytes;
     /// checked as UTF-8 only when it is none of the types cmr knows.
     pub kind: &'a [u8],
@@ -119,7 +120,11 @@ fn no_session(jid: &str, token: u64) -> Error {
 
 /// RFC 6121 5.2.2: a missing or unknown type is `normal`. Only `chat` and
 /// `normal` are CMR's to route (RFC 6121 8.5.2.1.1).
+#[inline]
 fn is_routed_type(kind: &[u8]) -> Result<bool, Error> {
+    if kind == b"chat" || kind.is_empty() {
+        return Ok(true);
+    }
     match kind {
         b"headline" | b"groupchat" | b"error" => Ok(false),
         b"" | b"chat" | b"normal" => Ok(true),
@@ -203,6 +208,12 @@ impl Router {
         self.remove(jid, token, true)
     }
 
+    /// Whether enough sessions have left to hand memory back to the
+    /// system; `true` once per such fall.
+    pub fn memory_to_release(&self) -> bool {
+        self.registry.memory_to_release()
+    }
+
     fn remove(&self, jid: &str, token: u64, gone: bool) -> Result<(), Error> {
         let parsed = Jid::new(jid).map_err(|e| invalid_jid("JID", jid, e))?;
         if gone {
@@ -258,10 +269,17 @@ impl Router {
     }
 
     /// Picks the sessions that get `message`, writing their tokens into
-    /// `out`. Does not parse JIDs and does not allocate. A type or (under
-    /// `sticky`) a sender that is not UTF-8 is an error, counted nowhere.
+    /// `out`. Does not parse JIDs and does not allocate. A recipient, a type
+    /// or (under `sticky`) a sender that is not UTF-8 is an error, counted
+    /// nowhere.
+    #[inline]
     pub fn pick(&self, message: &Message, out: &mut [u64]) -> Result<Pick, Error> {
+        let recipient_is_text = || match std::str::from_utf8(message.recipient) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::InvalidUtf8 { what: "recipient" }),
+        };
         if !is_routed_type(message.kind)? {
+            recipient_is_text()?;
             self.not_routed_types.fetch_add(1, Relaxed);
             return Ok(Pick::NotRouted);
         }
@@ -271,20 +289,24 @@ impl Router {
             } else {
                 None
             };
-        self.registry.pick(message.recipient, |account| {
-            let algorithm = hinted.unwrap_or(account.algorithm);
-            if algorithm == Algorithm::Sticky && std::str::from_utf8(message.sender).is_err() {
-                return Err(Error::InvalidUtf8 { what: "sender" });
-            }
-            let pick = algorithm::pick(
-                algorithm,
-                &mut account.state,
-                &mut account.resources,
-                message.sender,
-                out,
-            );
-            Ok((algorithm, pick))
-        })
+        self.registry.pick(
+            message.recipient,
+            |account| {
+                let algorithm = hinted.unwrap_or(account.algorithm);
+                if algorithm == Algorithm::Sticky && std::str::from_utf8(message.sender).is_err() {
+                    return Err(Error::InvalidUtf8 { what: "sender" });
+                }
+                let pick = algorithm::pick(
+                    algorithm,
+                    &mut account.state,
+                    &mut account.sessions,
+                    message.sender,
+                    out,
+                );
+                Ok((algorithm, pick))
+            },
+            recipient_is_text,
+        )
     }
 
     /// The account's active algorithm; the policy's default when none of
@@ -548,8 +570,9 @@ impl Router {
         let sessions: Vec<(String, u64)> = self
             .registry
             .with_account(account.as_str(), |a| {
-                a.resources
-                    .iter()
+                a.sessions
+                    .in_registration_order()
+                    .into_iter()
                     .filter(|r| r.flags.available())
                     .map(|r| (r.name.to_string(), r.routed))
                     .collect()
@@ -595,8 +618,9 @@ impl Router {
         let jid = bare_jid(bare)?;
         self.registry
             .with_account(jid.as_str(), |a| {
-                a.resources
-                    .iter()
+                a.sessions
+                    .in_registration_order()
+                    .into_iter()
                     .map(|r| ResourceStats {
                         resource: r.name.to_string(),
                         token: r.token,
@@ -663,7 +687,7 @@ mod tests {
 
     fn msg(recipient: &str) -> Message<'_> {
         Message {
-            recipient,
+            recipient: recipient.as_bytes(),
             sender: b"sensor@x/1",
             ..Message::default()
         }

@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::c_char;
 
 const ACCOUNTS: usize = 3;
-const RESOURCES: usize = 5;
+/// Above the 8 from which an account indexes its sessions.
+const RESOURCES: usize = 12;
 const SENDERS: usize = 6;
 const ALGORITHMS: [&str; CMR_ALGORITHM_COUNT] = [
     "all",
@@ -79,9 +80,9 @@ enum Op {
     },
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op(resources: usize) -> impl Strategy<Value = Op> {
     let a = 0..ACCOUNTS;
-    let r = 0..RESOURCES;
+    let r = 0..resources;
     prop_oneof![
         4 => (a.clone(), r.clone(), prop::bool::weighted(0.2), prop_oneof![-1..5i32, 120..=127i32], 0..5usize, prop::bool::weighted(0.85))
             .prop_map(|(account, resource, fresh_token, priority, show, available)| Op::Register {
@@ -95,7 +96,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (a.clone(), r.clone(), any::<bool>()).prop_map(|(account, resource, on)| Op::Hibernate { account, resource, on }),
         1 => (a.clone(), 0..7usize).prop_map(|(account, algorithm)| Op::SetAlgorithm { account, algorithm }),
         8 => (a, 0..SENDERS, prop::option::weighted(0.15, 0..7usize), prop::sample::select(vec![0, 0, 0, 1, 2, 3, 4]), 1..12usize,
-              prop_oneof![4 => Just(RESOURCES), 1 => 1..RESOURCES])
+              prop_oneof![4 => Just(resources), 1 => 1..resources])
             .prop_map(|(account, sender, hint, kind, count, cap)| Op::Pick { account, sender, hint, kind, count, cap }),
     ]
 }
@@ -187,7 +188,7 @@ impl Abi {
             hint_len: hint.len(),
             sender_is_local: true,
         };
-        let mut out = [0u64; RESOURCES];
+        let mut out = vec![0u64; cap];
         let mut len = 0;
         let status = unsafe { cmr_router_pick(self.0, &message, out.as_mut_ptr(), cap, &mut len) };
         match status {
@@ -203,9 +204,13 @@ impl Abi {
         let (j, jl) = s(bare);
         let mut buf = vec![0u8; 4096];
         let mut len = 0;
-        let status = unsafe {
-            cmr_router_stats(self.0, j, jl, buf.as_mut_ptr().cast(), buf.len(), &mut len)
-        };
+        let mut status = cmr_status::BufferTooSmall;
+        while status == cmr_status::BufferTooSmall {
+            buf.resize(buf.len().max(len), 0);
+            status = unsafe {
+                cmr_router_stats(self.0, j, jl, buf.as_mut_ptr().cast(), buf.len(), &mut len)
+            };
+        }
         if status == cmr_status::NotFound {
             return None;
         }
@@ -608,11 +613,13 @@ impl Model {
                 .filter(|r| r.eligible(false))
                 .collect();
             let max = any.iter().map(|r| r.priority).max();
-            let expected: Vec<u64> = any
+            // In no promised order.
+            let mut expected: Vec<u64> = any
                 .iter()
                 .filter(|r| Some(r.priority) == max)
                 .map(|r| r.token)
                 .collect();
+            expected.sort_unstable();
             if expected.is_empty() {
                 prop_assert_eq!(status, cmr_status::NotRouted);
             } else if expected.len() > cap {
@@ -622,6 +629,8 @@ impl Model {
                 return Ok(());
             } else {
                 prop_assert_eq!(status, cmr_status::Ok);
+                let mut picked = picked.clone();
+                picked.sort_unstable();
                 prop_assert_eq!(&picked, &expected);
             }
         } else if set.is_empty() {
@@ -828,8 +837,51 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_router_follows_the_model(ops in prop::collection::vec(op(), 1..120)) {
+    fn the_router_follows_the_model(ops in prop::collection::vec(op(RESOURCES), 1..120)) {
         run(&ops)?;
+    }
+}
+
+/// Sessions of one account in the large model: past the size where the
+/// account indexes them, and where a scan would show.
+const LARGE: usize = 1_000;
+
+/// `LARGE` sessions of account 0 registered, with a few priorities, every
+/// tenth unavailable and every seventh hibernating.
+fn large_account() -> Vec<Op> {
+    let mut ops = Vec::new();
+    for resource in 0..LARGE {
+        ops.push(Op::Register {
+            account: 0,
+            resource,
+            fresh_token: false,
+            priority: (resource % 3) as i32,
+            show: resource % 5,
+            available: resource % 10 != 0,
+        });
+        if resource % 7 == 0 {
+            ops.push(Op::Hibernate {
+                account: 0,
+                resource,
+                on: true,
+            });
+        }
+    }
+    ops
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_large_account_follows_the_model(
+        algorithm in 0..7usize,
+        ops in prop::collection::vec(op(LARGE + 24), 1..300),
+    ) {
+        let mut all = large_account();
+        all.push(Op::SetAlgorithm { account: 0, algorithm });
+        all.extend(ops);
+        run(&all)?;
     }
 }
 

@@ -24,7 +24,7 @@ fn router_with(options: &str, sessions: &[(i8, bool)]) -> Router {
 
 fn message(sender: &str) -> Message<'_> {
     Message {
-        recipient: ACCOUNT,
+        recipient: ACCOUNT.as_bytes(),
         sender: sender.as_bytes(),
         ..Message::default()
     }

@@ -66,7 +66,7 @@ fn concurrent_register_unregister_and_pick() {
                 let recipient = account((n + p) % ACCOUNTS);
                 let sender = format!("sensor-{}@example.net", n % 50);
                 let m = Message {
-                    recipient: &recipient,
+                    recipient: recipient.as_bytes(),
                     sender: sender.as_bytes(),
                     ..Message::default()
                 };

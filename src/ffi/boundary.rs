@@ -110,25 +110,24 @@ pub(super) use ffi_panic_boundary;
 /// may hold an account half updated, so it is marked failed, and every
 /// later call on it returns `CMR_STATUS_PANIC` without touching it.
 macro_rules! router_boundary {
-    ($router:ident, $($body:tt)*) => {
-        $crate::ffi::boundary::ffi_panic_boundary! {
-            let handle = $crate::ffi::boundary::try_ref!($router);
-            if handle.failed.load(::std::sync::atomic::Ordering::Acquire) {
-                return $crate::ffi::boundary::fail_with($crate::error::Error::Failed);
-            }
-            let body = ::std::panic::AssertUnwindSafe(|| {
-                let $router = &handle.router;
-                $($body)*
-            });
-            match ::std::panic::catch_unwind(body) {
-                Ok(status) => status,
-                Err(payload) => {
-                    handle.failed.store(true, ::std::sync::atomic::Ordering::Release);
-                    <$crate::ffi::cmr_status as $crate::ffi::boundary::PanicDefault>::on_panic(&*payload)
-                }
+    ($router:ident, $($body:tt)*) => {{
+        // Outside the panic boundary: neither can panic.
+        let handle = $crate::ffi::boundary::try_ref!($router);
+        if handle.failed.load(::std::sync::atomic::Ordering::Acquire) {
+            return $crate::ffi::boundary::fail_with($crate::error::Error::Failed);
+        }
+        let body = ::std::panic::AssertUnwindSafe(|| {
+            let $router = &handle.router;
+            $($body)*
+        });
+        match ::std::panic::catch_unwind(body) {
+            Ok(status) => status,
+            Err(payload) => {
+                handle.failed.store(true, ::std::sync::atomic::Ordering::Release);
+                <$crate::ffi::cmr_status as $crate::ffi::boundary::PanicDefault>::on_panic(&*payload)
             }
         }
-    };
+    }};
 }
 pub(super) use router_boundary;
 
@@ -189,6 +188,7 @@ pub(super) use try_bytes;
 ///
 /// # Safety
 /// `ptr` has `len` readable bytes that outlive `'a`.
+#[inline]
 pub(super) unsafe fn bytes_from_raw<'a>(
     ptr: *const c_char,
     len: usize,
@@ -210,6 +210,7 @@ pub(super) fn null(what: &str) -> cmr_status {
 
 /// # Safety
 /// `ptr` is NULL or points to `len` readable bytes that outlive `'a`.
+#[inline]
 pub(super) unsafe fn str_from_raw<'a>(
     ptr: *const c_char,
     len: usize,
@@ -225,8 +226,7 @@ pub(super) unsafe fn str_from_raw<'a>(
     let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
     if bytes.is_ascii() {
         // SAFETY: ASCII is valid UTF-8. JIDs and types nearly always are
-        // ASCII, and this check costs a fraction of full validation on the
-        // pick path.
+        // ASCII, and this check costs a fraction of full validation.
         return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
     std::str::from_utf8(bytes).map_err(|_| fail_with(Error::InvalidUtf8 { what }))

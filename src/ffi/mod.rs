@@ -251,6 +251,20 @@ unsafe fn session_call(
     }
 }
 
+/// After most sessions have left (see `Registry::memory_to_release`),
+/// hands the memory they held back to the system: glibc keeps freed small
+/// blocks in its heap until `malloc_trim`. Other allocators return it
+/// themselves.
+fn release_memory_after_removals(router: &Router) {
+    if router.memory_to_release() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only gives free pages of the heap back.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
 /// `Ok`, or the error's status with its message.
 fn status_of(result: Result<(), Error>) -> cmr_status {
     match result {
@@ -366,7 +380,9 @@ pub unsafe extern "C" fn cmr_router_unregister(
     // SAFETY: the caller's contract is session_call's.
     unsafe {
         session_call(router, jid, jid_len, |router, jid| {
-            router.unregister(jid, token)
+            let removed = router.unregister(jid, token);
+            release_memory_after_removals(router);
+            removed
         })
     }
 }
@@ -389,7 +405,9 @@ pub unsafe extern "C" fn cmr_router_session_gone(
     // SAFETY: the caller's contract is session_call's.
     unsafe {
         session_call(router, jid, jid_len, |router, jid| {
-            router.session_gone(jid, token)
+            let removed = router.session_gone(jid, token);
+            release_memory_after_removals(router);
+            removed
         })
     }
 }
@@ -488,7 +506,7 @@ pub unsafe extern "C" fn cmr_router_pick(
         let out_len = try_mut!(out_len);
         let (recipient, kind, sender, hint) = (m.recipient, m.message_type, m.sender, m.hint);
         let message = Message {
-            recipient: try_str!(recipient, m.recipient_len),
+            recipient: try_bytes!(recipient, m.recipient_len),
             kind: try_bytes!(kind, m.message_type_len),
             sender: try_bytes!(sender, m.sender_len),
             hint: try_str!(hint, m.hint_len),
