@@ -60,7 +60,7 @@ TUNING = {
 # and ejabberd's routing to a full JID reads all the account's sessions, so
 # there it is cubic: BENCHMARKS.md ("Reconnect storm") has the figures, and
 # why 5,000 sessions do not fit.
-SESSIONS = {"prosody": 400, "ejabberd": 150}
+SESSIONS = {"prosody": 300, "ejabberd": 150}
 # Descriptors beyond the sessions': the servers' own files and sockets.
 SPARE_FDS = 256
 
