@@ -20,7 +20,7 @@ HOST ?= prosody
 .PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
-.PHONY: demo-library bench-lua bench-throughput bench-scale bench-rss fuzz
+.PHONY: demo-library bench-lua bench-throughput bench-storm bench-scale bench-rss fuzz
 .PHONY: FORCE
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -377,6 +377,12 @@ bench-erlang: erlang-deps erlang-test-build
 # loopback: HOST=prosody (the default), ejabberd or openfire.
 bench-throughput: $(HOST)-deps $(HOST)-module $(VENV)/.installed
 	CMR_HOST=$(HOST) $(VENV)/bin/python benches/throughput.py
+
+# A reconnect storm, natively and with mod_cmr: SESSIONS sessions of one
+# account log in at once, then one message (HOST=prosody or ejabberd;
+# SESSIONS defaults to what a round does in about a minute).
+bench-storm: $(HOST)-deps $(HOST)-module $(VENV)/.installed
+	CMR_HOST=$(HOST) $(VENV)/bin/python benches/reconnect_storm.py $(if $(SESSIONS),--sessions $(SESSIONS))
 
 # ejabberd in a two-node cluster: messages forwarded to the account's home.
 bench-cluster: ejabberd-deps ejabberd-module $(VENV)/.installed

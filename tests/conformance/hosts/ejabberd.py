@@ -43,6 +43,7 @@ listen:
     module: ejabberd_c2s
     starttls: false
     starttls_required: false
+{c2s_options}
   # The ReST API, where monitoring reads mod_cmr's metrics (cmr_metrics)
   # and operators get and set an account's routing.
   - port: {api_port}
@@ -72,6 +73,7 @@ auth_method: internal
 auth_password_format: plain
 s2s_access: none
 {modules_config}
+{extra}
 """
 
 # Two virtual hosts with different policies: per-host module lists.
@@ -137,8 +139,12 @@ class EjabberdHost(ServerHost):
     LEAN = ["mod_roster", "mod_disco"]
 
     def __init__(self, workdir: Path, with_cmr: bool = True, contrib: Path = None, modules=None, archive=True,
-                 native=False):
+                 native=False, c2s_options="", extra_config=""):
+        """`c2s_options` (the client listener's) and `extra_config` (top
+        level): a benchmark's own settings, as YAML lines."""
         super().__init__()
+        self.c2s_options = c2s_options
+        self.extra_config = extra_config
         self.archive = archive
         self.dir = Path(workdir)
         self.with_cmr = with_cmr
@@ -190,7 +196,8 @@ class EjabberdHost(ServerHost):
             modules = "modules:\n" + "\n".join(line[4:] for line in listed.splitlines())
         hosts = ", ".join(f'"{d}"' for d in self._domains())
         (self.dir / "ejabberd.yml").write_text(CONFIG.format(hosts=hosts, port=self.port, api_port=self.api_port,
-                                                             admin=ADMIN, modules_config=modules))
+                                                             admin=ADMIN, modules_config=modules,
+                                                             c2s_options=self.c2s_options, extra=self.extra_config))
 
     def _domains(self):
         return [DOMAIN, FIXED_DOMAIN] + ([self.native_domain] if self.native_domain else [])

@@ -37,6 +37,7 @@ archive_expires_after = "never"
 smacks_hibernation_time = {hibernation}
 modules_enabled = {{ {modules} }}
 {http}
+{extra}
 VirtualHost "{domain}"
   cmr_hints = "any"
 
@@ -108,9 +109,10 @@ class ProsodyHost(ServerHost):
     WEB_CLIENT = ["websocket", "http_files", "blocklist"]
 
     def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS, modules=None, archive=True,
-                 carbons=True, web_root: Path = None):
+                 carbons=True, web_root: Path = None, extra_config=""):
         """`web_root`: a web client's folder, served with XMPP over WebSocket
-        (see `web_url`)."""
+        (see `web_url`). `extra_config`: global settings of a benchmark's own,
+        as Lua lines."""
         super().__init__()
         self.dir = Path(workdir)
         self.with_cmr = with_cmr
@@ -118,6 +120,7 @@ class ProsodyHost(ServerHost):
         listed = [m for m in self.MODULES if (archive or m != "mam") and (carbons or m != "carbons")] \
             if modules is None else modules
         self.web_root = web_root
+        self.extra_config = extra_config
         self.modules = list(listed) + (self.WEB_CLIENT if web_root else []) + (["cmr"] if with_cmr else [])
         self.config = self.dir / "prosody.cfg.lua"
         self.http_port = free_port()
@@ -131,7 +134,8 @@ class ProsodyHost(ServerHost):
             dir=self.dir, plugins=self.plugins, hibernation=self.hibernation_seconds, port=self.port, domain=DOMAIN, fixed=FIXED_DOMAIN,
             admin=self.admin, modules="".join(f'"{m}"; ' for m in self.modules), log_level=os.environ.get("CMR_PROSODY_LOG", "info"),
             http=(HTTP.format(port=self.http_port) if self.serves_http else "")
-            + (METRICS if self.serves_metrics else "") + (WEB.format(root=self.web_root, domain=DOMAIN) if self.web_root else "")))
+            + (METRICS if self.serves_metrics else "") + (WEB.format(root=self.web_root, domain=DOMAIN) if self.web_root else ""),
+            extra=self.extra_config))
 
     def _create_accounts(self):
         # Prosody's internal_plain storage: one file per account, the host
