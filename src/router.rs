@@ -247,9 +247,10 @@ impl Router {
     /// eligible, and the copies of `all`.
     pub fn set_hibernating(&self, full: &str, token: u64, on: bool) -> Result<(), Error> {
         let jid = full_jid(full)?;
+        let (bare, resource) = (jid.to_bare(), jid.resource());
         if self
             .registry
-            .set_hibernating(jid.to_bare().as_str(), jid.resource().as_str(), token, on)
+            .set_hibernating(bare.as_str(), resource.as_str(), token, on, self.now())
         {
             Ok(())
         } else {
@@ -257,10 +258,20 @@ impl Router {
         }
     }
 
-    /// Stamps the session's last activity with the router's clock.
+    /// Stamps the session's last activity with the router's clock. (Its
+    /// registration, presence updates and XEP-0198 changes count as
+    /// activity too.)
     pub fn touch(&self, full: &str, token: u64) -> Result<(), Error> {
-        let now = self.now();
-        self.with_session(full, token, |r| r.last_activity = now)
+        let jid = full_jid(full)?;
+        let (bare, resource) = (jid.to_bare(), jid.resource());
+        if self
+            .registry
+            .touch(bare.as_str(), resource.as_str(), token, self.now())
+        {
+            Ok(())
+        } else {
+            Err(no_session(full, token))
+        }
     }
 
     /// Sets the load the host measures for the session.

@@ -13,8 +13,10 @@
 //! split, so a change never gives a session a second turn in a cycle nor
 //! takes one away from a session that stays (SPEC: "it does not restart").
 
-use crate::registry::Resource;
+use crate::algorithm::Pick;
+use crate::registry::{Resource, Show};
 use hashbrown::HashTable;
+use std::collections::BTreeMap;
 
 /// Accounts with more sessions than this get an index; it is dropped again
 /// at [`INDEX_DROP_AT`] or fewer, so an account at the edge does not build
@@ -40,11 +42,136 @@ fn run_of(r: &Resource) -> Run {
     }
 }
 
-/// Positions by resource name and by token, for large accounts.
+/// Positions by resource name and by token, and the eligible sessions by
+/// class, for large accounts.
 #[derive(Debug, Default)]
 struct Index {
     by_name: HashTable<u32>,
     by_token: HashTable<u32>,
+    classes: Classes,
+}
+
+/// What `mostactive` and `all` rank an eligible session by, after its run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Standing {
+    priority: i8,
+    show: Show,
+}
+
+/// An eligible session's class: its run (0 live, 1 resting) and standing.
+fn class_of(r: &Resource) -> Option<(usize, Standing)> {
+    let run = match run_of(r) {
+        Run::Live => 0,
+        Run::Resting => 1,
+        Run::Out => return None,
+    };
+    Some((
+        run,
+        Standing {
+            priority: r.priority,
+            show: r.show,
+        },
+    ))
+}
+
+/// The eligible sessions of one class.
+#[derive(Debug, Default)]
+struct Class {
+    /// Their positions, in no order: the copies of `all`.
+    members: Vec<u32>,
+    /// Their tokens, each with the stamp of an event of it, in the order of
+    /// the events (stamps rise). The last entry whose session is still in
+    /// the class with that stamp is the most recently active; the entries
+    /// above it are stale and dropped when met.
+    recency: Vec<(u64, u64)>,
+}
+
+/// Not in a class (ineligible, or being moved).
+const NO_SLOT: u32 = u32::MAX;
+
+/// The eligible sessions by class, kept as they change, so that neither
+/// `mostactive` nor `all` scans the account.
+#[derive(Debug, Default)]
+struct Classes {
+    /// Per position: the session's place in its class's `members`.
+    slot: Vec<u32>,
+    /// The live sessions' classes, then the resting ones'.
+    by_run: [BTreeMap<Standing, Class>; 2],
+}
+
+impl Classes {
+    /// Puts the session at `pos` in the class its fields say, as its most
+    /// recent event.
+    fn add(&mut self, list: &[Resource], pos: usize) -> Option<(usize, Standing)> {
+        let r = &list[pos];
+        let (run, standing) = class_of(r)?;
+        let class = self.by_run[run].entry(standing).or_default();
+        self.slot[pos] = class.members.len() as u32;
+        class.members.push(pos as u32);
+        class.recency.push((r.token, r.last_activity));
+        Some((run, standing))
+    }
+
+    /// Drops the stale entries of a class once they
+    /// outnumber its members: each member has one current entry, so every
+    /// event stays O(1) amortized and a class holds at most about twice
+    /// its members' entries.
+    fn compact(
+        &mut self,
+        list: &[Resource],
+        by_token: &HashTable<u32>,
+        (run, standing): (usize, Standing),
+    ) {
+        let Some(class) = self.by_run[run].get_mut(&standing) else {
+            return;
+        };
+        if class.recency.len() <= 2 * class.members.len() + 8 {
+            return;
+        }
+        let slot = &self.slot;
+        class.recency.retain(|&(token, stamp)| {
+            by_token
+                .find(token_key(token), |&p| list[p as usize].token == token)
+                .is_some_and(|&p| {
+                    let r = &list[p as usize];
+                    slot[p as usize] != NO_SLOT
+                        && r.last_activity == stamp
+                        && class_of(r) == Some((run, standing))
+                })
+        });
+    }
+
+    /// Takes the session at `pos` out of its class; its fields still say
+    /// which.
+    fn detach(&mut self, list: &[Resource], pos: usize) -> Option<(usize, Standing)> {
+        let slot = std::mem::replace(&mut self.slot[pos], NO_SLOT);
+        let (run, standing) = class_of(&list[pos]).filter(|_| slot != NO_SLOT)?;
+        let class = self.by_run[run].get_mut(&standing)?;
+        class.members.swap_remove(slot as usize);
+        if let Some(&moved) = class.members.get(slot as usize) {
+            self.slot[moved as usize] = slot;
+        }
+        if class.members.is_empty() {
+            self.by_run[run].remove(&standing);
+        }
+        Some((run, standing))
+    }
+
+    /// The sessions at `a` and `b` traded places.
+    fn swapped(&mut self, list: &[Resource], a: usize, b: usize) {
+        self.slot.swap(a, b);
+        for pos in [a, b] {
+            let slot = self.slot[pos];
+            if slot == NO_SLOT {
+                continue;
+            }
+            if let Some((run, standing)) = class_of(&list[pos]) {
+                if let Some(class) = self.by_run[run].get_mut(&standing) {
+                    class.members[slot as usize] = pos as u32;
+                }
+            }
+        }
+    }
 }
 
 /// Spreads a 32-bit resource-name hash over the 64 bits hashbrown reads
@@ -68,11 +195,18 @@ impl Index {
         for pos in 0..list.len() {
             index.insert(list, pos);
         }
+        // Into their classes in the order of their last events.
+        let mut by_activity: Vec<usize> = (0..list.len()).collect();
+        by_activity.sort_unstable_by_key(|&pos| list[pos].last_activity);
+        for pos in by_activity {
+            index.classes.add(list, pos);
+        }
         index
     }
 
-    /// Indexes `list[pos]`.
+    /// Indexes `list[pos]`, outside any class.
     fn insert(&mut self, list: &[Resource], pos: usize) {
+        self.classes.slot.push(NO_SLOT);
         let r = &list[pos];
         self.by_name
             .insert_unique(name_key(r.name_hash), pos as u32, |&p| {
@@ -94,7 +228,9 @@ impl Index {
         }
     }
 
+    /// Unindexes `r`, the last session, at `pos`.
     fn remove(&mut self, r: &Resource, pos: u32) {
+        self.classes.slot.pop();
         if let Ok(entry) = self
             .by_name
             .find_entry(name_key(r.name_hash), |&p| p == pos)
@@ -120,6 +256,9 @@ pub struct Sessions {
     cursor: u32,
     /// Registration order, for the stats.
     next_seq: u32,
+    /// The last activity stamp given: stamps rise strictly within an
+    /// account, so that events order its sessions without ties.
+    last_stamp: u64,
     index: Option<Box<Index>>,
 }
 
@@ -201,6 +340,73 @@ impl Sessions {
         pos
     }
 
+    /// `mostactive`'s choice among the candidates, from the classes of a
+    /// large account: the highest standing, then the latest event. `None`
+    /// for a small account, which the caller scans.
+    pub fn most_active_indexed(&mut self) -> Option<usize> {
+        let index = self.index.as_deref_mut()?;
+        let run = if self.live > 0 { 0 } else { 1 };
+        let Index {
+            by_token, classes, ..
+        } = index;
+        let mut top = classes.by_run[run].last_entry()?;
+        let standing = *top.key();
+        let class = top.get_mut();
+        while let Some(&(token, stamp)) = class.recency.last() {
+            let current = by_token
+                .find(token_key(token), |&p| self.list[p as usize].token == token)
+                .map(|&p| p as usize)
+                .filter(|&p| {
+                    let r = &self.list[p];
+                    classes.slot[p] != NO_SLOT
+                        && r.last_activity == stamp
+                        && class_of(r) == Some((run, standing))
+                });
+            if current.is_some() {
+                return current;
+            }
+            class.recency.pop();
+        }
+        None
+    }
+
+    /// `all`'s copies from the classes of a large account: every eligible
+    /// session of the highest priority, live or resting; the tokens go to
+    /// `out`. `None` for a small account, which the caller scans.
+    pub fn all_indexed(&mut self, out: &mut [u64]) -> Option<Pick> {
+        let index = self.index.as_deref()?;
+        let by_run = &index.classes.by_run;
+        let Some(top) = by_run
+            .iter()
+            .filter_map(|classes| classes.last_key_value().map(|(s, _)| s.priority))
+            .max()
+        else {
+            return Some(Pick::NotRouted);
+        };
+        let of_top = || {
+            by_run.iter().flat_map(move |classes| {
+                classes
+                    .range(
+                        Standing {
+                            priority: top,
+                            show: Show::Dnd,
+                        }..,
+                    )
+                    .flat_map(|(_, class)| class.members.iter())
+            })
+        };
+        let needed = of_top().count();
+        if out.len() < needed {
+            return Some(Pick::BufferTooSmall(needed));
+        }
+        for (slot, &pos) in out.iter_mut().zip(of_top()) {
+            let r = &mut self.list[pos as usize];
+            r.routed += 1;
+            *slot = r.token;
+        }
+        Some(Pick::Routed(needed))
+    }
+
     /// The position of the session of `name`.
     pub fn find(&self, name: &str) -> Option<usize> {
         match &self.index {
@@ -226,29 +432,75 @@ impl Sessions {
         }
     }
 
-    /// Adds a session of a resource not yet registered; returns where it is.
+    /// The stamp of an event at `now` (the router's clock): `now`, or just
+    /// after the account's last one.
+    fn stamp(&mut self, now: u64) -> u64 {
+        self.last_stamp = now.max(self.last_stamp + 1);
+        self.last_stamp
+    }
+
+    /// Adds a session of a resource not yet registered, its registration
+    /// being its last activity; returns where it is.
     pub fn insert(&mut self, mut fresh: Resource) -> usize {
         fresh.seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
+        fresh.last_activity = self.stamp(fresh.last_activity);
         let pos = self.list.len();
         self.list.push(fresh);
+        if let Some(index) = &mut self.index {
+            index.insert(&self.list, pos);
+        }
+        let pos = self.settle(pos, Run::Out);
         match &mut self.index {
-            Some(index) => index.insert(&self.list, pos),
+            Some(index) => {
+                if let Some(class) = index.classes.add(&self.list, pos) {
+                    index.classes.compact(&self.list, &index.by_token, class);
+                }
+            }
             None if self.list.len() > INDEX_ABOVE => {
                 self.index = Some(Box::new(Index::of(&self.list)));
             }
             None => {}
         }
-        self.settle(pos, Run::Out)
+        pos
     }
 
-    /// Changes the session at `pos` with `f` and moves it to the run it now
-    /// belongs to; returns where it is. `f` must not change the name; a new
-    /// token is indexed.
-    pub fn update(&mut self, pos: usize, f: impl FnOnce(&mut Resource)) -> usize {
+    /// Stamps the session's activity at `now`.
+    pub fn touch(&mut self, pos: usize, now: u64) {
+        let stamp = self.stamp(now);
+        let r = &mut self.list[pos];
+        r.last_activity = stamp;
+        let Some(index) = &mut self.index else {
+            return;
+        };
+        let Index {
+            by_token, classes, ..
+        } = &mut **index;
+        if classes.slot[pos] == NO_SLOT {
+            return;
+        }
+        let Some((run, standing)) = class_of(r) else {
+            return;
+        };
+        let Some(class) = classes.by_run[run].get_mut(&standing) else {
+            return;
+        };
+        class.recency.push((r.token, stamp));
+        classes.compact(&self.list, by_token, (run, standing));
+    }
+
+    /// Changes the session at `pos` with `f`, an event at `now`, and moves
+    /// it to the run it now belongs to; returns where it is. `f` must not
+    /// change the name; a new token is indexed.
+    pub fn update(&mut self, pos: usize, now: u64, f: impl FnOnce(&mut Resource)) -> usize {
+        let left = match &mut self.index {
+            Some(index) => index.classes.detach(&self.list, pos),
+            None => None,
+        };
         let before = run_of(&self.list[pos]);
         let token = self.list[pos].token;
         f(&mut self.list[pos]);
+        self.list[pos].last_activity = self.stamp(now);
         if self.list[pos].token != token {
             if let Some(index) = &mut self.index {
                 if let Ok(entry) = index
@@ -265,11 +517,23 @@ impl Sessions {
                     });
             }
         }
-        self.settle(pos, before)
+        let pos = self.settle(pos, before);
+        if let Some(index) = &mut self.index {
+            let joined = index.classes.add(&self.list, pos);
+            for class in [left, joined].into_iter().flatten() {
+                index.classes.compact(&self.list, &index.by_token, class);
+            }
+        }
+        pos
     }
 
     /// Removes the session at `pos`.
     pub fn remove(&mut self, pos: usize) -> Resource {
+        if let Some(index) = &mut self.index {
+            if let Some(class) = index.classes.detach(&self.list, pos) {
+                index.classes.compact(&self.list, &index.by_token, class);
+            }
+        }
         let pos = self.leave(pos, run_of(&self.list[pos]), Run::Out);
         let last = self.list.len() - 1;
         self.swap(pos, last);
@@ -366,6 +630,7 @@ impl Sessions {
             index.relabel(&self.list[a], b32, MOVING);
             index.relabel(&self.list[b], a32, b32);
             index.relabel(&self.list[a], MOVING, a32);
+            index.classes.swapped(&self.list, a, b);
         }
     }
 
@@ -387,12 +652,142 @@ impl Sessions {
         match &self.index {
             Some(index) => {
                 assert_eq!(index.by_name.len(), self.list.len());
+                let classes = &index.classes;
+                assert_eq!(classes.slot.len(), self.list.len());
                 for (pos, r) in self.list.iter().enumerate() {
                     assert_eq!(self.find(&r.name), Some(pos));
                     assert_eq!(self.find_token(r.token), Some(pos));
+                    let slot = classes.slot[pos];
+                    match class_of(r) {
+                        None => assert_eq!(slot, NO_SLOT),
+                        Some((run, standing)) => {
+                            let class = &classes.by_run[run][&standing];
+                            assert_eq!(class.members[slot as usize], pos as u32);
+                            assert!(class.recency.contains(&(r.token, r.last_activity)));
+                            assert!(class.recency.len() <= 2 * class.members.len() + 9);
+                        }
+                    }
                 }
+                let members: usize = classes
+                    .by_run
+                    .iter()
+                    .flat_map(|run| run.values())
+                    .map(|class| class.members.len())
+                    .sum();
+                assert_eq!(members, self.eligible as usize);
             }
             None => assert!(self.list.len() <= INDEX_ABOVE),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Flags, Presence};
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Register(usize, i8, usize, bool),
+        Hibernate(usize, bool),
+        Touch(usize),
+        Remove(usize),
+    }
+
+    const SHOWS: [Show; 5] = [Show::Dnd, Show::Xa, Show::Away, Show::None, Show::Chat];
+
+    fn op() -> impl Strategy<Value = Op> {
+        let name = 0..24usize;
+        prop_oneof![
+            4 => (name.clone(), -1..3i8, 0..5usize, prop::bool::weighted(0.8))
+                .prop_map(|(n, p, s, a)| Op::Register(n, p, s, a)),
+            1 => (name.clone(), any::<bool>()).prop_map(|(n, on)| Op::Hibernate(n, on)),
+            2 => name.clone().prop_map(Op::Touch),
+            2 => name.prop_map(Op::Remove),
+        ]
+    }
+
+    /// What the classes must agree with: the scan of the candidates by
+    /// standing, then latest event (stamps are unique within an account).
+    fn most_active_by_scan(sessions: &Sessions) -> Option<u64> {
+        let end = sessions.candidates_len();
+        sessions.list[..end]
+            .iter()
+            .max_by_key(|r| (r.priority, r.show, r.last_activity))
+            .map(|r| r.token)
+    }
+
+    fn all_by_scan(sessions: &Sessions) -> Vec<u64> {
+        let eligible = &sessions.list[..sessions.eligible as usize];
+        let top = eligible.iter().map(|r| r.priority).max();
+        let mut tokens: Vec<u64> = eligible
+            .iter()
+            .filter(|r| Some(r.priority) == top)
+            .map(|r| r.token)
+            .collect();
+        tokens.sort_unstable();
+        tokens
+    }
+
+    proptest! {
+        #[test]
+        fn the_runs_the_index_and_the_classes_follow_every_change(ops in prop::collection::vec(op(), 1..400)) {
+            let mut sessions = Sessions::default();
+            let mut now = 0;
+            let mut next_token = 0;
+            for op in ops {
+                now += 1 + (now % 3);
+                let name = |n: usize| format!("r{n}");
+                match op {
+                    Op::Register(n, priority, show, available) => {
+                        let presence = Presence { priority, show: SHOWS[show], available };
+                        match sessions.find(&name(n)) {
+                            Some(pos) => {
+                                sessions.update(pos, now, |r| {
+                                    r.priority = priority;
+                                    r.show = SHOWS[show];
+                                    r.flags = r.flags.with_available(available);
+                                });
+                            }
+                            None => {
+                                next_token += 1;
+                                let mut r = Resource::new(&name(n), next_token, presence, now);
+                                r.flags = Flags::default().with_available(available);
+                                sessions.insert(r);
+                            }
+                        }
+                    }
+                    Op::Hibernate(n, on) => {
+                        if let Some(pos) = sessions.find(&name(n)) {
+                            sessions.update(pos, now, |r| r.flags = r.flags.with_hibernating(on));
+                        }
+                    }
+                    Op::Touch(n) => {
+                        if let Some(pos) = sessions.find(&name(n)) {
+                            sessions.touch(pos, now);
+                        }
+                    }
+                    Op::Remove(n) => {
+                        if let Some(pos) = sessions.find(&name(n)) {
+                            sessions.remove(pos);
+                        }
+                    }
+                }
+                sessions.check();
+                if sessions.index.is_some() {
+                    let indexed = sessions.most_active_indexed().map(|pos| sessions.get(pos).token);
+                    prop_assert_eq!(indexed, most_active_by_scan(&sessions));
+                    let mut out = [0u64; 24];
+                    let mut copies = match sessions.all_indexed(&mut out) {
+                        Some(Pick::Routed(n)) => out[..n].to_vec(),
+                        Some(Pick::NotRouted) => Vec::new(),
+                        other => panic!("{other:?}"),
+                    };
+                    copies.sort_unstable();
+                    prop_assert_eq!(copies, all_by_scan(&sessions));
+                }
+            }
         }
     }
 }
