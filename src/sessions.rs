@@ -343,6 +343,7 @@ impl Sessions {
     /// `mostactive`'s choice among the candidates, from the classes of a
     /// large account: the highest standing, then the latest event. `None`
     /// for a small account, which the caller scans.
+    #[inline]
     pub fn most_active_indexed(&mut self) -> Option<usize> {
         let index = self.index.as_deref_mut()?;
         let run = if self.live > 0 { 0 } else { 1 };
@@ -373,6 +374,7 @@ impl Sessions {
     /// `all`'s copies from the classes of a large account: every eligible
     /// session of the highest priority, live or resting; the tokens go to
     /// `out`. `None` for a small account, which the caller scans.
+    #[inline]
     pub fn all_indexed(&mut self, out: &mut [u64]) -> Option<Pick> {
         let index = self.index.as_deref()?;
         let by_run = &index.classes.by_run;
