@@ -255,7 +255,9 @@ cmr_status cmr_router_register(const cmr_router *router,
 // gives `CMR_STATUS_NOT_FOUND` and removes nothing). `jid` is the
 // session's full JID, or the account's bare JID to remove whichever of
 // its sessions `token` owns (for a host that found a picked session gone
-// and no longer knows its resource). Thread-safe.
+// and no longer knows its resource). Once three quarters of the sessions
+// (of at least 65,536) have left, the call also hands the freed memory
+// back to the system (`malloc_trim(0)`, with glibc). Thread-safe.
 //
 // # Safety
 // `router` is a live router; `jid` has `jid_len` bytes.
@@ -278,7 +280,8 @@ cmr_status cmr_router_session_gone(const cmr_router *router,
                                    uint64_t token);
 
 // Reports activity of the session (for `mostactive`): stamps it with the
-// library's monotonic clock. Thread-safe.
+// library's monotonic clock. Its registration, presence updates and
+// XEP-0198 changes count as activity too. Thread-safe.
 //
 // # Safety
 // `router` is a live router; `full_jid` has `full_jid_len` bytes.
