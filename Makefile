@@ -20,7 +20,7 @@ HOST ?= prosody
 .PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
-.PHONY: demo-library bench-lua bench-throughput bench-scale bench-rss fuzz
+.PHONY: demo-library bench-lua bench-throughput bench-callgrind-prosody bench-scale bench-rss fuzz
 .PHONY: FORCE
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -377,6 +377,12 @@ bench-erlang: erlang-deps erlang-test-build
 # loopback: HOST=prosody (the default), ejabberd or openfire.
 bench-throughput: $(HOST)-deps $(HOST)-module $(VENV)/.installed
 	CMR_HOST=$(HOST) $(VENV)/bin/python benches/throughput.py
+
+# Instructions per message of a live Prosody under callgrind, natively and
+# with mod_cmr (whichever prosody is on PATH); BENCH_ARGS=--profile prints
+# a Lua-level profile of each instead.
+bench-callgrind-prosody: prosody-deps prosody-module $(VENV)/.installed
+	$(VENV)/bin/python benches/callgrind_prosody.py $(BENCH_ARGS)
 
 # ejabberd in a two-node cluster: messages forwarded to the account's home.
 bench-cluster: ejabberd-deps ejabberd-module $(VENV)/.installed
