@@ -94,7 +94,10 @@ PROSODY_PLUGIN_DIR ?= $(PREFIX)/lib/prosody/modules
 prosody-module: lua
 	mkdir -p $(PROSODY_MODULE)
 	cp -f bindings/prosody/mod_cmr/mod_cmr.lua bindings/prosody/mod_cmr/README.md $(PROSODY_MODULE)/
-	cp -f $(LUA)/cmr.lua $(LUA)/cmr_ffi.lua $(LUA)/cmr_cdef.lua $(LUA)/cmr_core.so $(LUA)/$(SONAME) $(PROSODY_MODULE)/
+	cp -f $(LUA)/cmr.lua $(LUA)/cmr_ffi.lua $(LUA)/cmr_cdef.lua $(PROSODY_MODULE)/
+	@# install writes a new file: a server running the old one (a test's,
+	@# a benchmark's) keeps its mapping intact, where cp -f crashed it.
+	install -m 0755 $(LUA)/cmr_core.so $(LUA)/$(SONAME) $(PROSODY_MODULE)/
 
 install-prosody: prosody-module
 	install -d $(DESTDIR)$(PROSODY_PLUGIN_DIR)/mod_cmr

@@ -144,11 +144,12 @@ def measure(work, with_cmr, plugins=None):
         host.stop()
 
 
-def profile(work, with_cmr):
+def profile(work, with_cmr, plugins=None):
     """The Lua-level profile of a server under the benchmark's traffic."""
     out = work / "lua-profile.txt"
     host = ProsodyHost(work / "server", with_cmr=with_cmr, modules=ProsodyHost.LEAN + ["lua_sampler"],
-                       plugin_paths=[BENCHES / "prosody"], settings=f'lua_sampler_file = "{out}"')
+                       plugin_paths=[BENCHES / "prosody"], settings=f'lua_sampler_file = "{out}"',
+                       **({"plugins": plugins} if plugins else {}))
     host.start()
     try:
         for _, sessions in SCENARIOS:
@@ -181,7 +182,7 @@ def main():
         for with_cmr in (False, True):
             print(f"\n== {'mod_cmr' if with_cmr else 'native'}: Lua profile, {len(SCENARIOS)} × "
                   f"{PROFILE_MESSAGES} messages ==")
-            print(profile(work / ("cmr" if with_cmr else "native"), with_cmr))
+            print(profile(work / ("cmr" if with_cmr else "native"), with_cmr, arguments.plugins))
         return
     print(f"instructions per message (windows of {SMALL} and {SMALL + MESSAGES} messages, {ROUNDS} rounds):",
           flush=True)
