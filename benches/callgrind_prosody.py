@@ -35,7 +35,7 @@ sys.path.insert(0, str(BENCHES))
 from hosts.prosody import ProsodyHost  # noqa: E402
 from throughput import count_messages, session  # noqa: E402
 
-MESSAGES = int(os.environ.get("CMR_CALLGRIND_MESSAGES", 2000))
+MESSAGES = int(os.environ.get("CMR_CALLGRIND_MESSAGES", 1000))
 SMALL = 200
 ROUNDS = int(os.environ.get("CMR_CALLGRIND_ROUNDS", 3))
 PROFILE_MESSAGES = 20_000
@@ -101,6 +101,8 @@ def traffic(host, account, sessions, messages, before_send=lambda: None):
         sender.sock.sendall(payload)
         deadline = time.monotonic() + TIMEOUT
         while min(counts) < messages:
+            if host.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {host.process.returncode}: see {host.dir}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {counts} of {messages} delivered in {TIMEOUT} s")
             time.sleep(0.01)
