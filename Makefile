@@ -20,7 +20,7 @@ HOST ?= prosody
 .PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
-.PHONY: demo-library bench-lua bench-throughput bench-storm bench-scale bench-rss fuzz
+.PHONY: demo-library bench-lua bench-throughput bench-storm bench-callgrind-prosody bench-scale bench-rss fuzz
 .PHONY: FORCE
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -94,7 +94,10 @@ PROSODY_PLUGIN_DIR ?= $(PREFIX)/lib/prosody/modules
 prosody-module: lua
 	mkdir -p $(PROSODY_MODULE)
 	cp -f bindings/prosody/mod_cmr/mod_cmr.lua bindings/prosody/mod_cmr/README.md $(PROSODY_MODULE)/
-	cp -f $(LUA)/cmr.lua $(LUA)/cmr_ffi.lua $(LUA)/cmr_cdef.lua $(LUA)/cmr_core.so $(LUA)/$(SONAME) $(PROSODY_MODULE)/
+	cp -f $(LUA)/cmr.lua $(LUA)/cmr_ffi.lua $(LUA)/cmr_cdef.lua $(PROSODY_MODULE)/
+	@# install writes a new file: a server running the old one (a test's,
+	@# a benchmark's) keeps its mapping intact, where cp -f crashed it.
+	install -m 0755 $(LUA)/cmr_core.so $(LUA)/$(SONAME) $(PROSODY_MODULE)/
 
 install-prosody: prosody-module
 	install -d $(DESTDIR)$(PROSODY_PLUGIN_DIR)/mod_cmr
@@ -383,6 +386,12 @@ bench-throughput: $(HOST)-deps $(HOST)-module $(VENV)/.installed
 # SESSIONS defaults to what a round does in about a minute).
 bench-storm: $(HOST)-deps $(HOST)-module $(VENV)/.installed
 	CMR_HOST=$(HOST) $(VENV)/bin/python benches/reconnect_storm.py $(if $(SESSIONS),--sessions $(SESSIONS))
+
+# Instructions per message of a live Prosody under callgrind, natively and
+# with mod_cmr (whichever prosody is on PATH); BENCH_ARGS=--profile prints
+# a Lua-level profile of each instead.
+bench-callgrind-prosody: prosody-deps prosody-module $(VENV)/.installed
+	$(VENV)/bin/python benches/callgrind_prosody.py $(BENCH_ARGS)
 
 # ejabberd in a two-node cluster: messages forwarded to the account's home.
 bench-cluster: ejabberd-deps ejabberd-module $(VENV)/.installed

@@ -237,55 +237,73 @@ module:hook("stanza/" .. xmlns_sm3 .. ":a", function (event)
 	end
 end, 1);
 
--- Delivers to the picked sessions, adding those that took the stanza to
--- `picked`; gone ones are unregistered and counted. `mark` (a session
--- alone gets it) goes on the copy a session's XEP-0198 queue keeps.
-local function deliver(stanza, picked, mark, n, token, ...)
-	if n == 0 then return; end
-	local session = session_of[token];
-	if session and not session.destroyed then
-		if mark and session.smacks then stanza.attr[ROUTED_ALONE] = mark; end
-		local sent = session.send(stanza);
-		stanza.attr[ROUTED_ALONE] = nil;
-		if sent then
-			picked[session] = true;
-			local queue = session.outgoing_stanza_queue;
-			if queue then report_load(session, queue:count_unacked()); end
-			return deliver(stanza, picked, mark, n - 1, ...);
-		end
-	end
-	if session then
-		module:log("debug", "Picked session %s is gone; routing again", session.full_jid);
-		unregister(session, true);
-	end
-	return deliver(stanza, picked, mark, n - 1, ...);
-end
-
--- One set of delivered sessions, reused: routing runs to completion
--- before the next message, and a table per message would only feed the GC.
+-- The sessions that took the message, for the carbons: kept only where
+-- carbons exist. One set, reused: routing runs to completion before the
+-- next message, and a table per message would only feed the GC.
 local picked = {};
 
--- What one pick (n, token... | nil, err, status) led to: the set of
--- sessions that got the stanza, false when the library does not route it,
--- nil when every picked session was gone. `private` and the rest say what
--- goes into the mark of a lone delivery.
-local function attempt(stanza, bare, origin, private, n, ...)
+-- Sends the stanza to the picked session of `token`: true when it took it.
+-- A gone one is unregistered and counted. `mark` (a session alone gets it)
+-- goes on the copy a session's XEP-0198 queue keeps.
+local function send_to(stanza, token, mark)
+	local session = session_of[token];
+	if not session then return false; end
+	if not session.destroyed then
+		local attr = stanza.attr;
+		if mark then attr[ROUTED_ALONE] = mark; end
+		local sent = session.send(stanza);
+		if mark then attr[ROUTED_ALONE] = nil; end
+		if sent then
+			if carbons_loaded then picked[session] = true; end
+			local queue = session.outgoing_stanza_queue;
+			if queue then report_load(session, queue:count_unacked()); end
+			return true;
+		end
+	end
+	module:log("debug", "Picked session %s is gone; routing again", session.full_jid);
+	unregister(session, true);
+	return false;
+end
+
+-- Sends to each of the n picked sessions; whether any took the stanza.
+local function deliver(stanza, n, token, ...)
+	local sent = send_to(stanza, token, nil);
+	if n == 1 then return sent; end
+	return deliver(stanza, n - 1, ...) or sent;
+end
+
+-- What one pick (n, token... | nil, err, status) led to: true when a
+-- session took the stanza, false when the library does not route it, nil
+-- when every picked session was gone. A lone pick with XEP-0198 gets the
+-- mark: `private` when the message was <private/>, else `plain` unless a
+-- carbon of it goes elsewhere.
+local function attempt(stanza, bare, origin, private, n, token, ...)
 	if not n then
-		local err, status = ...;
+		local err, status = token, ...;
 		refused(status, err, "warn", "Not routing %s: %s", stanza:top_tag(), err);
 		return false;
 	end
 	if n == 0 then return false; end
-	local first_token = ...;
-	local mark = n == 1 and (private and "private"
-		or not copied_elsewhere(stanza, bare, session_of[first_token], origin) and "plain") or nil;
-	deliver(stanza, picked, mark, n, ...);
-	return next(picked) and picked or nil;
+	if n > 1 then return deliver(stanza, n, token, ...) or nil; end
+	local session = session_of[token];
+	local mark = session and session.smacks and (private and "private"
+		or not (carbons_loaded and copied_elsewhere(stanza, bare, session, origin)) and "plain") or nil;
+	return send_to(stanza, token, mark) or nil;
 end
 
 -- Whether this host honours message hints at all (set below from the
 -- library's disco features): when not, messages are not searched for one.
 local honour_hints = false;
+
+-- The algorithm a message's <cmr/> hint names, if any: get_child's walk
+-- without its generality, as it runs for every message.
+local function hint_of(stanza)
+	local tags = stanza.tags;
+	for i = 1, #tags do
+		local tag = tags[i];
+		if tag.name == "cmr" and tag.attr.xmlns == xmlns_cmr then return tag.attr.algorithm; end
+	end
+end
 
 -- A picked session can vanish between the pick and the delivery; each
 -- pick after one removes at least one, so the library's limit settles.
@@ -296,8 +314,7 @@ local max_picks = cmr.max_picks_per_message;
 -- CMR leaves to the server, or nothing eligible: offline storage or error).
 local function route(event, bare)
 	local origin, stanza = event.origin, event.stanza;
-	local hint = honour_hints and stanza:get_child("cmr", xmlns_cmr) or nil;
-	hint = hint and hint.attr.algorithm;
+	local hint = honour_hints and hint_of(stanza) or nil;
 	local sender = stanza.attr.from or "";
 	-- Whether the sender is a user of this server matters for a hint only.
 	local sender_is_local = hint ~= nil and (origin.type == "c2s" or prosody.hosts[jid_host(sender) or ""] ~= nil);
@@ -311,8 +328,10 @@ local function route(event, bare)
 			router:pick(bare, stanza.attr.type, sender, hint, sender_is_local));
 		if delivered == false then break; end
 		if delivered then
-			if carbons_loaded and not private then send_carbons(stanza, bare, delivered, origin); end
-			for session in pairs(delivered) do delivered[session] = nil; end
+			if carbons_loaded then
+				if not private then send_carbons(stanza, bare, picked, origin); end
+				for session in pairs(picked) do picked[session] = nil; end
+			end
 			return true;
 		end
 	end
@@ -403,7 +422,8 @@ end);
 local shared = module:shared("/*/cmr/delivery");
 if not shared.unmark then
 	function shared.unmark(stanza)
-		local attr = type(stanza) == "table" and stanza.attr;
+		-- Only stanzas pass here (a string's .attr is nil anyway).
+		local attr = stanza.attr;
 		if not (attr and attr[ROUTED_ALONE]) then return stanza; end
 		-- A shallow copy: the queued original keeps its mark.
 		local copy = setmetatable({ name = stanza.name, namespaces = stanza.namespaces, tags = stanza.tags, attr = {} },
@@ -490,8 +510,9 @@ end
 -- Whether a session of `bare` other than `except` would get a carbon of
 -- the stanza.
 function copied_elsewhere(stanza, bare, except, origin)
-	local user = carbons_loaded and bare_sessions[bare];
-	for _, session in pairs(user and user.sessions or {}) do
+	local user = bare_sessions[bare];
+	if not user then return false; end
+	for _, session in pairs(user.sessions) do
 		if session ~= except and session.want_carbons then return should_copy(stanza, origin); end
 	end
 	return false;

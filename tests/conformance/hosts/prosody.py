@@ -23,7 +23,7 @@ data_path = "{dir}/data"
 log = {{ {{ levels = {{ min = "{log_level}" }}, to = "file", filename = "{dir}/prosody.log" }} }}
 admin_socket = "{dir}/admin.sock"
 certificates = "{dir}"
-plugin_paths = {{ "{plugins}" }}
+plugin_paths = {{ {plugins} }}
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
 s2s_ports = {{ }}
@@ -109,11 +109,15 @@ class ProsodyHost(ServerHost):
     WEB_CLIENT = ["websocket", "http_files", "blocklist"]
 
     def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS, modules=None, archive=True,
-                 carbons=True, web_root: Path = None, extra_config=""):
+                 carbons=True, web_root: Path = None, launcher=(), plugin_paths=(), extra_config=""):
         """`web_root`: a web client's folder, served with XMPP over WebSocket
-        (see `web_url`). `extra_config`: global settings of a benchmark's own,
-        as Lua lines."""
+        (see `web_url`). For benchmarks: `launcher` runs the server (a Lua
+        script) under a tool, such as valgrind and its options before the
+        interpreter; `plugin_paths` adds module folders and `extra_config`
+        global settings, as Lua lines."""
         super().__init__()
+        self.launcher = list(launcher)
+        self.plugin_paths = [plugins, *plugin_paths]
         self.dir = Path(workdir)
         self.with_cmr = with_cmr
         self.plugins = plugins
@@ -131,7 +135,7 @@ class ProsodyHost(ServerHost):
 
     def _write_config(self):
         self.config.write_text(CONFIG.format(
-            dir=self.dir, plugins=self.plugins, hibernation=self.hibernation_seconds, port=self.port, domain=DOMAIN, fixed=FIXED_DOMAIN,
+            dir=self.dir, plugins="".join(f'"{p}"; ' for p in self.plugin_paths), hibernation=self.hibernation_seconds, port=self.port, domain=DOMAIN, fixed=FIXED_DOMAIN,
             admin=self.admin, modules="".join(f'"{m}"; ' for m in self.modules), log_level=os.environ.get("CMR_PROSODY_LOG", "info"),
             http=(HTTP.format(port=self.http_port) if self.serves_http else "")
             + (METRICS if self.serves_metrics else "") + (WEB.format(root=self.web_root, domain=DOMAIN) if self.web_root else ""),
@@ -153,8 +157,11 @@ class ProsodyHost(ServerHost):
         if not (self.dir / "data").exists():
             self._create_accounts()
         log = open(self.dir / "stdout.log", "ab")
+        # Under a launcher, the script runs in its interpreter (lua5.4 on
+        # 13 and 0.12) so that the tool sees the server itself.
+        command = [*self.launcher, "lua5.4", shutil.which("prosody")] if self.launcher else ["prosody"]
         self.process = subprocess.Popen(
-            ["prosody", "--config", str(self.config), "-F"], stdout=log, stderr=subprocess.STDOUT)
+            [*command, "--config", str(self.config), "-F"], stdout=log, stderr=subprocess.STDOUT)
         # Prosody opens its ports as it loads the modules, in no set order:
         # ready when each one listens. Generous: the machine may be busy.
         ports = [self.port] + ([self.http_port] if self.serves_http else [])
