@@ -120,7 +120,8 @@ class Recorder:
     which jfr reads as one (a recording is a sequence of chunks)."""
 
     def __init__(self, folder):
-        self.folder = Path(folder)
+        # Absolute: jcmd hands paths to the server, which has its own folder.
+        self.folder = Path(folder).resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
         for old in self.folder.glob("*.jfr"):
             old.unlink()
@@ -135,9 +136,9 @@ class Recorder:
     def files(self):
         return sorted(self.folder.glob("*.jfr"))
 
-    def run(self, label, host, arguments):
+    def run(self, label, arguments):
         """`run(**arguments)`, recorded into the setup's file."""
-        pid = str(host.process.pid)
+        pid = str(arguments["host"].process.pid)
         subprocess.run(["jcmd", pid, "JFR.start", "name=bench", f"settings={self.settings}"],
                        check=True, capture_output=True, timeout=120)
         try:
@@ -199,7 +200,7 @@ def measure(setups, warmup=0, recorder=None):
     for round_number in range(-warmup, ROUNDS):
         for label, arguments in setups:
             if recorder and round_number >= 0:
-                rate, cost, split = recorder.run(label, arguments["host"], arguments)
+                rate, cost, split = recorder.run(label, arguments)
             else:
                 rate, cost, split = run(**arguments)
             if round_number >= 0:
