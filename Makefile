@@ -20,7 +20,7 @@ HOST ?= prosody
 .PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
-.PHONY: demo-library bench-lua bench-throughput bench-storm bench-callgrind-prosody bench-scale bench-rss fuzz
+.PHONY: demo-library bench-lua bench-throughput bench-openfire-jfr bench-storm bench-callgrind-prosody bench-scale bench-rss fuzz
 .PHONY: FORCE
 .PHONY: all lib header check-header install test test-deps lint rust-tests c-tests install-test demo bench clean
 
@@ -377,9 +377,15 @@ bench-erlang: erlang-deps erlang-test-build
 	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(ERL_TEST_BUILD) -pa $(BUILD)/erlang/bench -s cmr_bench main
 
 # A server's throughput with mod_cmr against the same server natively, on
-# loopback: HOST=prosody (the default), ejabberd or openfire.
+# loopback: HOST=prosody (the default), ejabberd or openfire;
+# THROUGHPUT_ARGS=--one-session for native and one session only.
 bench-throughput: $(HOST)-deps $(HOST)-module $(VENV)/.installed
-	CMR_HOST=$(HOST) $(VENV)/bin/python benches/throughput.py
+	CMR_HOST=$(HOST) $(VENV)/bin/python benches/throughput.py $(THROUGHPUT_ARGS)
+
+# Openfire's native and one-session runs recorded by Java Flight Recorder
+# (build/jfr/*.jfr), each setup's top methods printed (benches/jfr_top.py).
+bench-openfire-jfr: openfire-deps openfire-module $(VENV)/.installed
+	CMR_HOST=openfire $(VENV)/bin/python benches/throughput.py --one-session --jfr $(BUILD)/jfr
 
 # A reconnect storm, natively and with mod_cmr: SESSIONS sessions of one
 # account log in at once, then one message (HOST=prosody or ejabberd;

@@ -6,20 +6,31 @@ the run ends when the two receivers have counted them all. Both setups
 deliver each message once: with mod_cmr, round robin over two sessions at
 priority 0; natively, the second session at priority -1. The two servers
 run side by side with the same lean config (no archive, no carbons), and
-the runs alternate."""
+the runs alternate.
 
+--one-session runs native and the one-session setup only. --jfr DIR
+(Openfire) records each counted run with Java Flight Recorder,
+started and written by jcmd around the run, into DIR/<setup>.jfr, and
+prints each setup's top methods (benches/jfr_top.py); the recorder's own
+cost is in that run's figures."""
+
+import argparse
 import os
+import shutil
+import subprocess
 import selectors
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "conformance"))
 
 from conftest import host_class  # noqa: E402
+from jfr_top import report as jfr_report  # noqa: E402
 from rawxmpp import RawSession  # noqa: E402
 
 MESSAGES = 50_000
@@ -101,9 +112,57 @@ def set_algorithm(host, jid, algorithm):
         setup.iq(f"<cmr xmlns='urn:xmpp:cmr:0' algorithm='{algorithm}'/>", kind="set")
 
 
+class Recorder:
+    """Java Flight Recorder around each run of a setup, in the server's own
+    JVM: JDK 17's profile settings with execution and native method
+    samples every millisecond instead of 10 and 20 (runs last about a
+    second). A setup's recordings go one after the other into one file,
+    which jfr reads as one (a recording is a sequence of chunks)."""
+
+    def __init__(self, folder):
+        # Absolute: jcmd hands paths to the server, which has its own folder.
+        self.folder = Path(folder).resolve()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("*.jfr"):
+            old.unlink()
+        java_home = Path(shutil.which("java")).resolve().parents[1]
+        settings = ET.parse(java_home / "lib" / "jfr" / "profile.jfc")
+        for event in settings.getroot().iter("event"):
+            if event.get("name") in ("jdk.ExecutionSample", "jdk.NativeMethodSample"):
+                event.find("setting[@name='period']").text = "1 ms"
+        self.settings = self.folder / "settings.jfc"
+        settings.write(self.settings)
+
+    def files(self):
+        return sorted(self.folder.glob("*.jfr"))
+
+    def run(self, label, arguments):
+        """`run(**arguments)`, recorded into the setup's file."""
+        pid = str(arguments["host"].process.pid)
+        subprocess.run(["jcmd", pid, "JFR.start", "name=bench", f"settings={self.settings}"],
+                       check=True, capture_output=True, timeout=120)
+        try:
+            return run(**arguments)
+        finally:
+            part = self.folder / "part.jfr.tmp"
+            subprocess.run(["jcmd", pid, "JFR.stop", "name=bench", f"filename={part}"],
+                           check=True, capture_output=True, timeout=120)
+            with open(self.folder / f"{label.replace(' ', '-')}.jfr", "ab") as whole:
+                whole.write(part.read_bytes())
+            part.unlink()
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jfr", metavar="DIR", help="Openfire: record each counted run with JFR into DIR")
+    parser.add_argument("--one-session", action="store_true",
+                        help="native and mod_cmr one session only: the server with mod_cmr runs nothing else")
+    options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cmr-bench-"))
     Host = host_class()
+    if options.jfr and Host.name != "openfire":
+        parser.error("--jfr records a JVM: CMR_HOST=openfire")
+    recorder = Recorder(options.jfr) if options.jfr else None
     native = Host(work / "native", with_cmr=False, modules=Host.LEAN)
     cmr = Host(work / "cmr", modules=Host.LEAN)
     for host in (native, cmr):
@@ -116,25 +175,34 @@ def main():
                                            second_priority=-1))]
     set_algorithm(cmr, setups[1][1]["account"], "urn:xmpp:cmr:roundrobin")
     set_algorithm(cmr, setups[2][1]["account"], "urn:xmpp:cmr:mostactive")
+    if options.one_session:
+        # Round robin's garbage and compilations would land in the
+        # one-session runs of the same JVM.
+        del setups[1]
     try:
         # A JVM server compiles its hot paths during the first rounds: those
         # run, uncounted, until both servers are warm.
-        rates, costs = measure(setups, getattr(Host, "warmup_rounds", 0))
+        rates, costs = measure(setups, getattr(Host, "warmup_rounds", 0), recorder)
     finally:
         for host in (native, cmr):
             host.stop()
     report(Host.name, rates, costs)
+    for recording in recorder.files() if recorder else []:
+        jfr_report(recording)
 
 
-def measure(setups, warmup=0):
+def measure(setups, warmup=0, recorder=None):
     """Runs each (label, run's arguments) setup once per round, the setups
     alternating; returns each one's rates and costs over the counted
-    rounds."""
+    rounds, which the recorder (if any) records."""
     rates = {label: [] for label, _ in setups}
     costs = {label: [] for label, _ in setups}
     for round_number in range(-warmup, ROUNDS):
         for label, arguments in setups:
-            rate, cost, split = run(**arguments)
+            if recorder and round_number >= 0:
+                rate, cost, split = recorder.run(label, arguments)
+            else:
+                rate, cost, split = run(**arguments)
             if round_number >= 0:
                 rates[label].append(rate)
                 costs[label].append(cost)

@@ -8,6 +8,7 @@ import org.dom4j.Element;
 import org.dom4j.QName;
 import org.jivesoftware.openfire.RoutingTable;
 import org.jivesoftware.openfire.XMPPServer;
+import org.jivesoftware.openfire.cluster.ClusterManager;
 import org.jivesoftware.openfire.interceptor.InterceptorManager;
 import org.jivesoftware.openfire.interceptor.PacketInterceptor;
 import org.jivesoftware.openfire.interceptor.PacketRejectedException;
@@ -74,19 +75,30 @@ final class MessageRouting implements PacketInterceptor {
             return;
         }
         ClientSession sender = session instanceof ClientSession ? (ClientSession) session : null;
-        if (sender != null && !bound(sender)) {
-            // Not logged in or no resource yet: Openfire refuses what it
-            // sends (not-authorized) after the interceptors; leave it so.
-            return;
+        if (sender != null) {
+            // A session is tracked from its resource binding until it is
+            // gone. One that is not has not logged in or bound yet:
+            // Openfire refuses what it sends (not-authorized) after the
+            // interceptors; leave it so.
+            Sessions.Tracked tracked = sessions.tracked(sender);
+            if (tracked == null) {
+                return;
+            }
+            // Any stanza from a session is its activity (mostactive), and
+            // says it is not waiting for resumption.
+            touch(tracked);
         }
-        // Any stanza from a session is its activity (mostactive), and says
-        // it is not waiting for resumption.
-        touch(sender);
         if (!(packet instanceof Message)) {
             return;
         }
         Message message = (Message) packet;
-        JID to = message.getTo() != null ? message.getTo() : message.getFrom() == null ? null : message.getFrom().asBareJID();
+        // Packet's getters make the JID's text again at each call: each is
+        // read once.
+        JID from = message.getFrom();
+        JID to = message.getTo();
+        if (to == null && from != null) {
+            to = from.asBareJID();
+        }
         if (to == null || to.getNode() == null || !server.isLocal(to)) {
             return;
         }
@@ -96,7 +108,7 @@ final class MessageRouting implements PacketInterceptor {
         }
         boolean delivered;
         try {
-            delivered = route(message, to.asBareJID(), sender, session);
+            delivered = route(message, to.asBareJID(), from, sender, session);
         } catch (PacketRejectedException rejected) {
             throw rejected;
         } catch (RuntimeException | LinkageError e) {
@@ -110,21 +122,12 @@ final class MessageRouting implements PacketInterceptor {
         }
     }
 
-    /** Whether the session has logged in and bound a resource. */
-    private boolean bound(ClientSession session) {
-        JID address = session.getAddress();
-        return address != null && address.getNode() != null && routingTable.hasClientRoute(address);
-    }
-
-    /** Activity of the sender's session (none for server-made packets). */
-    private void touch(ClientSession sender) {
-        if (sender == null) {
-            return;
-        }
+    /** Activity of the sender's session. */
+    private void touch(Sessions.Tracked sender) {
         try {
             sessions.touch(sender);
         } catch (RuntimeException e) {
-            CmrPlugin.LOG.error("cmr could not note the activity of {}", sender.getAddress(), e);
+            CmrPlugin.LOG.error("cmr could not note the activity of {}", sender.session.getAddress(), e);
         }
     }
 
@@ -168,24 +171,25 @@ final class MessageRouting implements PacketInterceptor {
      * Routes the message to the account's picked sessions; false leaves it
      * to Openfire, unchanged.
      */
-    private boolean route(Message message, JID bare, ClientSession sender, Session session)
+    private boolean route(Message message, JID bare, JID from, ClientSession sender, Session session)
             throws PacketRejectedException {
         // Read as text: Message.getType() throws on a type it does not know.
         // The library decides which types are its to route.
         String type = message.getElement().attributeValue("type", "");
-        // The account's sessions (available ones); an account with none
-        // here, or none at all, is not the library's either.
-        List<JID> routes = routingTable.getRoutes(bare, null);
-        for (JID route : routes) {
-            if (!routingTable.isLocalRoute(route)) {
-                plugin.leftToOpenfire(bare);
-                return false;
+        // In a cluster, an account with a session on another node is left
+        // to Openfire (outside one, every route is this node's).
+        if (ClusterManager.isClusteringStarted()) {
+            for (JID route : routingTable.getRoutes(bare, null)) {
+                if (!routingTable.isLocalRoute(route)) {
+                    plugin.leftToOpenfire(bare);
+                    return false;
+                }
             }
         }
         Element privateElement = message.getElement().element(PRIVATE);
         List<ClientSession> delivered = new ArrayList<>(1);
         try {
-            deliver(message, bare, type, sender, session, privateElement, delivered);
+            deliver(message, bare, type, from, sender, session, privateElement, delivered);
         } finally {
             if (delivered.isEmpty() && privateElement != null && privateElement.getParent() == null) {
                 // Back to Openfire as it came.
@@ -196,7 +200,7 @@ final class MessageRouting implements PacketInterceptor {
             return false;
         }
         if (type.equals("chat") && privateElement == null) {
-            carbons(message, bare, routes, delivered, sender);
+            carbons(message, bare, delivered, sender);
         }
         try {
             // What Openfire's MessageRouter does once it has routed: the
@@ -212,11 +216,10 @@ final class MessageRouting implements PacketInterceptor {
      * Picks and delivers, adding the sessions that took the message to
      * `delivered` (left empty when the library does not route it).
      */
-    private void deliver(Message message, JID bare, String type, ClientSession sender, Session session,
+    private void deliver(Message message, JID bare, String type, JID from, ClientSession sender, Session session,
             Element privateElement, List<ClientSession> delivered) throws PacketRejectedException {
         byte[] recipientBytes = Sessions.bytes(bare.toBareJID());
         byte[] typeBytes = Sessions.bytes(type);
-        JID from = message.getFrom();
         byte[] senderBytes = from == null ? null : Sessions.bytes(from.toString());
         String hint = null;
         if (honourHints) {
@@ -300,16 +303,17 @@ final class MessageRouting implements PacketInterceptor {
      * the recipient's other carbons-enabled sessions, a `sent` copy to the
      * sender's.
      */
-    private void carbons(Message message, JID bare, List<JID> routes, List<ClientSession> delivered,
-            ClientSession sender) {
-        for (JID route : routes) {
+    private void carbons(Message message, JID bare, List<ClientSession> delivered, ClientSession sender) {
+        for (JID route : routingTable.getRoutes(bare, null)) {
             ClientSession other = routingTable.getClientRoute(route);
             if (other != null && !delivered.contains(other) && other.isMessageCarbonsEnabled()) {
                 other.process(carbon(message, "received", bare, route));
             }
         }
-        if (sender != null && message.getFrom() != null) {
-            JID senderBare = message.getFrom().asBareJID();
+        // As delivered: an interceptor after this one may have changed it.
+        JID from = sender == null ? null : message.getFrom();
+        if (from != null) {
+            JID senderBare = from.asBareJID();
             for (JID route : routingTable.getRoutes(senderBare, null)) {
                 ClientSession other = routingTable.getClientRoute(route);
                 if (other != null && other != sender && !delivered.contains(other) && other.isMessageCarbonsEnabled()) {

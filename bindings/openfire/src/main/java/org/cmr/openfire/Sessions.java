@@ -51,6 +51,14 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
         this.router = router;
     }
 
+    /**
+     * The session's entry: null before it has bound a resource (then
+     * resourceBound registers it) and once it is gone.
+     */
+    Tracked tracked(ClientSession session) {
+        return bySession.get(session);
+    }
+
     /** The session a pick gave, or null when it is gone. */
     Tracked byToken(long token) {
         return byToken.get(token);
@@ -100,8 +108,13 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
      * every second for the sessions it knows as waiting (refreshWaiting).
      */
     boolean refreshHibernation(Tracked tracked) {
+        boolean detached = detached(tracked.session);
+        if (detached == waiting.contains(tracked)) {
+            // As the router knows it (the usual case, at each delivery).
+            return detached;
+        }
         synchronized (tracked) {
-            boolean detached = detached(tracked.session);
+            detached = detached(tracked.session);
             if (detached ? waiting.add(tracked) : waiting.remove(tracked)) {
                 try {
                     router.setHibernating(tracked.fullJid, tracked.token, detached);
@@ -198,13 +211,12 @@ final class Sessions implements SessionEventListener, PresenceEventListener {
      * activity interval. A session that sends is no longer waiting for
      * resumption.
      */
-    void touch(ClientSession session) {
-        Tracked tracked = bySession.get(session);
-        if (tracked != null && waiting(tracked)) {
+    void touch(Tracked tracked) {
+        if (waiting(tracked)) {
             refreshHibernation(tracked);
         }
         long interval = System.nanoTime() / ACTIVITY_INTERVAL_NANOS;
-        if (tracked != null && tracked.touchedInterval != interval) {
+        if (tracked.touchedInterval != interval) {
             tracked.touchedInterval = interval;
             try {
                 router.touch(tracked.fullJid, tracked.token);
