@@ -268,10 +268,12 @@ $(ERL_TEST_BUILD)/cmr_test.beam: bindings/erlang/test/cmr_test.erl
 	mkdir -p $(ERL_TEST_BUILD)
 	erlc -Werror -o $(ERL_TEST_BUILD) $<
 
+# With mod_cmr's journal, the one module of it that needs no ejabberd.
 erlang-tests: erlang-deps erlang-test-build
-	erlc -o $(ERL_TEST_BUILD) bindings/erlang/test/cmr_tests.erl
+	erlc -o $(ERL_TEST_BUILD) bindings/erlang/test/cmr_tests.erl bindings/erlang/mod_cmr/src/mod_cmr_journal.erl \
+	    bindings/erlang/test/mod_cmr_journal_tests.erl
 	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(ERL_TEST_BUILD) \
-	    -eval 'case eunit:test(cmr_tests, [verbose]) of ok -> halt(0); _ -> halt(1) end'
+	    -eval 'case eunit:test([cmr_tests, mod_cmr_journal_tests], [verbose]) of ok -> halt(0); _ -> halt(1) end'
 
 $(VENV)/.installed: tests/conformance/requirements.txt
 	@python3 -m venv $(VENV) || { echo "error: python3 -m venv failed; install python3-venv" >&2; exit 1; }
