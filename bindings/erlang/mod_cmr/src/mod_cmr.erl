@@ -118,8 +118,8 @@ mod_opt_type(max_journal_size) -> econf:pos_int().
 
 %% An option of the library that the operator does not set is not passed
 %% to it, and its default applies (see the cmr README). max_journal_size is
-%% the cluster transport's (mod_cmr_cluster): 32 MiB hold about two seconds
-%% of 18,000 forwarded chat messages a second.
+%% the cluster transport's (mod_cmr_cluster): 32 MiB hold some 85,000 short
+%% chat messages, two to three seconds of 30,000 forwarded a second.
 mod_options(_Host) ->
     [{Option, undefined} || Option <- [offered, default, user_change, hints, prefix]]
         ++ [{max_journal_size, 32 * 1024 * 1024}].
@@ -145,12 +145,14 @@ mod_doc() ->
                 #{value => "Size",
                   desc => "In a cluster: the most bytes of memory that the journal may hold, the messages this "
                           "node handed to another node (forwarded to an account's home, or delivered to a session "
-                          "there) in the last two seconds, kept to be routed again if that node is lost. A full "
+                          "there) in the last two seconds or so, kept to be routed again if that node is lost. A full "
                           "journal keeps no more: the messages still go out, but one that a lost node took with "
                           "it is not routed again (it is lost, where a replay would have delivered it at least "
                           "once). Each is counted (cmr_cluster_journal_overflow_total in cmr_metrics), and a "
-                          "warning says so at most every 10 seconds. The default, 32 MiB, holds about two "
-                          "seconds of 18,000 forwarded chat messages a second."}}]}.
+                          "warning says so at most every 10 seconds. What counts is the journal's table and "
+                          "each message kept encoded (a short chat message takes about 400 bytes). The default, "
+                          "32 MiB, holds some 85,000 of them: the two to three seconds that the journal keeps "
+                          "at 30,000 forwarded messages a second."}}]}.
 
 %% The library's options text, of the options set; the library validates
 %% them (which algorithms and hint policies exist is its to know) and names

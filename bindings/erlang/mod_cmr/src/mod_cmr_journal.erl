@@ -2,14 +2,14 @@
 %%% account's home, or delivered to a session there), kept a moment for a
 %%% replay if that node is lost, within a bound in bytes.
 %%%
-%%% A message's bytes are its size in Erlang's external term format (what
-%%% sending it to another node encodes, about its XML's size): the table's
-%%% own memory leaves out the binaries, a message's text among them, that
-%%% ETS keeps outside the table. A full journal takes no more entries: the
-%%% message still goes out, but it is not routed again if its node is lost
-%%% (it may then be lost with that node's queues); each such message is
-%%% counted. Writers running at the same moment may each add one message
-%%% beyond the bound.
+%%% Each message is kept encoded (Erlang's external term format, what
+%%% sending it to another node encodes anyway): a third of its size as a
+%%% term, and its bytes are then those of one binary, counted exactly
+%%% beside the table's own memory (ETS leaves a binary's bytes out of it).
+%%% A full journal takes no more entries: the message still goes out, but
+%%% it is not routed again if its node is lost (it may then be lost with
+%%% that node's queues); each such message is counted. Writers running at
+%%% the same moment may each add one message beyond the bound.
 %%%
 %%% The table is public: the senders' processes and mod_cmr_cluster's
 %%% processes write it at once; the process that calls new/1 owns it.
@@ -18,26 +18,29 @@
 -export([new/1, add/4, take/2, expire/2, overflowed/1, bytes/1]).
 
 -record(journal, {table :: ets:tid(), max_bytes :: pos_integer(),
-                  %% Bytes held, and messages refused.
-                  held :: atomics:atomics_ref(), overflowed :: counters:counters_ref()}).
+                  %% Bytes of the encoded messages held, and messages refused.
+                  encoded :: atomics:atomics_ref(), overflowed :: counters:counters_ref()}).
 -opaque journal() :: #journal{}.
 -export_type([journal/0]).
 
 -spec new(pos_integer()) -> journal().
 new(MaxBytes) ->
-    #journal{table = ets:new(cmr_journal, [public, ordered_set, {write_concurrency, true}]),
-             max_bytes = MaxBytes, held = atomics:new(1, [{signed, true}]),
+    %% Plain counters: the table's memory is read at every add, and
+    %% decentralized ones are summed over every scheduler to read it.
+    #journal{table = ets:new(cmr_journal, [public, ordered_set, {write_concurrency, true},
+                                           {decentralized_counters, false}]),
+             max_bytes = MaxBytes, encoded = atomics:new(1, [{signed, true}]),
              overflowed = counters:new(1, [write_concurrency])}.
 
 %% Records that Entry was handed to Nodes at Now (monotonic ms): ok, or
 %% overflow when the journal is full and Entry was not kept.
 -spec add(journal(), [node()], integer(), term()) -> ok | overflow.
-add(#journal{table = Table, max_bytes = Max, held = Held, overflowed = Overflowed}, Nodes, Now, Entry) ->
-    case atomics:get(Held, 1) < Max of
+add(#journal{table = Table, encoded = Encoded, overflowed = Overflowed} = Journal, Nodes, Now, Entry) ->
+    case bytes(Journal) < Journal#journal.max_bytes of
         true ->
-            Size = erlang:external_size(Entry),
-            atomics:add(Held, 1, Size * length(Nodes)),
-            ets:insert(Table, [{{Node, Now, erlang:unique_integer()}, Size, Entry} || Node <- Nodes]),
+            Bin = term_to_binary(Entry),
+            atomics:add(Encoded, 1, byte_size(Bin) * length(Nodes)),
+            ets:insert(Table, [{{Node, Now, erlang:unique_integer()}, Bin} || Node <- Nodes]),
             ok;
         false ->
             counters:add(Overflowed, 1, 1),
@@ -47,26 +50,25 @@ add(#journal{table = Table, max_bytes = Max, held = Held, overflowed = Overflowe
 %% What was handed to Node, oldest first, removed from the journal.
 -spec take(journal(), node()) -> [term()].
 take(#journal{table = Table} = Journal, Node) ->
-    remove(Journal, ets:select(Table, [{{{Node, '_', '_'}, '_', '_'}, [], [{element, 1, '$_'}]}])).
+    [binary_to_term(Bin) || Bin <- remove(Journal, ets:select(Table, [{{{Node, '_', '_'}, '_'}, [], [{element, 1, '$_'}]}]))].
 
 %% Forgets what was handed over before Cutoff (monotonic ms); returns how
 %% many entries.
 -spec expire(journal(), integer()) -> non_neg_integer().
 expire(#journal{table = Table} = Journal, Cutoff) ->
-    length(remove(Journal, ets:select(Table, [{{{'_', '$1', '_'}, '_', '_'}, [{'<', '$1', Cutoff}],
-                                               [{element, 1, '$_'}]}]))).
+    length(remove(Journal, ets:select(Table, [{{{'_', '$1', '_'}, '_'}, [{'<', '$1', Cutoff}], [{element, 1, '$_'}]}]))).
 
-%% Removes the entries of Keys (one by one: each one's size leaves the
-%% count exactly); returns them.
-remove(#journal{table = Table, held = Held}, Keys) ->
-    [begin atomics:sub(Held, 1, Size), Entry end || Key <- Keys, {_, Size, Entry} <- ets:take(Table, Key)].
+%% Removes the entries of Keys (one by one, so that each one's bytes leave
+%% the count exactly); returns their binaries.
+remove(#journal{table = Table, encoded = Encoded}, Keys) ->
+    [begin atomics:sub(Encoded, 1, byte_size(Bin)), Bin end || Key <- Keys, {_, Bin} <- ets:take(Table, Key)].
 
 %% How many messages a full journal did not keep, since new/1.
 -spec overflowed(journal()) -> non_neg_integer().
 overflowed(#journal{overflowed = Overflowed}) ->
     counters:get(Overflowed, 1).
 
-%% What the journal holds now, in bytes.
+%% What the journal holds now, in bytes: the table and the encoded messages.
 -spec bytes(journal()) -> non_neg_integer().
-bytes(#journal{held = Held}) ->
-    atomics:get(Held, 1).
+bytes(#journal{table = Table, encoded = Encoded}) ->
+    ets:info(Table, memory) * erlang:system_info(wordsize) + atomics:get(Encoded, 1).
