@@ -555,8 +555,10 @@ def test_a_hung_node_holds_up_only_the_accounts_homed_on_it(nodes):
         c.process.send_signal(signal.SIGSTOP)
         stopped = asyncio.get_running_loop().time()
         try:
-            # Until a process of A waits on the full buffer towards C.
-            while not suspended_processes(a) and flooded < 40 * FLOOD_BATCH:
+            # Until a process of A waits on the full buffer towards C (for
+            # at most half the stop).
+            while (not suspended_processes(a) and flooded < 40 * FLOOD_BATCH
+                   and asyncio.get_running_loop().time() - stopped < STOP_SECONDS / 2):
                 for i in range(FLOOD_BATCH):
                     sender.send_raw(f"<message type='chat' to='{homed[c][(flooded + i) % 2]}'>"
                                     f"<body>flood-{flooded + i} {padding}</body></message>")
