@@ -17,7 +17,7 @@ HOST ?= prosody
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody browser-deps web-client
-.PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
+.PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster bench-cluster-flood
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
 .PHONY: demo-library bench-lua bench-throughput bench-scale bench-rss fuzz
@@ -383,6 +383,11 @@ bench-throughput: $(HOST)-deps $(HOST)-module $(VENV)/.installed
 # ejabberd in a two-node cluster: messages forwarded to the account's home.
 bench-cluster: ejabberd-deps ejabberd-module $(VENV)/.installed
 	CMR_HOST=ejabberd $(VENV)/bin/python benches/cluster_throughput.py
+
+# A flood of 10 senders through the same cluster: the journal's and the
+# mailboxes' peaks.
+bench-cluster-flood: ejabberd-deps ejabberd-module $(VENV)/.installed
+	CMR_HOST=ejabberd $(VENV)/bin/python benches/cluster_flood.py
 
 # A fuzz campaign of one target (iq, options or abi; RELIABILITY.md):
 # cargo-fuzz on nightly Rust, outside `make test`, which replays the kept
