@@ -9,10 +9,12 @@
 %% outside the table: the bound counts it all the same).
 entry(I) -> {message, I, binary:copy(<<"x">>, 1000)}.
 
+add(Journal, Nodes, Now, Entry) -> mod_cmr_journal:add(Journal, Nodes, Now, term_to_binary(Entry)).
+
 bound_holds_and_overflow_is_counted_test() ->
     Journal = mod_cmr_journal:new(?BOUND),
     Empty = mod_cmr_journal:bytes(Journal),
-    Results = [mod_cmr_journal:add(Journal, [n1@h], 0, entry(I)) || I <- lists:seq(1, 2000)],
+    Results = [add(Journal, [n1@h], 0, entry(I)) || I <- lists:seq(1, 2000)],
     Kept = length([ok || ok <- Results]),
     Refused = length([o || overflow <- Results]),
     %% 2,000 entries of 1 KB do not fit in 256 KB: the first ones are kept
@@ -29,15 +31,15 @@ bound_holds_and_overflow_is_counted_test() ->
     %% the count of refusals stays.
     ?assertEqual(Kept, mod_cmr_journal:expire(Journal, 1)),
     ?assertEqual(Empty, mod_cmr_journal:bytes(Journal)),
-    ?assertEqual(ok, mod_cmr_journal:add(Journal, [n1@h], 5, entry(0))),
+    ?assertEqual(ok, add(Journal, [n1@h], 5, entry(0))),
     ?assertEqual(Refused, mod_cmr_journal:overflowed(Journal)).
 
 take_gives_a_nodes_entries_oldest_first_and_removes_them_test() ->
     Journal = mod_cmr_journal:new(?BOUND),
     Empty = mod_cmr_journal:bytes(Journal),
-    ok = mod_cmr_journal:add(Journal, [a@h, b@h], 10, entry(1)),
-    ok = mod_cmr_journal:add(Journal, [a@h], 20, entry(2)),
-    ok = mod_cmr_journal:add(Journal, [b@h], 30, entry(3)),
+    ok = add(Journal, [a@h, b@h], 10, entry(1)),
+    ok = add(Journal, [a@h], 20, entry(2)),
+    ok = add(Journal, [b@h], 30, entry(3)),
     ?assertEqual([entry(1), entry(2)], mod_cmr_journal:take(Journal, a@h)),
     ?assertEqual([], mod_cmr_journal:take(Journal, a@h)),
     ?assertEqual([entry(1), entry(3)], mod_cmr_journal:take(Journal, b@h)),
@@ -45,7 +47,7 @@ take_gives_a_nodes_entries_oldest_first_and_removes_them_test() ->
 
 expire_forgets_what_is_older_than_the_cutoff_test() ->
     Journal = mod_cmr_journal:new(?BOUND),
-    ok = mod_cmr_journal:add(Journal, [a@h], 10, old),
-    ok = mod_cmr_journal:add(Journal, [a@h], 20, recent),
+    ok = add(Journal, [a@h], 10, old),
+    ok = add(Journal, [a@h], 20, recent),
     ?assertEqual(1, mod_cmr_journal:expire(Journal, 15)),
     ?assertEqual([recent], mod_cmr_journal:take(Journal, a@h)).

@@ -238,7 +238,7 @@ journal(Host) -> (transport(Host))#transport.journal.
 %% Records that Msg was handed to Nodes (other nodes than this one), for a
 %% replay if one of them is lost (unless the journal is full).
 journal(Host, Nodes, Msg) ->
-    mod_cmr_journal:add(journal(Host), Nodes, erlang:monotonic_time(millisecond), Msg),
+    mod_cmr_journal:add(journal(Host), Nodes, erlang:monotonic_time(millisecond), term_to_binary(Msg)),
     ok.
 
 %% The transport's figures for the host on this node, in the rows of
@@ -326,8 +326,9 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 %% Home side (the forwarders are the other).
-handle_info({cmr_route, From, Seq, Msg}, #state{host = Host, unacked = Unacked} = State) ->
-    route_forwarded(Host, Msg),
+%% The message comes encoded (term_to_binary/1), as the forwarder journals it.
+handle_info({cmr_route, From, Seq, Bin}, #state{host = Host, unacked = Unacked} = State) ->
+    route_forwarded(Host, binary_to_term(Bin)),
     {noreply, acknowledge(State#state{unacked = Unacked#{From => Seq}}, Seq rem ?ACK_EVERY == 0)};
 handle_info({cmr_event, Event}, State) ->
     {noreply, apply_event(Event, State)};

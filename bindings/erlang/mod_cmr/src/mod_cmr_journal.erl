@@ -2,8 +2,8 @@
 %%% account's home, or delivered to a session there), kept a moment for a
 %%% replay if that node is lost, within a bound in bytes.
 %%%
-%%% Each message is kept encoded (Erlang's external term format, what
-%%% sending it to another node encodes anyway): a third of its size as a
+%%% Each message is kept encoded by the caller (Erlang's external term
+%%% format, which a forwarder sends as it is): a third of its size as a
 %%% term, and its bytes are then those of one binary, counted exactly
 %%% beside the table's own memory (ETS leaves a binary's bytes out of it).
 %%% A full journal takes no more entries: the message still goes out, but
@@ -32,13 +32,13 @@ new(MaxBytes) ->
              max_bytes = MaxBytes, encoded = atomics:new(1, [{signed, true}]),
              overflowed = counters:new(1, [write_concurrency])}.
 
-%% Records that Entry was handed to Nodes at Now (monotonic ms): ok, or
-%% overflow when the journal is full and Entry was not kept.
--spec add(journal(), [node()], integer(), term()) -> ok | overflow.
-add(#journal{table = Table, encoded = Encoded, overflowed = Overflowed} = Journal, Nodes, Now, Entry) ->
+%% Records that Bin (an entry encoded with term_to_binary/1) was handed to
+%% Nodes at Now (monotonic ms): ok, or overflow when the journal is full and
+%% it was not kept.
+-spec add(journal(), [node()], integer(), binary()) -> ok | overflow.
+add(#journal{table = Table, encoded = Encoded, overflowed = Overflowed} = Journal, Nodes, Now, Bin) ->
     case bytes(Journal) < Journal#journal.max_bytes of
         true ->
-            Bin = term_to_binary(Entry),
             atomics:add(Encoded, 1, byte_size(Bin) * length(Nodes)),
             ets:insert(Table, [{{Node, Now, erlang:unique_integer()}, Bin} || Node <- Nodes]),
             ok;
@@ -47,7 +47,8 @@ add(#journal{table = Table, encoded = Encoded, overflowed = Overflowed} = Journa
             overflow
     end.
 
-%% What was handed to Node, oldest first, removed from the journal.
+%% What was handed to Node, oldest first and decoded, removed from the
+%% journal.
 -spec take(journal(), node()) -> [term()].
 take(#journal{table = Table} = Journal, Node) ->
     [binary_to_term(Bin) || Bin <- remove(Journal, ets:select(Table, [{{{Node, '_', '_'}, '_'}, [], [{element, 1, '$_'}]}]))].
