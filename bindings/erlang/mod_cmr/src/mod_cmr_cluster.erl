@@ -326,9 +326,8 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 %% Home side (the forwarders are the other).
-%% The message comes encoded (term_to_binary/1), as the forwarder journals it.
-handle_info({cmr_route, From, Seq, Bin}, #state{host = Host, unacked = Unacked} = State) ->
-    route_forwarded(Host, binary_to_term(Bin)),
+handle_info({cmr_route, From, Seq, Msg}, #state{host = Host, unacked = Unacked} = State) ->
+    route_forwarded(Host, Msg),
     {noreply, acknowledge(State#state{unacked = Unacked#{From => Seq}}, Seq rem ?ACK_EVERY == 0)};
 handle_info({cmr_event, Event}, State) ->
     {noreply, apply_event(Event, State)};

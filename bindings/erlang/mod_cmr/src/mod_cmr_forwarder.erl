@@ -52,14 +52,14 @@ handle_cast(_Msg, State) ->
 handle_info({forward, Msg}, #state{home = {_, Node} = Home, seq = Seq0, pending = Pending} = State0) ->
     Seq = Seq0 + 1,
     State = watch(State0),
-    %% Encoded once: the home gets the journal's binary, which distribution
-    %% sends as it is.
-    Bin = term_to_binary(Msg),
-    Home ! {cmr_route, self(), Seq, Bin},
+    %% As a term: sent encoded, the home's one process would decode it,
+    %% which distribution does outside it (in a flood that process fell
+    %% more than the acknowledgement timeout behind: messages twice).
+    Home ! {cmr_route, self(), Seq, Msg},
     %% Acknowledged means routed, not received: the home may die with it in
     %% its sessions' queues.
     Now = erlang:monotonic_time(millisecond),
-    mod_cmr_journal:add(State#state.journal, [Node], Now, Bin),
+    mod_cmr_journal:add(State#state.journal, [Node], Now, term_to_binary(Msg)),
     {noreply, State#state{seq = Seq, pending = queue:in({Seq, Now, Msg}, Pending)}};
 handle_info({cmr_ack, _Node, Seq}, #state{pending = Pending} = State) ->
     {noreply, State#state{pending = acknowledged(Seq, Pending)}};

@@ -3,7 +3,7 @@
 %%% replay if that node is lost, within a bound in bytes.
 %%%
 %%% Each message is kept encoded by the caller (Erlang's external term
-%%% format, which a forwarder sends as it is): a third of its size as a
+%%% format, term_to_binary/1): a third of its size as a
 %%% term, and its bytes are then those of one binary, counted exactly
 %%% beside the table's own memory (ETS leaves a binary's bytes out of it).
 %%% A full journal takes no more entries: the message still goes out, but
