@@ -17,7 +17,7 @@ HOST ?= prosody
 
 
 .PHONY: lua lua-tests prosody-module install-prosody prosody-deps conformance-prosody browser-deps web-client
-.PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster
+.PHONY: erlang erlang-deps erlang-test-build erlang-tests bench-erlang ejabberd-deps ejabberd-module conformance-ejabberd ejabberd-package install-ejabberd bench-cluster bench-cluster-flood
 .PHONY: java java-deps java-tests java-install openfire-module
 .PHONY: bench-java
 .PHONY: demo-library bench-lua bench-throughput bench-openfire-jfr bench-storm bench-callgrind-prosody bench-scale bench-rss fuzz
@@ -271,10 +271,12 @@ $(ERL_TEST_BUILD)/cmr_test.beam: bindings/erlang/test/cmr_test.erl
 	mkdir -p $(ERL_TEST_BUILD)
 	erlc -Werror -o $(ERL_TEST_BUILD) $<
 
+# With mod_cmr's journal, the one module of it that needs no ejabberd.
 erlang-tests: erlang-deps erlang-test-build
-	erlc -o $(ERL_TEST_BUILD) bindings/erlang/test/cmr_tests.erl
+	erlc -o $(ERL_TEST_BUILD) bindings/erlang/test/cmr_tests.erl bindings/erlang/mod_cmr/src/mod_cmr_journal.erl \
+	    bindings/erlang/test/mod_cmr_journal_tests.erl
 	erl -noshell -pa $(ERL_BUILD)/ebin -pa $(ERL_TEST_BUILD) \
-	    -eval 'case eunit:test(cmr_tests, [verbose]) of ok -> halt(0); _ -> halt(1) end'
+	    -eval 'case eunit:test([cmr_tests, mod_cmr_journal_tests], [verbose]) of ok -> halt(0); _ -> halt(1) end'
 
 $(VENV)/.installed: tests/conformance/requirements.txt
 	@python3 -m venv $(VENV) || { echo "error: python3 -m venv failed; install python3-venv" >&2; exit 1; }
@@ -402,6 +404,11 @@ bench-callgrind-prosody: prosody-deps prosody-module $(VENV)/.installed
 # ejabberd in a two-node cluster: messages forwarded to the account's home.
 bench-cluster: ejabberd-deps ejabberd-module $(VENV)/.installed
 	CMR_HOST=ejabberd $(VENV)/bin/python benches/cluster_throughput.py
+
+# A flood of 10 senders through the same cluster: the journal's and the
+# mailboxes' peaks.
+bench-cluster-flood: ejabberd-deps ejabberd-module $(VENV)/.installed
+	CMR_HOST=ejabberd $(VENV)/bin/python benches/cluster_flood.py
 
 # A fuzz campaign of one target (iq, options or abi; RELIABILITY.md):
 # cargo-fuzz on nightly Rust, outside `make test`, which replays the kept

@@ -10,13 +10,14 @@ mod_cmr (the host's `native_domain`) gets the same stream from the same
 senders at the same time, and what became of each account's messages is
 printed side by side.
 
-The tests share the cluster and run in this order: the shares, a killed node,
-its return, then a partition, which comes last because ejabberd's Mnesia
+The tests share the cluster and run in this order: the shares, a hung node,
+a killed node, its return, then a partition, which comes last because ejabberd's Mnesia
 does not merge the sides when they meet again: ejabberd's own session table
 stays split after the partition heals."""
 
 import asyncio
 import re
+import signal
 from datetime import datetime, timezone
 from collections import Counter, defaultdict
 
@@ -25,7 +26,7 @@ from slixmpp.xmlstream import ET
 
 from conftest import host_class, run, stop_and_check_log
 from test_commands import commanding, notes, run_admin
-from xmpp import NS_CMR, TIMEOUT, bodies, close, online, send_messages, settle, wait_for
+from xmpp import NS_CMR, TIMEOUT, bodies, close, online, round_trip, send_messages, settle, wait_for
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 WEIGHTED = "urn:xmpp:cmr:weighted"
@@ -483,6 +484,115 @@ def test_messages_forwarded_to_a_home_that_does_not_answer_are_routed_by_ejabber
           f"once the home woke up")
     assert stuck == [5] * 6
     assert sum(woken) == 35, "the home routes each message once more when it wakes up"
+
+
+def test_every_node_serves_its_journals_figures(nodes):
+    """The cluster transport's figures beside the library's in cmr_metrics:
+    what the journal holds, in bytes, and how many messages a full journal
+    did not keep (mod_cmr_journal's EUnit tests check the bound itself)."""
+    for node in nodes:
+        figures = node.metrics()
+        assert figures["journal_bytes"] >= 0 and figures["journal_overflow"] == 0, (node.node, figures)
+
+
+def accounts_homed(nodes, wanted):
+    """Fresh accounts of the main domain by home: `wanted` is {node: how
+    many}."""
+    found = {node: [] for node in wanted}
+    while any(len(found[node]) < count for node, count in wanted.items()):
+        account = nodes[0].account()
+        home = home_of(nodes, account)
+        if home in wanted and len(found[home]) < wanted[home]:
+            found[home].append(account)
+    return found
+
+
+def suspended_processes(node):
+    """How many processes of `node` are suspended: on a node whose
+    distribution buffer towards another is full, those that sent there."""
+    return int(node.eval("length([P || P <- erlang:processes(), process_info(P, status) =:= {status, suspended}])"))
+
+
+async def archiving_off(*clients):
+    """No XEP-0313 archive for these accounts: the archive is a Mnesia table
+    copied on every node, so a hung node would hold up each write to it
+    (ejabberd's own, whatever mod_cmr does)."""
+    for client in clients:
+        reply = await client.iq("set", "<prefs xmlns='urn:xmpp:mam:2' default='never'/>")
+        assert reply.get("type") == "result", ET.tostring(reply)
+
+
+# What the stopped node's accounts get: messages of this size until the
+# distribution buffer towards it is full (a megabyte by default, and the
+# sockets' buffers before it).
+FLOOD_BODY = 16_000
+FLOOD_BATCH = 50
+# A stop longer than net_ticktime (60 s) makes the others drop the node
+# and Mnesia partition: the node is woken up well before.
+STOP_SECONDS = 25
+
+
+def test_a_hung_node_holds_up_only_the_accounts_homed_on_it(nodes):
+    """Node C stops (SIGSTOP) while a node A sends to accounts homed on C
+    and on B: once A's distribution buffer towards C is full, messages from
+    A to B's accounts still arrive, each exactly once, while C is stopped.
+    After SIGCONT, C's accounts get every message sent to them: at least
+    once, as what A's forwarder to C had sent and waited on for over 5 s
+    unacknowledged is routed by ejabberd too (the home routes it as well
+    when it wakes up)."""
+    a, b, c = nodes
+
+    async def scenario():
+        homed = accounts_homed(nodes, {a: 1, b: 2, c: 2})
+        sender = await online(a, homed[a][0], "sender")
+        receivers = {node: [await online(node, account, "r") for account in homed[node]] for node in (b, c)}
+        await archiving_off(sender, *receivers[b], *receivers[c])
+        for node in (b, c):
+            for account, receiver in zip(homed[node], receivers[node]):
+                await registered(a, account, [receiver])
+        a.expected_problems.append(UNANSWERED_LOG)
+        flooded, during, padding = 0, None, "x" * FLOOD_BODY
+        c.process.send_signal(signal.SIGSTOP)
+        stopped = asyncio.get_running_loop().time()
+        try:
+            # Until a process of A waits on the full buffer towards C (for
+            # at most half the stop).
+            while (not suspended_processes(a) and flooded < 40 * FLOOD_BATCH
+                   and asyncio.get_running_loop().time() - stopped < STOP_SECONDS / 2):
+                for i in range(FLOOD_BATCH):
+                    sender.send_raw(f"<message type='chat' to='{homed[c][(flooded + i) % 2]}'>"
+                                    f"<body>flood-{flooded + i} {padding}</body></message>")
+                flooded += FLOOD_BATCH
+                await round_trip(sender)
+            assert suspended_processes(a), f"A's buffer towards C never filled ({flooded} messages of the flood)"
+            for account in homed[b]:
+                send_messages(sender, account, 100, prefix="during")
+
+            def arrived():
+                return [sum(body.startswith("during-") for body in receiver.bodies()) for receiver in receivers[b]]
+
+            left = STOP_SECONDS - (asyncio.get_running_loop().time() - stopped)
+            await wait_for(lambda: sum(arrived()) >= 200, timeout=max(left, 0))
+            during = arrived()
+        finally:
+            c.process.send_signal(signal.SIGCONT)
+        duplicates = [sum(n > 1 for n in Counter(r.bodies()).values()) for r in receivers[b]]
+
+        def flood_received():
+            return {body.split(" ")[0] for receiver in receivers[c] for body in receiver.bodies()}
+
+        await wait_for(lambda: len(flood_received()) >= flooded)
+        received = len(flood_received())
+        copies = sum(len(r.messages) for r in receivers[c]) - received
+        await close(sender, *receivers[b], *receivers[c])
+        return during, duplicates, flooded, received, copies
+
+    during, duplicates, flooded, received, copies = run(scenario())
+    print(f"C stopped: {sum(during)} of 200 messages to B's accounts delivered meanwhile (A's buffer towards C full "
+          f"after {flooded} messages of {FLOOD_BODY} bytes); after SIGCONT, {received} of the {flooded} to C's "
+          f"accounts delivered, {copies} more deliveries as copies")
+    assert during == [100, 100] and duplicates == [0, 0], "B's accounts get everything once while C is stopped"
+    assert received == flooded, f"C's accounts got every message after SIGCONT: {received}"
 
 
 def test_a_killed_node_loses_no_more_than_ejabberd_alone_and_routing_comes_back(nodes):

@@ -336,7 +336,10 @@ class EjabberdHost(ServerHost):
             rows = json.load(response)
         names = {"cmr_messages_routed_total": "routed", "cmr_messages_left_to_server_total": "left_to_server",
                  "cmr_gone_sessions_total": "gone_sessions", "cmr_iq_results_total": "iq_results",
-                 "cmr_iq_errors_total": "iq_errors", "cmr_sessions": "sessions", "cmr_accounts": "accounts"}
+                 "cmr_iq_errors_total": "iq_errors", "cmr_sessions": "sessions", "cmr_accounts": "accounts",
+                 # The cluster transport's own (mod_cmr_cluster).
+                 "cmr_cluster_journal_bytes": "journal_bytes",
+                 "cmr_cluster_journal_overflow_total": "journal_overflow"}
         figures = {"routed": {}, "left_to_server": {}}
         for row in rows:
             name = names[row["name"]]

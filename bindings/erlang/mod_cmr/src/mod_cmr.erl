@@ -37,7 +37,7 @@
 start(Host, Opts) ->
     case mod_cmr_home:start(Host, options_text(Opts)) of
         ok ->
-            ok = mod_cmr_cluster:start(Host),
+            ok = mod_cmr_cluster:start(Host, gen_mod:get_opt(max_journal_size, Opts)),
             ejabberd_hooks:add(sm_register_connection_hook, Host, ?MODULE, register_connection, 50),
             ejabberd_hooks:add(sm_remove_connection_hook, Host, ?MODULE, remove_connection, 50),
             ejabberd_hooks:add(set_presence_hook, Host, ?MODULE, set_presence, 50),
@@ -113,12 +113,16 @@ mod_opt_type(offered) -> econf:list(econf:binary());
 mod_opt_type(default) -> econf:binary();
 mod_opt_type(user_change) -> econf:bool();
 mod_opt_type(hints) -> econf:binary();
-mod_opt_type(prefix) -> econf:binary().
+mod_opt_type(prefix) -> econf:binary();
+mod_opt_type(max_journal_size) -> econf:pos_int().
 
-%% An option the operator does not set is not passed to the library, whose
-%% default applies (see the cmr README).
+%% An option of the library that the operator does not set is not passed
+%% to it, and its default applies (see the cmr README). max_journal_size is
+%% the cluster transport's (mod_cmr_cluster): 32 MiB hold some 85,000 short
+%% chat messages, two to three seconds of 30,000 forwarded a second.
 mod_options(_Host) ->
-    [{Option, undefined} || Option <- [offered, default, user_change, hints, prefix]].
+    [{Option, undefined} || Option <- [offered, default, user_change, hints, prefix]]
+        ++ [{max_journal_size, 32 * 1024 * 1024}].
 
 mod_doc() ->
     #{desc => ["XEP-0354 Customizable Message Routing: the account chooses how "
@@ -136,7 +140,19 @@ mod_doc() ->
                                desc => "Whether users may change it. The library's default is true."}},
                {hints, #{value => "any | local | never",
                          desc => "Whose message hints are honoured. The library's default is local."}},
-               {prefix, #{value => "URI", desc => "URI prefix of the algorithms beyond XEP-0354."}}]}.
+               {prefix, #{value => "URI", desc => "URI prefix of the algorithms beyond XEP-0354."}},
+               {max_journal_size,
+                #{value => "Size",
+                  desc => "In a cluster: the most bytes of memory that the journal may hold, the messages this "
+                          "node handed to another node (forwarded to an account's home, or delivered to a session "
+                          "there) in the last two seconds or so, kept to be routed again if that node is lost. A full "
+                          "journal keeps no more: the messages still go out, but one that a lost node took with "
+                          "it is not routed again (it is lost, where a replay would have delivered it at least "
+                          "once). Each is counted (cmr_cluster_journal_overflow_total in cmr_metrics), and a "
+                          "warning says so at most every 10 seconds. What counts is the journal's table and "
+                          "each message kept encoded (a short chat message takes about 400 bytes). The default, "
+                          "32 MiB, holds some 85,000 of them: the two to three seconds that the journal keeps "
+                          "at 30,000 forwarded messages a second."}}]}.
 
 %% The library's options text, of the options set; the library validates
 %% them (which algorithms and hint policies exist is its to know) and names
@@ -329,7 +345,7 @@ get_commands_spec() ->
                         result_desc = "The active algorithm, then one tab-separated line per session"},
      #ejabberd_commands{name = cmr_metrics, tags = [statistics],
                         desc = "Get mod_cmr's metrics for this host on this node",
-                        longdesc = mod_cmr_home:metrics_doc(),
+                        longdesc = mod_cmr_home:metrics_doc() ++ mod_cmr_cluster:metrics_doc(),
                         policy = admin,
                         module = ?MODULE, function = metrics,
                         args = [{host, binary}],
@@ -368,9 +384,13 @@ get_commands_spec() ->
                         result_desc = "The URI of the algorithm set",
                         result_example = {ok, "urn:xmpp:cmr:roundrobin"}}].
 
-%% This node's figures for the host, read from its library now.
+%% This node's figures for the host, read from its library now, then the
+%% cluster transport's own.
 metrics(Host) ->
-    mod_cmr_home:metric_rows(Host).
+    case mod_cmr_home:metric_rows(Host) of
+        Rows when is_list(Rows) -> Rows ++ mod_cmr_cluster:metric_rows(Host);
+        Error -> Error
+    end.
 
 %% Asked on any node; answered by the account's home, with the node of
 %% each session.

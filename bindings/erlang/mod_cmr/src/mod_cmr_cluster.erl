@@ -9,33 +9,35 @@
 %%% and node) is both ends of that traffic:
 %%%  - as a home, it applies remote sessions' events, monitors those
 %%%    sessions, routes forwarded messages and acknowledges them;
-%%%  - as a forwarder, it keeps each forwarded message until its home
-%%%    acknowledges it, and has ejabberd route it when the home goes away or
-%%%    does not answer in time;
+%%%  - as a forwarder, it starts one mod_cmr_forwarder per home node, which
+%%%    keeps each forwarded message until its home acknowledges it, and has
+%%%    ejabberd route it when the home goes away or does not answer in time
+%%%    (one per home, so that a home that hangs holds up its own accounts
+%%%    only);
 %%%  - on either side, what was handed to another node (forwarded, or
-%%%    delivered to a session there) is kept in a journal for a moment;
+%%%    delivered to a session there) is kept in a journal for a moment
+%%%    (mod_cmr_journal, bounded in bytes);
 %%%  - on a membership change, it drops the accounts homed elsewhere now and
 %%%    the sessions of nodes that left, has this node's sessions register
 %%%    again with their (maybe new) homes, and routes again what the
 %%%    journal holds for a lost node.
 %%%
 %%% Calls go one way: mod_cmr (the hooks) calls this module, which calls
-%%% mod_cmr_home (the library, on the account's home node); neither of them
-%%% calls back. This process owns the home's session table (made by
-%%% mod_cmr_home, which alone writes it) and the journal (written here only).
+%%% mod_cmr_home (the library, on the account's home node) and the
+%%% forwarders; none of them calls back. This process owns the home's
+%%% session table (made by mod_cmr_home, which alone writes it), the journal
+%%% and the forwarders.
 -module(mod_cmr_cluster).
 -behaviour(gen_server).
 
--export([start/1, stop/1, home/2, send_event/3, route/2, call_home/4, token/2, register_existing_sessions/1]).
+-export([start/2, stop/1, home/2, send_event/3, route/2, call_home/4, token/2, register_existing_sessions/1,
+         metric_rows/1, metrics_doc/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -include("logger.hrl").
 -include("xmpp.hrl").
 
 -define(SCOPE, mod_cmr_pg).
-%% A forward the home has not acknowledged within this is routed by
-%% ejabberd (the home is stuck; one that dies is noticed at once).
--define(ACK_TIMEOUT_MS, 5000).
 %% What was delivered to a node this recently before it was lost is routed
 %% again: it may have died in that node's queues (duplicates over loss).
 -define(REPLAY_WINDOW_MS, 2000).
@@ -51,11 +53,18 @@
 %% How long a node waits for an account's home to answer an IQ or a stats
 %% query.
 -define(HOME_TIMEOUT_MS, 5000).
+%% A full journal is reported at most this often.
+-define(OVERFLOW_LOG_INTERVAL_MS, 10000).
 
 %% Each node's number in the cluster, unique among the nodes of Mnesia's
 %% schema: it sets apart the session tokens of different nodes (ejabberd's
 %% SIDs are unique on their node only).
 -record(cmr_node, {node :: node(), index :: 0..?NODE_INDEXES - 1}).
+
+%% What a message needs of the host's transport on this node, made once at
+%% start: this process's name, the journal, and the forwarder of each home
+%% node (written by this process only).
+-record(transport, {proc :: atom(), journal :: mod_cmr_journal:journal(), forwarders :: ets:tid()}).
 
 -record(state, {host :: binary(),
                 members = [] :: [node()],
@@ -67,11 +76,9 @@
                 logged_outsiders = [] :: [node()],
                 outsiders_since :: integer() | undefined,
                 pg_ref :: reference(),
-                seq = 0 :: non_neg_integer(),
-                %% Forwarder: per home, {Seq, SentAt, Message} in order, and
-                %% the monitor of each home's process.
-                pending = #{} :: #{node() => queue:queue()},
-                homes = #{} :: #{node() => reference()},
+                %% The journal's overflow count when last logged, and when.
+                overflow_logged = 0 :: non_neg_integer(),
+                overflow_logged_at :: integer() | undefined,
                 %% Home: the highest sequence number routed per forwarder,
                 %% not yet acknowledged.
                 unacked = #{} :: #{pid() => non_neg_integer()},
@@ -80,8 +87,9 @@
 
 %%% API
 
-start(Host) ->
-    case gen_mod:start_child(?MODULE, Host, []) of
+%% MaxJournalBytes: the bound of the journal (mod_cmr's max_journal_size).
+start(Host, MaxJournalBytes) ->
+    case gen_mod:start_child(?MODULE, Host, MaxJournalBytes) of
         {ok, _} -> ok;
         {error, Reason} -> {error, Reason}
     end.
@@ -90,14 +98,11 @@ stop(Host) ->
     gen_mod:stop_child(?MODULE, Host),
     persistent_term:erase({?MODULE, Host}),
     persistent_term:erase({?MODULE, outsiders, Host}),
-    persistent_term:erase({?MODULE, names, Host}).
+    persistent_term:erase({?MODULE, transport, Host}).
 
-%% The names of this process and of its journal, made once per host (a
-%% name is an atom made from the host, and both are needed per message).
-names(Host) ->
-    {gen_mod:get_module_proc(Host, ?MODULE), gen_mod:get_module_proc(Host, cmr_journal)}.
+transport(Host) -> persistent_term:get({?MODULE, transport, Host}).
 
-proc(Host) -> element(1, persistent_term:get({?MODULE, names, Host})).
+proc(Host) -> (transport(Host))#transport.proc.
 
 %% The home of the account U on Host: with one node running mod_cmr (or
 %% while this process starts), this node.
@@ -123,15 +128,42 @@ outsiders(Host) ->
 
 %% A message to a bare JID (or an offline full JID) of the host: routed by
 %% the library of the account's home, here or on the node it is forwarded
-%% to (this node's process keeps it until the home acknowledges it).
+%% to (this node's forwarder to that home keeps it until the home
+%% acknowledges it).
 %% Returns {stop, drop} when it is CMR's, or the message for ejabberd.
 route(Host, #message{to = #jid{luser = U}} = Msg) ->
     case home(Host, U) of
         Home when Home == node() ->
             route_here(Host, Msg);
         Home ->
-            proc(Host) ! {forward, Home, Msg},
+            forwarder(Host, Home) ! {forward, Msg},
             {stop, drop}
+    end.
+
+%% The forwarder to Home, started by this host's process on the first
+%% message there.
+forwarder(Host, Home) ->
+    #transport{proc = Proc, forwarders = Forwarders} = Transport = transport(Host),
+    case ets:lookup(Forwarders, Home) of
+        [{_, Pid}] -> Pid;
+        [] ->
+            %% That process routes too, what it replays (replay/2).
+            case process_info(self(), registered_name) of
+                {registered_name, Proc} -> start_forwarder(Transport, Home);
+                _ -> gen_server:call(Proc, {forwarder, Home}, infinity)
+            end
+    end.
+
+%% In this host's process, which alone writes the table of forwarders.
+start_forwarder(#transport{proc = Proc, journal = Journal, forwarders = Forwarders}, Home) ->
+    case ets:lookup(Forwarders, Home) of
+        [{_, Pid}] ->
+            Pid;
+        [] ->
+            {ok, Pid} = mod_cmr_forwarder:start_link({Proc, Home}, Journal,
+                                                     fun(Msgs, Why) -> route_natively(Home, Msgs, Why) end),
+            ets:insert(Forwarders, {Home, Pid}),
+            Pid
     end.
 
 %% On the account's home. An account with a session on a cluster node that
@@ -201,14 +233,26 @@ register_existing_sessions(Host) ->
               end
       end, ejabberd_sm:get_vh_session_list(Host)).
 
-journal_table(Host) -> element(2, persistent_term:get({?MODULE, names, Host})).
+journal(Host) -> (transport(Host))#transport.journal.
 
 %% Records that Msg was handed to Nodes (other nodes than this one), for a
-%% replay if one of them is lost.
+%% replay if one of them is lost (unless the journal is full).
 journal(Host, Nodes, Msg) ->
-    Now = erlang:monotonic_time(millisecond),
-    ets:insert(journal_table(Host), [{{Node, Now, erlang:unique_integer()}, Msg} || Node <- Nodes]),
+    mod_cmr_journal:add(journal(Host), Nodes, erlang:monotonic_time(millisecond), term_to_binary(Msg)),
     ok.
+
+%% The transport's figures for the host on this node, in the rows of
+%% mod_cmr_home:metric_rows/1. The library knows nothing of clusters.
+metric_rows(Host) ->
+    Journal = journal(Host),
+    [{<<"cmr_cluster_journal_bytes">>, <<>>, <<"gauge">>, mod_cmr_journal:bytes(Journal)},
+     {<<"cmr_cluster_journal_overflow_total">>, <<>>, <<"counter">>, mod_cmr_journal:overflowed(Journal)}].
+
+metrics_doc() ->
+    "`cmr_cluster_journal_bytes` (gauge): bytes held by the journal of what this node handed to other nodes "
+    "in the last seconds, for a replay if one of them is lost (at most about max_journal_size). "
+    "`cmr_cluster_journal_overflow_total` (counter): messages handed to another node while the journal was full, "
+    "so not kept for a replay. ".
 
 %% A session's token: its SID's timestamp, unique on its node (ejabberd
 %% makes SIDs unique there), with the node's number above it, so that
@@ -253,11 +297,13 @@ claim_node_index() ->
 
 %%% gen_server
 
-init([Host, _Opts]) ->
+init([Host, MaxJournalBytes]) ->
     claim_node_index(),
-    persistent_term:put({?MODULE, names, Host}, names(Host)),
+    persistent_term:put({?MODULE, transport, Host},
+                        #transport{proc = gen_mod:get_module_proc(Host, ?MODULE),
+                                   journal = mod_cmr_journal:new(MaxJournalBytes),
+                                   forwarders = ets:new(cmr_forwarders, [protected, {read_concurrency, true}])}),
     mod_cmr_home:create_sessions_table(Host),
-    ets:new(journal_table(Host), [named_table, public, ordered_set, {write_concurrency, true}]),
     case pg:start(?SCOPE) of
         {ok, _} -> ok;
         {error, {already_started, _}} -> ok
@@ -271,115 +317,81 @@ init([Host, _Opts]) ->
     timer:send_interval(?TICK_MS, tick),
     {ok, update_outsiders(#state{host = Host, members = Members, pg_ref = Ref})}.
 
+handle_call({forwarder, Home}, _From, #state{host = Host} = State) ->
+    {reply, start_forwarder(transport(Host), Home), State};
 handle_call(_Request, _From, State) ->
     {reply, {error, badarg}, State}.
 
 handle_cast(_Msg, State) ->
     {noreply, State}.
 
-%% Forwarder side.
-handle_info({forward, Home, Msg}, #state{seq = Seq0, pending = Pending} = State0) ->
-    Seq = Seq0 + 1,
-    State = watch(Home, State0),
-    Host = State#state.host,
-    {proc(Host), Home} ! {cmr_route, self(), Seq, Msg},
-    %% Acknowledged means routed, not received: the home may die with it in
-    %% its sessions' queues.
-    journal(Host, [Home], Msg),
-    Queue = maps:get(Home, Pending, queue:new()),
-    Sent = {Seq, erlang:monotonic_time(millisecond), Msg},
-    {noreply, State#state{seq = Seq, pending = Pending#{Home => queue:in(Sent, Queue)}}};
-handle_info({cmr_ack, Home, Seq}, #state{pending = Pending} = State) ->
-    case Pending of
-        #{Home := Queue} -> {noreply, State#state{pending = Pending#{Home => acknowledged(Seq, Queue)}}};
-        _ -> {noreply, State}
-    end;
-%% Home side.
+%% Home side (the forwarders are the other).
 handle_info({cmr_route, From, Seq, Msg}, #state{host = Host, unacked = Unacked} = State) ->
     route_forwarded(Host, Msg),
     {noreply, acknowledge(State#state{unacked = Unacked#{From => Seq}}, Seq rem ?ACK_EVERY == 0)};
 handle_info({cmr_event, Event}, State) ->
     {noreply, apply_event(Event, State)};
-handle_info({'DOWN', Ref, process, Pid, _Reason}, #state{host = Host, remote = Remote, homes = Homes} = State) ->
+handle_info({'DOWN', Ref, process, Pid, _Reason}, #state{host = Host, remote = Remote} = State) ->
     case Remote of
         #{Pid := {Ref, U, S, Token}} ->
             mod_cmr_home:forget(Host, U, S, Token),
             {noreply, State#state{remote = maps:remove(Pid, Remote)}};
         _ ->
-            case [Node || {Node, R} <- maps:to_list(Homes), R == Ref] of
-                [Home] -> {noreply, home_lost(Home, State#state{homes = maps:remove(Home, Homes)})};
-                [] -> {noreply, State}
-            end
+            {noreply, State}
     end;
 handle_info({Ref, Change, _Group, _Pids}, #state{pg_ref = Ref} = State) when Change == join; Change == leave ->
     {noreply, membership_changed(State)};
 handle_info({mnesia_system_event, {Change, _Node}}, State) when Change == mnesia_up; Change == mnesia_down ->
     {noreply, update_outsiders(State)};
-handle_info(tick, State) ->
-    expire_journal(State#state.host),
-    %% Judged once this process has read what is in its mailbox now: under
-    %% a flood the acknowledgements wait there, behind the forwards.
-    self() ! {check_acknowledgements, erlang:monotonic_time(millisecond)},
+handle_info(tick, #state{host = Host} = State) ->
+    mod_cmr_journal:expire(journal(Host), erlang:monotonic_time(millisecond) - ?REPLAY_WINDOW_MS),
     %% A mailbox never empty (session events) holds no acknowledgement back.
-    {noreply, log_outsiders(acknowledge(State, true))};
-handle_info({check_acknowledgements, At}, State) ->
-    {noreply, resend_unanswered(At, State)};
+    {noreply, log_overflow(log_outsiders(acknowledge(State, true)))};
 handle_info(_Info, State) ->
     {noreply, State}.
 
-%%% Forwarding
-
-watch(Home, #state{homes = Homes, host = Host} = State) ->
-    case Homes of
-        #{Home := _} -> State;
-        _ -> State#state{homes = Homes#{Home => erlang:monitor(process, {proc(Host), Home})}}
-    end.
-
-acknowledged(Seq, Queue) ->
-    case queue:peek(Queue) of
-        {value, {Sent, _, _}} when Sent =< Seq -> acknowledged(Seq, queue:drop(Queue));
-        _ -> Queue
-    end.
+%%% Home side of forwarding
 
 %% Acknowledges to every forwarder once nothing more waits in the mailbox
 %% (or when told to): acknowledgements are cumulative, so one per burst.
+%% One that would wait on a full distribution buffer (its node hangs) is
+%% kept for the next time instead: this process serves every forwarder.
 acknowledge(#state{unacked = Unacked} = State, Now) ->
     case Now orelse element(2, process_info(self(), message_queue_len)) == 0 of
         true ->
-            maps:foreach(fun(From, Seq) -> From ! {cmr_ack, node(), Seq} end, Unacked),
-            State#state{unacked = #{}};
+            State#state{unacked = maps:filter(fun(From, Seq) ->
+                                                      erlang:send(From, {cmr_ack, node(), Seq}, [nosuspend]) == nosuspend
+                                              end, Unacked)};
         false ->
             State
     end.
 
-home_lost(Home, #state{pending = Pending} = State) ->
-    case maps:take(Home, Pending) of
-        {Queue, Rest} ->
-            route_natively(Home, queue:to_list(Queue), "went away"),
-            State#state{pending = Rest};
-        error ->
-            State
-    end.
-
-%% A home that leaves messages unacknowledged too long is stuck: ejabberd
-%% routes them (they may arrive twice if it wakes up).
-resend_unanswered(Now, #state{pending = Pending} = State) ->
-    Deadline = Now - ?ACK_TIMEOUT_MS,
-    State#state{pending = maps:map(
-                            fun(Home, Queue) ->
-                                    {Late, Rest} = lists:splitwith(fun({_, At, _}) -> At < Deadline end,
-                                                                   queue:to_list(Queue)),
-                                    route_natively(Home, Late, "did not answer"),
-                                    queue:from_list(Rest)
-                            end, Pending)}.
-
+%% Forwarded messages that a home left unacknowledged too long (it is
+%% stuck: they may arrive twice if it wakes up), or held when it went away:
+%% ejabberd routes them. Run by the forwarder to Home.
 route_natively(_Home, [], _Why) ->
     ok;
 route_natively(Home, Forwards, Why) ->
     logger:warning("mod_cmr: home node ~ts ~ts with ~B forwarded messages unacknowledged; ejabberd routes them",
                    [Home, Why, length(Forwards)]),
-    [route_natively(Msg) || {_, _, Msg} <- Forwards, replayable(Msg)],
+    [route_natively(Msg) || Msg <- Forwards, replayable(Msg)],
     ok.
+
+%% Says that the journal was full, at most once per interval, with how many
+%% messages it did not keep meanwhile.
+log_overflow(#state{host = Host, overflow_logged = Logged, overflow_logged_at = At} = State) ->
+    Now = erlang:monotonic_time(millisecond),
+    case mod_cmr_journal:overflowed(journal(Host)) of
+        Logged ->
+            State;
+        _ when At /= undefined, Now - At < ?OVERFLOW_LOG_INTERVAL_MS ->
+            State;
+        Overflowed ->
+            logger:warning("mod_cmr: the journal of ~ts is full (max_journal_size): ~B messages handed to other "
+                           "nodes were not kept for a replay; a node lost now may lose them",
+                           [Host, Overflowed - Logged]),
+            State#state{overflow_logged = Overflowed, overflow_logged_at = Now}
+    end.
 
 %% What is routed again after a node was lost may be what killed it:
 %% ejabberd 23.01 dies (SIGSEGV) delivering a stanza nested some thousands
@@ -503,15 +515,7 @@ drop_sessions(Host, Members, Left) ->
 %% Routes again what was delivered to the lost nodes within the replay
 %% window (the journal holds nothing older).
 replay(Host, Nodes) ->
-    Table = journal_table(Host),
-    Messages = lists:append(
-                 [[Msg || {_, Msg} <- ets:select(Table, [{{{Node, '_', '_'}, '_'}, [], ['$_']}])]
-                  || Node <- Nodes]),
-    [ets:match_delete(Table, {{Node, '_', '_'}, '_'}) || Node <- Nodes],
+    Messages = lists:append([mod_cmr_journal:take(journal(Host), Node) || Node <- Nodes]),
     Replayable = [Msg || Msg <- Messages, replayable(Msg)],
     [ejabberd_sm:route(Msg) || Msg <- Replayable],
     length(Replayable).
-
-expire_journal(Host) ->
-    Cutoff = erlang:monotonic_time(millisecond) - ?REPLAY_WINDOW_MS,
-    ets:select_delete(journal_table(Host), [{{{'_', '$1', '_'}, '_'}, [{'<', '$1', Cutoff}], [true]}]).
