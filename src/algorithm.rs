@@ -433,24 +433,15 @@ fn least_loaded(state: &mut PickState, candidates: &mut [Resource]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Flags, Show};
+    use crate::registry::{Presence, Show};
 
-    pub(crate) fn resource(name: &str, token: u64, priority: i8) -> Resource {
-        Resource {
-            name: name.into(),
-            name_hash: name_hash(name),
-            token,
-            last_activity: 0,
-            routed: 0,
-            load: 0,
-            current_weight: 0,
-            recent_epoch: 0,
-            seq: 0,
-            recent: 0,
+    fn resource(name: &str, token: u64, priority: i8) -> Resource {
+        let presence = Presence {
             priority,
             show: Show::None,
-            flags: Flags::default().with_available(true),
-        }
+            available: true,
+        };
+        Resource::new(name, token, presence, 0)
     }
 
     fn sessions(resources: Vec<Resource>) -> Sessions {

@@ -122,12 +122,13 @@ fn no_session(jid: &str, token: u64) -> Error {
 /// `normal` are CMR's to route (RFC 6121 8.5.2.1.1).
 #[inline]
 fn is_routed_type(kind: &[u8]) -> Result<bool, Error> {
+    // The two types nearly every message has, before the match.
     if kind == b"chat" || kind.is_empty() {
         return Ok(true);
     }
     match kind {
         b"headline" | b"groupchat" | b"error" => Ok(false),
-        b"" | b"chat" | b"normal" => Ok(true),
+        b"normal" => Ok(true),
         other => match std::str::from_utf8(other) {
             Ok(_) => Ok(true),
             Err(_) => Err(Error::InvalidUtf8 { what: "kind" }),
