@@ -368,9 +368,19 @@ pub fn name_hash(resource: &str) -> u32 {
 fn sticky(candidates: &[Resource], sender: &[u8]) -> usize {
     let bare = sender.split(|b| *b == b'/').next().unwrap_or_default();
     let seed = xxh3_64(bare);
-    first_max_by(candidates, |r| {
-        xxh3_64_with_seed(&r.name_hash.to_le_bytes(), seed)
-    })
+    let score = |r: &Resource| xxh3_64_with_seed(&r.name_hash.to_le_bytes(), seed);
+    // Names whose 32-bit hashes collide score alike for every sender: the
+    // lesser name wins the tie, not the earlier position, which changes
+    // when other sessions come and go.
+    let mut best = 0;
+    let mut top = score(&candidates[0]);
+    for (i, r) in candidates.iter().enumerate().skip(1) {
+        let s = score(r);
+        if s > top || (s == top && r.name < candidates[best].name) {
+            (best, top) = (i, s);
+        }
+    }
+    best
 }
 
 /// `recent` as it stands in `epoch`: halved once per epoch since it was
@@ -423,24 +433,15 @@ fn least_loaded(state: &mut PickState, candidates: &mut [Resource]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Flags, Show};
+    use crate::registry::{Presence, Show};
 
-    pub(crate) fn resource(name: &str, token: u64, priority: i8) -> Resource {
-        Resource {
-            name: name.into(),
-            name_hash: name_hash(name),
-            token,
-            last_activity: 0,
-            routed: 0,
-            load: 0,
-            current_weight: 0,
-            recent_epoch: 0,
-            seq: 0,
-            recent: 0,
+    fn resource(name: &str, token: u64, priority: i8) -> Resource {
+        let presence = Presence {
             priority,
             show: Show::None,
-            flags: Flags::default().with_available(true),
-        }
+            available: true,
+        };
+        Resource::new(name, token, presence, 0)
     }
 
     fn sessions(resources: Vec<Resource>) -> Sessions {
@@ -694,6 +695,28 @@ mod tests {
         rs[1].flags = rs[1].flags.with_available(false);
         assert!(rebalance(&mut rs, 5), "at rest");
         assert_eq!((rs[0].current_weight, rs[1].current_weight), (0, 0));
+    }
+
+    #[test]
+    fn sticky_keeps_a_sender_whose_resource_ties_when_another_leaves() {
+        // Two names whose 32-bit hashes collide, so they score alike for
+        // every sender.
+        assert_eq!(name_hash("node-15754"), name_hash("node-78813"));
+        let mut ss = sessions(vec![
+            resource("other", 1, 0),
+            resource("node-15754", 2, 0),
+            resource("node-78813", 3, 0),
+        ]);
+        let state = &mut PickState::new(7);
+        let sender = (0..)
+            .map(|i| format!("sensor-{i}@example.org"))
+            .find(|s| pick_one(Algorithm::Sticky, state, &mut ss, s) != 1)
+            .unwrap();
+        let before = pick_one(Algorithm::Sticky, state, &mut ss, &sender);
+        // Its leaving reorders the other two.
+        ss.remove(ss.find_token(1).unwrap());
+        ss.check();
+        assert_eq!(pick_one(Algorithm::Sticky, state, &mut ss, &sender), before);
     }
 
     #[test]

@@ -199,8 +199,9 @@ const SHARDS: usize = 1 << SHARD_BITS;
 const MIN_SHRINK_CAPACITY: usize = 64;
 /// The registry hands memory back to the system (see
 /// [`Registry::memory_to_release`]) once it has held this many sessions
-/// and lost three quarters of them.
-const RELEASE_FROM: usize = 65_536;
+/// and lost three quarters of them: low enough that the last falls of a
+/// mass logout are trimmed too, where each trim is cheap.
+const RELEASE_FROM: usize = 4_096;
 
 /// What the picks decided, counted where they happen: under the lock of
 /// the account's shard, so counting contends with nothing.

@@ -367,8 +367,9 @@ pub unsafe extern "C" fn cmr_router_register(
 /// session's full JID, or the account's bare JID to remove whichever of
 /// its sessions `token` owns (for a host that found a picked session gone
 /// and no longer knows its resource). Once three quarters of the sessions
-/// (of at least 65,536) have left, the call also hands the freed memory
-/// back to the system (`malloc_trim(0)`, with glibc). Thread-safe.
+/// (of at least 4,096) have left, the call also hands the freed memory
+/// back to the system (`malloc_trim(0)`, with glibc: some milliseconds for
+/// millions of sessions). Thread-safe.
 ///
 /// # Safety
 /// `router` is a live router; `jid` has `jid_len` bytes.
