@@ -10,7 +10,6 @@ ETS table's memory, and with mod_cmr_journal the bytes it counts against
 max_journal_size), of the longest mailbox, and the journal's overflow."""
 
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "conformance"))
 
-from cluster_throughput import homed_on  # noqa: E402
+from cluster_throughput import homed_on, two_nodes  # noqa: E402
 from throughput import count_messages, session, set_algorithm  # noqa: E402
-from hosts.ejabberd import NATIVE_DOMAIN, EjabberdHost  # noqa: E402
+from hosts.ejabberd import NATIVE_DOMAIN  # noqa: E402
 
 SENDERS = 10
 MESSAGES = 20_000
@@ -97,20 +96,11 @@ def flood(a, b, account, sender_jids, label):
 
 
 def main():
-    work = Path(tempfile.mkdtemp(prefix="cmr-bench-flood-"))
-    a = EjabberdHost(work / "a", modules=EjabberdHost.LEAN, native=True)
-    b = EjabberdHost(work / "b", modules=EjabberdHost.LEAN, native=True)
-    a.start()
-    try:
-        b.start()
-        b.join_cluster(a)
+    with two_nodes("cmr-bench-flood-") as (a, b):
         account = homed_on(b, {a: a.node_name(), b: b.node_name()}, a)
         set_algorithm(a, account, "urn:xmpp:cmr:roundrobin")
         flood(a, b, a.account(NATIVE_DOMAIN), [a.account(NATIVE_DOMAIN) for _ in range(SENDERS)], "native")
         flood(a, b, account, [a.account() for _ in range(SENDERS)], "mod_cmr roundrobin")
-    finally:
-        b.stop()
-        a.stop()
 
 
 if __name__ == "__main__":

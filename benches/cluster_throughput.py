@@ -8,6 +8,7 @@ Each setup delivers each message once (the second session at priority -1
 natively; round robin over two, or one session eligible, with mod_cmr).
 The CPU of both nodes counts."""
 
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -27,14 +28,25 @@ def homed_on(node, nodes, host):
             return account
 
 
-def main():
-    work = Path(tempfile.mkdtemp(prefix="cmr-bench-cluster-"))
+@contextlib.contextmanager
+def two_nodes(prefix):
+    """Two private ejabberd nodes with the lean config, B joined to A,
+    stopped on leaving."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     a = EjabberdHost(work / "a", modules=EjabberdHost.LEAN, native=True)
     b = EjabberdHost(work / "b", modules=EjabberdHost.LEAN, native=True)
     a.start()
     try:
         b.start()
         b.join_cluster(a)
+        yield a, b
+    finally:
+        b.stop()
+        a.stop()
+
+
+def main():
+    with two_nodes("cmr-bench-cluster-") as (a, b):
         nodes = {a: a.node_name(), b: b.node_name()}
         both = dict(host=b, sender_host=a, servers=[a, b])
         roundrobin, one = homed_on(b, nodes, a), homed_on(b, nodes, a)
@@ -45,9 +57,6 @@ def main():
         set_algorithm(a, roundrobin, "urn:xmpp:cmr:roundrobin")
         set_algorithm(a, one, "urn:xmpp:cmr:mostactive")
         rates, costs = measure(setups)
-    finally:
-        b.stop()
-        a.stop()
     report("ejabberd cluster, sender on A, account homed on B", rates, costs)
 
 
