@@ -533,8 +533,11 @@ ERL_NIF_INIT(cmr_test, funcs, load, NULL, NULL, NULL)
 static ErlNifFunc funcs[] = {
     {"new", 1, nif_new, 0},
     {"register", 6, nif_register, 0},
-    {"unregister", 3, nif_unregister, 0},
-    {"session_gone", 3, nif_session_gone, 0},
+    /* A removal may hand the memory of a mass logout back to the system
+     * (malloc_trim: some milliseconds for millions of sessions), more than
+     * a normal scheduler's slice. */
+    {"unregister", 3, nif_unregister, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"session_gone", 3, nif_session_gone, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"touch", 3, nif_touch, 0},
     {"set_load", 4, nif_set_load, 0},
     {"set_hibernating", 4, nif_set_hibernating, 0},
