@@ -247,13 +247,21 @@ struct Shard {
 }
 
 impl Shard {
+    /// The position of the account `bare` in `accounts`.
+    #[inline]
+    fn slot(&self, hash: u64, bare: &[u8]) -> Option<usize> {
+        let accounts = &self.accounts;
+        self.table
+            .find(hash, |&slot| {
+                same_key(accounts[slot as usize].key.as_bytes(), bare)
+            })
+            .map(|&slot| slot as usize)
+    }
+
     #[inline]
     fn find(&mut self, hash: u64, bare: &[u8]) -> Option<&mut Account> {
-        let accounts = &mut self.accounts;
-        let slot = *self.table.find(hash, |&slot| {
-            same_key(accounts[slot as usize].key.as_bytes(), bare)
-        })?;
-        Some(&mut accounts[slot as usize])
+        let slot = self.slot(hash, bare)?;
+        Some(&mut self.accounts[slot])
     }
 
     /// The account's position, adding it with `make` when it is not there.
@@ -264,13 +272,10 @@ impl Shard {
         make: impl FnOnce() -> Account,
         rehash: impl Fn(&str) -> u64,
     ) -> (usize, bool) {
-        let accounts = &mut self.accounts;
-        if let Some(&slot) = self
-            .table
-            .find(hash, |&slot| accounts[slot as usize].key == bare)
-        {
-            return (slot as usize, false);
+        if let Some(slot) = self.slot(hash, bare.as_bytes()) {
+            return (slot, false);
         }
+        let accounts = &mut self.accounts;
         let slot = accounts.len();
         accounts.push(make());
         self.table.insert_unique(hash, slot as u32, |&s| {
@@ -447,14 +452,9 @@ impl Registry {
     pub fn unregister(&self, bare: &str, resource: Option<&str>, token: u64) -> bool {
         let hash = self.hash(bare.as_bytes());
         let mut shard = self.shard(hash).lock();
-        let accounts = &shard.accounts;
-        let Some(&slot) = shard
-            .table
-            .find(hash, |&slot| accounts[slot as usize].key == bare)
-        else {
+        let Some(slot) = shard.slot(hash, bare.as_bytes()) else {
             return false;
         };
-        let slot = slot as usize;
         let account = &mut shard.accounts[slot];
         let found = match resource {
             Some(name) => account

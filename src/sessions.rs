@@ -86,6 +86,29 @@ struct Class {
     recency: Vec<(u64, u64)>,
 }
 
+/// The position of the session that `token` owns, through the index.
+fn position_of(by_token: &HashTable<u32>, list: &[Resource], token: u64) -> Option<usize> {
+    by_token
+        .find(token_key(token), |&p| list[p as usize].token == token)
+        .map(|&p| p as usize)
+}
+
+/// Where the session of a recency entry is, when the entry is still its
+/// latest event in the class `(run, standing)`; `None` for a stale one.
+/// `slot` is [`Classes::slot`].
+fn current(
+    slot: &[u32],
+    list: &[Resource],
+    by_token: &HashTable<u32>,
+    (run, standing): (usize, Standing),
+    (token, stamp): (u64, u64),
+) -> Option<usize> {
+    position_of(by_token, list, token).filter(|&p| {
+        let r = &list[p];
+        slot[p] != NO_SLOT && r.last_activity == stamp && class_of(r) == Some((run, standing))
+    })
+}
+
 /// Not in a class (ineligible, or being moved).
 const NO_SLOT: u32 = u32::MAX;
 
@@ -129,16 +152,9 @@ impl Classes {
             return;
         }
         let slot = &self.slot;
-        class.recency.retain(|&(token, stamp)| {
-            by_token
-                .find(token_key(token), |&p| list[p as usize].token == token)
-                .is_some_and(|&p| {
-                    let r = &list[p as usize];
-                    slot[p as usize] != NO_SLOT
-                        && r.last_activity == stamp
-                        && class_of(r) == Some((run, standing))
-                })
-        });
+        class
+            .recency
+            .retain(|&entry| current(slot, list, by_token, (run, standing), entry).is_some());
     }
 
     /// Takes the session at `pos` out of its class; its fields still say
@@ -353,18 +369,10 @@ impl Sessions {
         let mut top = classes.by_run[run].last_entry()?;
         let standing = *top.key();
         let class = top.get_mut();
-        while let Some(&(token, stamp)) = class.recency.last() {
-            let current = by_token
-                .find(token_key(token), |&p| self.list[p as usize].token == token)
-                .map(|&p| p as usize)
-                .filter(|&p| {
-                    let r = &self.list[p];
-                    classes.slot[p] != NO_SLOT
-                        && r.last_activity == stamp
-                        && class_of(r) == Some((run, standing))
-                });
-            if current.is_some() {
-                return current;
+        while let Some(&entry) = class.recency.last() {
+            let found = current(&classes.slot, &self.list, by_token, (run, standing), entry);
+            if found.is_some() {
+                return found;
             }
             class.recency.pop();
         }
@@ -426,10 +434,7 @@ impl Sessions {
     /// The position of the session that `token` owns.
     pub fn find_token(&self, token: u64) -> Option<usize> {
         match &self.index {
-            Some(index) => index
-                .by_token
-                .find(token_key(token), |&p| self.list[p as usize].token == token)
-                .map(|&p| p as usize),
+            Some(index) => position_of(&index.by_token, &self.list, token),
             None => self.list.iter().position(|r| r.token == token),
         }
     }
