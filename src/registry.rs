@@ -457,10 +457,7 @@ impl Registry {
         };
         let account = &mut shard.accounts[slot];
         let found = match resource {
-            Some(name) => account
-                .sessions
-                .find(name)
-                .filter(|&pos| account.sessions.get(pos).token == token),
+            Some(name) => account.sessions.find_owned(name, token),
             None => account.sessions.find_token(token),
         };
         let Some(pos) = found else {
@@ -506,13 +503,13 @@ impl Registry {
         now: u64,
     ) -> bool {
         self.with_account(bare, |account| {
-            account.change(|sessions| match sessions.find(resource) {
-                Some(pos) if sessions.get(pos).token == token => {
+            account.change(|sessions| match sessions.find_owned(resource, token) {
+                Some(pos) => {
                     let before = standing(sessions.get(pos));
                     let pos = sessions.update(pos, now, |r| r.flags = r.flags.with_hibernating(on));
                     (true, standing(sessions.get(pos)) != before)
                 }
-                _ => (false, false),
+                None => (false, false),
             })
         })
         .unwrap_or(false)
@@ -562,9 +559,7 @@ impl Registry {
     pub fn touch(&self, bare: &str, resource: &str, token: u64, now: u64) -> bool {
         self.with_account(bare, |account| {
             let sessions = &mut account.sessions;
-            let pos = sessions
-                .find(resource)
-                .filter(|&pos| sessions.get(pos).token == token)?;
+            let pos = sessions.find_owned(resource, token)?;
             sessions.touch(pos, now);
             Some(())
         })
@@ -583,9 +578,7 @@ impl Registry {
     ) -> Option<R> {
         self.with_account(bare, |account| {
             let sessions = &mut account.sessions;
-            let pos = sessions
-                .find(resource)
-                .filter(|&pos| sessions.get(pos).token == token)?;
+            let pos = sessions.find_owned(resource, token)?;
             Some(f(sessions.get_mut(pos)))
         })
         .flatten()

@@ -431,6 +431,11 @@ impl Sessions {
         }
     }
 
+    /// The position of the session of `name`, if `token` owns it.
+    pub fn find_owned(&self, name: &str, token: u64) -> Option<usize> {
+        self.find(name).filter(|&pos| self.list[pos].token == token)
+    }
+
     /// The position of the session that `token` owns.
     pub fn find_token(&self, token: u64) -> Option<usize> {
         match &self.index {
