@@ -142,6 +142,12 @@ fn is_routed_other_type(kind: &[u8]) -> Result<bool, Error> {
     }
 }
 
+/// Whether `bytes` are UTF-8, checked a word at a time when they are ASCII,
+/// as JIDs nearly always are.
+fn is_text(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
+}
+
 impl Router {
     pub fn new(policy: Policy) -> Router {
         Router {
@@ -292,9 +298,9 @@ impl Router {
     /// nowhere.
     #[inline]
     pub fn pick(&self, message: &Message, out: &mut [u64]) -> Result<Pick, Error> {
-        let recipient_is_text = || match std::str::from_utf8(message.recipient) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(Error::InvalidUtf8 { what: "recipient" }),
+        let recipient_is_text = || match is_text(message.recipient) {
+            true => Ok(()),
+            false => Err(Error::InvalidUtf8 { what: "recipient" }),
         };
         if !is_routed_type(message.kind)? {
             recipient_is_text()?;
@@ -311,7 +317,7 @@ impl Router {
             message.recipient,
             |account| {
                 let algorithm = hinted.unwrap_or(account.algorithm);
-                if algorithm == Algorithm::Sticky && std::str::from_utf8(message.sender).is_err() {
+                if algorithm == Algorithm::Sticky && !is_text(message.sender) {
                     return Err(Error::InvalidUtf8 { what: "sender" });
                 }
                 let pick = algorithm::pick(
