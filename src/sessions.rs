@@ -13,7 +13,7 @@
 //! split, so a change never gives a session a second turn in a cycle nor
 //! takes one away from a session that stays (SPEC: "it does not restart").
 
-use crate::algorithm::Pick;
+use crate::algorithm::{places_of, Pick, Probes};
 use crate::registry::{Resource, Show};
 use hashbrown::HashTable;
 use std::collections::BTreeMap;
@@ -112,6 +112,147 @@ fn current(
 /// Not in a class (ineligible, or being moved).
 const NO_SLOT: u32 = u32::MAX;
 
+/// No entry: the end of a bucket's chain.
+const NONE: u32 = u32::MAX;
+
+/// One session's place on `sticky`'s ring.
+#[derive(Clone, Copy, Debug)]
+struct RingEntry {
+    place: u32,
+    /// The next entry of the same bucket.
+    next: u32,
+    token: u64,
+}
+
+/// The places of one run's sessions on `sticky`'s ring, in buckets by
+/// their top bits, about one place per bucket: the first place at or after
+/// any point is then found in O(1) expected, and a session comes and goes
+/// in O(1) expected. (A sorted tree would make both O(log n).)
+#[derive(Debug)]
+struct Ring {
+    /// Bucket of a place: `place >> shift`; there are `2^(32 - shift)`.
+    shift: u32,
+    /// Each bucket's first entry.
+    heads: Vec<u32>,
+    entries: Vec<RingEntry>,
+}
+
+/// The fewest buckets a ring keeps.
+const RING_MIN_BITS: u32 = 4;
+
+impl Default for Ring {
+    fn default() -> Ring {
+        Ring {
+            shift: 32 - RING_MIN_BITS,
+            heads: vec![NONE; 1 << RING_MIN_BITS],
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl Ring {
+    fn bucket(&self, place: u32) -> usize {
+        (place >> self.shift) as usize
+    }
+
+    fn insert(&mut self, place: u32, token: u64) {
+        if self.entries.len() >= self.heads.len() {
+            self.resize(self.heads.len().trailing_zeros() + 1);
+        }
+        let bucket = self.bucket(place);
+        self.entries.push(RingEntry {
+            place,
+            next: self.heads[bucket],
+            token,
+        });
+        self.heads[bucket] = (self.entries.len() - 1) as u32;
+    }
+
+    /// Points the link to entry `at` (a bucket's head or an entry's
+    /// `next`) at `to`.
+    fn relink(&mut self, at: u32, to: u32) {
+        let bucket = self.bucket(self.entries[at as usize].place);
+        let mut prev = NONE;
+        let mut cur = self.heads[bucket];
+        while cur != at {
+            prev = cur;
+            cur = self.entries[cur as usize].next;
+        }
+        match prev {
+            NONE => self.heads[bucket] = to,
+            _ => self.entries[prev as usize].next = to,
+        }
+    }
+
+    fn remove(&mut self, place: u32, token: u64) {
+        let mut at = self.heads[self.bucket(place)];
+        while at != NONE && {
+            let entry = &self.entries[at as usize];
+            (entry.place, entry.token) != (place, token)
+        } {
+            at = self.entries[at as usize].next;
+        }
+        if at == NONE {
+            return;
+        }
+        self.relink(at, self.entries[at as usize].next);
+        let last = (self.entries.len() - 1) as u32;
+        if at != last {
+            self.relink(last, at);
+            self.entries.swap(at as usize, last as usize);
+        }
+        self.entries.pop();
+        let bits = self.heads.len().trailing_zeros();
+        if bits > RING_MIN_BITS && self.entries.len() < self.heads.len() / 4 {
+            self.resize(bits - 1);
+        }
+    }
+
+    /// Rebuilds the buckets at `2^bits`.
+    fn resize(&mut self, bits: u32) {
+        self.shift = 32 - bits;
+        self.heads = vec![NONE; 1 << bits];
+        for i in 0..self.entries.len() {
+            let bucket = self.bucket(self.entries[i].place);
+            self.entries[i].next = self.heads[bucket];
+            self.heads[bucket] = i as u32;
+        }
+    }
+
+    /// Calls `visit(distance, token)` for the entries nearest clockwise
+    /// from `from` (at least the nearest; the others of its bucket too).
+    fn nearest(&self, from: u32, mut visit: impl FnMut(u32, u64)) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let buckets = self.heads.len();
+        let start = self.bucket(from);
+        // The start bucket twice: its places at or after `from` first, its
+        // places before `from` last, once the ring has wrapped.
+        for step in 0..=buckets {
+            let mut at = self.heads[(start + step) & (buckets - 1)];
+            let mut found = false;
+            while at != NONE {
+                let entry = self.entries[at as usize];
+                let wrapped = entry.place < from;
+                let counts = match step {
+                    0 => !wrapped,
+                    _ if step == buckets => wrapped,
+                    _ => true,
+                };
+                if counts {
+                    visit(entry.place.wrapping_sub(from), entry.token);
+                    found = true;
+                }
+                at = entry.next;
+            }
+            if found {
+                return;
+            }
+        }
+    }
+}
+
 /// The eligible sessions by class, kept as they change, so that neither
 /// `mostactive` nor `all` scans the account.
 #[derive(Debug, Default)]
@@ -120,6 +261,8 @@ struct Classes {
     slot: Vec<u32>,
     /// The live sessions' classes, then the resting ones'.
     by_run: [BTreeMap<Standing, Class>; 2],
+    /// The live sessions' places on `sticky`'s ring, then the resting ones'.
+    rings: [Ring; 2],
 }
 
 impl Classes {
@@ -133,6 +276,25 @@ impl Classes {
         class.members.push(pos as u32);
         class.recency.push((r.token, r.last_activity));
         Some((run, standing))
+    }
+
+    /// Puts an eligible session's places on its run's ring.
+    fn enter_ring(&mut self, r: &Resource) {
+        if let Some((run, _)) = class_of(r) {
+            for place in places_of(r.name_hash) {
+                self.rings[run].insert(place, r.token);
+            }
+        }
+    }
+
+    /// Takes the places of the session of `token` and `name_hash` off the
+    /// ring of `run` (0 live, 1 resting; none for an ineligible one).
+    fn leave_ring(&mut self, run: Option<usize>, token: u64, name_hash: u32) {
+        if let Some(run) = run {
+            for place in places_of(name_hash) {
+                self.rings[run].remove(place, token);
+            }
+        }
     }
 
     /// Drops the stale entries of a class once they
@@ -216,6 +378,7 @@ impl Index {
         by_activity.sort_unstable_by_key(|&pos| list[pos].last_activity);
         for pos in by_activity {
             index.classes.add(list, pos);
+            index.classes.enter_ring(&list[pos]);
         }
         index
     }
@@ -417,6 +580,31 @@ impl Sessions {
         Some(Pick::Routed(needed))
     }
 
+    /// `sticky`'s choice among the candidates, from the ring of a large
+    /// account: for each of the sender's places the nearest session after
+    /// it, and of those the one the sender prefers. `None` for a small
+    /// account, which the caller scans.
+    #[inline]
+    pub fn sticky_indexed(&self, probes: &Probes) -> Option<usize> {
+        let index = self.index.as_deref()?;
+        let run = if self.live > 0 { 0 } else { 1 };
+        let position = |token| position_of(&index.by_token, &self.list, token);
+        let mut best: Option<(u32, usize)> = None;
+        for &probe in probes.points() {
+            index.classes.rings[run].nearest(probe, |distance, token| {
+                let Some(pos) = position(token) else { return };
+                let better = best.is_none_or(|(nearest, at)| {
+                    distance <= nearest
+                        && probes.prefers(&self.list[pos], distance, &self.list[at], nearest)
+                });
+                if better {
+                    best = Some((distance, pos));
+                }
+            });
+        }
+        best.map(|(_, pos)| pos)
+    }
+
     /// The position of the session of `name`.
     pub fn find(&self, name: &str) -> Option<usize> {
         match &self.index {
@@ -468,6 +656,7 @@ impl Sessions {
                 if let Some(class) = index.classes.add(&self.list, pos) {
                     index.classes.compact(&self.list, &index.by_token, class);
                 }
+                index.classes.enter_ring(&self.list[pos]);
             }
             None if self.list.len() > INDEX_ABOVE => {
                 self.index = Some(Box::new(Index::of(&self.list)));
@@ -510,6 +699,7 @@ impl Sessions {
             None => None,
         };
         let before = run_of(&self.list[pos]);
+        let on_ring = class_of(&self.list[pos]).map(|(run, _)| run);
         let token = self.list[pos].token;
         f(&mut self.list[pos]);
         self.list[pos].last_activity = self.stamp(now);
@@ -535,6 +725,13 @@ impl Sessions {
             for class in [left, joined].into_iter().flatten() {
                 index.classes.compact(&self.list, &index.by_token, class);
             }
+            // The ring moves only with the run or the token: presence that
+            // changes neither, the usual kind, costs it nothing.
+            let r = &self.list[pos];
+            if on_ring != joined.map(|(run, _)| run) || r.token != token {
+                index.classes.leave_ring(on_ring, token, r.name_hash);
+                index.classes.enter_ring(r);
+            }
         }
         pos
     }
@@ -542,6 +739,9 @@ impl Sessions {
     /// Removes the session at `pos`.
     pub fn remove(&mut self, pos: usize) -> Resource {
         if let Some(index) = &mut self.index {
+            let r = &self.list[pos];
+            let run = class_of(r).map(|(run, _)| run);
+            index.classes.leave_ring(run, r.token, r.name_hash);
             if let Some(class) = index.classes.detach(&self.list, pos) {
                 index.classes.compact(&self.list, &index.by_token, class);
             }
@@ -687,6 +887,24 @@ impl Sessions {
                     .map(|class| class.members.len())
                     .sum();
                 assert_eq!(members, self.eligible as usize);
+                let rings = &classes.rings;
+                let places = crate::algorithm::STICKY_PLACES;
+                assert_eq!(rings[0].entries.len(), places * self.live as usize);
+                assert_eq!(
+                    rings[0].entries.len() + rings[1].entries.len(),
+                    places * self.eligible as usize
+                );
+                for (run, ring) in rings.iter().enumerate() {
+                    for (at, entry) in ring.entries.iter().enumerate() {
+                        let r = &self.list[self.find_token(entry.token).unwrap()];
+                        assert!(places_of(r.name_hash).contains(&entry.place));
+                        assert_eq!(class_of(r).unwrap().0, run);
+                        let mut link = ring.heads[ring.bucket(entry.place)];
+                        while link != at as u32 {
+                            link = ring.entries[link as usize].next;
+                        }
+                    }
+                }
             }
             None => assert!(self.list.len() <= INDEX_ABOVE),
         }
@@ -798,6 +1016,13 @@ mod tests {
                     };
                     copies.sort_unstable();
                     prop_assert_eq!(copies, all_by_scan(&sessions));
+                    if sessions.candidates_len() > 0 {
+                        for sender in ["a@x", "b@x/r", "sensor-7@example.org"] {
+                            let probes = Probes::of(sender.as_bytes());
+                            let scanned = crate::algorithm::sticky(sessions.candidates(), &probes);
+                            prop_assert_eq!(sessions.sticky_indexed(&probes), Some(scanned));
+                        }
+                    }
                 }
             }
         }
