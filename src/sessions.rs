@@ -261,8 +261,10 @@ struct Classes {
     slot: Vec<u32>,
     /// The live sessions' classes, then the resting ones'.
     by_run: [BTreeMap<Standing, Class>; 2],
-    /// The live sessions' places on `sticky`'s ring, then the resting ones'.
-    rings: [Ring; 2],
+    /// The live sessions' places on `sticky`'s ring, then the resting
+    /// ones': built at the account's first `sticky` pick, so that accounts
+    /// that never use it do not pay for them.
+    rings: Option<Box<[Ring; 2]>>,
 }
 
 impl Classes {
@@ -280,9 +282,9 @@ impl Classes {
 
     /// Puts an eligible session's places on its run's ring.
     fn enter_ring(&mut self, r: &Resource) {
-        if let Some((run, _)) = class_of(r) {
+        if let (Some(rings), Some((run, _))) = (&mut self.rings, class_of(r)) {
             for place in places_of(r.name_hash) {
-                self.rings[run].insert(place, r.token);
+                rings[run].insert(place, r.token);
             }
         }
     }
@@ -290,9 +292,9 @@ impl Classes {
     /// Takes the places of the session of `token` and `name_hash` off the
     /// ring of `run` (0 live, 1 resting; none for an ineligible one).
     fn leave_ring(&mut self, run: Option<usize>, token: u64, name_hash: u32) {
-        if let Some(run) = run {
+        if let (Some(rings), Some(run)) = (&mut self.rings, run) {
             for place in places_of(name_hash) {
-                self.rings[run].remove(place, token);
+                rings[run].remove(place, token);
             }
         }
     }
@@ -378,7 +380,6 @@ impl Index {
         by_activity.sort_unstable_by_key(|&pos| list[pos].last_activity);
         for pos in by_activity {
             index.classes.add(list, pos);
-            index.classes.enter_ring(&list[pos]);
         }
         index
     }
@@ -585,13 +586,19 @@ impl Sessions {
     /// it, and of those the one the sender prefers. `None` for a small
     /// account, which the caller scans.
     #[inline]
-    pub fn sticky_indexed(&self, probes: &Probes) -> Option<usize> {
-        let index = self.index.as_deref()?;
-        let run = if self.live > 0 { 0 } else { 1 };
+    pub fn sticky_indexed(&mut self, probes: &Probes) -> Option<usize> {
+        let index = self.index.as_deref_mut()?;
+        if index.classes.rings.is_none() {
+            index.classes.rings = Some(Box::default());
+            for r in &self.list[..self.eligible as usize] {
+                index.classes.enter_ring(r);
+            }
+        }
+        let ring = &index.classes.rings.as_ref()?[if self.live > 0 { 0 } else { 1 }];
         let position = |token| position_of(&index.by_token, &self.list, token);
         let mut best: Option<(u32, usize)> = None;
         for &probe in probes.points() {
-            index.classes.rings[run].nearest(probe, |distance, token| {
+            ring.nearest(probe, |distance, token| {
                 let Some(pos) = position(token) else { return };
                 let better = best.is_none_or(|(nearest, at)| {
                     distance <= nearest
@@ -887,21 +894,22 @@ impl Sessions {
                     .map(|class| class.members.len())
                     .sum();
                 assert_eq!(members, self.eligible as usize);
-                let rings = &classes.rings;
-                let places = crate::algorithm::STICKY_PLACES;
-                assert_eq!(rings[0].entries.len(), places * self.live as usize);
-                assert_eq!(
-                    rings[0].entries.len() + rings[1].entries.len(),
-                    places * self.eligible as usize
-                );
-                for (run, ring) in rings.iter().enumerate() {
-                    for (at, entry) in ring.entries.iter().enumerate() {
-                        let r = &self.list[self.find_token(entry.token).unwrap()];
-                        assert!(places_of(r.name_hash).contains(&entry.place));
-                        assert_eq!(class_of(r).unwrap().0, run);
-                        let mut link = ring.heads[ring.bucket(entry.place)];
-                        while link != at as u32 {
-                            link = ring.entries[link as usize].next;
+                if let Some(rings) = classes.rings.as_deref() {
+                    let places = crate::algorithm::STICKY_PLACES;
+                    assert_eq!(rings[0].entries.len(), places * self.live as usize);
+                    assert_eq!(
+                        rings[0].entries.len() + rings[1].entries.len(),
+                        places * self.eligible as usize
+                    );
+                    for (run, ring) in rings.iter().enumerate() {
+                        for (at, entry) in ring.entries.iter().enumerate() {
+                            let r = &self.list[self.find_token(entry.token).unwrap()];
+                            assert!(places_of(r.name_hash).contains(&entry.place));
+                            assert_eq!(class_of(r).unwrap().0, run);
+                            let mut link = ring.heads[ring.bucket(entry.place)];
+                            while link != at as u32 {
+                                link = ring.entries[link as usize].next;
+                            }
                         }
                     }
                 }
