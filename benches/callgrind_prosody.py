@@ -13,6 +13,12 @@ messages and one of SMALL + MESSAGES are taken in turn; their difference
 divided by MESSAGES is the cost of one message, free of what a window costs
 whatever its length. ROUNDS pairs, the median.
 
+With --handler, no server: benches/prosody/handler_bench.lua fires the
+messages at mod_message and at mod_cmr loaded into a stand-in of Prosody's
+module API (the events, filters and sessions' stanzas/out filters are
+Prosody's own), under callgrind; what the server does around them is left
+out, so the module's own cost shows without a server's noise.
+
 With --profile, the same traffic (PROFILE_MESSAGES messages, no valgrind)
 goes to servers that also load benches/prosody/mod_lua_sampler.lua, and the
 Lua-level profile of each is printed."""
@@ -39,6 +45,7 @@ MESSAGES = int(os.environ.get("CMR_CALLGRIND_MESSAGES", 1000))
 SMALL = 200
 ROUNDS = int(os.environ.get("CMR_CALLGRIND_ROUNDS", 3))
 PROFILE_MESSAGES = 20_000
+HANDLER_MESSAGES = 5_000
 TIMEOUT = 600
 SCENARIOS = [("one session", 1), ("two sessions, all", 2)]
 
@@ -161,12 +168,36 @@ def profile(work, with_cmr, plugins=None):
     return out.read_text()
 
 
+def handler_costs(plugins):
+    """Instructions per message of the handler's path, natively and with
+    mod_cmr, per scenario: HANDLER_MESSAGES more messages, the difference."""
+    script = BENCHES / "prosody" / "handler_bench.lua"
+    source = prosody_source()
+    module = (plugins or BENCHES.parent / "build" / "prosody") / "mod_cmr"
+
+    def total(which, sessions, messages):
+        run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "lua5.4", str(script),
+                              source, str(module), which, str(sessions), str(messages)],
+                             capture_output=True, text=True, check=True, timeout=TIMEOUT)
+        return int(run.stderr.split("Collected : ")[1].split()[0])
+
+    print(f"  {'scenario':<18} {'native':>9} {'mod_cmr':>9} {'more':>7}")
+    for label, sessions in SCENARIOS:
+        n, c = ((total(which, sessions, SMALL + HANDLER_MESSAGES) - total(which, sessions, SMALL)) / HANDLER_MESSAGES
+                for which in ("native", "cmr"))
+        print(f"  {label:<18} {n:9,.0f} {c:9,.0f} {c - n:7,.0f}", flush=True)
+
+
+def prosody_source():
+    """The source folder of the Prosody that `prosody` on PATH runs."""
+    script = Path(shutil.which("prosody")).read_text()
+    return next((line.split("'")[1] for line in script.splitlines() if line.startswith("CFG_SOURCEDIR=")),
+                "/usr/lib/prosody")
+
+
 def version():
     """The Prosody that runs: the one `prosody` on PATH names."""
-    script = Path(shutil.which("prosody")).read_text()
-    source = next((line.split("'")[1] for line in script.splitlines() if line.startswith("CFG_SOURCEDIR=")),
-                  "/usr/lib/prosody")
-    for candidate in (Path(source) / "prosody.version", Path("/usr/lib/prosody/prosody.version")):
+    for candidate in (Path(prosody_source()) / "prosody.version", Path("/usr/lib/prosody/prosody.version")):
         if candidate.exists():
             return candidate.read_text().strip()
     return "unknown"
@@ -174,12 +205,18 @@ def version():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--handler", action="store_true", help="the handler's path alone, without a server")
     parser.add_argument("--profile", action="store_true", help="print a Lua-level profile instead")
     parser.add_argument("--plugins", type=Path, help="mod_cmr's folder's parent, for another build (default build/prosody)")
     parser.add_argument("--keep", action="store_true", help="keep the servers' folders and callgrind's dumps")
     arguments = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cmr-callgrind-"))
     print(f"Prosody {version()}", flush=True)
+    if arguments.handler:
+        print(f"instructions per message of the handler's path (runs of {SMALL} and {SMALL + HANDLER_MESSAGES} "
+              "messages):", flush=True)
+        handler_costs(arguments.plugins)
+        return
     if arguments.profile:
         for with_cmr in (False, True):
             print(f"\n== {'mod_cmr' if with_cmr else 'native'}: Lua profile, {len(SCENARIOS)} × "

@@ -133,23 +133,32 @@ static int l_touch(lua_State *L) { return session_call(L, TOUCH); }
 static int l_set_hibernating(lua_State *L) { return session_call(L, SET_HIBERNATING); }
 static int l_set_load(lua_State *L) { return session_call(L, SET_LOAD); }
 
+/* The pick of the message in the arguments from `first` on (recipient,
+ * type, sender, hint, sender_is_local): its status, with `*tokens` and
+ * `*n` the picked sessions. The first buffer is the caller's `small`; more
+ * tokens than it holds go to a userdata left on the stack. */
+static cmr_status pick_tokens(lua_State *L, cmr_router *router, int first, uint64_t small[16], uint64_t **tokens,
+                              size_t *n) {
+  cmr_message m;
+  m.recipient = luaL_checklstring(L, first, &m.recipient_len);
+  m.message_type = luaL_optlstring(L, first + 1, "", &m.message_type_len);
+  m.sender = luaL_optlstring(L, first + 2, "", &m.sender_len);
+  m.hint = luaL_optlstring(L, first + 3, "", &m.hint_len);
+  m.sender_is_local = lua_toboolean(L, first + 4);
+  *tokens = small;
+  cmr_status status = cmr_router_pick(router, &m, small, 16, n);
+  if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
+    *tokens = lua_newuserdatauv(L, *n * sizeof **tokens, 0);
+    status = cmr_router_pick(router, &m, *tokens, *n, n);
+  }
+  return status;
+}
+
 /* pick(recipient, type, sender, hint, sender_is_local) -> n, token... */
 static int l_pick(lua_State *L) {
-  cmr_router *router = check_router(L);
-  cmr_message m;
-  m.recipient = luaL_checklstring(L, 2, &m.recipient_len);
-  m.message_type = luaL_optlstring(L, 3, "", &m.message_type_len);
-  m.sender = luaL_optlstring(L, 4, "", &m.sender_len);
-  m.hint = luaL_optlstring(L, 5, "", &m.hint_len);
-  m.sender_is_local = lua_toboolean(L, 6);
-  uint64_t small[16];
-  uint64_t *tokens = small;
+  uint64_t small[16], *tokens;
   size_t n = 0;
-  cmr_status status = cmr_router_pick(router, &m, tokens, 16, &n);
-  if (status == CMR_STATUS_BUFFER_TOO_SMALL) {
-    tokens = lua_newuserdatauv(L, n * sizeof *tokens, 0);
-    status = cmr_router_pick(router, &m, tokens, n, &n);
-  }
+  cmr_status status = pick_tokens(L, check_router(L), 2, small, &tokens, &n);
   if (status == CMR_STATUS_NOT_ROUTED) {
     lua_pushinteger(L, 0);
     return 1;
@@ -159,6 +168,24 @@ static int l_pick(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)n);
   for (size_t i = 0; i < n; i++) lua_pushinteger(L, (lua_Integer)tokens[i]);
   return (int)n + 1;
+}
+
+/* pick_into(tokens, recipient, type, sender, hint, sender_is_local) -> n:
+ * the tokens go to tokens[1..n], what lies beyond stays. */
+static int l_pick_into(lua_State *L) {
+  cmr_router *router = check_router(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  uint64_t small[16], *tokens;
+  size_t n = 0;
+  cmr_status status = pick_tokens(L, router, 3, small, &tokens, &n);
+  if (status == CMR_STATUS_NOT_ROUTED) n = 0;
+  else if (status != CMR_STATUS_OK) return push_error(L, status);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushinteger(L, (lua_Integer)tokens[i]);
+    lua_rawseti(L, 2, (lua_Integer)i + 1);
+  }
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
 }
 
 /* The calls that answer with text: the router (but for ADMIN_FORM_VALUE),
@@ -363,7 +390,8 @@ static const luaL_Reg router_methods[] = {
     {"session_gone", l_session_gone},
     {"touch", l_touch},               {"set_load", l_set_load},
     {"set_hibernating", l_set_hibernating},
-    {"pick", l_pick},                 {"get_algorithm", l_get_algorithm},
+    {"pick", l_pick},                 {"pick_into", l_pick_into},
+    {"get_algorithm", l_get_algorithm},
     {"set_algorithm", l_set_algorithm}, {"handle_iq", l_handle_iq},
     {"disco_features", l_disco_features}, {"stats", l_stats},
     {"metric_values", l_metric_values},

@@ -10,7 +10,7 @@ local here = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./");
 local lib = ffi.load(here .. "libcmr.so.0");
 
 -- The statuses by the cdef's names (enum constants resolve on any clib).
-local OK, TOO_SMALL = lib.CMR_STATUS_OK, lib.CMR_STATUS_BUFFER_TOO_SMALL;
+local OK, TOO_SMALL, NOT_ROUTED = lib.CMR_STATUS_OK, lib.CMR_STATUS_BUFFER_TOO_SMALL, lib.CMR_STATUS_NOT_ROUTED;
 
 -- Lua states are single-threaded: one set of scratch buffers serves all calls.
 local message = ffi.new("cmr_message");
@@ -105,7 +105,8 @@ local function unpack_tokens(i, n)
 	return tonumber(tokens[i]), unpack_tokens(i + 1, n);
 end
 
-function router_mt:pick(recipient, message_type, sender, hint, sender_is_local)
+-- The pick's status; the tokens in `tokens`, out_len[0] of them.
+local function pick_tokens(self, recipient, message_type, sender, hint, sender_is_local)
 	message_type, sender, hint = message_type or "", sender or "", hint or "";
 	message.recipient, message.recipient_len = recipient, #recipient;
 	message.message_type, message.message_type_len = message_type, #message_type;
@@ -118,11 +119,25 @@ function router_mt:pick(recipient, message_type, sender, hint, sender_is_local)
 		tokens = ffi.new("uint64_t[?]", tokens_cap);
 		status = lib.cmr_router_pick(ptr(self), message, tokens, tokens_cap, out_len);
 	end
-	if status == lib.CMR_STATUS_NOT_ROUTED then return 0; end
+	return status;
+end
+
+function router_mt:pick(...)
+	local status = pick_tokens(self, ...);
+	if status == NOT_ROUTED then return 0; end
 	if status ~= OK then return failure(status); end
 	local n = tonumber(out_len[0]);
 	if n == 1 then return 1, tonumber(tokens[0]); end
 	return n, unpack_tokens(0, n);
+end
+
+function router_mt:pick_into(into, ...)
+	local status = pick_tokens(self, ...);
+	if status == NOT_ROUTED then return 0; end
+	if status ~= OK then return failure(status); end
+	local n = tonumber(out_len[0]);
+	for i = 1, n do into[i] = tonumber(tokens[i - 1]); end
+	return n;
 end
 
 function router_mt:get_algorithm(jid)
