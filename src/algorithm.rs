@@ -175,7 +175,29 @@ pub fn pick(
     let Some(slot) = out.first_mut() else {
         return Pick::BufferTooSmall(1);
     };
-    let index = match algorithm {
+    // Round robin, the most common choice, without the jump of the match.
+    let index = if algorithm == Algorithm::RoundRobin {
+        sessions.next_in_turn(candidates)
+    } else {
+        pick_one(algorithm, state, sessions, sender, candidates)
+    };
+    let chosen = sessions.get_mut(index);
+    chosen.routed += 1;
+    *slot = chosen.token;
+    Pick::Routed(1)
+}
+
+/// The position of the one session that an algorithm other than round
+/// robin and `all` picks among the `candidates` (their number, at least 1).
+#[inline]
+fn pick_one(
+    algorithm: Algorithm,
+    state: &mut PickState,
+    sessions: &mut Sessions,
+    sender: &[u8],
+    candidates: usize,
+) -> usize {
+    match algorithm {
         Algorithm::All | Algorithm::MostActive => match sessions.most_active_indexed() {
             Some(pos) => pos,
             None => most_active(sessions.candidates()),
@@ -199,11 +221,7 @@ pub fn pick(
             }
         }
         Algorithm::LeastLoaded => least_loaded(state, sessions.candidates()),
-    };
-    let chosen = sessions.get_mut(index);
-    chosen.routed += 1;
-    *slot = chosen.token;
-    Pick::Routed(1)
+    }
 }
 
 /// Every eligible session of the highest priority among them.

@@ -126,6 +126,17 @@ pub enum Error {
     Failed,
 }
 
+/// A message's string that is not UTF-8, named: the only way a pick
+/// fails. Small, so that a pick's result needs no room for an [`Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotText(pub &'static str);
+
+impl From<NotText> for Error {
+    fn from(NotText(what): NotText) -> Error {
+        Error::InvalidUtf8 { what }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

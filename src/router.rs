@@ -3,7 +3,7 @@
 
 use crate::algorithm::{self, Algorithm, Pick};
 use crate::command::{self, CommandAnswer, SessionShare};
-use crate::error::{Error, Quoted};
+use crate::error::{Error, NotText, Quoted};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::protocol::{self, Condition, Query, Request};
@@ -121,7 +121,7 @@ fn no_session(jid: &str, token: u64) -> Error {
 /// RFC 6121 5.2.2: a missing or unknown type is `normal`. Only `chat` and
 /// `normal` are CMR's to route (RFC 6121 8.5.2.1.1).
 #[inline]
-fn is_routed_type(kind: &[u8]) -> Result<bool, Error> {
+fn is_routed_type(kind: &[u8]) -> Result<bool, NotText> {
     // No type and `chat` are nearly every message: two comparisons, not a
     // match over every name.
     if kind.is_empty() || kind == b"chat" {
@@ -131,13 +131,13 @@ fn is_routed_type(kind: &[u8]) -> Result<bool, Error> {
 }
 
 #[inline(never)]
-fn is_routed_other_type(kind: &[u8]) -> Result<bool, Error> {
+fn is_routed_other_type(kind: &[u8]) -> Result<bool, NotText> {
     match kind {
         b"headline" | b"groupchat" | b"error" => Ok(false),
         b"normal" => Ok(true),
         other => match std::str::from_utf8(other) {
             Ok(_) => Ok(true),
-            Err(_) => Err(Error::InvalidUtf8 { what: "kind" }),
+            Err(_) => Err(NotText("kind")),
         },
     }
 }
@@ -297,10 +297,10 @@ impl Router {
     /// or (under `sticky`) a sender that is not UTF-8 is an error, counted
     /// nowhere.
     #[inline]
-    pub fn pick(&self, message: &Message, out: &mut [u64]) -> Result<Pick, Error> {
+    pub fn pick(&self, message: &Message, out: &mut [u64]) -> Result<Pick, NotText> {
         let recipient_is_text = || match is_text(message.recipient) {
             true => Ok(()),
-            false => Err(Error::InvalidUtf8 { what: "recipient" }),
+            false => Err(NotText("recipient")),
         };
         if !is_routed_type(message.kind)? {
             recipient_is_text()?;
@@ -318,7 +318,7 @@ impl Router {
             |account| {
                 let algorithm = hinted.unwrap_or(account.algorithm);
                 if algorithm == Algorithm::Sticky && !is_text(message.sender) {
-                    return Err(Error::InvalidUtf8 { what: "sender" });
+                    return Err(NotText("sender"));
                 }
                 let pick = algorithm::pick(
                     algorithm,
@@ -903,10 +903,7 @@ mod tests {
             kind: b"\xff",
             ..msg("a@x")
         };
-        assert!(matches!(
-            r.pick(&bad, &mut out),
-            Err(Error::InvalidUtf8 { what: "kind" })
-        ));
+        assert!(matches!(r.pick(&bad, &mut out), Err(NotText("kind"))));
         let sender = Message {
             sender: b"\xffsensor@x",
             ..msg("a@x")
@@ -917,10 +914,7 @@ mod tests {
             "not read: not checked"
         );
         r.set_algorithm("a@x", "sticky").unwrap();
-        assert!(matches!(
-            r.pick(&sender, &mut out),
-            Err(Error::InvalidUtf8 { what: "sender" })
-        ));
+        assert!(matches!(r.pick(&sender, &mut out), Err(NotText("sender"))));
     }
 
     #[test]

@@ -527,7 +527,7 @@ pub unsafe extern "C" fn cmr_router_pick(
         match router.pick(&message, out) {
             Err(error) => {
                 *out_len = 0;
-                fail_with(error)
+                fail_with(error.into())
             }
             Ok(Pick::Routed(n)) => {
                 *out_len = n;
