@@ -84,7 +84,7 @@ async def main():
     print(f"\nall: every max-priority node gets every message {native_all}; mostactive: one node;")
     print("roundrobin, random: even shares; weighted: 2:2:1:1; sticky: each sensor keeps its node;")
     if "load" in cmr.features:
-        print("leastloaded: the node that stopped acknowledging is left alone.")
+        print("leastloaded: the node that stopped acknowledging gets the fewest, fewer as its queue grows.")
     else:
         print(f"leastloaded: even shares ({cmr.name}'s plugin sees no XEP-0198 queue to call load).")
 
