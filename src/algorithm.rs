@@ -397,11 +397,11 @@ fn mix(mut z: u64) -> u64 {
 /// How many places on the ring a resource has, and how many probes stand
 /// for one sender, one in each sixteenth of the ring. With one place each,
 /// a resource that lands just after another gets almost no senders; with 4
-/// places and 16 probes, each resource gets between about 0.55 and 1.17 of
-/// an even share at 4 to 1,000 resources (simulated with 1,000 senders per
-/// resource; the probes as in "Multi-probe consistent hashing", Appleton
-/// and O'Reilly, 2015, but one per sixteenth, so that the probe before a
-/// place is found without a search).
+/// places and 16 probes, each resource gets between about 0.5 and 1.2
+/// times an even share at 4 to 1,000 resources (`examples/sticky_spread.rs`;
+/// the probes as in "Multi-probe consistent hashing", Appleton and
+/// O'Reilly, 2015, but one per sixteenth, so that the probe before a place
+/// is found without a search).
 pub(crate) const STICKY_PLACES: usize = 4;
 const STICKY_PROBES: usize = 16;
 
