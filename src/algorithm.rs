@@ -3,6 +3,7 @@
 
 use crate::registry::Resource;
 use crate::sessions::Sessions;
+use std::cmp::Reverse;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The number of algorithms: the length of [`Algorithm::EVERY`] and of the
@@ -183,12 +184,17 @@ pub fn pick(
         Algorithm::RoundRobin => sessions.next_in_turn(candidates),
         Algorithm::Weighted => {
             state.weighted_in_use = true;
-            let tier = if sessions.has_live() {
-                Tier::Live
-            } else {
-                Tier::Any
-            };
-            weighted(sessions.candidates(), tier)
+            match sessions.weighted_indexed() {
+                Some(pos) => pos,
+                None => {
+                    let tier = if sessions.has_live() {
+                        Tier::Live
+                    } else {
+                        Tier::Any
+                    };
+                    weighted(sessions.candidates(), tier)
+                }
+            }
         }
         Algorithm::Random => state.rng.usize(..candidates),
         Algorithm::Sticky => sticky(sessions.candidates(), sender),
@@ -278,8 +284,10 @@ impl Weights {
 }
 
 /// Smooth weighted round robin (as in nginx): every resource in the
-/// rotation gains its weight, the richest is picked and pays the total
-/// back. `current_weight` is 0 outside the rotation and sums to 0 in it.
+/// rotation gains its weight, the richest (of equals, the one registered
+/// first) is picked and pays the total back. `current_weight` is 0 outside
+/// the rotation and sums to 0 in it. A large account's index runs the same
+/// rule without a scan (`crate::rotation`).
 fn weighted(candidates: &mut [Resource], tier: Tier) -> usize {
     let weights = Weights::in_tier(candidates, tier);
     let mut total = 0;
@@ -289,7 +297,7 @@ fn weighted(candidates: &mut [Resource], tier: Tier) -> usize {
         total += weight;
     }
     let best = first_max_by(candidates, |r| {
-        (weights.of_resource(r) > 0, r.current_weight)
+        (weights.of_resource(r) > 0, r.current_weight, Reverse(r.seq))
     });
     candidates[best].current_weight -= total as i32;
     best

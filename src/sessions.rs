@@ -12,9 +12,14 @@
 //! had their turn in this cycle, those after it have not. Moves keep that
 //! split, so a change never gives a session a second turn in a cycle nor
 //! takes one away from a session that stays (SPEC: "it does not restart").
+//!
+//! The weighted rotation of a small account is a scan of its candidates
+//! ([`crate::algorithm`]); a large account's index keeps it in
+//! [`Rotations`], which neither a pick nor a change scans.
 
-use crate::algorithm::Pick;
+use crate::algorithm::{self, Pick};
 use crate::registry::{Resource, Show};
+use crate::rotation::{Place, Rotations, MESSAGE};
 use hashbrown::HashTable;
 use std::collections::BTreeMap;
 
@@ -42,13 +47,50 @@ fn run_of(r: &Resource) -> Run {
     }
 }
 
-/// Positions by resource name and by token, and the eligible sessions by
-/// class, for large accounts.
+/// Positions by resource name and by token, the eligible sessions by
+/// class, and the weighted rotations, for large accounts.
 #[derive(Debug, Default)]
 struct Index {
     by_name: HashTable<u32>,
     by_token: HashTable<u32>,
     classes: Classes,
+    rotations: Rotations,
+}
+
+/// The weighted rotation an eligible session is in, and its weight there.
+/// Each run has two: its sessions of priority above 0, weighted by their
+/// priority, and those of priority 0, 1 each, which weighted picks from
+/// only while the first is empty (SPEC: priority 0 gets nothing unless all
+/// are 0). So no session is ever in two, and when the picks move from one
+/// to another, nobody is carried: the other's standings are as it left them.
+fn place_of(r: &Resource) -> Option<Place> {
+    let run = match run_of(r) {
+        Run::Live => 0,
+        Run::Resting => 1,
+        Run::Out => return None,
+    };
+    Some(if r.priority > 0 {
+        Place {
+            rotation: 2 * run,
+            weight: r.priority as u8,
+        }
+    } else {
+        Place {
+            rotation: 2 * run + 1,
+            weight: 1,
+        }
+    })
+}
+
+/// The rotation weighted picks from: the candidates' run's (live if any
+/// session is live), of priority above 0 unless it has none.
+fn weighted_rotation(live: u32, rotations: &Rotations) -> u8 {
+    let weighted = if live > 0 { 0 } else { 2 };
+    if rotations.is_empty(weighted) {
+        weighted + 1
+    } else {
+        weighted
+    }
 }
 
 /// What `mostactive` and `all` rank an eligible session by, after its run.
@@ -206,7 +248,9 @@ fn token_key(token: u64) -> u64 {
 const MOVING: u32 = u32::MAX;
 
 impl Index {
-    fn of(list: &[Resource]) -> Index {
+    /// The index of a small account whose weighted rotation (of total
+    /// weight `total`) stands where the sessions' `current_weight` say.
+    fn of(list: &[Resource], total: i64) -> Index {
         let mut index = Index::default();
         for pos in 0..list.len() {
             index.insert(list, pos);
@@ -217,12 +261,29 @@ impl Index {
         for pos in by_activity {
             index.classes.add(list, pos);
         }
+        for (pos, r) in list.iter().enumerate() {
+            if let Some(place) = place_of(r) {
+                // In messages: `current_weight / total`.
+                let standing = match total {
+                    0 => 0,
+                    _ => {
+                        (i128::from(r.current_weight) * i128::from(MESSAGE) / i128::from(total))
+                            as i64
+                    }
+                };
+                index.rotations.join(pos, place, r.seq, standing);
+            }
+        }
+        for rotation in 0..4 {
+            index.rotations.level(rotation);
+        }
         index
     }
 
-    /// Indexes `list[pos]`, outside any class.
+    /// Indexes `list[pos]`, outside any class and rotation.
     fn insert(&mut self, list: &[Resource], pos: usize) {
         self.classes.slot.push(NO_SLOT);
+        self.rotations.push();
         let r = &list[pos];
         self.by_name
             .insert_unique(name_key(r.name_hash), pos as u32, |&p| {
@@ -247,6 +308,7 @@ impl Index {
     /// Unindexes `r`, the last session, at `pos`.
     fn remove(&mut self, r: &Resource, pos: u32) {
         self.classes.slot.pop();
+        self.rotations.pop();
         if let Ok(entry) = self
             .by_name
             .find_entry(name_key(r.name_hash), |&p| p == pos)
@@ -379,6 +441,20 @@ impl Sessions {
         None
     }
 
+    /// `weighted`'s choice among the candidates, from the rotations of a
+    /// large account. `None` for a small account, which the caller scans.
+    #[inline]
+    pub fn weighted_indexed(&mut self) -> Option<usize> {
+        let rotations = &mut self.index.as_deref_mut()?.rotations;
+        rotations.pick(weighted_rotation(self.live, rotations))
+    }
+
+    /// Whether the account is large enough to have an index, which carries
+    /// its weighted rotation over every change by itself.
+    pub fn is_indexed(&self) -> bool {
+        self.index.is_some()
+    }
+
     /// `all`'s copies from the classes of a large account: every eligible
     /// session of the highest priority, live or resting; the tokens go to
     /// `out`. `None` for a small account, which the caller scans.
@@ -458,6 +534,11 @@ impl Sessions {
         self.next_seq = self.next_seq.wrapping_add(1);
         fresh.last_activity = self.stamp(fresh.last_activity);
         let pos = self.list.len();
+        // The standings of a small account are in units of its total.
+        let total = match self.index {
+            None if pos == INDEX_ABOVE => algorithm::weighted_total(&self.list),
+            _ => 0,
+        };
         self.list.push(fresh);
         if let Some(index) = &mut self.index {
             index.insert(&self.list, pos);
@@ -468,9 +549,13 @@ impl Sessions {
                 if let Some(class) = index.classes.add(&self.list, pos) {
                     index.classes.compact(&self.list, &index.by_token, class);
                 }
+                if let Some(place) = place_of(&self.list[pos]) {
+                    index.rotations.join(pos, place, self.list[pos].seq, 0);
+                    index.rotations.level(place.rotation);
+                }
             }
             None if self.list.len() > INDEX_ABOVE => {
-                self.index = Some(Box::new(Index::of(&self.list)));
+                self.index = Some(Box::new(Index::of(&self.list, total)));
             }
             None => {}
         }
@@ -535,6 +620,28 @@ impl Sessions {
             for class in [left, joined].into_iter().flatten() {
                 index.classes.compact(&self.list, &index.by_token, class);
             }
+            let r = &self.list[pos];
+            let place = place_of(r);
+            if place != index.rotations.place(pos) || r.token != token {
+                // A session that stays in its rotation keeps its standing
+                // under its new weight; a new one, or one that moves to
+                // another rotation, starts level.
+                let left = index.rotations.leave(pos);
+                let carried = match (left, place) {
+                    (Some((was, standing)), Some(now))
+                        if was.rotation == now.rotation && r.token == token =>
+                    {
+                        standing
+                    }
+                    _ => 0,
+                };
+                if let Some(place) = place {
+                    index.rotations.join(pos, place, r.seq, carried);
+                }
+                for place in [left.map(|(was, _)| was), place].into_iter().flatten() {
+                    index.rotations.level(place.rotation);
+                }
+            }
         }
         pos
     }
@@ -545,6 +652,9 @@ impl Sessions {
             if let Some(class) = index.classes.detach(&self.list, pos) {
                 index.classes.compact(&self.list, &index.by_token, class);
             }
+            if let Some((place, _)) = index.rotations.leave(pos) {
+                index.rotations.level(place.rotation);
+            }
         }
         let pos = self.leave(pos, run_of(&self.list[pos]), Run::Out);
         let last = self.list.len() - 1;
@@ -554,9 +664,29 @@ impl Sessions {
             index.remove(&gone, last as u32);
         }
         if self.list.len() <= INDEX_DROP_AT {
-            self.index = None;
+            if let Some(index) = self.index.take() {
+                self.unindex_rotation(index.rotations);
+            }
         }
         gone
+    }
+
+    /// Hands the weighted rotation of an account that is no longer large
+    /// back to its sessions' `current_weight`, in units of its total.
+    fn unindex_rotation(&mut self, mut rotations: Rotations) {
+        let picked = weighted_rotation(self.live, &rotations);
+        let mut total = 0;
+        for (pos, r) in self.list.iter_mut().enumerate() {
+            r.current_weight = match rotations.standing(pos) {
+                Some((place, standing, of)) if place.rotation == picked => {
+                    total = of;
+                    (i128::from(standing) * i128::from(of) / i128::from(MESSAGE)) as i32
+                }
+                _ => 0,
+            };
+        }
+        // Rounding may leave the sum off 0: levelled as after a change.
+        algorithm::rebalance(&mut self.list, total);
     }
 
     /// Moves the session at `pos`, which was in run `from`, to the run its
@@ -643,6 +773,7 @@ impl Sessions {
             index.relabel(&self.list[b], a32, b32);
             index.relabel(&self.list[a], MOVING, a32);
             index.classes.swapped(&self.list, a, b);
+            index.rotations.swapped(a, b);
         }
     }
 
@@ -687,6 +818,8 @@ impl Sessions {
                     .map(|class| class.members.len())
                     .sum();
                 assert_eq!(members, self.eligible as usize);
+                let places: Vec<Option<Place>> = self.list.iter().map(place_of).collect();
+                index.rotations.check(&places);
             }
             None => assert!(self.list.len() <= INDEX_ABOVE),
         }
@@ -705,6 +838,7 @@ mod tests {
         Hibernate(usize, bool),
         Touch(usize),
         Remove(usize),
+        Pick(usize),
     }
 
     const SHOWS: [Show; 5] = [Show::Dnd, Show::Xa, Show::Away, Show::None, Show::Chat];
@@ -717,6 +851,7 @@ mod tests {
             1 => (name.clone(), any::<bool>()).prop_map(|(n, on)| Op::Hibernate(n, on)),
             2 => name.clone().prop_map(Op::Touch),
             2 => name.prop_map(Op::Remove),
+            3 => (1..30usize).prop_map(Op::Pick),
         ]
     }
 
@@ -746,6 +881,7 @@ mod tests {
         #[test]
         fn the_runs_the_index_and_the_classes_follow_every_change(ops in prop::collection::vec(op(), 1..400)) {
             let mut sessions = Sessions::default();
+            let mut state = crate::algorithm::PickState::new(7);
             let mut now = 0;
             let mut next_token = 0;
             for op in ops {
@@ -783,6 +919,24 @@ mod tests {
                     Op::Remove(n) => {
                         if let Some(pos) = sessions.find(&name(n)) {
                             sessions.remove(pos);
+                        }
+                    }
+                    Op::Pick(count) => {
+                        for _ in 0..count {
+                            let expected = sessions.index.as_ref().map(|index| {
+                                let rotation = weighted_rotation(sessions.live, &index.rotations);
+                                index.rotations.pick_by_scan(rotation).map(|pos| sessions.list[pos].token)
+                            });
+                            let mut out = [0u64; 1];
+                            let picked = match crate::algorithm::pick(crate::Algorithm::Weighted, &mut state, &mut sessions, b"", &mut out) {
+                                Pick::Routed(1) => Some(out[0]),
+                                Pick::NotRouted => None,
+                                other => panic!("{other:?}"),
+                            };
+                            if let Some(expected) = expected {
+                                prop_assert_eq!(picked, expected);
+                            }
+                            sessions.check();
                         }
                     }
                 }
