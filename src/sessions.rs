@@ -54,7 +54,10 @@ struct Index {
     by_name: HashTable<u32>,
     by_token: HashTable<u32>,
     classes: Classes,
-    rotations: Rotations,
+    /// Built at the first weighted pick (or with the index, when the small
+    /// account's rotation was not at rest): until then every standing is 0,
+    /// and an account that never routes by weighted does not keep them.
+    rotations: Option<Rotations>,
 }
 
 /// The weighted rotation an eligible session is in, and its weight there.
@@ -80,6 +83,30 @@ fn place_of(r: &Resource) -> Option<Place> {
             weight: 1,
         }
     })
+}
+
+/// The weighted rotations of `list`, each session standing where its
+/// `current_weight` says in a rotation of total weight `total` (a small
+/// account's).
+fn rotations_of(list: &[Resource], total: i64) -> Rotations {
+    let mut rotations = Rotations::default();
+    for (pos, r) in list.iter().enumerate() {
+        rotations.push();
+        if let Some(place) = place_of(r) {
+            // In messages: `current_weight / total`.
+            let standing = match total {
+                0 => 0,
+                _ => {
+                    (i128::from(r.current_weight) * i128::from(MESSAGE) / i128::from(total)) as i64
+                }
+            };
+            rotations.join(pos, place, r.seq, standing);
+        }
+    }
+    for rotation in 0..4 {
+        rotations.level(rotation);
+    }
+    rotations
 }
 
 /// The rotation weighted picks from: the candidates' run's (live if any
@@ -261,21 +288,8 @@ impl Index {
         for pos in by_activity {
             index.classes.add(list, pos);
         }
-        for (pos, r) in list.iter().enumerate() {
-            if let Some(place) = place_of(r) {
-                // In messages: `current_weight / total`.
-                let standing = match total {
-                    0 => 0,
-                    _ => {
-                        (i128::from(r.current_weight) * i128::from(MESSAGE) / i128::from(total))
-                            as i64
-                    }
-                };
-                index.rotations.join(pos, place, r.seq, standing);
-            }
-        }
-        for rotation in 0..4 {
-            index.rotations.level(rotation);
+        if list.iter().any(|r| r.current_weight != 0) {
+            index.rotations = Some(rotations_of(list, total));
         }
         index
     }
@@ -283,7 +297,9 @@ impl Index {
     /// Indexes `list[pos]`, outside any class and rotation.
     fn insert(&mut self, list: &[Resource], pos: usize) {
         self.classes.slot.push(NO_SLOT);
-        self.rotations.push();
+        if let Some(rotations) = &mut self.rotations {
+            rotations.push();
+        }
         let r = &list[pos];
         self.by_name
             .insert_unique(name_key(r.name_hash), pos as u32, |&p| {
@@ -308,7 +324,9 @@ impl Index {
     /// Unindexes `r`, the last session, at `pos`.
     fn remove(&mut self, r: &Resource, pos: u32) {
         self.classes.slot.pop();
-        self.rotations.pop();
+        if let Some(rotations) = &mut self.rotations {
+            rotations.pop();
+        }
         if let Ok(entry) = self
             .by_name
             .find_entry(name_key(r.name_hash), |&p| p == pos)
@@ -445,7 +463,10 @@ impl Sessions {
     /// large account. `None` for a small account, which the caller scans.
     #[inline]
     pub fn weighted_indexed(&mut self) -> Option<usize> {
-        let rotations = &mut self.index.as_deref_mut()?.rotations;
+        let index = self.index.as_deref_mut()?;
+        let rotations = index
+            .rotations
+            .get_or_insert_with(|| rotations_of(&self.list, 0));
         rotations.pick(weighted_rotation(self.live, rotations))
     }
 
@@ -549,9 +570,11 @@ impl Sessions {
                 if let Some(class) = index.classes.add(&self.list, pos) {
                     index.classes.compact(&self.list, &index.by_token, class);
                 }
-                if let Some(place) = place_of(&self.list[pos]) {
-                    index.rotations.join(pos, place, self.list[pos].seq, 0);
-                    index.rotations.level(place.rotation);
+                if let (Some(rotations), Some(place)) =
+                    (&mut index.rotations, place_of(&self.list[pos]))
+                {
+                    rotations.join(pos, place, self.list[pos].seq, 0);
+                    rotations.level(place.rotation);
                 }
             }
             None if self.list.len() > INDEX_ABOVE => {
@@ -622,11 +645,13 @@ impl Sessions {
             }
             let r = &self.list[pos];
             let place = place_of(r);
-            if place != index.rotations.place(pos) || r.token != token {
+            let moved =
+                |rotations: &&mut Rotations| place != rotations.place(pos) || r.token != token;
+            if let Some(rotations) = index.rotations.as_mut().filter(moved) {
                 // A session that stays in its rotation keeps its standing
                 // under its new weight; a new one, or one that moves to
                 // another rotation, starts level.
-                let left = index.rotations.leave(pos);
+                let left = rotations.leave(pos);
                 let carried = match (left, place) {
                     (Some((was, standing)), Some(now))
                         if was.rotation == now.rotation && r.token == token =>
@@ -636,10 +661,10 @@ impl Sessions {
                     _ => 0,
                 };
                 if let Some(place) = place {
-                    index.rotations.join(pos, place, r.seq, carried);
+                    rotations.join(pos, place, r.seq, carried);
                 }
                 for place in [left.map(|(was, _)| was), place].into_iter().flatten() {
-                    index.rotations.level(place.rotation);
+                    rotations.level(place.rotation);
                 }
             }
         }
@@ -652,8 +677,10 @@ impl Sessions {
             if let Some(class) = index.classes.detach(&self.list, pos) {
                 index.classes.compact(&self.list, &index.by_token, class);
             }
-            if let Some((place, _)) = index.rotations.leave(pos) {
-                index.rotations.level(place.rotation);
+            if let Some(rotations) = &mut index.rotations {
+                if let Some((place, _)) = rotations.leave(pos) {
+                    rotations.level(place.rotation);
+                }
             }
         }
         let pos = self.leave(pos, run_of(&self.list[pos]), Run::Out);
@@ -664,8 +691,8 @@ impl Sessions {
             index.remove(&gone, last as u32);
         }
         if self.list.len() <= INDEX_DROP_AT {
-            if let Some(index) = self.index.take() {
-                self.unindex_rotation(index.rotations);
+            if let Some(rotations) = self.index.take().and_then(|index| index.rotations) {
+                self.unindex_rotation(rotations);
             }
         }
         gone
@@ -773,7 +800,9 @@ impl Sessions {
             index.relabel(&self.list[b], a32, b32);
             index.relabel(&self.list[a], MOVING, a32);
             index.classes.swapped(&self.list, a, b);
-            index.rotations.swapped(a, b);
+            if let Some(rotations) = &mut index.rotations {
+                rotations.swapped(a, b);
+            }
         }
     }
 
@@ -818,8 +847,10 @@ impl Sessions {
                     .map(|class| class.members.len())
                     .sum();
                 assert_eq!(members, self.eligible as usize);
-                let places: Vec<Option<Place>> = self.list.iter().map(place_of).collect();
-                index.rotations.check(&places);
+                if let Some(rotations) = &index.rotations {
+                    let places: Vec<Option<Place>> = self.list.iter().map(place_of).collect();
+                    rotations.check(&places);
+                }
             }
             None => assert!(self.list.len() <= INDEX_ABOVE),
         }
@@ -924,8 +955,17 @@ mod tests {
                     Op::Pick(count) => {
                         for _ in 0..count {
                             let expected = sessions.index.as_ref().map(|index| {
-                                let rotation = weighted_rotation(sessions.live, &index.rotations);
-                                index.rotations.pick_by_scan(rotation).map(|pos| sessions.list[pos].token)
+                                // Before the first weighted pick: at rest.
+                                let at_rest;
+                                let rotations = match &index.rotations {
+                                    Some(rotations) => rotations,
+                                    None => {
+                                        at_rest = rotations_of(&sessions.list, 0);
+                                        &at_rest
+                                    }
+                                };
+                                let rotation = weighted_rotation(sessions.live, rotations);
+                                rotations.pick_by_scan(rotation).map(|pos| sessions.list[pos].token)
                             });
                             let mut out = [0u64; 1];
                             let picked = match crate::algorithm::pick(crate::Algorithm::Weighted, &mut state, &mut sessions, b"", &mut out) {
