@@ -3,7 +3,6 @@
 
 use crate::registry::Resource;
 use crate::sessions::Sessions;
-use std::cmp::Reverse;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The number of algorithms: the length of [`Algorithm::EVERY`] and of the
@@ -296,8 +295,11 @@ fn weighted(candidates: &mut [Resource], tier: Tier) -> usize {
         r.current_weight += weight as i32;
         total += weight;
     }
-    let best = first_max_by(candidates, |r| {
-        (weights.of_resource(r) > 0, r.current_weight, Reverse(r.seq))
+    // Outside the rotation lowest; then by standing, then the earlier
+    // registered, packed in one word.
+    let best = first_max_by(candidates, |r| match weights.of_resource(r) {
+        0 => i64::MIN,
+        _ => i64::from(r.current_weight) << 32 | i64::from(!r.seq),
     });
     candidates[best].current_weight -= total as i32;
     best
