@@ -317,7 +317,9 @@ pub fn weighted_total(resources: &[Resource]) -> i64 {
 /// joining one starts level, a leaving one's standing is shared out by
 /// weight, and no standing is kept beyond one message either way, so the
 /// SPEC's bound holds from the change on. Returns whether every standing
-/// is 0 after it (the rotation is at rest).
+/// is 0 after it (the rotation is at rest). A pass over the sessions: for
+/// small accounts, and once when an account's index is dropped (a large
+/// account's index carries its rotation itself, `crate::rotation`).
 pub fn rebalance(resources: &mut [Resource], old_total: i64) -> bool {
     let weights = Weights::of(resources);
     let total = weights.total(resources);
