@@ -205,12 +205,17 @@ fn pick_one(
         Algorithm::RoundRobin => sessions.next_in_turn(candidates),
         Algorithm::Weighted => {
             state.weighted_in_use = true;
-            let tier = if sessions.has_live() {
-                Tier::Live
-            } else {
-                Tier::Any
-            };
-            weighted(sessions.candidates(), tier)
+            match sessions.weighted_indexed() {
+                Some(pos) => pos,
+                None => {
+                    let tier = if sessions.has_live() {
+                        Tier::Live
+                    } else {
+                        Tier::Any
+                    };
+                    weighted(sessions.candidates(), tier)
+                }
+            }
         }
         Algorithm::Random => state.rng.usize(..candidates),
         Algorithm::Sticky => {
@@ -302,8 +307,10 @@ impl Weights {
 }
 
 /// Smooth weighted round robin (as in nginx): every resource in the
-/// rotation gains its weight, the richest is picked and pays the total
-/// back. `current_weight` is 0 outside the rotation and sums to 0 in it.
+/// rotation gains its weight, the richest (of equals, the one registered
+/// first) is picked and pays the total back. `current_weight` is 0 outside
+/// the rotation and sums to 0 in it. A large account's index runs the same
+/// rule without a scan (`crate::rotation`).
 fn weighted(candidates: &mut [Resource], tier: Tier) -> usize {
     let weights = Weights::in_tier(candidates, tier);
     let mut total = 0;
@@ -312,8 +319,11 @@ fn weighted(candidates: &mut [Resource], tier: Tier) -> usize {
         r.current_weight += weight as i32;
         total += weight;
     }
-    let best = first_max_by(candidates, |r| {
-        (weights.of_resource(r) > 0, r.current_weight)
+    // Outside the rotation lowest; then by standing, then the earlier
+    // registered, packed in one word.
+    let best = first_max_by(candidates, |r| match weights.of_resource(r) {
+        0 => i64::MIN,
+        _ => i64::from(r.current_weight) << 32 | i64::from(!r.seq),
     });
     candidates[best].current_weight -= total as i32;
     best
@@ -331,7 +341,9 @@ pub fn weighted_total(resources: &[Resource]) -> i64 {
 /// joining one starts level, a leaving one's standing is shared out by
 /// weight, and no standing is kept beyond one message either way, so the
 /// SPEC's bound holds from the change on. Returns whether every standing
-/// is 0 after it (the rotation is at rest).
+/// is 0 after it (the rotation is at rest). A pass over the sessions: for
+/// small accounts, and once when an account's index is dropped (a large
+/// account's index carries its rotation itself, `crate::rotation`).
 pub fn rebalance(resources: &mut [Resource], old_total: i64) -> bool {
     let weights = Weights::of(resources);
     let total = weights.total(resources);

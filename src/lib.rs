@@ -14,6 +14,7 @@ mod metrics;
 mod policy;
 mod protocol;
 mod registry;
+mod rotation;
 mod router;
 mod sessions;
 

@@ -153,16 +153,19 @@ pub struct Account {
 
 impl Account {
     /// Applies `change` to the sessions. When it says it changed who is
-    /// eligible or a weight, the weighted rotation is carried over the
-    /// change; otherwise the rotations are left alone.
+    /// eligible or a weight, the weighted rotation of a small account is
+    /// carried over the change; otherwise the rotations are left alone. (A
+    /// large account's index carries its own, and hands it over when the
+    /// account grows small again.)
     fn change<R>(&mut self, change: impl FnOnce(&mut Sessions) -> (R, bool)) -> R {
-        if !self.state.weighted_in_use() {
-            // Every standing is 0, and a change leaves it so.
+        if !self.state.weighted_in_use() || self.sessions.is_indexed() {
+            // Nothing to carry here: every standing is 0, and a change
+            // leaves it so, or the index carries them.
             return change(&mut self.sessions).0;
         }
         let old_total = algorithm::weighted_total(self.sessions.as_slice());
         let (result, changed) = change(&mut self.sessions);
-        if changed {
+        if changed && !self.sessions.is_indexed() {
             let at_rest = algorithm::rebalance(self.sessions.standings_mut(), old_total);
             self.state.set_weighted_in_use(!at_rest);
         }

@@ -12,9 +12,14 @@
 //! had their turn in this cycle, those after it have not. Moves keep that
 //! split, so a change never gives a session a second turn in a cycle nor
 //! takes one away from a session that stays (SPEC: "it does not restart").
+//!
+//! The weighted rotation of a small account is a scan of its candidates
+//! ([`crate::algorithm`]); a large account's index keeps it in
+//! [`Rotations`], which neither a pick nor a change scans.
 
-use crate::algorithm::{places_of, Pick, Probes};
+use crate::algorithm::{self, places_of, Pick, Probes};
 use crate::registry::{Resource, Show};
+use crate::rotation::{Place, Rotations, MESSAGE};
 use hashbrown::HashTable;
 use std::collections::BTreeMap;
 
@@ -42,13 +47,77 @@ fn run_of(r: &Resource) -> Run {
     }
 }
 
-/// Positions by resource name and by token, and the eligible sessions by
-/// class, for large accounts.
+/// Positions by resource name and by token, the eligible sessions by
+/// class, and the weighted rotations, for large accounts.
 #[derive(Debug, Default)]
 struct Index {
     by_name: HashTable<u32>,
     by_token: HashTable<u32>,
     classes: Classes,
+    /// Built at the first weighted pick (or with the index, when the small
+    /// account's rotation was not at rest): until then every standing is 0,
+    /// and an account that never routes by weighted does not keep them.
+    rotations: Option<Rotations>,
+}
+
+/// The weighted rotation an eligible session is in, and its weight there.
+/// Each run has two: its sessions of priority above 0, weighted by their
+/// priority, and those of priority 0, 1 each, which weighted picks from
+/// only while the first is empty (SPEC: priority 0 gets nothing unless all
+/// are 0). So no session is ever in two, and when the picks move from one
+/// to another, nobody is carried: the other's standings are as it left them.
+fn place_of(r: &Resource) -> Option<Place> {
+    let run = match run_of(r) {
+        Run::Live => 0,
+        Run::Resting => 1,
+        Run::Out => return None,
+    };
+    Some(if r.priority > 0 {
+        Place {
+            rotation: 2 * run,
+            weight: r.priority as u8,
+        }
+    } else {
+        Place {
+            rotation: 2 * run + 1,
+            weight: 1,
+        }
+    })
+}
+
+/// The weighted rotations of `list`, each session standing where its
+/// `current_weight` says in a rotation of total weight `total` (a small
+/// account's).
+fn rotations_of(list: &[Resource], total: i64) -> Rotations {
+    let mut rotations = Rotations::default();
+    for (pos, r) in list.iter().enumerate() {
+        rotations.push();
+        if let Some(place) = place_of(r) {
+            // In messages: `current_weight / total`.
+            let standing = match total {
+                0 => 0,
+                _ => {
+                    (i128::from(r.current_weight) * i128::from(MESSAGE) / i128::from(total)) as i64
+                }
+            };
+            rotations.join(pos, place, r.seq, standing);
+        }
+    }
+    for rotation in 0..4 {
+        rotations.level(rotation);
+    }
+    rotations
+}
+
+/// The rotation weighted picks from: the candidates' run's (live if any
+/// session is live), of priority above 0 unless it has none.
+fn weighted_rotation(live: u32, rotations: &Rotations) -> u8 {
+    let weighted = if live > 0 { 0 } else { 2 };
+    if rotations.is_empty(weighted) {
+        weighted + 1
+    } else {
+        weighted
+    }
 }
 
 /// What `mostactive` and `all` rank an eligible session by, after its run.
@@ -370,7 +439,9 @@ fn token_key(token: u64) -> u64 {
 const MOVING: u32 = u32::MAX;
 
 impl Index {
-    fn of(list: &[Resource]) -> Index {
+    /// The index of a small account whose weighted rotation (of total
+    /// weight `total`) stands where the sessions' `current_weight` say.
+    fn of(list: &[Resource], total: i64) -> Index {
         let mut index = Index::default();
         for pos in 0..list.len() {
             index.insert(list, pos);
@@ -381,12 +452,18 @@ impl Index {
         for pos in by_activity {
             index.classes.add(list, pos);
         }
+        if list.iter().any(|r| r.current_weight != 0) {
+            index.rotations = Some(rotations_of(list, total));
+        }
         index
     }
 
-    /// Indexes `list[pos]`, outside any class.
+    /// Indexes `list[pos]`, outside any class and rotation.
     fn insert(&mut self, list: &[Resource], pos: usize) {
         self.classes.slot.push(NO_SLOT);
+        if let Some(rotations) = &mut self.rotations {
+            rotations.push();
+        }
         let r = &list[pos];
         self.by_name
             .insert_unique(name_key(r.name_hash), pos as u32, |&p| {
@@ -411,6 +488,9 @@ impl Index {
     /// Unindexes `r`, the last session, at `pos`.
     fn remove(&mut self, r: &Resource, pos: u32) {
         self.classes.slot.pop();
+        if let Some(rotations) = &mut self.rotations {
+            rotations.pop();
+        }
         if let Ok(entry) = self
             .by_name
             .find_entry(name_key(r.name_hash), |&p| p == pos)
@@ -543,6 +623,23 @@ impl Sessions {
         None
     }
 
+    /// `weighted`'s choice among the candidates, from the rotations of a
+    /// large account. `None` for a small account, which the caller scans.
+    #[inline]
+    pub fn weighted_indexed(&mut self) -> Option<usize> {
+        let index = self.index.as_deref_mut()?;
+        let rotations = index
+            .rotations
+            .get_or_insert_with(|| rotations_of(&self.list, 0));
+        rotations.pick(weighted_rotation(self.live, rotations))
+    }
+
+    /// Whether the account is large enough to have an index, which carries
+    /// its weighted rotation over every change by itself.
+    pub fn is_indexed(&self) -> bool {
+        self.index.is_some()
+    }
+
     /// `all`'s copies from the classes of a large account: every eligible
     /// session of the highest priority, live or resting; the tokens go to
     /// `out`. `None` for a small account, which the caller scans.
@@ -653,6 +750,11 @@ impl Sessions {
         self.next_seq = self.next_seq.wrapping_add(1);
         fresh.last_activity = self.stamp(fresh.last_activity);
         let pos = self.list.len();
+        // The standings of a small account are in units of its total.
+        let total = match self.index {
+            None if pos == INDEX_ABOVE => algorithm::weighted_total(&self.list),
+            _ => 0,
+        };
         self.list.push(fresh);
         if let Some(index) = &mut self.index {
             index.insert(&self.list, pos);
@@ -664,9 +766,15 @@ impl Sessions {
                     index.classes.compact(&self.list, &index.by_token, class);
                 }
                 index.classes.enter_ring(&self.list[pos]);
+                if let (Some(rotations), Some(place)) =
+                    (&mut index.rotations, place_of(&self.list[pos]))
+                {
+                    rotations.join(pos, place, self.list[pos].seq, 0);
+                    rotations.level(place.rotation);
+                }
             }
             None if self.list.len() > INDEX_ABOVE => {
-                self.index = Some(Box::new(Index::of(&self.list)));
+                self.index = Some(Box::new(Index::of(&self.list, total)));
             }
             None => {}
         }
@@ -739,6 +847,29 @@ impl Sessions {
                 index.classes.leave_ring(on_ring, token, r.name_hash);
                 index.classes.enter_ring(r);
             }
+            let place = place_of(r);
+            let moved =
+                |rotations: &&mut Rotations| place != rotations.place(pos) || r.token != token;
+            if let Some(rotations) = index.rotations.as_mut().filter(moved) {
+                // A session that stays in its rotation keeps its standing
+                // under its new weight; a new one, or one that moves to
+                // another rotation, starts level.
+                let left = rotations.leave(pos);
+                let carried = match (left, place) {
+                    (Some((was, standing)), Some(now))
+                        if was.rotation == now.rotation && r.token == token =>
+                    {
+                        standing
+                    }
+                    _ => 0,
+                };
+                if let Some(place) = place {
+                    rotations.join(pos, place, r.seq, carried);
+                }
+                for place in [left.map(|(was, _)| was), place].into_iter().flatten() {
+                    rotations.level(place.rotation);
+                }
+            }
         }
         pos
     }
@@ -752,6 +883,11 @@ impl Sessions {
             if let Some(class) = index.classes.detach(&self.list, pos) {
                 index.classes.compact(&self.list, &index.by_token, class);
             }
+            if let Some(rotations) = &mut index.rotations {
+                if let Some((place, _)) = rotations.leave(pos) {
+                    rotations.level(place.rotation);
+                }
+            }
         }
         let pos = self.leave(pos, run_of(&self.list[pos]), Run::Out);
         let last = self.list.len() - 1;
@@ -761,9 +897,29 @@ impl Sessions {
             index.remove(&gone, last as u32);
         }
         if self.list.len() <= INDEX_DROP_AT {
-            self.index = None;
+            if let Some(rotations) = self.index.take().and_then(|index| index.rotations) {
+                self.unindex_rotation(rotations);
+            }
         }
         gone
+    }
+
+    /// Hands the weighted rotation of an account that is no longer large
+    /// back to its sessions' `current_weight`, in units of its total.
+    fn unindex_rotation(&mut self, mut rotations: Rotations) {
+        let picked = weighted_rotation(self.live, &rotations);
+        let mut total = 0;
+        for (pos, r) in self.list.iter_mut().enumerate() {
+            r.current_weight = match rotations.standing(pos) {
+                Some((place, standing, of)) if place.rotation == picked => {
+                    total = of;
+                    (i128::from(standing) * i128::from(of) / i128::from(MESSAGE)) as i32
+                }
+                _ => 0,
+            };
+        }
+        // Rounding may leave the sum off 0: levelled as after a change.
+        algorithm::rebalance(&mut self.list, total);
     }
 
     /// Moves the session at `pos`, which was in run `from`, to the run its
@@ -850,6 +1006,9 @@ impl Sessions {
             index.relabel(&self.list[b], a32, b32);
             index.relabel(&self.list[a], MOVING, a32);
             index.classes.swapped(&self.list, a, b);
+            if let Some(rotations) = &mut index.rotations {
+                rotations.swapped(a, b);
+            }
         }
     }
 
@@ -913,6 +1072,10 @@ impl Sessions {
                         }
                     }
                 }
+                if let Some(rotations) = &index.rotations {
+                    let places: Vec<Option<Place>> = self.list.iter().map(place_of).collect();
+                    rotations.check(&places);
+                }
             }
             None => assert!(self.list.len() <= INDEX_ABOVE),
         }
@@ -931,6 +1094,7 @@ mod tests {
         Hibernate(usize, bool),
         Touch(usize),
         Remove(usize),
+        Pick(usize),
     }
 
     const SHOWS: [Show; 5] = [Show::Dnd, Show::Xa, Show::Away, Show::None, Show::Chat];
@@ -943,6 +1107,7 @@ mod tests {
             1 => (name.clone(), any::<bool>()).prop_map(|(n, on)| Op::Hibernate(n, on)),
             2 => name.clone().prop_map(Op::Touch),
             2 => name.prop_map(Op::Remove),
+            3 => (1..30usize).prop_map(Op::Pick),
         ]
     }
 
@@ -972,6 +1137,7 @@ mod tests {
         #[test]
         fn the_runs_the_index_and_the_classes_follow_every_change(ops in prop::collection::vec(op(), 1..400)) {
             let mut sessions = Sessions::default();
+            let mut state = crate::algorithm::PickState::new(7);
             let mut now = 0;
             let mut next_token = 0;
             for op in ops {
@@ -1009,6 +1175,33 @@ mod tests {
                     Op::Remove(n) => {
                         if let Some(pos) = sessions.find(&name(n)) {
                             sessions.remove(pos);
+                        }
+                    }
+                    Op::Pick(count) => {
+                        for _ in 0..count {
+                            let expected = sessions.index.as_ref().map(|index| {
+                                // Before the first weighted pick: at rest.
+                                let at_rest;
+                                let rotations = match &index.rotations {
+                                    Some(rotations) => rotations,
+                                    None => {
+                                        at_rest = rotations_of(&sessions.list, 0);
+                                        &at_rest
+                                    }
+                                };
+                                let rotation = weighted_rotation(sessions.live, rotations);
+                                rotations.pick_by_scan(rotation).map(|pos| sessions.list[pos].token)
+                            });
+                            let mut out = [0u64; 1];
+                            let picked = match crate::algorithm::pick(crate::Algorithm::Weighted, &mut state, &mut sessions, b"", &mut out) {
+                                Pick::Routed(1) => Some(out[0]),
+                                Pick::NotRouted => None,
+                                other => panic!("{other:?}"),
+                            };
+                            if let Some(expected) = expected {
+                                prop_assert_eq!(picked, expected);
+                            }
+                            sessions.check();
                         }
                     }
                 }

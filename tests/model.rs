@@ -885,6 +885,43 @@ proptest! {
     }
 }
 
+/// An op of `op(LARGE + 24)` on account 0, the large one, which stays on
+/// weighted: a set of its algorithm sets weighted again.
+fn large_weighted_op() -> impl Strategy<Value = Op> {
+    op(LARGE + 24).prop_map(|mut op| {
+        match &mut op {
+            Op::Register { account, .. }
+            | Op::Refresh { account, .. }
+            | Op::Unregister { account, .. }
+            | Op::Touch { account, .. }
+            | Op::SetLoad { account, .. }
+            | Op::Hibernate { account, .. }
+            | Op::Pick { account, .. } => *account = 0,
+            Op::SetAlgorithm { account, algorithm } => {
+                *account = 0;
+                *algorithm = 3;
+            }
+        }
+        op
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// The weighted rotation of an indexed account, carried over hundreds
+    /// of changes (joins, leaves, new weights, hibernation, tier flips).
+    #[test]
+    fn a_large_weighted_account_follows_the_model_over_many_changes(
+        ops in prop::collection::vec(large_weighted_op(), 500..1000),
+    ) {
+        let mut all = large_account();
+        all.push(Op::SetAlgorithm { account: 0, algorithm: 3 });
+        all.extend(ops);
+        run(&all)?;
+    }
+}
+
 /// Defect 2 as it was met: three resources, round robin, one re-sending
 /// its unchanged presence after every second message.
 #[test]

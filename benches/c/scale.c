@@ -1,6 +1,7 @@
 /* What each call costs as one account grows (issue 21): picks per algorithm
  * at 4 to 10,000 sessions, and register (a new session), presence update
- * and unregister at 64 to 50,000, through the C ABI as a host calls it.
+ * and unregister at 64 to 50,000, then again at 10,000 and 80,000 once the
+ * weighted rotation is in use, through the C ABI as a host calls it.
  * Each figure is the median of 31 batches, in ns per call.
  *
  *   make bench-scale    (cc -O2; prints two Markdown tables) */
@@ -86,9 +87,28 @@ static double pick_ns(cmr_router *router, size_t n, const char *algorithm) {
 }
 
 /* Register of a new session then its unregister, and a presence update of
- * an existing one, on an account of `n` sessions: each op's ns per call. */
-static void session_ns(size_t n, double *reg, double *update, double *unreg) {
+ * an existing one, on an account of `n` sessions: each op's ns per call.
+ * With `weighted`, the account routes by weighted and has routed a message
+ * to every other session first (not a whole cycle, which would end at
+ * rest), so every change carries the rotation over. */
+static void session_ns(size_t n, bool weighted, double *reg, double *update, double *unreg) {
   cmr_router *router = account_of(n);
+  if (weighted) {
+    check(cmr_router_set_algorithm(router, ACCOUNT, strlen(ACCOUNT), "weighted", strlen("weighted")), "set");
+    cmr_message m = {0};
+    m.recipient = ACCOUNT;
+    m.recipient_len = strlen(ACCOUNT);
+    m.message_type = "chat";
+    m.message_type_len = 4;
+    m.sender = "sensor@example.net/probe";
+    m.sender_len = strlen(m.sender);
+    m.sender_is_local = true;
+    for (size_t i = 0; i < n / 2 + 1; i++) {
+      uint64_t token;
+      size_t len = 0;
+      check(cmr_router_pick(router, &m, &token, 1, &len), "pick");
+    }
+  }
   size_t calls = n >= 10000 ? 16 : 256;
   char jid[64];
   double r[BATCHES], u[BATCHES], d[BATCHES];
@@ -141,12 +161,19 @@ int main(void) {
     cmr_router_free(router);
   }
   static const size_t session_sizes[] = {64, 1024, 10000, 50000};
-  printf("\n| sessions on one account | register | presence update | unregister |\n|---|---|---|---|\n");
-  for (size_t s = 0; s < sizeof session_sizes / sizeof *session_sizes; s++) {
-    double reg, update, unreg;
-    session_ns(session_sizes[s], &reg, &update, &unreg);
-    printf("| %zu | %.0f | %.0f | %.0f |\n", session_sizes[s], reg, update, unreg);
-    fflush(stdout);
+  static const size_t weighted_sizes[] = {10000, 80000};
+  for (int weighted = 0; weighted < 2; weighted++) {
+    const size_t *sizes = weighted ? weighted_sizes : session_sizes;
+    size_t count = weighted ? sizeof weighted_sizes / sizeof *weighted_sizes
+                            : sizeof session_sizes / sizeof *session_sizes;
+    printf("\n| sessions on one account%s | register | presence update | unregister |\n|---|---|---|---|\n",
+           weighted ? ", weighted in use" : "");
+    for (size_t s = 0; s < count; s++) {
+      double reg, update, unreg;
+      session_ns(sizes[s], weighted, &reg, &update, &unreg);
+      printf("| %zu | %.0f | %.0f | %.0f |\n", sizes[s], reg, update, unreg);
+      fflush(stdout);
+    }
   }
   return 0;
 }
