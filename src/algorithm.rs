@@ -393,7 +393,7 @@ pub fn rebalance(resources: &mut [Resource], old_total: i64) -> bool {
     resources.iter().all(|r| r.current_weight == 0)
 }
 
-/// What a resource's places on `sticky`'s ring derive from, kept in the
+/// What a resource's points on `sticky`'s ring derive from, kept in the
 /// resource (also the key of the account's index by name).
 pub fn name_hash(resource: &str) -> u32 {
     xxh3_64(resource.as_bytes()) as u32
@@ -406,37 +406,37 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// How many places on the ring a resource has, and how many probes stand
-/// for one sender, one in each sixteenth of the ring. With one place each,
+/// How many points on the ring a resource has, and how many probes stand
+/// for one sender, one in each sixteenth of the ring. With one point each,
 /// a resource that lands just after another gets almost no senders; with 4
-/// places and 16 probes, each resource gets between about 0.5 and 1.2
+/// points and 16 probes, each resource gets between about 0.5 and 1.2
 /// times an even share at 4 to 1,000 resources (`examples/sticky_spread.rs`;
 /// the probes as in "Multi-probe consistent hashing", Appleton and
-/// O'Reilly, 2015, but one per sixteenth, so that the probe before a place
+/// O'Reilly, 2015, but one per sixteenth, so that the probe before a point
 /// is found without a search).
-pub(crate) const STICKY_PLACES: usize = 4;
+pub(crate) const STICKY_POINTS: usize = 4;
 const STICKY_PROBES: usize = 16;
 
-/// The places on `sticky`'s ring of the resource whose [`name_hash`] is
+/// The points on `sticky`'s ring of the resource whose [`name_hash`] is
 /// `name_hash`: two from each 64-bit mix.
 #[inline]
-pub fn places_of(name_hash: u32) -> [u32; STICKY_PLACES] {
+pub fn points_of(name_hash: u32) -> [u32; STICKY_POINTS] {
     let seed = u64::from(name_hash);
-    let mut places = [0; STICKY_PLACES];
-    for (i, pair) in places.chunks_exact_mut(2).enumerate() {
+    let mut points = [0; STICKY_POINTS];
+    for (i, pair) in points.chunks_exact_mut(2).enumerate() {
         let z = mix(seed ^ ((i as u64 + 1) << 32));
         pair[0] = z as u32;
         pair[1] = (z >> 32) as u32;
     }
-    places
+    points
 }
 
 /// A sender's probes on `sticky`'s ring. A sender goes to the resource
-/// with a place the least far clockwise from one of its probes. That is
+/// with a point the least far clockwise from one of its probes. That is
 /// rendezvous hashing with the nearness as the score: the sender's choice
 /// depends only on the candidates there are, so only the senders of a
 /// resource that leaves move, and one that joins takes senders only for
-/// itself. Unlike a score per pair, the nearest place after each probe can
+/// itself. Unlike a score per pair, the nearest point after each probe can
 /// be looked up in an ordered index instead of scanning every resource.
 /// xxh3 and the mixing are fixed bit for bit, so the choice is the same in
 /// every process and version.
@@ -468,27 +468,27 @@ impl Probes {
         &self.points
     }
 
-    /// How far clockwise the nearest of the places of the resource whose
+    /// How far clockwise the nearest of the points of the resource whose
     /// name hashes to `name_hash` lies from one of the probes.
     #[inline]
     pub fn distance(&self, name_hash: u32) -> u32 {
-        places_of(name_hash)
+        points_of(name_hash)
             .into_iter()
-            .map(|place| {
-                // The probe of the place's sixteenth, or the one before.
-                let sixteenth = (place >> 28) as usize;
+            .map(|point| {
+                // The probe of the point's sixteenth, or the one before.
+                let sixteenth = (point >> 28) as usize;
                 let mut probe = self.points[sixteenth];
-                if probe > place {
+                if probe > point {
                     probe = self.points[sixteenth.wrapping_sub(1) % STICKY_PROBES];
                 }
-                place.wrapping_sub(probe)
+                point.wrapping_sub(probe)
             })
             .min()
             .unwrap_or(u32::MAX)
     }
 
     /// Whether this sender goes to `a`, at distance `da`, rather than to
-    /// `b` at `db`. Equal distances (two names at one place, or a
+    /// `b` at `db`. Equal distances (two names at one point, or a
     /// coincidence) go by a hash of the name and the sender, so that
     /// neither of two colliding names is left without senders.
     pub fn prefers(&self, a: &Resource, da: u32, b: &Resource, db: u32) -> bool {
@@ -857,7 +857,7 @@ mod tests {
         assert_eq!(xxh3_64(b"sensor-1@example.org"), 0xb67c_8065_4803_a9af);
         assert_eq!(name_hash("node-1"), 3_645_211_525);
         assert_eq!(
-            places_of(name_hash("node-1")),
+            points_of(name_hash("node-1")),
             [2_074_040_023, 2_839_734_010, 2_953_167_951, 938_522_316]
         );
         assert_eq!(
@@ -896,12 +896,12 @@ mod tests {
             counts[sticky(&candidates, &probes)] += 1;
         }
         let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-        // 1,000 each if even; the spread of 50 places is a fixed draw.
+        // 1,000 each if even; the spread of 50 names is a fixed draw.
         assert!(*min >= 750 && *max <= 1_250, "{min}..{max}");
     }
 
     #[test]
-    fn sticky_shares_the_senders_of_names_at_one_place() {
+    fn sticky_shares_the_senders_of_names_at_one_point() {
         assert_eq!(name_hash("node-15754"), name_hash("node-78813"));
         let candidates = [resource("node-15754", 1, 0), resource("node-78813", 2, 0)];
         let mut counts = [0; 2];

@@ -17,7 +17,7 @@
 //! ([`crate::algorithm`]); a large account's index keeps it in
 //! [`Rotations`], which neither a pick nor a change scans.
 
-use crate::algorithm::{self, places_of, Pick, Probes};
+use crate::algorithm::{self, points_of, Pick, Probes};
 use crate::registry::{Resource, Show};
 use crate::rotation::{Place, Rotations, MESSAGE};
 use hashbrown::HashTable;
@@ -184,22 +184,22 @@ const NO_SLOT: u32 = u32::MAX;
 /// No entry: the end of a bucket's chain.
 const NONE: u32 = u32::MAX;
 
-/// One session's place on `sticky`'s ring.
+/// One session's point on `sticky`'s ring.
 #[derive(Clone, Copy, Debug)]
 struct RingEntry {
-    place: u32,
+    point: u32,
     /// The next entry of the same bucket.
     next: u32,
     token: u64,
 }
 
-/// The places of one run's sessions on `sticky`'s ring, in buckets by
-/// their top bits, about one place per bucket: the first place at or after
+/// The points of one run's sessions on `sticky`'s ring, in buckets by
+/// their top bits, about one point per bucket: the first point at or after
 /// any point is then found in O(1) expected, and a session comes and goes
 /// in O(1) expected. (A sorted tree would make both O(log n).)
 #[derive(Debug)]
 struct Ring {
-    /// Bucket of a place: `place >> shift`; there are `2^(32 - shift)`.
+    /// Bucket of a point: `point >> shift`; there are `2^(32 - shift)`.
     shift: u32,
     /// Each bucket's first entry.
     heads: Vec<u32>,
@@ -220,17 +220,17 @@ impl Default for Ring {
 }
 
 impl Ring {
-    fn bucket(&self, place: u32) -> usize {
-        (place >> self.shift) as usize
+    fn bucket(&self, point: u32) -> usize {
+        (point >> self.shift) as usize
     }
 
-    fn insert(&mut self, place: u32, token: u64) {
+    fn insert(&mut self, point: u32, token: u64) {
         if self.entries.len() >= self.heads.len() {
             self.resize(self.heads.len().trailing_zeros() + 1);
         }
-        let bucket = self.bucket(place);
+        let bucket = self.bucket(point);
         self.entries.push(RingEntry {
-            place,
+            point,
             next: self.heads[bucket],
             token,
         });
@@ -240,7 +240,7 @@ impl Ring {
     /// Points the link to entry `at` (a bucket's head or an entry's
     /// `next`) at `to`.
     fn relink(&mut self, at: u32, to: u32) {
-        let bucket = self.bucket(self.entries[at as usize].place);
+        let bucket = self.bucket(self.entries[at as usize].point);
         let mut prev = NONE;
         let mut cur = self.heads[bucket];
         while cur != at {
@@ -253,11 +253,11 @@ impl Ring {
         }
     }
 
-    fn remove(&mut self, place: u32, token: u64) {
-        let mut at = self.heads[self.bucket(place)];
+    fn remove(&mut self, point: u32, token: u64) {
+        let mut at = self.heads[self.bucket(point)];
         while at != NONE && {
             let entry = &self.entries[at as usize];
-            (entry.place, entry.token) != (place, token)
+            (entry.point, entry.token) != (point, token)
         } {
             at = self.entries[at as usize].next;
         }
@@ -282,7 +282,7 @@ impl Ring {
         self.shift = 32 - bits;
         self.heads = vec![NONE; 1 << bits];
         for i in 0..self.entries.len() {
-            let bucket = self.bucket(self.entries[i].place);
+            let bucket = self.bucket(self.entries[i].point);
             self.entries[i].next = self.heads[bucket];
             self.heads[bucket] = i as u32;
         }
@@ -296,21 +296,21 @@ impl Ring {
         }
         let buckets = self.heads.len();
         let start = self.bucket(from);
-        // The start bucket twice: its places at or after `from` first, its
-        // places before `from` last, once the ring has wrapped.
+        // The start bucket twice: its points at or after `from` first, its
+        // points before `from` last, once the ring has wrapped.
         for step in 0..=buckets {
             let mut at = self.heads[(start + step) & (buckets - 1)];
             let mut found = false;
             while at != NONE {
                 let entry = self.entries[at as usize];
-                let wrapped = entry.place < from;
+                let wrapped = entry.point < from;
                 let counts = match step {
                     0 => !wrapped,
                     _ if step == buckets => wrapped,
                     _ => true,
                 };
                 if counts {
-                    visit(entry.place.wrapping_sub(from), entry.token);
+                    visit(entry.point.wrapping_sub(from), entry.token);
                     found = true;
                 }
                 at = entry.next;
@@ -330,7 +330,7 @@ struct Classes {
     slot: Vec<u32>,
     /// The live sessions' classes, then the resting ones'.
     by_run: [BTreeMap<Standing, Class>; 2],
-    /// The live sessions' places on `sticky`'s ring, then the resting
+    /// The live sessions' points on `sticky`'s ring, then the resting
     /// ones': built at the account's first `sticky` pick, so that accounts
     /// that never use it do not pay for them.
     rings: Option<Box<[Ring; 2]>>,
@@ -349,21 +349,21 @@ impl Classes {
         Some((run, standing))
     }
 
-    /// Puts an eligible session's places on its run's ring.
+    /// Puts an eligible session's points on its run's ring.
     fn enter_ring(&mut self, r: &Resource) {
         if let (Some(rings), Some((run, _))) = (&mut self.rings, class_of(r)) {
-            for place in places_of(r.name_hash) {
-                rings[run].insert(place, r.token);
+            for point in points_of(r.name_hash) {
+                rings[run].insert(point, r.token);
             }
         }
     }
 
-    /// Takes the places of the session of `token` and `name_hash` off the
+    /// Takes the points of the session of `token` and `name_hash` off the
     /// ring of `run` (0 live, 1 resting; none for an ineligible one).
     fn leave_ring(&mut self, run: Option<usize>, token: u64, name_hash: u32) {
         if let (Some(rings), Some(run)) = (&mut self.rings, run) {
-            for place in places_of(name_hash) {
-                rings[run].remove(place, token);
+            for point in points_of(name_hash) {
+                rings[run].remove(point, token);
             }
         }
     }
@@ -679,7 +679,7 @@ impl Sessions {
     }
 
     /// `sticky`'s choice among the candidates, from the ring of a large
-    /// account: for each of the sender's places the nearest session after
+    /// account: for each of the sender's probes the nearest session after
     /// it, and of those the one the sender prefers. `None` for a small
     /// account, which the caller scans.
     #[inline]
@@ -1054,18 +1054,18 @@ impl Sessions {
                     .sum();
                 assert_eq!(members, self.eligible as usize);
                 if let Some(rings) = classes.rings.as_deref() {
-                    let places = crate::algorithm::STICKY_PLACES;
-                    assert_eq!(rings[0].entries.len(), places * self.live as usize);
+                    let points = crate::algorithm::STICKY_POINTS;
+                    assert_eq!(rings[0].entries.len(), points * self.live as usize);
                     assert_eq!(
                         rings[0].entries.len() + rings[1].entries.len(),
-                        places * self.eligible as usize
+                        points * self.eligible as usize
                     );
                     for (run, ring) in rings.iter().enumerate() {
                         for (at, entry) in ring.entries.iter().enumerate() {
                             let r = &self.list[self.find_token(entry.token).unwrap()];
-                            assert!(places_of(r.name_hash).contains(&entry.place));
+                            assert!(points_of(r.name_hash).contains(&entry.point));
                             assert_eq!(class_of(r).unwrap().0, run);
-                            let mut link = ring.heads[ring.bucket(entry.place)];
+                            let mut link = ring.heads[ring.bucket(entry.point)];
                             while link != at as u32 {
                                 link = ring.entries[link as usize].next;
                             }
