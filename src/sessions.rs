@@ -582,9 +582,10 @@ impl Sessions {
     }
 
     /// `sticky`'s choice among the candidates, from the ring of a large
-    /// account: for each of the sender's places the nearest session after
-    /// it, and of those the one the sender prefers. `None` for a small
-    /// account, which the caller scans.
+    /// account: for each of the sender's probes the nearest session after
+    /// it, and of those the one the sender prefers; the account's first
+    /// call builds the ring. `None` for a small account, which the caller
+    /// scans.
     #[inline]
     pub fn sticky_indexed(&mut self, probes: &Probes) -> Option<usize> {
         let index = self.index.as_deref_mut()?;
