@@ -680,8 +680,9 @@ impl Sessions {
 
     /// `sticky`'s choice among the candidates, from the ring of a large
     /// account: for each of the sender's probes the nearest session after
-    /// it, and of those the one the sender prefers. `None` for a small
-    /// account, which the caller scans.
+    /// it, and of those the one the sender prefers; the account's first
+    /// call builds the ring. `None` for a small account, which the caller
+    /// scans.
     #[inline]
     pub fn sticky_indexed(&mut self, probes: &Probes) -> Option<usize> {
         let index = self.index.as_deref_mut()?;
@@ -1093,6 +1094,8 @@ mod tests {
         Register(usize, i8, usize, bool),
         Hibernate(usize, bool),
         Touch(usize),
+        /// The session of the name registers again with a new token.
+        Renew(usize),
         Remove(usize),
         Pick(usize),
     }
@@ -1106,6 +1109,7 @@ mod tests {
                 .prop_map(|(n, p, s, a)| Op::Register(n, p, s, a)),
             1 => (name.clone(), any::<bool>()).prop_map(|(n, on)| Op::Hibernate(n, on)),
             2 => name.clone().prop_map(Op::Touch),
+            1 => name.clone().prop_map(Op::Renew),
             2 => name.prop_map(Op::Remove),
             3 => (1..30usize).prop_map(Op::Pick),
         ]
@@ -1172,6 +1176,12 @@ mod tests {
                             sessions.touch(pos, now);
                         }
                     }
+                    Op::Renew(n) => {
+                        if let Some(pos) = sessions.find(&name(n)) {
+                            next_token += 1;
+                            sessions.update(pos, now, |r| r.token = next_token);
+                        }
+                    }
                     Op::Remove(n) => {
                         if let Some(pos) = sessions.find(&name(n)) {
                             sessions.remove(pos);
@@ -1227,5 +1237,133 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod sticky_ring_tests {
+    use super::*;
+    use crate::algorithm::sticky;
+    use crate::registry::Presence;
+    use std::collections::HashSet;
+
+    fn candidate_names(sessions: &mut Sessions) -> HashSet<String> {
+        sessions
+            .candidates()
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect()
+    }
+
+    /// The scan's choice, and the ring's when the account has one (which
+    /// the first call builds).
+    fn choose(sessions: &mut Sessions, probes: &Probes, ring: bool) -> String {
+        let scanned = sticky(sessions.candidates(), probes);
+        if ring && sessions.index.is_some() {
+            let indexed = sessions.sticky_indexed(probes).expect("a ring");
+            assert_eq!(
+                sessions.get(indexed).name,
+                sessions.get(scanned).name,
+                "ring and scan differ"
+            );
+        }
+        sessions.get(scanned).name.to_string()
+    }
+
+    /// 1,500 names (two of them at one place) under a long random history:
+    /// registrations, presence, token changes, hibernation one by one and
+    /// of every live session at once (the tier flip), removals down to an
+    /// unindexed account and back. After every step the ring agrees with
+    /// the scan for 64 senders, and a sender whose session stayed among the
+    /// candidates stays with it or goes to one that just joined.
+    #[test]
+    fn the_ring_agrees_with_the_scan_and_senders_move_only_when_theirs_left() {
+        let mut rng = fastrand::Rng::with_seed(21);
+        let mut names: Vec<String> = (0..1_500).map(|i| format!("r{i}")).collect();
+        names.push("node-15754".into());
+        names.push("node-78813".into());
+        let senders: Vec<Probes> = (0..64)
+            .map(|i| Probes::of(format!("sensor-{i}@example.org/x").as_bytes()))
+            .collect();
+        let mut sessions = Sessions::default();
+        let mut token = 0u64;
+        let mut now = 0u64;
+        let mut chosen: Vec<Option<String>> = vec![None; senders.len()];
+        for step in 0..6_000 {
+            now += 1;
+            // The ring is first built late, mid-life.
+            let ring = step >= 1_500;
+            if step == 3_000 {
+                // Down to a small account, which drops the index and the
+                // ring; the next sticky pick past 8 sessions builds it anew.
+                while sessions.len() > 3 {
+                    let pos = rng.usize(..sessions.len());
+                    sessions.remove(pos);
+                    sessions.check();
+                }
+            }
+            let before = candidate_names(&mut sessions);
+            let name = &names[rng.usize(..names.len())];
+            match (sessions.find(name), rng.u8(..10)) {
+                (None, _) => {
+                    token += 1;
+                    let presence = Presence {
+                        priority: rng.i8(-1..3),
+                        show: Show::None,
+                        available: rng.u8(..10) != 0,
+                    };
+                    sessions.insert(Resource::new(name, token, presence, now));
+                }
+                (Some(pos), 0..=2) => {
+                    let (p, a) = (rng.i8(-1..3), rng.u8(..10) != 0);
+                    sessions.update(pos, now, |r| {
+                        r.priority = p;
+                        r.flags = r.flags.with_available(a);
+                    });
+                }
+                (Some(pos), 3) => {
+                    token += 1;
+                    let t = token;
+                    sessions.update(pos, now, |r| r.token = t);
+                }
+                (Some(pos), 4..=5) => {
+                    let on = rng.bool();
+                    sessions.update(pos, now, |r| r.flags = r.flags.with_hibernating(on));
+                }
+                (Some(_), 6) if rng.u8(..50) == 0 => {
+                    // Every live session goes to rest: the candidates flip.
+                    while sessions.has_live() {
+                        sessions.update(0, now, |r| r.flags = r.flags.with_hibernating(true));
+                    }
+                }
+                (Some(pos), 6..=7) => {
+                    sessions.remove(pos);
+                }
+                (Some(pos), _) => sessions.touch(pos, now),
+            }
+            sessions.check();
+            let after = candidate_names(&mut sessions);
+            if after.is_empty() {
+                chosen.iter_mut().for_each(|c| *c = None);
+                continue;
+            }
+            for (probes, last) in senders.iter().zip(chosen.iter_mut()) {
+                let now_chosen = choose(&mut sessions, probes, ring);
+                if let Some(previous) = last.as_ref() {
+                    if after.contains(previous) {
+                        assert!(
+                            *previous == now_chosen
+                                || (!before.contains(&now_chosen) && after.contains(&now_chosen)),
+                            "step {step}: moved from {previous} to {now_chosen}"
+                        );
+                    }
+                }
+                *last = Some(now_chosen);
+            }
+            if ring {
+                sessions.check();
+            }
+        }
+        assert!(sessions.len() > 500, "{}", sessions.len());
     }
 }
