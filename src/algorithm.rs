@@ -187,8 +187,10 @@ pub fn pick(
     Pick::Routed(1)
 }
 
-/// The position of the one session that an algorithm other than round
-/// robin and `all` picks among the `candidates` (their number, at least 1).
+/// The position of the session that a one-resource pick by `algorithm`
+/// chooses among the `candidates` (their number, at least 1). [`pick`]
+/// takes round robin, the most common choice, straight to its cursor, and
+/// gives `all` its copies; their arms here keep the match whole.
 #[inline]
 fn pick_one(
     algorithm: Algorithm,

@@ -196,13 +196,16 @@ struct RingEntry {
 /// The points of one run's sessions on `sticky`'s ring, in buckets by
 /// their top bits, about one point per bucket: the first point at or after
 /// any point is then found in O(1) expected, and a session comes and goes
-/// in O(1) expected. (A sorted tree would make both O(log n).)
+/// in O(1) expected. (A sorted tree would make both O(log n).) A bitmap of
+/// the buckets with entries skips the empty ones a word at a time, since
+/// resource names can be chosen to crowd the points into one arc.
 #[derive(Debug)]
 struct Ring {
     /// Bucket of a point: `point >> shift`; there are `2^(32 - shift)`.
     shift: u32,
     /// Each bucket's first entry.
     heads: Vec<u32>,
+    occupied: Occupancy,
     entries: Vec<RingEntry>,
 }
 
@@ -214,6 +217,7 @@ impl Default for Ring {
         Ring {
             shift: 32 - RING_MIN_BITS,
             heads: vec![NONE; 1 << RING_MIN_BITS],
+            occupied: Occupancy::new(1 << RING_MIN_BITS),
             entries: Vec::new(),
         }
     }
@@ -235,6 +239,7 @@ impl Ring {
             token,
         });
         self.heads[bucket] = (self.entries.len() - 1) as u32;
+        self.occupied.set(bucket);
     }
 
     /// Points the link to entry `at` (a bucket's head or an entry's
@@ -254,7 +259,8 @@ impl Ring {
     }
 
     fn remove(&mut self, point: u32, token: u64) {
-        let mut at = self.heads[self.bucket(point)];
+        let bucket = self.bucket(point);
+        let mut at = self.heads[bucket];
         while at != NONE && {
             let entry = &self.entries[at as usize];
             (entry.point, entry.token) != (point, token)
@@ -265,6 +271,9 @@ impl Ring {
             return;
         }
         self.relink(at, self.entries[at as usize].next);
+        if self.heads[bucket] == NONE {
+            self.occupied.clear(bucket);
+        }
         let last = (self.entries.len() - 1) as u32;
         if at != last {
             self.relink(last, at);
@@ -274,6 +283,7 @@ impl Ring {
         let bits = self.heads.len().trailing_zeros();
         if bits > RING_MIN_BITS && self.entries.len() < self.heads.len() / 4 {
             self.resize(bits - 1);
+            self.entries.shrink_to(2 * self.entries.len());
         }
     }
 
@@ -281,49 +291,110 @@ impl Ring {
     fn resize(&mut self, bits: u32) {
         self.shift = 32 - bits;
         self.heads = vec![NONE; 1 << bits];
+        self.occupied = Occupancy::new(1 << bits);
         for i in 0..self.entries.len() {
             let bucket = self.bucket(self.entries[i].point);
             self.entries[i].next = self.heads[bucket];
             self.heads[bucket] = i as u32;
+            self.occupied.set(bucket);
         }
     }
 
     /// Calls `visit(distance, token)` for the entries nearest clockwise
     /// from `from` (at least the nearest; the others of its bucket too).
     fn nearest(&self, from: u32, mut visit: impl FnMut(u32, u64)) {
-        if self.entries.is_empty() {
+        let start = self.bucket(from);
+        if self.visit_bucket(start, from, |point| point >= from, &mut visit) {
             return;
         }
-        let buckets = self.heads.len();
-        let start = self.bucket(from);
-        // The start bucket twice: its points at or after `from` first, its
-        // points before `from` last, once the ring has wrapped.
-        for step in 0..=buckets {
-            let mut at = self.heads[(start + step) & (buckets - 1)];
-            let mut found = false;
-            while at != NONE {
-                let entry = self.entries[at as usize];
-                let wrapped = entry.point < from;
-                let counts = match step {
-                    0 => !wrapped,
-                    _ if step == buckets => wrapped,
-                    _ => true,
-                };
-                if counts {
-                    visit(entry.point.wrapping_sub(from), entry.token);
-                    found = true;
-                }
-                at = entry.next;
-            }
-            if found {
-                return;
-            }
+        // The next bucket with entries, else round the ring from the first
+        // (which may be the start bucket, all of whose points lie before).
+        let next = self
+            .occupied
+            .next(start + 1)
+            .or_else(|| self.occupied.next(0));
+        if let Some(bucket) = next {
+            self.visit_bucket(bucket, from, |_| true, &mut visit);
         }
+    }
+
+    /// Visits the entries of `bucket` whose points `counts`; returns
+    /// whether there was one.
+    fn visit_bucket(
+        &self,
+        bucket: usize,
+        from: u32,
+        counts: impl Fn(u32) -> bool,
+        visit: &mut impl FnMut(u32, u64),
+    ) -> bool {
+        let mut found = false;
+        let mut at = self.heads[bucket];
+        while at != NONE {
+            let entry = self.entries[at as usize];
+            if counts(entry.point) {
+                visit(entry.point.wrapping_sub(from), entry.token);
+                found = true;
+            }
+            at = entry.next;
+        }
+        found
+    }
+}
+
+/// Which buckets of a [`Ring`] hold entries, a bit each, and which words
+/// of those bits are not 0: the next bucket with entries is a few word
+/// steps away however far it lies.
+#[derive(Debug)]
+struct Occupancy {
+    words: Vec<u64>,
+    summary: Vec<u64>,
+}
+
+impl Occupancy {
+    fn new(buckets: usize) -> Occupancy {
+        let words = buckets.div_ceil(64);
+        Occupancy {
+            words: vec![0; words],
+            summary: vec![0; words.div_ceil(64)],
+        }
+    }
+
+    fn set(&mut self, bucket: usize) {
+        let word = bucket / 64;
+        self.words[word] |= 1 << (bucket % 64);
+        self.summary[word / 64] |= 1 << (word % 64);
+    }
+
+    fn clear(&mut self, bucket: usize) {
+        let word = bucket / 64;
+        self.words[word] &= !(1 << (bucket % 64));
+        if self.words[word] == 0 {
+            self.summary[word / 64] &= !(1 << (word % 64));
+        }
+    }
+
+    /// The first bucket at or after `bucket` with entries, if any.
+    fn next(&self, bucket: usize) -> Option<usize> {
+        let word = bucket / 64;
+        let bits = self.words.get(word)? & (u64::MAX << (bucket % 64));
+        if bits != 0 {
+            return Some(word * 64 + bits.trailing_zeros() as usize);
+        }
+        let first = word + 1;
+        let mut at = first / 64;
+        let mut marks = self.summary.get(at)? & (u64::MAX << (first % 64));
+        while marks == 0 {
+            at += 1;
+            marks = *self.summary.get(at)?;
+        }
+        let word = at * 64 + marks.trailing_zeros() as usize;
+        Some(word * 64 + self.words[word].trailing_zeros() as usize)
     }
 }
 
 /// The eligible sessions by class, kept as they change, so that neither
-/// `mostactive` nor `all` scans the account.
+/// `mostactive` nor `all` scans the account; and, once `sticky` is used,
+/// their points on its ring, so that it does not either.
 #[derive(Debug, Default)]
 struct Classes {
     /// Per position: the session's place in its class's `members`.
@@ -1061,6 +1132,14 @@ impl Sessions {
                         rings[0].entries.len() + rings[1].entries.len(),
                         points * self.eligible as usize
                     );
+                    for ring in rings.iter() {
+                        for bucket in 0..ring.heads.len() {
+                            let next = ring.occupied.next(bucket);
+                            let expected =
+                                (bucket..ring.heads.len()).find(|&b| ring.heads[b] != NONE);
+                            assert_eq!(next, expected);
+                        }
+                    }
                     for (run, ring) in rings.iter().enumerate() {
                         for (at, entry) in ring.entries.iter().enumerate() {
                             let r = &self.list[self.find_token(entry.token).unwrap()];
