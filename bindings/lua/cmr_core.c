@@ -13,8 +13,14 @@ typedef struct {
   cmr_router *router;
 } router_box;
 
+/* The router's methods hold its metatable as their upvalue: comparing with
+ * it is what luaL_checkudata does, without a registry lookup by name on
+ * every call (a pick's glue would spend a quarter of its time there). */
 static cmr_router *check_router(lua_State *L) {
-  router_box *box = luaL_checkudata(L, 1, ROUTER_MT);
+  router_box *box = lua_touserdata(L, 1);
+  if (box == NULL || !lua_getmetatable(L, 1)) luaL_typeerror(L, 1, ROUTER_MT);
+  if (!lua_rawequal(L, -1, lua_upvalueindex(1))) luaL_typeerror(L, 1, ROUTER_MT);
+  lua_pop(L, 1);
   if (box->router == NULL) luaL_error(L, "cmr: router already freed");
   return box->router;
 }
@@ -133,6 +139,18 @@ static int l_touch(lua_State *L) { return session_call(L, TOUCH); }
 static int l_set_hibernating(lua_State *L) { return session_call(L, SET_HIBERNATING); }
 static int l_set_load(lua_State *L) { return session_call(L, SET_LOAD); }
 
+/* luaL_optlstring with one type test where the argument is a string or
+ * nil, as a pick's are. */
+static const char *opt_string(lua_State *L, int arg, size_t *len) {
+  int type = lua_type(L, arg);
+  if (type == LUA_TSTRING) return lua_tolstring(L, arg, len);
+  if (type <= LUA_TNIL) {
+    *len = 0;
+    return "";
+  }
+  return luaL_checklstring(L, arg, len);
+}
+
 /* The pick of the message in the arguments from `first` on (recipient,
  * type, sender, hint, sender_is_local): its status, with `*tokens` and
  * `*n` the picked sessions. The first buffer is the caller's `small`; more
@@ -141,9 +159,9 @@ static cmr_status pick_tokens(lua_State *L, cmr_router *router, int first, uint6
                               size_t *n) {
   cmr_message m;
   m.recipient = luaL_checklstring(L, first, &m.recipient_len);
-  m.message_type = luaL_optlstring(L, first + 1, "", &m.message_type_len);
-  m.sender = luaL_optlstring(L, first + 2, "", &m.sender_len);
-  m.hint = luaL_optlstring(L, first + 3, "", &m.hint_len);
+  m.message_type = opt_string(L, first + 1, &m.message_type_len);
+  m.sender = opt_string(L, first + 2, &m.sender_len);
+  m.hint = opt_string(L, first + 3, &m.hint_len);
   m.sender_is_local = lua_toboolean(L, first + 4);
   *tokens = small;
   cmr_status status = cmr_router_pick(router, &m, small, 16, n);
@@ -402,7 +420,9 @@ static const luaL_Reg router_methods[] = {
 
 int luaopen_cmr_core(lua_State *L) {
   luaL_newmetatable(L, ROUTER_MT);
-  luaL_newlib(L, router_methods);
+  luaL_newlibtable(L, router_methods);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, router_methods, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, l_gc);
   lua_setfield(L, -2, "__gc");
