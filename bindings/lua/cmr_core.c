@@ -188,21 +188,32 @@ static int l_pick(lua_State *L) {
   return (int)n + 1;
 }
 
-/* pick_into(tokens, recipient, type, sender, hint, sender_is_local) -> n:
- * the tokens go to tokens[1..n], what lies beyond stays. */
-static int l_pick_into(lua_State *L) {
-  cmr_router *router = check_router(L);
-  luaL_checktype(L, 2, LUA_TTABLE);
+/* A picker's call: pick(recipient, type, sender, hint, sender_is_local)
+ * -> n, the tokens in tokens[1..n] (what lies beyond stays). The router's
+ * box and the table are its upvalues, so nothing needs checking. */
+static int l_pick_with(lua_State *L) {
+  router_box *box = lua_touserdata(L, lua_upvalueindex(1));
+  if (box->router == NULL) luaL_error(L, "cmr: router already freed");
   uint64_t small[16], *tokens;
   size_t n = 0;
-  cmr_status status = pick_tokens(L, router, 3, small, &tokens, &n);
+  cmr_status status = pick_tokens(L, box->router, 1, small, &tokens, &n);
   if (status == CMR_STATUS_NOT_ROUTED) n = 0;
   else if (status != CMR_STATUS_OK) return push_error(L, status);
   for (size_t i = 0; i < n; i++) {
     lua_pushinteger(L, (lua_Integer)tokens[i]);
-    lua_rawseti(L, 2, (lua_Integer)i + 1);
+    lua_rawseti(L, lua_upvalueindex(2), (lua_Integer)i + 1);
   }
   lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+/* picker(tokens) -> the router's pick as a function that writes into
+ * `tokens`, for a host that picks for every message. */
+static int l_picker(lua_State *L) {
+  check_router(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_pushcclosure(L, l_pick_with, 2);
   return 1;
 }
 
@@ -408,7 +419,7 @@ static const luaL_Reg router_methods[] = {
     {"session_gone", l_session_gone},
     {"touch", l_touch},               {"set_load", l_set_load},
     {"set_hibernating", l_set_hibernating},
-    {"pick", l_pick},                 {"pick_into", l_pick_into},
+    {"pick", l_pick},                 {"picker", l_picker},
     {"get_algorithm", l_get_algorithm},
     {"set_algorithm", l_set_algorithm}, {"handle_iq", l_handle_iq},
     {"disco_features", l_disco_features}, {"stats", l_stats},

@@ -298,8 +298,8 @@ local honour_hints = false;
 -- pick after one removes at least one, so the library's limit settles.
 local max_picks = cmr.max_picks_per_message;
 
--- Called as a function: routing runs for every message to an account.
-local pick_into = router.pick_into;
+-- The pick, into `tokens`: routing runs for every message to an account.
+local pick = router:picker(tokens);
 
 -- Routes a message for `bare` (by default the stanza's bare recipient: it
 -- is the `message/bare` handler); which messages CMR routes is the
@@ -334,7 +334,7 @@ local function route(event, bare)
 	local private = carbons_loaded and stanza:get_child("private", xmlns_carbons) or nil;
 	if private then stanza:remove_children("private", xmlns_carbons); end
 	for _ = 1, max_picks do
-		local n, err, status = pick_into(router, tokens, bare, attr.type, sender, hint, sender_is_local);
+		local n, err, status = pick(bare, attr.type, sender, hint, sender_is_local);
 		if not n then
 			refused(status, err, "warn", "Not routing %s: %s", stanza:top_tag(), err);
 			break;
