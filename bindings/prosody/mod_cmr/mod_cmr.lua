@@ -275,24 +275,12 @@ end
 -- The tokens of the last pick, in [1..n]: one table, reused.
 local tokens = {};
 
--- Sends to the n picked sessions: true when one took the stanza, nil when
--- every one was gone. A lone pick with XEP-0198 gets the mark: `private`
--- when the message was <private/>, else `plain` unless a carbon of it
--- goes elsewhere.
-local function deliver(stanza, bare, origin, private, n)
-	if n == 1 then
-		local session = session_of[tokens[1]];
-		if not session then return nil; end
-		local mark = session.smacks and (private and "private"
-			or not (carbons_loaded and copied_elsewhere(stanza, bare, session, origin)) and "plain") or nil;
-		return send_to(stanza, session, mark) or nil;
-	end
-	local sent;
-	for i = 1, n do
-		local session = session_of[tokens[i]];
-		sent = session and send_to(stanza, session, nil) or sent;
-	end
-	return sent;
+-- The mark of a session picked alone, when it has XEP-0198: `private`
+-- when the message was <private/>, else `plain` unless a carbon of it goes
+-- elsewhere.
+local function mark_for(stanza, bare, session, origin, private)
+	return session.smacks and (private and "private"
+		or not (carbons_loaded and copied_elsewhere(stanza, bare, session, origin)) and "plain") or nil;
 end
 
 -- Whether this host honours message hints at all (set below from the
@@ -336,8 +324,11 @@ local function route(event, bare)
 	-- What mod_carbons does with the messages it sees delivered: a private
 	-- one is not copied, and its <private/> is removed. Put back if the
 	-- message goes on to Prosody, where mod_carbons does it.
-	local private = carbons_loaded and stanza:get_child("private", xmlns_carbons) or nil;
-	if private then stanza:remove_children("private", xmlns_carbons); end
+	local private;
+	if carbons_loaded then
+		private = stanza:get_child("private", xmlns_carbons);
+		if private then stanza:remove_children("private", xmlns_carbons); end
+	end
 	for _ = 1, max_picks do
 		local n, err, status = pick(bare, attr.type, sender, hint, sender_is_local);
 		if not n then
@@ -347,15 +338,27 @@ local function route(event, bare)
 		if n == 0 then break; end
 		local lone = n == 1 and session_of[tokens[1]];
 		if lone and not (lone.smacks or carbons_loaded) then
-			-- Nothing to mark, no carbons: send_to's common case.
+			-- The common case, taken out of the loop below.
 			if not lone.destroyed and lone.send(stanza) then return true; end
 			gone(lone);
-		elseif deliver(stanza, bare, origin, private, n) then
-			if carbons_loaded then
-				if not private then send_carbons(stanza, bare, picked, origin); end
-				for session in pairs(picked) do picked[session] = nil; end
+		else
+			local sent;
+			for i = 1, n do
+				local session = session_of[tokens[i]];
+				if session and not (session.smacks or carbons_loaded) then
+					-- Nothing to mark, no carbons: send_to's common case.
+					if not session.destroyed and session.send(stanza) then sent = true; else gone(session); end
+				elseif session then
+					sent = send_to(stanza, session, n == 1 and mark_for(stanza, bare, session, origin, private)) or sent;
+				end
 			end
-			return true;
+			if sent then
+				if carbons_loaded then
+					if not private then send_carbons(stanza, bare, picked, origin); end
+					for session in pairs(picked) do picked[session] = nil; end
+				end
+				return true;
+			end
 		end
 	end
 	if private then stanza:add_direct_child(private); end
