@@ -13,8 +13,9 @@
 --   router:set_hibernating(full_jid, token, hibernating)        --> true | nil, err, status
 --   router:pick(bare_jid, type, sender, hint, sender_is_local)  --> n, token1, ..., tokenN
 --                                     (n = 0: not routed, the host routes it) | nil, err, status
---   router:pick_into(tokens, bare_jid, type, sender, hint, sender_is_local)   --> n | nil, err, status
---                                     (the same pick; the tokens go to tokens[1..n], the rest stays)
+--   router:picker(tokens)            --> pick(bare_jid, type, sender, hint, sender_is_local) --> n | nil, err, status
+--                                     (the same pick as a function, for a host that picks for every
+--                                     message; the tokens go to tokens[1..n], the rest stays)
 --   router:get_algorithm(bare_jid)                              --> uri | nil, err, status
 --   router:set_algorithm(bare_jid, name_or_uri)                 --> true | nil, err, status
 --   router:handle_iq(xml)            --> reply_xml, changed | false (not a CMR IQ) | nil, err, status

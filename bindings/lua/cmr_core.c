@@ -13,8 +13,14 @@ typedef struct {
   cmr_router *router;
 } router_box;
 
+/* The router's methods hold its metatable as their upvalue: comparing with
+ * it is what luaL_checkudata does, without a registry lookup by name on
+ * every call (a pick's glue would spend a quarter of its time there). */
 static cmr_router *check_router(lua_State *L) {
-  router_box *box = luaL_checkudata(L, 1, ROUTER_MT);
+  router_box *box = lua_touserdata(L, 1);
+  if (box == NULL || !lua_getmetatable(L, 1)) luaL_typeerror(L, 1, ROUTER_MT);
+  if (!lua_rawequal(L, -1, lua_upvalueindex(1))) luaL_typeerror(L, 1, ROUTER_MT);
+  lua_pop(L, 1);
   if (box->router == NULL) luaL_error(L, "cmr: router already freed");
   return box->router;
 }
@@ -133,6 +139,18 @@ static int l_touch(lua_State *L) { return session_call(L, TOUCH); }
 static int l_set_hibernating(lua_State *L) { return session_call(L, SET_HIBERNATING); }
 static int l_set_load(lua_State *L) { return session_call(L, SET_LOAD); }
 
+/* luaL_optlstring with one type test where the argument is a string or
+ * nil, as a pick's are. */
+static const char *opt_string(lua_State *L, int arg, size_t *len) {
+  int type = lua_type(L, arg);
+  if (type == LUA_TSTRING) return lua_tolstring(L, arg, len);
+  if (type <= LUA_TNIL) {
+    *len = 0;
+    return "";
+  }
+  return luaL_checklstring(L, arg, len);
+}
+
 /* The pick of the message in the arguments from `first` on (recipient,
  * type, sender, hint, sender_is_local): its status, with `*tokens` and
  * `*n` the picked sessions. The first buffer is the caller's `small`; more
@@ -141,9 +159,9 @@ static cmr_status pick_tokens(lua_State *L, cmr_router *router, int first, uint6
                               size_t *n) {
   cmr_message m;
   m.recipient = luaL_checklstring(L, first, &m.recipient_len);
-  m.message_type = luaL_optlstring(L, first + 1, "", &m.message_type_len);
-  m.sender = luaL_optlstring(L, first + 2, "", &m.sender_len);
-  m.hint = luaL_optlstring(L, first + 3, "", &m.hint_len);
+  m.message_type = opt_string(L, first + 1, &m.message_type_len);
+  m.sender = opt_string(L, first + 2, &m.sender_len);
+  m.hint = opt_string(L, first + 3, &m.hint_len);
   m.sender_is_local = lua_toboolean(L, first + 4);
   *tokens = small;
   cmr_status status = cmr_router_pick(router, &m, small, 16, n);
@@ -170,21 +188,32 @@ static int l_pick(lua_State *L) {
   return (int)n + 1;
 }
 
-/* pick_into(tokens, recipient, type, sender, hint, sender_is_local) -> n:
- * the tokens go to tokens[1..n], what lies beyond stays. */
-static int l_pick_into(lua_State *L) {
-  cmr_router *router = check_router(L);
-  luaL_checktype(L, 2, LUA_TTABLE);
+/* A picker's call: pick(recipient, type, sender, hint, sender_is_local)
+ * -> n, the tokens in tokens[1..n] (what lies beyond stays). The router's
+ * box and the table are its upvalues, so nothing needs checking. */
+static int l_pick_with(lua_State *L) {
+  router_box *box = lua_touserdata(L, lua_upvalueindex(1));
+  if (box->router == NULL) luaL_error(L, "cmr: router already freed");
   uint64_t small[16], *tokens;
   size_t n = 0;
-  cmr_status status = pick_tokens(L, router, 3, small, &tokens, &n);
+  cmr_status status = pick_tokens(L, box->router, 1, small, &tokens, &n);
   if (status == CMR_STATUS_NOT_ROUTED) n = 0;
   else if (status != CMR_STATUS_OK) return push_error(L, status);
   for (size_t i = 0; i < n; i++) {
     lua_pushinteger(L, (lua_Integer)tokens[i]);
-    lua_rawseti(L, 2, (lua_Integer)i + 1);
+    lua_rawseti(L, lua_upvalueindex(2), (lua_Integer)i + 1);
   }
   lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+/* picker(tokens) -> the router's pick as a function that writes into
+ * `tokens`, for a host that picks for every message. */
+static int l_picker(lua_State *L) {
+  check_router(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_pushcclosure(L, l_pick_with, 2);
   return 1;
 }
 
@@ -390,7 +419,7 @@ static const luaL_Reg router_methods[] = {
     {"session_gone", l_session_gone},
     {"touch", l_touch},               {"set_load", l_set_load},
     {"set_hibernating", l_set_hibernating},
-    {"pick", l_pick},                 {"pick_into", l_pick_into},
+    {"pick", l_pick},                 {"picker", l_picker},
     {"get_algorithm", l_get_algorithm},
     {"set_algorithm", l_set_algorithm}, {"handle_iq", l_handle_iq},
     {"disco_features", l_disco_features}, {"stats", l_stats},
@@ -402,7 +431,9 @@ static const luaL_Reg router_methods[] = {
 
 int luaopen_cmr_core(lua_State *L) {
   luaL_newmetatable(L, ROUTER_MT);
-  luaL_newlib(L, router_methods);
+  luaL_newlibtable(L, router_methods);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, router_methods, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, l_gc);
   lua_setfield(L, -2, "__gc");

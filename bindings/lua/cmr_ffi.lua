@@ -131,13 +131,17 @@ function router_mt:pick(...)
 	return n, unpack_tokens(0, n);
 end
 
-function router_mt:pick_into(into, ...)
-	local status = pick_tokens(self, ...);
-	if status == NOT_ROUTED then return 0; end
-	if status ~= OK then return failure(status); end
-	local n = tonumber(out_len[0]);
-	for i = 1, n do into[i] = tonumber(tokens[i - 1]); end
-	return n;
+function router_mt:picker(into)
+	ptr(self);
+	assert(type(into) == "table", "cmr: picker takes a table");
+	return function (recipient, message_type, sender, hint, sender_is_local)
+		local status = pick_tokens(self, recipient, message_type, sender, hint, sender_is_local);
+		if status == NOT_ROUTED then return 0; end
+		if status ~= OK then return failure(status); end
+		local n = tonumber(out_len[0]);
+		for i = 1, n do into[i] = tonumber(tokens[i - 1]); end
+		return n;
+	end;
 end
 
 function router_mt:get_algorithm(jid)

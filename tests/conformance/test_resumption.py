@@ -11,8 +11,8 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from conftest import require, run, served
-from xmpp import (TIMEOUT, bodies, close, cluster, deliver, drop_connection, hibernating, online, resume, round_trip,
-                  send_messages, send_paced, settle, until_waiting, wait_for, withhold_acks)
+from xmpp import (TIMEOUT, bodies, close, cluster, deliver, drop_connection, foreign_attributes, hibernating, online,
+                  resume, round_trip, send_messages, send_paced, settle, until_waiting, wait_for, withhold_acks)
 
 ROUND_ROBIN = "urn:xmpp:cmr:roundrobin"
 
@@ -94,9 +94,46 @@ def test_the_only_session_hibernating_keeps_its_messages(host):
         await settle(0.3)
         got = sorted(sleeper.bodies())
         await close(sensor, sleeper)
-        return got
+        return got, foreign_attributes(sleeper)
 
-    assert run(scenario()) == sorted(f"while-{i}" for i in range(10))
+    got, attributes = run(scenario())
+    assert got == sorted(f"while-{i}" for i in range(10))
+    assert attributes == []
+
+
+def test_an_unloaded_module_leaves_no_mark_on_what_waits_for_a_resumption(host):
+    # What waits in a hibernating session's queue when the module is
+    # unloaded (not reloaded) reaches the client as the client's own
+    # server would send it: no attribute that the module kept there (Prosody's
+    # mod_cmr marks in an XEP-0198 queue what it routed to that session
+    # alone) is resent with it.
+    require(host, "resumption", "unload")
+
+    async def scenario():
+        account, sensor_jid = host.account(), host.account()
+        sleeper = await online(host, account, "sleeper", smacks=True)
+        sensor = await online(host, sensor_jid, "probe")
+        # Before: marked in the queue as they are sent, and written unmarked.
+        send_messages(sensor, account, 3, prefix="live")
+        assert await wait_for(lambda: len(sleeper.messages) >= 3)
+        await drop_connection(sleeper)
+        await until_waiting(host, account, "sleeper")
+        send_messages(sensor, account, 5, prefix="queued")
+        await round_trip(sensor)
+        host.stop_module()
+        try:
+            await resume(host, sleeper)
+            assert await wait_for(lambda: len(sleeper.messages) >= 5)
+            await settle(0.3)
+        finally:
+            host.start_module()
+        got = sorted(sleeper.bodies())
+        await close(sensor, sleeper)
+        return got, foreign_attributes(sleeper)
+
+    got, attributes = run(scenario())
+    assert got == sorted([f"live-{i}" for i in range(3)] + [f"queued-{i}" for i in range(5)])
+    assert attributes == []
 
 
 

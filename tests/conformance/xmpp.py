@@ -253,6 +253,15 @@ async def resume(host, client):
     await asyncio.wait_for(resumed, TIMEOUT)
 
 
+def foreign_attributes(client):
+    """The namespaced attributes (but XML's own, such as xml:lang) of the
+    messages the client received: none of the clients' protocols puts one
+    on a message, so one there is what a module kept for itself and let
+    through."""
+    return [key for m in client.messages for key in m.xml.attrib
+            if key.startswith("{") and not key.startswith("{http://www.w3.org/XML/1998/namespace}")]
+
+
 def bodies(*clients):
     """How many times each body reached any of `clients`."""
     return Counter(b for c in clients for b in c.bodies())

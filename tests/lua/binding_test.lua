@@ -73,19 +73,23 @@ for i = 1, 40 do assert(big:register("big@example.org/r" .. i, 1000 + i, 1, "", 
 local picked = { big:pick("big@example.org", "") };
 check("all, 40 tokens", picked[1] == 40 and #picked == 41 and picked[2] == 1001 and picked[41] == 1040, picked[1]);
 
--- pick_into: the same picks, the tokens written into the caller's table.
+-- picker: the same picks as a function, the tokens written into the given table.
 local into = {};
-check("pick_into, 40 tokens", big:pick_into(into, "big@example.org", "") == 40 and #into == 40 and into[1] == 1001
+check("picker, 40 tokens", big:picker(into)("big@example.org", "") == 40 and #into == 40 and into[1] == 1001
 	and into[40] == 1040, #into);
+local pick = router:picker(into);
 into[2] = "kept";
-check("pick_into, one token", router:pick_into(into, "cluster@example.org", "chat", "s@example.net/x") == 1
+check("picker, one token", pick("cluster@example.org", "chat", "s@example.net/x") == 1
 	and (into[1] == 1 or into[1] == 2) and into[2] == "kept", into[1]);
-check("pick_into, hint", router:pick_into(into, "cluster@example.org", "chat", "s@example.net",
-	"urn:xmpp:cmr:mostactive", true) == 1 and into[1] == 2, into[1]);
-check("pick_into, not routed", router:pick_into(into, "cluster@example.org", "headline") == 0 and into[2] == "kept");
+check("picker, hint", pick("cluster@example.org", "chat", "s@example.net", "urn:xmpp:cmr:mostactive", true) == 1
+	and into[1] == 2, into[1]);
+check("picker, not routed", pick("cluster@example.org", "headline") == 0 and into[2] == "kept");
 local status;
-n, err, status = router:pick_into(into, "cluster@example.org\255", "chat");
-check("pick_into bad UTF-8", n == nil and err:find("UTF-8", 1, true) and status == "invalid_utf8", err);
+n, err, status = pick("cluster@example.org\255", "chat");
+check("picker bad UTF-8", n == nil and err:find("UTF-8", 1, true) and status == "invalid_utf8", err);
+check("picker: not a router", not pcall(router.picker, {}, into));
+check("picker: no table", not pcall(router.picker, router, "tokens"));
+check("picker: no recipient", not pcall(pick));
 
 check("touch", router:touch("cluster@example.org/node-1", 1) == true);
 ok, err = router:touch("cluster@example.org/node-1", 99);

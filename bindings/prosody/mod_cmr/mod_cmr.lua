@@ -113,6 +113,8 @@ local ROUTED_ALONE = "urn:x-cmr:delivery\1alone";
 
 -- Defined in the carbons section.
 local carbons_loaded, send_carbons, copied_elsewhere;
+-- Defined in the XEP-0198 marking section.
+local unmarked_on;
 
 --------------------------------------------------------------------------
 -- Hooks: sessions, routing and IQs
@@ -253,7 +255,10 @@ end
 local function send_to(stanza, session, mark)
 	if not session.destroyed then
 		local attr = stanza.attr;
-		if mark then attr[ROUTED_ALONE] = mark; end
+		if mark then
+			unmarked_on(session);
+			attr[ROUTED_ALONE] = mark;
+		end
 		local sent = session.send(stanza);
 		if mark then attr[ROUTED_ALONE] = nil; end
 		if sent then
@@ -270,24 +275,12 @@ end
 -- The tokens of the last pick, in [1..n]: one table, reused.
 local tokens = {};
 
--- Sends to the n picked sessions: true when one took the stanza, nil when
--- every one was gone. A lone pick with XEP-0198 gets the mark: `private`
--- when the message was <private/>, else `plain` unless a carbon of it
--- goes elsewhere.
-local function deliver(stanza, bare, origin, private, n)
-	if n == 1 then
-		local session = session_of[tokens[1]];
-		if not session then return nil; end
-		local mark = session.smacks and (private and "private"
-			or not (carbons_loaded and copied_elsewhere(stanza, bare, session, origin)) and "plain") or nil;
-		return send_to(stanza, session, mark) or nil;
-	end
-	local sent;
-	for i = 1, n do
-		local session = session_of[tokens[i]];
-		sent = session and send_to(stanza, session, nil) or sent;
-	end
-	return sent;
+-- The mark of a session picked alone, when it has XEP-0198: `private`
+-- when the message was <private/>, else `plain` unless a carbon of it goes
+-- elsewhere.
+local function mark_for(stanza, bare, session, origin, private)
+	return session.smacks and (private and "private"
+		or not (carbons_loaded and copied_elsewhere(stanza, bare, session, origin)) and "plain") or nil;
 end
 
 -- Whether this host honours message hints at all (set below from the
@@ -298,8 +291,8 @@ local honour_hints = false;
 -- pick after one removes at least one, so the library's limit settles.
 local max_picks = cmr.max_picks_per_message;
 
--- Called as a function: routing runs for every message to an account.
-local pick_into = router.pick_into;
+-- The pick, into `tokens`: routing runs for every message to an account.
+local pick = router:picker(tokens);
 
 -- Routes a message for `bare` (by default the stanza's bare recipient: it
 -- is the `message/bare` handler); which messages CMR routes is the
@@ -331,10 +324,13 @@ local function route(event, bare)
 	-- What mod_carbons does with the messages it sees delivered: a private
 	-- one is not copied, and its <private/> is removed. Put back if the
 	-- message goes on to Prosody, where mod_carbons does it.
-	local private = carbons_loaded and stanza:get_child("private", xmlns_carbons) or nil;
-	if private then stanza:remove_children("private", xmlns_carbons); end
+	local private;
+	if carbons_loaded then
+		private = stanza:get_child("private", xmlns_carbons);
+		if private then stanza:remove_children("private", xmlns_carbons); end
+	end
 	for _ = 1, max_picks do
-		local n, err, status = pick_into(router, tokens, bare, attr.type, sender, hint, sender_is_local);
+		local n, err, status = pick(bare, attr.type, sender, hint, sender_is_local);
 		if not n then
 			refused(status, err, "warn", "Not routing %s: %s", stanza:top_tag(), err);
 			break;
@@ -342,15 +338,27 @@ local function route(event, bare)
 		if n == 0 then break; end
 		local lone = n == 1 and session_of[tokens[1]];
 		if lone and not (lone.smacks or carbons_loaded) then
-			-- Nothing to mark, no carbons: send_to's common case.
+			-- The common case, taken out of the loop below.
 			if not lone.destroyed and lone.send(stanza) then return true; end
 			gone(lone);
-		elseif deliver(stanza, bare, origin, private, n) then
-			if carbons_loaded then
-				if not private then send_carbons(stanza, bare, picked, origin); end
-				for session in pairs(picked) do picked[session] = nil; end
+		else
+			local sent;
+			for i = 1, n do
+				local session = session_of[tokens[i]];
+				if session and not (session.smacks or carbons_loaded) then
+					-- Nothing to mark, no carbons: send_to's common case.
+					if not session.destroyed and session.send(stanza) then sent = true; else gone(session); end
+				elseif session then
+					sent = send_to(stanza, session, n == 1 and mark_for(stanza, bare, session, origin, private)) or sent;
+				end
 			end
-			return true;
+			if sent then
+				if carbons_loaded then
+					if not private then send_carbons(stanza, bare, picked, origin); end
+					for session in pairs(picked) do picked[session] = nil; end
+				end
+				return true;
+			end
 		end
 	end
 	if private then stanza:add_direct_child(private); end
@@ -432,8 +440,16 @@ end);
 -- what it sends): if the session dies without acknowledging it, the mark
 -- says no other session holds it, so it is CMR's to route again. The mark
 -- is an attribute while the message is sent, taken off what is written to
--- the client by a filter on every session (also for resent and stored
--- copies); its value says whether the message was <private/>.
+-- the client by a filter (also for resent and stored copies); its value
+-- says whether the message was <private/>.
+--
+-- The filter goes only where a mark can be written: on a session before
+-- its first marked message, and on the connection a session resumes on
+-- (its queue is resent through that connection's filters, which the
+-- session takes over). Elsewhere what a session sends passes no filter of
+-- mod_cmr's: a filter on every session cost about as much per copy as the
+-- pick. Unloaded, mod_cmr takes the marks off every queue (below), since
+-- nothing would filter a resumption's connection any more.
 local shared = module:shared("/*/cmr/delivery");
 if not shared.unmark then
 	function shared.unmark(stanza)
@@ -447,14 +463,41 @@ if not shared.unmark then
 		for i = 1, #stanza do copy[i] = stanza[i]; end
 		return copy;
 	end
-	function shared.install(session)
-		-- After mod_smacks (-999), which queues what passes it.
-		filters.add_filter(session, "stanzas/out", shared.unmark, -1000);
+end
+-- After mod_smacks (-999), which queues what passes it. Once per session
+-- (util.filters adds a filter once).
+function unmarked_on(session)
+	filters.add_filter(session, "stanzas/out", shared.unmark, -1000);
+end
+-- The resumption (XEP-0198's <resume/>, before mod_smacks handles it), and
+-- on 13 any other way a session takes over a new connection (Prosody's
+-- sessionmanager tells then, before the queue is resent).
+local function on_resumption(event) unmarked_on(event.origin); end
+module:hook("stanza/" .. xmlns_sm3 .. ":resume", on_resumption, 1);
+module:hook("stanza/urn:xmpp:sm:2:resume", on_resumption, 1);
+module:hook_global("c2s-session-updated", function (event)
+	if event.session.host == module.host then unmarked_on(event.session); end
+end);
+-- Earlier versions of this module put the filter on every session through
+-- a filter hook: it goes at a reload.
+if shared.install then
+	filters.remove_filter_hook(shared.install);
+	shared.install = nil;
+end
+
+-- Takes the marks off the copies in every XEP-0198 queue of this host's
+-- sessions (hibernating ones included), for when mod_cmr goes for good: a
+-- reload's new instance goes on with them instead.
+local function unmark_queues()
+	for _, user in pairs(prosody.hosts[module.host].sessions or {}) do
+		for _, session in pairs(user.sessions or {}) do
+			local queue = session.outgoing_stanza_queue;
+			if queue then
+				for _, queued in queue:resume() do queued.attr[ROUTED_ALONE] = nil; end
+			end
+		end
 	end
 end
-filters.remove_filter_hook(shared.install);
-filters.add_filter_hook(shared.install);
-for _, session in pairs(full_sessions) do shared.install(session); end
 
 -- A session that ends with messages it never acknowledged (XEP-0198):
 -- mod_smacks stores them offline only when it was the account's last
@@ -564,6 +607,10 @@ module:hook_global("stats-update", function ()
 	for i, value in ipairs(values) do series_metrics[i]:set(value); end
 end);
 
+-- Prosody calls save before it unloads the module for a reload.
+local reloading = false;
+function module.save() reloading = true; end
+
 -- Prosody keeps a module's series after it is unloaded: no session is
 -- registered then. (A reload makes a new router, counting from 0.)
 function module.unload()
@@ -571,6 +618,7 @@ function module.unload()
 	for i, series in ipairs(metric_series) do
 		if series.kind == "gauge" then series_metrics[i]:set(0); end
 	end
+	if not reloading then unmark_queues(); end
 end
 
 --------------------------------------------------------------------------

@@ -34,7 +34,9 @@ class ServerHost:
     hibernation (the module knows a session waits for resumption: the last
     resort while it waits), expiry (the server gives up on a waiting session
     after hibernation_seconds), load (the module reports each session's
-    unacknowledged queue), restart, reload, stats, cluster, kill_session,
+    unacknowledged queue), restart, reload, unload (`stop_module` and
+    `start_module`: the module goes and comes back, sessions staying
+    online), stats, cluster, kill_session,
     tools (the operators' own tools set and get an account's routing:
     `tools` names them, `tool_set(tool, jid, algorithm)` and `tool_get(tool,
     jid)` run one, raising ToolError with its message when it refuses).

@@ -89,7 +89,7 @@ class ProsodyHost(ServerHost):
     tools = ["shell"]
     # What this host can do, for tests that need it.
     features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "expiry", "load", "offline", "stats",
-                "restart", "reload", "tools", "web_client"}
+                "restart", "reload", "unload", "tools", "web_client"}
     lacking = {"cluster": "Prosody does not cluster",
                "kill_session": "Prosody runs every session in one process: a session cannot die without its unbind"}
     # mod_carbons removes <private/> from the messages it sees delivered.
@@ -200,6 +200,15 @@ class ProsodyHost(ServerHost):
     def reload_module(self):
         """Reloads mod_cmr on the main virtual host, sessions staying online."""
         self.shell(f"module:reload('cmr', '{DOMAIN}')")
+
+    def stop_module(self):
+        """Unloads mod_cmr from the main virtual host (not a reload),
+        sessions staying online."""
+        self.shell(f"module:unload('cmr', '{DOMAIN}')")
+
+    def start_module(self):
+        """Loads mod_cmr on the main virtual host again."""
+        self.shell(f"module:load('cmr', '{DOMAIN}')")
 
     def shell(self, command):
         out = subprocess.run(["prosodyctl", "--config", str(self.config), "shell", command],
