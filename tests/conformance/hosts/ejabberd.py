@@ -99,7 +99,9 @@ MODULES = """      mod_roster: {}
       mod_stream_mgmt:
         resume_timeout: RESUME_TIMEOUT
         resend_on_timeout: true
-      mod_offline: {}"""
+      mod_offline: {}
+      mod_privacy: {}
+      mod_blocking: {}"""
 ARCHIVE = """
       mod_mam:
         default: always"""
@@ -124,7 +126,7 @@ class EjabberdHost(ServerHost):
     name = "ejabberd"
     stop_timeout = 20
     features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "expiry", "load", "offline", "restart",
-                "stats", "reload", "cluster", "kill_session", "tools"}
+                "stats", "reload", "cluster", "kill_session", "tools", "blocking", "privacy_lists"}
     lacking = {"web_client": "the suite serves its web client (Converse.js over WebSocket) from Prosody alone: the "
                              "routing form a browser renders is the library's, the same on every host"}
     # The cmr_get_algorithm and cmr_set_algorithm commands, through both.

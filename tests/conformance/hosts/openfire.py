@@ -140,8 +140,9 @@ class OpenfireHost(ServerHost):
     # resumption; the plugin learns that a session waits for resumption
     # (LocalSession.isDetached()) when it delivers, registers, reports stats
     # and sees the session send.
-    features = {"carbons", "offline", "acks", "resumption", "hibernation", "restart", "reload", "stats"}
+    features = {"carbons", "offline", "acks", "resumption", "hibernation", "restart", "reload", "stats", "privacy_lists"}
     lacking = {
+        "blocking": "Openfire answers XEP-0191 blocking commands from 4.3.0 on; 4.2.0 has XEP-0016 privacy lists only",
         "expiry": "Openfire removes a waiting (detached) session only at its sweep of detached sessions: every 3 "
                   "minutes in 4.2 (hard-coded); in 5.x a tenth of xmpp.session.detach.timeout when that is between 1 "
                   "minute and 1 hour, else every 3 minutes: far beyond the suite's hibernation time",
@@ -190,6 +191,8 @@ class OpenfireHost(ServerHost):
         if shutil.which("java") is None or not (SERVER / "classes" / "Launcher.class").exists():
             raise RuntimeError("Openfire 4.2.0 is not installed: run make openfire-deps")
         self.version = installed_version(INSTALLATION) if INSTALLATION else "4.2.0"
+        if tuple(int(part) for part in self.version.split("-")[0].split(".")[:2]) >= (4, 3):
+            self.features = self.features | {"blocking"}
         self._installation_files = installation_files() if INSTALLATION else None
 
     @property

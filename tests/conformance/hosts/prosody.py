@@ -89,8 +89,10 @@ class ProsodyHost(ServerHost):
     tools = ["shell"]
     # What this host can do, for tests that need it.
     features = {"virtual_hosts", "carbons", "mam", "acks", "resumption", "hibernation", "expiry", "load", "offline", "stats",
-                "restart", "reload", "unload", "tools", "web_client"}
+                "restart", "reload", "unload", "tools", "web_client", "blocking"}
     lacking = {"cluster": "Prosody does not cluster",
+               "privacy_lists": "Prosody dropped XEP-0016 privacy lists (mod_privacy) in 0.10: it blocks with "
+                                "XEP-0191 (mod_blocklist)",
                "kill_session": "Prosody runs every session in one process: a session cannot die without its unbind"}
     # mod_carbons removes <private/> from the messages it sees delivered.
     keeps_carbons_private = False
@@ -101,12 +103,13 @@ class ProsodyHost(ServerHost):
 
     # The least a benchmark needs: no archive, no carbons.
     LEAN = ["roster", "saslauth", "disco"]
-    # What the suite needs of a server beside mod_cmr.
+    # What the suite needs of a server beside mod_cmr; XEP-0191 blocking
+    # (mod_blocklist) a web client needs too (without it, Converse 14 opens
+    # no chat).
     MODULES = ["roster", "saslauth", "disco", "carbons", "mam", "smacks", "offline", "admin_shell", "ping",
-               "http_openmetrics"]
-    # What a web client needs beside them: XMPP over WebSocket, its files,
-    # and XEP-0191 blocking (without it, Converse 14 opens no chat).
-    WEB_CLIENT = ["websocket", "http_files", "blocklist"]
+               "http_openmetrics", "blocklist"]
+    # What a web client needs beside them: XMPP over WebSocket, its files.
+    WEB_CLIENT = ["websocket", "http_files"]
 
     def __init__(self, workdir: Path, with_cmr: bool = True, plugins: Path = PLUGINS, modules=None, archive=True,
                  carbons=True, web_root: Path = None, launcher=(), plugin_paths=(), extra_config=""):

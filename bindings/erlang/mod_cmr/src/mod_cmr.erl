@@ -52,7 +52,9 @@ start(Host, Opts) ->
             %% acknowledged: none of it may be picked for this session.
             ejabberd_hooks:add(c2s_terminated, Host, ?MODULE, c2s_terminated, 40),
             %% Between mod_mam (88), which archives the one unmarked delivery,
-            %% and mod_carboncopy (89), which must not copy what mod_cmr routed.
+            %% and mod_carboncopy (89), which must not copy what mod_cmr routed;
+            %% after the session's privacy check (XEP-0016, XEP-0191), which
+            %% drops a blocked sender's message before any hook.
             ejabberd_hooks:add(user_receive_packet, Host, ?MODULE, user_receive_packet, 88.5),
             %% After mod_mam (50), so each message is archived once.
             ejabberd_hooks:add(sm_receive_packet, Host, ?MODULE, sm_receive_packet, 100),
@@ -325,9 +327,13 @@ sm_receive_packet(#message{to = #jid{luser = U, lserver = S, lresource = R}} = M
 sm_receive_packet(Acc) ->
     Acc.
 
-%% After mod_mam archived the original of a message mod_cmr routed: mark it
-%% sm_copy, so that mod_carboncopy leaves the copies to mod_cmr.
-user_receive_packet({#message{meta = #{cmr_routed := true}} = Msg, State}) ->
+%% After mod_mam archived the original of a message mod_cmr routed: its
+%% carbons to the sessions that did not get it, then the mark sm_copy, so
+%% that mod_carboncopy leaves the copies to mod_cmr. A message the session's
+%% privacy list blocks never gets here, nor are its carbons sent.
+user_receive_packet({#message{meta = #{cmr_routed := Delivered}} = Msg,
+                     #{jid := #jid{luser = U, lserver = S}} = State}) ->
+    mod_cmr_home:send_carbons(Msg, U, S, Delivered),
     {xmpp:put_meta(Msg, sm_copy, true), State};
 user_receive_packet(Acc) ->
     Acc.

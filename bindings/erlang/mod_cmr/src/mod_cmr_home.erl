@@ -10,7 +10,7 @@
 -module(mod_cmr_home).
 
 -export([start/2, stop/1, running/1, activity_interval_ms/0, create_sessions_table/1, apply_event/2, forget/4,
-         has_session/4, sessions/1, route/3, answer_iq/3, routing_command/3, admin_form/1, choice_note/3, choose_for/3,
+         has_session/4, sessions/1, route/3, send_carbons/4, answer_iq/3, routing_command/3, admin_form/1, choice_note/3, choose_for/3,
          algorithm_for/2, local_stats/2, disco_features/1, metric_rows/1,
          metric_rows_example/0, metrics_doc/0]).
 
@@ -195,7 +195,6 @@ route(Router, #message{type = Type, from = From, to = #jid{luser = U, lserver = 
                 [] ->
                     route(Router, Msg, BeforeRemote, Picks - 1);
                 _ ->
-                    send_carbons(Msg, U, S, Delivered),
                     delivered
             end;
         not_routed ->
@@ -236,8 +235,9 @@ deliver(Msg, Pids, BeforeRemote) ->
                 Nodes -> BeforeRemote(Nodes)
             end,
             %% As ejabberd itself does, the first delivery is the original
-            %% (mod_mam archives it) and the others are marked sm_copy.
-            ejabberd_c2s:route(First, {route, xmpp:put_meta(Msg, cmr_routed, true)}),
+            %% (mod_mam archives it) and the others are marked sm_copy. The
+            %% original names the sessions that got it, for its carbons.
+            ejabberd_c2s:route(First, {route, xmpp:put_meta(Msg, cmr_routed, Live)}),
             Rest /= [] andalso route_copies(xmpp:put_meta(Msg, sm_copy, true), Rest),
             Live
     end.
@@ -250,7 +250,8 @@ route_copies(Copy, Pids) ->
 
 %% The picked sessions (the pids in Delivered) got the message; every other
 %% available, carbons-enabled session gets a <received/> copy, by XEP-0280's
-%% rule (should_copy/1).
+%% rule (should_copy/1). Run by the session that got the original, as
+%% mod_carboncopy is: after ejabberd's privacy check let it in.
 send_carbons(#message{type = Type} = Msg, U, S, Delivered) ->
     %% Without mod_carboncopy no session can have enabled carbons.
     case gen_mod:is_loaded(S, mod_carboncopy) andalso should_copy(Msg) of

@@ -12,6 +12,7 @@ import org.jivesoftware.openfire.cluster.ClusterManager;
 import org.jivesoftware.openfire.interceptor.InterceptorManager;
 import org.jivesoftware.openfire.interceptor.PacketInterceptor;
 import org.jivesoftware.openfire.interceptor.PacketRejectedException;
+import org.jivesoftware.openfire.privacy.PrivacyList;
 import org.jivesoftware.openfire.session.ClientSession;
 import org.jivesoftware.openfire.session.Session;
 import org.xmpp.packet.JID;
@@ -26,7 +27,12 @@ import org.xmpp.packet.Packet;
  * <private/>, the processed-phase interceptors — and stops Openfire's
  * routing. What the library does not route (nothing eligible, headline,
  * groupchat and error messages, a failed library) goes on to Openfire:
- * offline storage, errors, headline broadcast.
+ * offline storage, errors, headline broadcast. Privacy lists (XEP-0016, and
+ * XEP-0191's block list, which Openfire keeps as one) hold as they do in
+ * Openfire's routing: a message the sender's list denies is left to
+ * Openfire, which refuses it; the recipient's session checks its own list
+ * as it processes the message; a carbon goes only where the list lets the
+ * message in.
  */
 final class MessageRouting implements PacketInterceptor {
     private static final String CARBONS = "urn:xmpp:carbons:2";
@@ -106,6 +112,10 @@ final class MessageRouting implements PacketInterceptor {
             // To an online full JID: Openfire's to deliver.
             return;
         }
+        if (sender != null && sendersListDenies(sender, message)) {
+            // MessageRouter answers not-acceptable after the interceptors.
+            return;
+        }
         boolean delivered;
         try {
             delivered = route(message, to.asBareJID(), from, sender, session);
@@ -120,6 +130,40 @@ final class MessageRouting implements PacketInterceptor {
             // Openfire drops a rejected packet silently.
             throw DELIVERED;
         }
+    }
+
+    /**
+     * Whether the sender's privacy list denies the message, checked as
+     * MessageRouter does: the recipient's message to the sender, as the
+     * sender's session would receive it.
+     */
+    private static boolean sendersListDenies(ClientSession sender, Message message) {
+        PrivacyList list = privacyList(sender);
+        if (list == null) {
+            return false;
+        }
+        Message reversed = message.createCopy();
+        reversed.setFrom(message.getTo());
+        reversed.setTo(message.getFrom());
+        return list.shouldBlockPacket(reversed);
+    }
+
+    /**
+     * The list a session's privacy check reads: its active list, else its
+     * account's default list. Read as LocalClientSession does (canProcess in
+     * 4.2, canDeliver in 5.x, which also answers the sender): neither is
+     * one API across the versions the plugin runs on, ClientSession's
+     * getters are.
+     */
+    private static PrivacyList privacyList(ClientSession session) {
+        PrivacyList active = session.getActiveList();
+        return active != null ? active : session.getDefaultList();
+    }
+
+    /** Whether `session`'s privacy list lets `packet` in. */
+    private static boolean accepts(ClientSession session, Packet packet) {
+        PrivacyList list = privacyList(session);
+        return list == null || !list.shouldBlockPacket(packet);
     }
 
     /** Activity of the sender's session. */
@@ -306,7 +350,10 @@ final class MessageRouting implements PacketInterceptor {
     private void carbons(Message message, JID bare, List<ClientSession> delivered, ClientSession sender) {
         for (JID route : routingTable.getRoutes(bare, null)) {
             ClientSession other = routingTable.getClientRoute(route);
-            if (other != null && !delivered.contains(other) && other.isMessageCarbonsEnabled()) {
+            // The copy comes from the account itself, past the session's
+            // privacy check: the original must pass it.
+            if (other != null && !delivered.contains(other) && other.isMessageCarbonsEnabled()
+                    && accepts(other, message)) {
                 other.process(carbon(message, "received", bare, route));
             }
         }
