@@ -208,8 +208,9 @@ impl Rotation {
     }
 
     /// Brings the picks since the last fold into `time`, before a change of
-    /// the total. Rounded to the unit: every standing moves by less than
-    /// 2^-32 of a message, and [`Rotation::level`] puts the sum back to 0.
+    /// the total. Rounded to the unit: every standing moves by at most its
+    /// weight in units (under 2^-25 of a message), and [`Rotation::level`]
+    /// puts the sum back to 0.
     fn fold(&mut self) {
         if self.picks > 0 {
             let (picks, total) = (i128::from(self.picks), i128::from(self.total));

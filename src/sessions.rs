@@ -67,11 +67,8 @@ struct Index {
 /// are 0). So no session is ever in two, and when the picks move from one
 /// to another, nobody is carried: the other's standings are as it left them.
 fn place_of(r: &Resource) -> Option<Place> {
-    let run = match run_of(r) {
-        Run::Live => 0,
-        Run::Resting => 1,
-        Run::Out => return None,
-    };
+    let (run, _) = class_of(r)?;
+    let run = run as u8;
     Some(if r.priority > 0 {
         Place {
             rotation: 2 * run,
