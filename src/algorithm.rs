@@ -340,9 +340,10 @@ pub fn weighted_total(resources: &[Resource]) -> i64 {
 /// Carries the weighted rotation over a change of the eligible set or of
 /// the weights (`old_total` is [`weighted_total`] before it). Each staying
 /// resource keeps its standing in messages (`current_weight / total`), a
-/// joining one starts level, a leaving one's standing is shared out by
-/// weight, and no standing is kept beyond one message either way, so the
-/// SPEC's bound holds from the change on. Returns whether every standing
+/// joining one and one whose own weight changed start level, a leaving
+/// one's standing is shared out by weight, and no standing is kept beyond
+/// one message either way (the model tests check SPEC's bounds from the
+/// change on). Returns whether every standing
 /// is 0 after it (the rotation is at rest). A pass over the sessions: for
 /// small accounts, and once when an account's index is dropped (a large
 /// account's index carries its rotation itself, `crate::rotation`).

@@ -13,11 +13,13 @@
 //!
 //! Standings are counted in messages, not in units of the total weight, so
 //! a change of the total carries every standing over as it is, without
-//! visiting anyone. A session that leaves takes its standing with it; what
-//! the others then owe or are owed, to sum to 0 again, goes to the poorest
-//! (or comes from the richest), who has room for it within one message.
-//! Nginx's rule, from standings within one message either way that sum to
-//! 0, keeps every session within two messages of its share.
+//! visiting anyone. A session that leaves takes its standing with it, and
+//! one whose weight changes starts level (as it does in a small account);
+//! what the others then owe or are owed, to sum to 0 again, goes to the
+//! poorest (or comes from the richest), one or a few of them. That each
+//! session stays within two messages of its share over a stretch is what
+//! the model tests check (tests/model.rs), at up to 1,000 sessions; it is
+//! not proven.
 
 use std::cmp::Reverse;
 
@@ -328,10 +330,10 @@ impl Rotation {
         self.keys += i128::from(by);
     }
 
-    /// After a change: no standing beyond one message either way (a pick's
-    /// gains may have left one just past it), and their sum 0 again. The
-    /// room of the poorest (richest) is enough for what one leaver leaves,
-    /// so this is one step or two, not a pass.
+    /// After a change: no standing beyond one message either way (picks'
+    /// gains may have left some past it), and their sum 0 again. Usually
+    /// one step or two; each standing past one message costs one more (88
+    /// at most in the review's search at 1,000 sessions), never a pass.
     fn level(&mut self) {
         self.fold();
         for (heap, sign) in [(RICHEST, 1), (POOREST, -1)] {

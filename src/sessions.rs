@@ -874,6 +874,16 @@ impl Sessions {
         classes.compact(&self.list, by_token, (run, standing));
     }
 
+    /// A session whose own weight changed starts level in the weighted
+    /// rotation (and the others absorb what it stood, as for a leaver).
+    /// Carried over the change, a standing can leave it two messages from
+    /// its share: a session a message ahead at weight 1 raised to 127 falls
+    /// two behind within the stretch. Starting level costs it at most one
+    /// message, which SPEC's whole-run bound allows per change.
+    fn weight_changed(r: &mut Resource) {
+        r.current_weight = 0;
+    }
+
     /// Changes the session at `pos` with `f`, an event at `now`, and moves
     /// it to the run it now belongs to; returns where it is. `f` must not
     /// change the name; a new token is indexed.
@@ -885,8 +895,12 @@ impl Sessions {
         let before = run_of(&self.list[pos]);
         let on_ring = class_of(&self.list[pos]).map(|(run, _)| run);
         let token = self.list[pos].token;
+        let priority = self.list[pos].priority;
         f(&mut self.list[pos]);
         self.list[pos].last_activity = self.stamp(now);
+        if self.list[pos].priority != priority {
+            Self::weight_changed(&mut self.list[pos]);
+        }
         if self.list[pos].token != token {
             if let Some(index) = &mut self.index {
                 if let Ok(entry) = index
@@ -920,20 +934,11 @@ impl Sessions {
             let moved =
                 |rotations: &&mut Rotations| place != rotations.place(pos) || r.token != token;
             if let Some(rotations) = index.rotations.as_mut().filter(moved) {
-                // A session that stays in its rotation keeps its standing
-                // under its new weight; a new one, or one that moves to
-                // another rotation, starts level.
+                // A session whose rotation, weight or token changed starts
+                // level (see `Sessions::weight_changed`).
                 let left = rotations.leave(pos);
-                let carried = match (left, place) {
-                    (Some((was, standing)), Some(now))
-                        if was.rotation == now.rotation && r.token == token =>
-                    {
-                        standing
-                    }
-                    _ => 0,
-                };
                 if let Some(place) = place {
-                    rotations.join(pos, place, r.seq, carried);
+                    rotations.join(pos, place, r.seq, 0);
                 }
                 for place in [left.map(|(was, _)| was), place].into_iter().flatten() {
                     rotations.level(place.rotation);

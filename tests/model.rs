@@ -957,3 +957,64 @@ fn unchanged_presence_leaves_the_rotation_alone() {
     }
     run(&ops).unwrap();
 }
+
+/// `count` weighted picks of account 0's chat messages.
+fn weighted_picks(count: usize, cap: usize) -> Op {
+    Op::Pick {
+        account: 0,
+        sender: 0,
+        hint: None,
+        kind: 0,
+        count,
+        cap,
+    }
+}
+
+/// A large account of `sessions` at priority 1; the first `ahead` are
+/// picked (each then about a message ahead of its share) and turn to
+/// priority 127, the weight that carries them furthest from their share.
+fn fleet_with_heavy_sessions_ahead(sessions: usize, ahead: usize) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for resource in 0..sessions {
+        ops.push(Op::Register {
+            account: 0,
+            resource,
+            fresh_token: false,
+            priority: 1,
+            show: 0,
+            available: true,
+        });
+    }
+    ops.push(Op::SetAlgorithm {
+        account: 0,
+        algorithm: 3,
+    });
+    ops.push(weighted_picks(ahead, 1));
+    for resource in 0..ahead {
+        ops.push(Op::Register {
+            account: 0,
+            resource,
+            fresh_token: false,
+            priority: 127,
+            show: 0,
+            available: true,
+        });
+    }
+    let total = ahead * 127 + (sessions - ahead);
+    ops.push(weighted_picks(3 * total, 1));
+    ops
+}
+
+/// Standings carried in messages over a change of weight: sessions that
+/// were a message ahead at weight 1 stay so at weight 127, and nginx's rule
+/// from there lets one fall 2 messages behind its share within the stretch.
+#[test]
+fn weight_raised_on_sessions_ahead_keeps_the_bound() {
+    run(&fleet_with_heavy_sessions_ahead(20, 2)).unwrap();
+}
+
+/// The same at 1,000 sessions.
+#[test]
+fn weight_raised_on_sessions_ahead_keeps_the_bound_at_1000() {
+    run(&fleet_with_heavy_sessions_ahead(1_000, 4)).unwrap();
+}
