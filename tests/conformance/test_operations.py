@@ -118,6 +118,11 @@ def test_installed_layout_loads(tmp_path):
             account, nodes, sensor = await cluster(installed, [0, 0], ROUND_ROBIN)
             counts = await deliver(sensor, account, nodes, 4)
             await close(sensor, *nodes)
+            if "stats" in installed.features:
+                # The server is stopped next: a close still in its hands
+                # then meets a half-stopped server (Openfire 4.2 logs an
+                # error from its presence handler).
+                assert await wait_for(lambda: not session_rows(installed.stats(account)))
             return counts
         assert run(scenario()) == [2, 2]
     finally:
