@@ -922,21 +922,23 @@ proptest! {
     }
 }
 
+/// Account 0's `resources` registered available at `priority`.
+fn available_at(resources: std::ops::Range<usize>, priority: i32) -> impl Iterator<Item = Op> {
+    resources.map(move |resource| Op::Register {
+        account: 0,
+        resource,
+        fresh_token: false,
+        priority,
+        show: 0,
+        available: true,
+    })
+}
+
 /// Defect 2 as it was met: three resources, round robin, one re-sending
 /// its unchanged presence after every second message.
 #[test]
 fn unchanged_presence_leaves_the_rotation_alone() {
-    let mut ops = Vec::new();
-    for resource in 0..3 {
-        ops.push(Op::Register {
-            account: 0,
-            resource,
-            fresh_token: false,
-            priority: 1,
-            show: 0,
-            available: true,
-        });
-    }
+    let mut ops: Vec<Op> = available_at(0..3, 1).collect();
     ops.push(Op::SetAlgorithm {
         account: 0,
         algorithm: 2,
@@ -974,40 +976,22 @@ fn weighted_picks(count: usize, cap: usize) -> Op {
 /// picked (each then about a message ahead of its share) and turn to
 /// priority 127, the weight that carries them furthest from their share.
 fn fleet_with_heavy_sessions_ahead(sessions: usize, ahead: usize) -> Vec<Op> {
-    let mut ops = Vec::new();
-    for resource in 0..sessions {
-        ops.push(Op::Register {
-            account: 0,
-            resource,
-            fresh_token: false,
-            priority: 1,
-            show: 0,
-            available: true,
-        });
-    }
+    let mut ops: Vec<Op> = available_at(0..sessions, 1).collect();
     ops.push(Op::SetAlgorithm {
         account: 0,
         algorithm: 3,
     });
     ops.push(weighted_picks(ahead, 1));
-    for resource in 0..ahead {
-        ops.push(Op::Register {
-            account: 0,
-            resource,
-            fresh_token: false,
-            priority: 127,
-            show: 0,
-            available: true,
-        });
-    }
+    ops.extend(available_at(0..ahead, 127));
     let total = ahead * 127 + (sessions - ahead);
     ops.push(weighted_picks(3 * total, 1));
     ops
 }
 
-/// Standings carried in messages over a change of weight: sessions that
-/// were a message ahead at weight 1 stay so at weight 127, and nginx's rule
-/// from there lets one fall 2 messages behind its share within the stretch.
+/// A change of a session's own weight: carried in messages, the standing
+/// of a session a message ahead at weight 1 stayed so at weight 127, and
+/// nginx's rule from there let it fall 2 messages behind its share within
+/// the stretch; it now starts level.
 #[test]
 fn weight_raised_on_sessions_ahead_keeps_the_bound() {
     run(&fleet_with_heavy_sessions_ahead(20, 2)).unwrap();
