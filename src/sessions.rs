@@ -239,41 +239,49 @@ impl Ring {
         self.occupied.set(bucket);
     }
 
-    /// Points the link to entry `at` (a bucket's head or an entry's
-    /// `next`) at `to`.
-    fn relink(&mut self, at: u32, to: u32) {
-        let bucket = self.bucket(self.entries[at as usize].point);
-        let mut prev = NONE;
-        let mut cur = self.heads[bucket];
-        while cur != at {
-            prev = cur;
-            cur = self.entries[cur as usize].next;
+    /// The first entry of `bucket` that `is` accepts, and the entry before
+    /// it in the chain (`NONE` when it is the bucket's head).
+    fn find_in(&self, bucket: usize, is: impl Fn(u32, &RingEntry) -> bool) -> Option<(u32, u32)> {
+        let mut before = NONE;
+        let mut at = self.heads[bucket];
+        while at != NONE {
+            let entry = &self.entries[at as usize];
+            if is(at, entry) {
+                return Some((before, at));
+            }
+            before = at;
+            at = entry.next;
         }
-        match prev {
+        None
+    }
+
+    /// Points the link after `before` (the head of `bucket` when `NONE`)
+    /// at `to`.
+    fn link(&mut self, bucket: usize, before: u32, to: u32) {
+        match before {
             NONE => self.heads[bucket] = to,
-            _ => self.entries[prev as usize].next = to,
+            _ => self.entries[before as usize].next = to,
         }
     }
 
     fn remove(&mut self, point: u32, token: u64) {
         let bucket = self.bucket(point);
-        let mut at = self.heads[bucket];
-        while at != NONE && {
-            let entry = &self.entries[at as usize];
-            (entry.point, entry.token) != (point, token)
-        } {
-            at = self.entries[at as usize].next;
-        }
-        if at == NONE {
+        let Some((before, at)) = self.find_in(bucket, |_, e| (e.point, e.token) == (point, token))
+        else {
             return;
-        }
-        self.relink(at, self.entries[at as usize].next);
+        };
+        self.link(bucket, before, self.entries[at as usize].next);
         if self.heads[bucket] == NONE {
             self.occupied.clear(bucket);
         }
         let last = (self.entries.len() - 1) as u32;
         if at != last {
-            self.relink(last, at);
+            // The last entry fills the hole: its link follows it there.
+            let moved = self.bucket(self.entries[last as usize].point);
+            let (before_last, _) = self
+                .find_in(moved, |i, _| i == last)
+                .expect("every entry is in its bucket's chain");
+            self.link(moved, before_last, at);
             self.entries.swap(at as usize, last as usize);
         }
         self.entries.pop();
@@ -1147,10 +1155,8 @@ impl Sessions {
                             let r = &self.list[self.find_token(entry.token).unwrap()];
                             assert!(points_of(r.name_hash).contains(&entry.point));
                             assert_eq!(class_of(r).unwrap().0, run);
-                            let mut link = ring.heads[ring.bucket(entry.point)];
-                            while link != at as u32 {
-                                link = ring.entries[link as usize].next;
-                            }
+                            let bucket = ring.bucket(entry.point);
+                            assert!(ring.find_in(bucket, |i, _| i == at as u32).is_some());
                         }
                     }
                 }
