@@ -288,11 +288,10 @@ impl Rotation {
         })
     }
 
-    /// Takes the member out; returns its standing.
-    fn leave(&mut self, weight: i64, slot: u32) -> i64 {
+    /// Takes the member out.
+    fn leave(&mut self, weight: i64, slot: u32) {
         self.fold();
         let class = self.class(weight);
-        let standing = self.standing(class, slot);
         let member = self.classes[class].remove(slot);
         if self.classes[class].len() == 0 {
             self.classes.swap_remove(class);
@@ -302,7 +301,6 @@ impl Rotation {
         if self.total == 0 {
             *self = Rotation::default();
         }
-        standing
     }
 
     /// The member of the highest standing (`RICHEST`) or of the lowest.
@@ -421,12 +419,11 @@ impl Rotations {
         self.seats[pos] = Some(Seat { place, slot });
     }
 
-    /// Unseats the session at `pos`; returns its standing.
-    pub fn leave(&mut self, pos: usize) -> Option<(Place, i64)> {
+    /// Unseats the session at `pos`; returns where it sat.
+    pub fn leave(&mut self, pos: usize) -> Option<Place> {
         let seat = self.seats[pos].take()?;
-        let rotation = &mut self.rotations[seat.place.rotation as usize];
-        let standing = rotation.leave(i64::from(seat.place.weight), seat.slot);
-        Some((seat.place, standing))
+        self.rotations[seat.place.rotation as usize].leave(i64::from(seat.place.weight), seat.slot);
+        Some(seat.place)
     }
 
     pub fn level(&mut self, rotation: u8) {
@@ -591,9 +588,11 @@ mod tests {
         }
         let before = standings(&mut rotation);
         // The heavy one, picked twice in three, leaves ahead of its share.
-        let gone = rotation.classes[rotation.class(5)].top(RICHEST);
-        let left = rotation.leave(5, gone);
-        assert!(left < 0, "{before:?}");
+        let heavy = rotation.class(5);
+        let gone = rotation.classes[heavy].top(RICHEST);
+        rotation.fold();
+        assert!(rotation.standing(heavy, gone) < 0, "{before:?}");
+        rotation.leave(5, gone);
         rotation.level();
         let after = standings(&mut rotation);
         assert_eq!(after.iter().map(|&(_, s)| s).sum::<i64>(), 0);

@@ -948,7 +948,7 @@ impl Sessions {
                 if let Some(place) = place {
                     rotations.join(pos, place, r.seq, 0);
                 }
-                for place in [left.map(|(was, _)| was), place].into_iter().flatten() {
+                for place in [left, place].into_iter().flatten() {
                     rotations.level(place.rotation);
                 }
             }
@@ -966,7 +966,7 @@ impl Sessions {
                 index.classes.compact(&self.list, &index.by_token, class);
             }
             if let Some(rotations) = &mut index.rotations {
-                if let Some((place, _)) = rotations.leave(pos) {
+                if let Some(place) = rotations.leave(pos) {
                     rotations.level(place.rotation);
                 }
             }
