@@ -135,10 +135,8 @@ fn is_routed_other_type(kind: &[u8]) -> Result<bool, NotText> {
     match kind {
         b"headline" | b"groupchat" | b"error" => Ok(false),
         b"normal" => Ok(true),
-        other => match std::str::from_utf8(other) {
-            Ok(_) => Ok(true),
-            Err(_) => Err(NotText("kind")),
-        },
+        other if is_text(other) => Ok(true),
+        _ => Err(NotText("kind")),
     }
 }
 
