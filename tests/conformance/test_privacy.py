@@ -80,41 +80,38 @@ async def no_blocked_message_arrives(server, algorithm, nodes, blocked, other, a
     assert leaked == [], leaked
 
 
-@pytest.mark.parametrize("mechanism", MECHANISMS, ids=MECHANISMS.values())
-@pytest.mark.parametrize("algorithm", ROUTINGS, ids=["roundrobin", "all", "native"])
-def test_blocked_sender_reaches_no_session(request, host, algorithm, mechanism):
-    server = server_for(request, host, algorithm)
-    require(server, mechanism)
-    carbons = "carbons" in server.features
-
-    async def scenario():
-        account, blocked_jid, other_jid = server.account(), server.account(), server.account()
-        await block(server, account, blocked_jid, mechanism, "<message/>")
-        nodes = [await online(server, account, f"node-{i}", carbons=carbons) for i in range(2)]
-        if algorithm:
-            await nodes[0].set_algorithm(algorithm)
-        blocked = await online(server, blocked_jid, "probe")
-        other = await online(server, other_jid, "probe")
-        await no_blocked_message_arrives(server, algorithm, nodes, blocked, other, account)
-        await close(blocked, other, *nodes)
-    run(scenario())
-
-
-@pytest.mark.parametrize("mechanism", MECHANISMS, ids=MECHANISMS.values())
-@pytest.mark.parametrize("algorithm", ROUTINGS, ids=["roundrobin", "all", "native"])
-def test_senders_own_list_stops_the_message(request, host, algorithm, mechanism):
+def sender_reaches_no_session(request, host, algorithm, mechanism, account_blocks):
+    """The account's two sessions under `algorithm` (None: the host's own
+    routing) and a sender: the account blocks the sender
+    (`account_blocks`), or the sender's own list denies the account. The
+    lists are in place before the sessions they bind log in."""
     server = server_for(request, host, algorithm)
     require(server, mechanism)
     carbons = "carbons" in server.features
 
     async def scenario():
         account, sender_jid, other_jid = server.account(), server.account(), server.account()
+        if account_blocks:
+            await block(server, account, sender_jid, mechanism, "<message/>")
+        else:
+            await block(server, sender_jid, account, mechanism, "")
         nodes = [await online(server, account, f"node-{i}", carbons=carbons) for i in range(2)]
         if algorithm:
             await nodes[0].set_algorithm(algorithm)
-        await block(server, sender_jid, account, mechanism, "")
         sender = await online(server, sender_jid, "probe")
         other = await online(server, other_jid, "probe")
         await no_blocked_message_arrives(server, algorithm, nodes, sender, other, account)
         await close(sender, other, *nodes)
     run(scenario())
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS, ids=MECHANISMS.values())
+@pytest.mark.parametrize("algorithm", ROUTINGS, ids=["roundrobin", "all", "native"])
+def test_blocked_sender_reaches_no_session(request, host, algorithm, mechanism):
+    sender_reaches_no_session(request, host, algorithm, mechanism, account_blocks=True)
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS, ids=MECHANISMS.values())
+@pytest.mark.parametrize("algorithm", ROUTINGS, ids=["roundrobin", "all", "native"])
+def test_senders_own_list_stops_the_message(request, host, algorithm, mechanism):
+    sender_reaches_no_session(request, host, algorithm, mechanism, account_blocks=False)
